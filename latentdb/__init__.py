@@ -1,0 +1,60 @@
+"""latentdb: a vector database for Python that indexes a model's latent space.
+
+Start with :func:`connect`::
+
+    import latentdb
+
+    with latentdb.connect("my.db") as db:
+        docs = db.get_or_create_collection("docs")      # all-MiniLM-L6-v2, cosine
+        docs.add(["a", "b"], documents=["a cat sat", "stocks fell"])
+        print(docs.query(texts="kitten", k=1).ids)        # [['a']]
+"""
+
+from latentdb.api import Collection, Database, GetResult, QueryResult, connect
+from latentdb.errors import (
+    AuthError,
+    CollectionExistsError,
+    CollectionNotFoundError,
+    DatabaseClosedError,
+    DimensionMismatchError,
+    DuplicateIdError,
+    EmbedderError,
+    FilterError,
+    InvalidArgumentError,
+    InvalidIdError,
+    InvalidMetadataError,
+    InvalidVectorError,
+    LatentDBError,
+    ModelMismatchError,
+    NotFoundError,
+    RecordNotFoundError,
+)
+from latentdb.space import LatentSpace
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthError",
+    "Collection",
+    "CollectionExistsError",
+    "CollectionNotFoundError",
+    "Database",
+    "DatabaseClosedError",
+    "DimensionMismatchError",
+    "DuplicateIdError",
+    "EmbedderError",
+    "FilterError",
+    "GetResult",
+    "InvalidArgumentError",
+    "InvalidIdError",
+    "InvalidMetadataError",
+    "InvalidVectorError",
+    "LatentDBError",
+    "LatentSpace",
+    "ModelMismatchError",
+    "NotFoundError",
+    "QueryResult",
+    "RecordNotFoundError",
+    "__version__",
+    "connect",
+]

@@ -1,0 +1,445 @@
+"""Collection: records of one latent space, and the methods that read and write them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from latentdb.api._results import GetResult, QueryResult
+from latentdb.api._validation import (
+    check_documents,
+    check_ids,
+    check_include,
+    check_metadatas,
+    check_non_negative,
+)
+from latentdb.embed import get_embedder
+from latentdb.errors import (
+    DuplicateIdError,
+    EmbedderError,
+    InvalidArgumentError,
+    ModelMismatchError,
+    RecordNotFoundError,
+)
+from latentdb.query import compile_where
+from latentdb.space import LatentSpace
+
+if TYPE_CHECKING:
+    from latentdb.api._database import CollectionState, Database
+
+__all__ = ["Collection"]
+
+FloatMatrix = npt.NDArray[np.float32]
+Where = Mapping[str, Any]
+Progress = Callable[[int], None]
+
+GET_FIELDS = ("vectors", "documents", "metadatas")
+QUERY_FIELDS = ("distances", "documents", "metadatas", "vectors")
+
+
+class Collection:
+    """Records (id, vector, document, metadata) bound to one :class:`LatentSpace`.
+
+    Get one from :meth:`Database.create_collection` or :meth:`Database.get_collection`.
+    Every write is one transaction: when it returns the records are on disk, when it
+    raises nothing of it was written.
+    """
+
+    def __init__(self, database: Database, state: CollectionState) -> None:
+        self._database = database
+        self._state = state
+
+    def __repr__(self) -> str:
+        space = self.space
+        return (
+            f"Collection({self.name!r}, model={space.model!r}, dimension={space.dimension}, "
+            f"metric={space.metric!r})"
+        )
+
+    @property
+    def name(self) -> str:
+        """The collection's name."""
+        return self._state.row.name
+
+    @property
+    def space(self) -> LatentSpace:
+        """The latent space every vector of this collection belongs to."""
+        return self._state.space
+
+    @property
+    def embedder(self) -> str | None:
+        """The registered embedder's name, or None when vectors come from outside."""
+        return self._state.row.embedder
+
+    def count(self) -> int:
+        """Number of records."""
+        store = self._database.store
+        with store.lock:
+            self._database.sync(self._state)
+            return store.count(self._state.row.id)
+
+    # -- embedding -----------------------------------------------------------------
+
+    def _embed(self, texts: Sequence[str | None], progress: Progress | None) -> FloatMatrix:
+        """Embed texts with the collection's own model, refusing a drifted model."""
+        name = self._state.row.embedder
+        if name is None:
+            raise EmbedderError(
+                f"collection {self.name!r} has no embedder (its vectors come from model "
+                f"{self.space.model!r}): pass vectors= instead of text"
+            )
+        missing = [i for i, text in enumerate(texts) if not isinstance(text, str)]
+        if missing:
+            raise EmbedderError(
+                f"no vector and no document to embed at position {missing[0]}: give a "
+                "document or a vector for every id"
+            )
+        embedder = get_embedder(name)
+        if embedder.fingerprint != self.space.fingerprint:
+            raise ModelMismatchError(
+                f"embedder {name!r} now has fingerprint {embedder.fingerprint}, but collection "
+                f"{self.name!r} was built with {self.space.fingerprint}: the model changed; "
+                "re-embed into a new collection"
+            )
+        return embedder.embed_texts([t for t in texts if isinstance(t, str)], progress=progress)
+
+    def _vectors_for(
+        self,
+        vectors: object,
+        documents: Sequence[str | None] | None,
+        count: int,
+        model: str | None,
+        progress: Progress | None,
+    ) -> FloatMatrix:
+        self.space.check_model(model)
+        if vectors is None:
+            if documents is None:
+                raise InvalidArgumentError("give vectors= or documents= to embed")
+            vectors = self._embed(documents, progress)
+        return self.space.prepare(vectors, rows=count)
+
+    # -- writes --------------------------------------------------------------------
+
+    def add(
+        self,
+        ids: Sequence[str] | str,
+        *,
+        vectors: object = None,
+        documents: Sequence[str | None] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        model: str | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        """Add new records; documents are embedded when no vectors are given.
+
+        Args:
+            ids: Unique string ids, none of them stored yet.
+            vectors: Array-like (n, d) (or (d,) for one id) in this collection's space.
+            documents: One text (or None) per id.
+            metadatas: One flat dict of str/int/float/bool (or None) per id.
+            model: The model the vectors came from; refused if not the collection's.
+            progress: Called with the number of documents embedded so far.
+
+        Raises:
+            DuplicateIdError: an id repeats, or is already stored.
+            DimensionMismatchError, InvalidVectorError, InvalidMetadataError,
+            InvalidIdError, ModelMismatchError, EmbedderError: bad input; nothing written.
+        """
+        self._write(ids, vectors, documents, metadatas, model, progress, replace=False)
+
+    def upsert(
+        self,
+        ids: Sequence[str] | str,
+        *,
+        vectors: object = None,
+        documents: Sequence[str | None] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        model: str | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        """Add records, replacing every field of those whose id is already stored.
+
+        Same arguments and errors as :meth:`add`, except that stored ids are allowed.
+        """
+        self._write(ids, vectors, documents, metadatas, model, progress, replace=True)
+
+    def _write(
+        self,
+        ids: object,
+        vectors: object,
+        documents: object,
+        metadatas: object,
+        model: str | None,
+        progress: Progress | None,
+        *,
+        replace: bool,
+    ) -> None:
+        id_list = check_ids(ids)
+        count = len(id_list)
+        document_list = check_documents(documents, count)
+        metadata_list = check_metadatas(metadatas, count)
+        matrix = self._vectors_for(vectors, document_list, count, model, progress)
+        database, state = self._database, self._state
+        store = database.store
+        with store.write():
+            database.sync(state)
+            if not replace:
+                stored = store.keys_for_ids(state.row.id, id_list)
+                if stored:
+                    first = next(i for i in id_list if i in stored)
+                    raise DuplicateIdError(
+                        f"id {first!r} is already stored in {self.name!r} "
+                        f"({len(stored)} of the {count} ids are): use upsert to replace"
+                    )
+            sequence = store.next_sequence()
+            store.insert_records(
+                state.row.id,
+                ids=id_list,
+                vectors=matrix,
+                documents=document_list or [None] * count,
+                metadatas=metadata_list or [None] * count,
+                sequence=sequence,
+            )
+            key_of = {record_id: key for key, record_id in store.keys_at(state.row.id, sequence)}
+        keys = np.fromiter((key_of[i] for i in id_list), dtype=np.int64, count=count)
+        self._apply(sequence, keys, matrix, None)
+
+    def _apply(
+        self,
+        sequence: int,
+        keys: npt.NDArray[np.int64] | None,
+        vectors: FloatMatrix | None,
+        deleted: npt.NDArray[np.int64] | None,
+    ) -> None:
+        """Mirror a committed write of ours into the loaded index."""
+        state = self._state
+        index = state.index
+        if index is None:
+            return
+        try:
+            if keys is not None and vectors is not None:
+                index.upsert(keys, vectors)
+            if deleted is not None:
+                index.remove(deleted)
+        except BaseException:
+            state.index = None  # rebuilt from the store on next use
+            raise
+        state.applied = sequence
+
+    def update(
+        self,
+        ids: Sequence[str] | str,
+        *,
+        vectors: object = None,
+        documents: Sequence[str | None] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        model: str | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        """Change fields of stored records; fields left as None keep their value.
+
+        New documents without vectors are re-embedded when the collection has an
+        embedder. A metadata dict replaces the stored one whole.
+
+        Raises:
+            RecordNotFoundError: an id is not stored (nothing is written).
+            and the errors of :meth:`add`.
+        """
+        id_list = check_ids(ids)
+        count = len(id_list)
+        document_list = check_documents(documents, count)
+        metadata_list = check_metadatas(metadatas, count)
+        if vectors is None and document_list is None and metadata_list is None:
+            raise InvalidArgumentError("update needs vectors=, documents= or metadatas=")
+        matrix = None
+        if vectors is not None or (document_list is not None and self.embedder is not None):
+            matrix = self._vectors_for(vectors, document_list, count, model, progress)
+        else:
+            self.space.check_model(model)
+        database, state = self._database, self._state
+        store = database.store
+        with store.write():
+            database.sync(state)
+            key_of = store.keys_for_ids(state.row.id, id_list)
+            missing = [i for i in id_list if i not in key_of]
+            if missing:
+                raise RecordNotFoundError(
+                    f"cannot update ids that are not stored in {self.name!r}: "
+                    f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
+                )
+            keys = np.fromiter((key_of[i] for i in id_list), dtype=np.int64, count=count)
+            sequence = store.next_sequence()
+            store.update_records(
+                keys.tolist(),
+                vectors=matrix,
+                documents=document_list,
+                metadatas=metadata_list,
+                sequence=sequence,
+            )
+        self._apply(sequence, keys if matrix is not None else None, matrix, None)
+
+    def delete(self, ids: Sequence[str] | str | None = None, *, where: Where | None = None) -> int:
+        """Delete records by id, by filter, or by both (ids that also pass the filter).
+
+        Ids that are not stored are ignored.
+
+        Returns:
+            The number of records deleted.
+
+        Raises:
+            InvalidArgumentError: neither ids nor where was given.
+            FilterError: malformed where.
+        """
+        if ids is None and where is None:
+            raise InvalidArgumentError(
+                "delete needs ids= or where=; to remove everything use "
+                "Database.delete_collection"
+            )
+        id_list = None if ids is None else check_ids(ids, allow_empty=True)
+        condition = compile_where(where)
+        database, state = self._database, self._state
+        store = database.store
+        with store.write():
+            database.sync(state)
+            rows = store.select(state.row.id, ids=id_list, where=condition)
+            if not rows:
+                return 0
+            keys = np.fromiter((key for key, _ in rows), dtype=np.int64, count=len(rows))
+            sequence = store.next_sequence()
+            store.delete_records(state.row.id, keys.tolist(), sequence=sequence)
+        self._apply(sequence, None, None, keys)
+        return len(rows)
+
+    # -- reads ---------------------------------------------------------------------
+
+    def get(
+        self,
+        ids: Sequence[str] | str | None = None,
+        *,
+        where: Where | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        include: Sequence[str] = ("documents", "metadatas"),
+    ) -> GetResult:
+        """Read records by id and/or filter.
+
+        Args:
+            ids: Ids to read (missing ones are left out); None for all.
+            where: Metadata filter.
+            limit, offset: A page of the matches (in the order of ``ids``, else in
+                insertion order).
+            include: Any of "vectors", "documents", "metadatas".
+
+        Returns:
+            A :class:`GetResult`; fields not included are None.
+        """
+        fields = check_include(include, GET_FIELDS)
+        id_list = None if ids is None else check_ids(ids, allow_empty=True)
+        if limit is not None:
+            check_non_negative(limit, "limit")
+        check_non_negative(offset, "offset")
+        condition = compile_where(where)
+        database, state = self._database, self._state
+        store = database.store
+        with store.read():
+            database.sync(state)
+            if id_list is None:
+                rows = store.select(state.row.id, where=condition, limit=limit, offset=offset)
+            else:
+                found = dict((i, k) for k, i in store.select(state.row.id, ids=id_list, where=condition))
+                ordered = [(found[i], i) for i in id_list if i in found]
+                rows = ordered[offset : None if limit is None else offset + limit]
+            records = store.fetch(
+                [key for key, _ in rows],
+                dimension=self.space.dimension,
+                vectors="vectors" in fields,
+                documents="documents" in fields,
+                metadatas="metadatas" in fields,
+            )
+        listed = [records[key] for key, _ in rows]
+        vectors = None
+        if "vectors" in fields:
+            vectors = np.empty((len(listed), self.space.dimension), dtype=np.float32)
+            for position, record in enumerate(listed):
+                vectors[position] = record.vector
+        return GetResult(
+            ids=[record.id for record in listed],
+            vectors=vectors,
+            documents=[r.document for r in listed] if "documents" in fields else None,
+            metadatas=[r.metadata for r in listed] if "metadatas" in fields else None,
+        )
+
+    def query(
+        self,
+        *,
+        vectors: object = None,
+        texts: Sequence[str] | str | None = None,
+        k: int = 10,
+        where: Where | None = None,
+        include: Sequence[str] = ("distances", "documents", "metadatas"),
+        exact: bool = False,
+        model: str | None = None,
+    ) -> QueryResult:
+        """The ``k`` records nearest each query, nearest first.
+
+        Args:
+            vectors: Query vectors (nq, d), or one (d,).
+            texts: Query texts (or one str), embedded with the collection's model.
+            k: Neighbours per query (fewer come back when fewer records match).
+            where: Metadata filter; only matching records are candidates.
+            include: Any of "distances", "documents", "metadatas", "vectors".
+            exact: Always scan every candidate (the only plan so far).
+            model: The model the query vectors came from; refused if not the
+                collection's.
+
+        Returns:
+            A :class:`QueryResult`, distances smaller-is-closer in the space's metric.
+
+        Raises:
+            InvalidArgumentError: both or neither of vectors/texts, bad k or include.
+            DimensionMismatchError, InvalidVectorError, ModelMismatchError,
+            EmbedderError, FilterError: bad input.
+        """
+        fields = check_include(include, QUERY_FIELDS)
+        check_non_negative(k, "k", minimum=1)
+        if (vectors is None) == (texts is None):
+            raise InvalidArgumentError("query needs exactly one of vectors= or texts=")
+        self.space.check_model(model)
+        if texts is not None:
+            text_list = [texts] if isinstance(texts, str) else list(texts)
+            if not text_list:
+                raise InvalidArgumentError("texts must not be empty")
+            vectors = self._embed(text_list, None)
+        queries = self.space.prepare(vectors)
+        condition = compile_where(where)
+        database, state = self._database, self._state
+        store = database.store
+        with store.read():
+            index = database.index(state)
+            if condition is None:
+                distances, keys = index.search(queries, k)
+            else:
+                allowed = store.select(state.row.id, where=condition)
+                candidates = np.fromiter((key for key, _ in allowed), dtype=np.int64)
+                distances, keys = index.search(queries, k, keys=candidates)
+            unique = np.unique(keys)
+            records = store.fetch(
+                unique.tolist(),
+                dimension=self.space.dimension,
+                documents="documents" in fields,
+                metadatas="metadatas" in fields,
+            )
+            hit_vectors = index.vectors_of(keys.ravel()) if "vectors" in fields else None
+        rows = [[records[key] for key in row] for row in keys.tolist()]
+        return QueryResult(
+            ids=[[r.id for r in row] for row in rows],
+            distances=distances if "distances" in fields else None,
+            documents=[[r.document for r in row] for row in rows] if "documents" in fields else None,
+            metadatas=[[r.metadata for r in row] for row in rows] if "metadatas" in fields else None,
+            vectors=None
+            if hit_vectors is None
+            else list(hit_vectors.reshape(keys.shape[0], keys.shape[1], -1)),
+        )

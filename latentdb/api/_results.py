@@ -1,0 +1,65 @@
+"""What reads return: frozen dataclasses of lists and numpy arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["GetResult", "QueryResult"]
+
+Metadata = dict[str, str | int | float | bool]
+
+
+@dataclass(frozen=True)
+class GetResult:
+    """Records read by id or filter.
+
+    Attributes:
+        ids: The ids, in the order asked for (or insertion order).
+        vectors: float32 (n, d) when ``include`` named "vectors", else None.
+        documents: One document (or None) per id when included, else None.
+        metadatas: One metadata dict (or None) per id when included, else None.
+    """
+
+    ids: list[str]
+    vectors: npt.NDArray[np.float32] | None = None
+    documents: list[str | None] | None = None
+    metadatas: list[Metadata | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Nearest neighbours of each query, nearest first.
+
+    Attributes:
+        ids: One list per query of up to k ids.
+        distances: float32 (nq, k') with k' <= k, smaller is closer, when included.
+        documents: Per query, the documents of the hits, when included.
+        metadatas: Per query, the metadata of the hits, when included.
+        vectors: Per query, float32 (k', d) stored vectors of the hits, when included.
+    """
+
+    ids: list[list[str]]
+    distances: npt.NDArray[np.float32] | None = None
+    documents: list[list[str | None]] | None = None
+    metadatas: list[list[Metadata | None]] | None = None
+    vectors: list[npt.NDArray[np.float32]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists (JSON-ready)."""
+        return {
+            "ids": self.ids,
+            "distances": None if self.distances is None else self.distances.tolist(),
+            "documents": self.documents,
+            "metadatas": self.metadatas,
+            "vectors": None if self.vectors is None else [v.tolist() for v in self.vectors],
+        }

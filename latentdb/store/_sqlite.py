@@ -1,0 +1,457 @@
+"""The durable store: SQLite in WAL mode, the source of truth for every record.
+
+The store knows rows, bytes and sequence numbers; it knows nothing of indexes. Every
+write runs inside :meth:`Store.write` (one ``BEGIN IMMEDIATE`` transaction, so one call
+of the public API is all or nothing) and takes one new number from the database-wide
+write sequence; every row it touches is stamped with that number and every deleted row
+leaves a tombstone with it. A reader that remembers the last number it applied can catch
+up with :meth:`Store.changes_since`, whichever process wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from latentdb.errors import CollectionExistsError, LatentDBError
+
+__all__ = ["DATABASE_FILE", "Changes", "CollectionRow", "SqlFilter", "Store", "StoredRecord"]
+
+DATABASE_FILE = "latentdb.sqlite3"
+
+# Numbered migrations; PRAGMA user_version records how many have run.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE sequence (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        value INTEGER NOT NULL
+    );
+    INSERT INTO sequence (id, value) VALUES (0, 0);
+    CREATE TABLE collections (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        space TEXT NOT NULL,
+        embedder TEXT,
+        config TEXT NOT NULL DEFAULT '{}',
+        created_seq INTEGER NOT NULL
+    );
+    CREATE TABLE records (
+        key INTEGER PRIMARY KEY AUTOINCREMENT,
+        collection_id INTEGER NOT NULL REFERENCES collections (id),
+        id TEXT NOT NULL,
+        vector BLOB NOT NULL,
+        document TEXT,
+        metadata TEXT,
+        seq INTEGER NOT NULL,
+        UNIQUE (collection_id, id)
+    );
+    CREATE INDEX records_by_seq ON records (collection_id, seq);
+    CREATE TABLE tombstones (
+        collection_id INTEGER NOT NULL,
+        key INTEGER NOT NULL,
+        seq INTEGER NOT NULL
+    );
+    CREATE INDEX tombstones_by_seq ON tombstones (collection_id, seq);
+    """,
+)
+
+FloatMatrix = npt.NDArray[np.float32]
+KeyArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class SqlFilter:
+    """A condition on the ``metadata`` column: SQL text with ``?`` placeholders."""
+
+    sql: str
+    params: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class CollectionRow:
+    """A collection as stored: its space and embedder as the JSON the API layer wrote."""
+
+    id: int
+    name: str
+    space: dict[str, Any]
+    embedder: str | None
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """One record's stored fields; those not asked for are None."""
+
+    key: int
+    id: str
+    vector: FloatMatrix | None
+    document: str | None
+    metadata: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What changed in one collection after a given sequence number.
+
+    Attributes:
+        keys: Row keys written (inserted or replaced), shape (n,), ascending.
+        vectors: Their vectors, float32 (n, d).
+        deleted: Row keys deleted, shape (m,).
+        sequence: The database's sequence number the changes run up to.
+    """
+
+    keys: KeyArray
+    vectors: FloatMatrix
+    deleted: KeyArray
+    sequence: int
+
+
+def vectors_to_blobs(vectors: FloatMatrix) -> list[bytes]:
+    """Encode each row as little-endian float32 bytes."""
+    little = np.ascontiguousarray(vectors, dtype="<f4")
+    return [row.tobytes() for row in little]
+
+
+def blobs_to_vectors(blobs: Sequence[bytes], dimension: int) -> FloatMatrix:
+    """Decode little-endian float32 rows into a new (n, dimension) array."""
+    if not blobs:
+        return np.empty((0, dimension), dtype=np.float32)
+    flat = np.frombuffer(b"".join(blobs), dtype="<f4")
+    return flat.astype(np.float32).reshape(len(blobs), dimension)
+
+
+def _json_list(values: Sequence[Any]) -> str:
+    """One JSON array parameter, read back with ``json_each``: no variable-count limits."""
+    return json.dumps(list(values))
+
+
+class Store:
+    """A latentdb folder's SQLite database.
+
+    One connection, used under a lock so that a Database may be shared by threads.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / DATABASE_FILE
+        self.lock = threading.RLock()
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves.
+        self._connection = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=60.0
+        )
+        self._connection.execute("PRAGMA journal_mode = WAL")
+        # FULL: a commit is on disk before add() returns, even across a power loss.
+        self._connection.execute("PRAGMA synchronous = FULL")
+        self._connection.execute("PRAGMA foreign_keys = ON")
+        self._in_transaction = False
+        self._migrate()
+
+    # -- connection and transactions -------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self.lock:
+            self._connection.close()
+
+    def _migrate(self) -> None:
+        with self.write():
+            version = self._connection.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(_MIGRATIONS):
+                raise LatentDBError(
+                    f"{self.path} has schema version {version}; this latentdb knows up to "
+                    f"{len(_MIGRATIONS)}: upgrade latentdb to open it"
+                )
+            for number in range(version, len(_MIGRATIONS)):
+                for statement in _MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        self._connection.execute(statement)
+                self._connection.execute(f"PRAGMA user_version = {number + 1}")
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        """One write transaction: all of it commits, or none of it (re-entrant)."""
+        with self.lock:
+            if self._in_transaction:
+                yield
+                return
+            self._connection.execute("BEGIN IMMEDIATE")
+            self._in_transaction = True
+            try:
+                yield
+            except BaseException:
+                self._connection.execute("ROLLBACK")
+                raise
+            else:
+                self._connection.execute("COMMIT")
+            finally:
+                self._in_transaction = False
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        """A consistent snapshot for several reads (re-entrant, also inside a write)."""
+        with self.lock:
+            if self._in_transaction:
+                yield
+                return
+            self._connection.execute("BEGIN")
+            self._in_transaction = True
+            try:
+                yield
+            finally:
+                self._in_transaction = False
+                self._connection.execute("COMMIT")
+
+    def data_version(self) -> int:
+        """A number that changes when another connection commits (PRAGMA data_version)."""
+        with self.lock:
+            return int(self._connection.execute("PRAGMA data_version").fetchone()[0])
+
+    def next_sequence(self) -> int:
+        """Take the next write sequence number (inside :meth:`write`)."""
+        row = self._connection.execute(
+            "UPDATE sequence SET value = value + 1 WHERE id = 0 RETURNING value"
+        ).fetchone()
+        return int(row[0])
+
+    def current_sequence(self) -> int:
+        """The highest sequence number committed so far."""
+        with self.lock:
+            return int(self._connection.execute("SELECT value FROM sequence").fetchone()[0])
+
+    # -- collections ---------------------------------------------------------------
+
+    def insert_collection(
+        self, name: str, *, space: dict[str, Any], embedder: str | None, config: dict[str, Any]
+    ) -> CollectionRow:
+        """Create a collection row (inside :meth:`write`).
+
+        Raises:
+            CollectionExistsError: the name is taken.
+        """
+        seq = self.next_sequence()
+        try:
+            cursor = self._connection.execute(
+                "INSERT INTO collections (name, space, embedder, config, created_seq) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, json.dumps(space), embedder, json.dumps(config), seq),
+            )
+        except sqlite3.IntegrityError:
+            raise CollectionExistsError(f"a collection named {name!r} already exists") from None
+        assert cursor.lastrowid is not None  # set by every INSERT
+        return CollectionRow(cursor.lastrowid, name, space, embedder, config)
+
+    def _collection_from(self, row: tuple[Any, ...] | None) -> CollectionRow | None:
+        if row is None:
+            return None
+        return CollectionRow(row[0], row[1], json.loads(row[2]), row[3], json.loads(row[4]))
+
+    def collection_by_name(self, name: str) -> CollectionRow | None:
+        """The collection called ``name``, or None."""
+        with self.lock:
+            row = self._connection.execute(
+                "SELECT id, name, space, embedder, config FROM collections WHERE name = ?",
+                (name,),
+            ).fetchone()
+        return self._collection_from(row)
+
+    def collection_by_id(self, collection_id: int) -> CollectionRow | None:
+        """The collection with that row id, or None once it is deleted."""
+        with self.lock:
+            row = self._connection.execute(
+                "SELECT id, name, space, embedder, config FROM collections WHERE id = ?",
+                (collection_id,),
+            ).fetchone()
+        return self._collection_from(row)
+
+    def list_collections(self) -> list[CollectionRow]:
+        """Every collection, by name."""
+        with self.lock:
+            rows = self._connection.execute(
+                "SELECT id, name, space, embedder, config FROM collections ORDER BY name"
+            ).fetchall()
+        return [row for row in map(self._collection_from, rows) if row is not None]
+
+    def drop_collection(self, collection_id: int) -> None:
+        """Delete a collection and all its rows (inside :meth:`write`)."""
+        self.next_sequence()
+        for table in ("records", "tombstones"):
+            self._connection.execute(f"DELETE FROM {table} WHERE collection_id = ?", (collection_id,))
+        self._connection.execute("DELETE FROM collections WHERE id = ?", (collection_id,))
+
+    # -- records: reads ------------------------------------------------------------
+
+    def count(self, collection_id: int) -> int:
+        """Number of records in a collection."""
+        with self.lock:
+            return int(
+                self._connection.execute(
+                    "SELECT COUNT(*) FROM records WHERE collection_id = ?", (collection_id,)
+                ).fetchone()[0]
+            )
+
+    def keys_for_ids(self, collection_id: int, ids: Sequence[str]) -> dict[str, int]:
+        """Map each stored id among ``ids`` to its row key; missing ids are absent."""
+        with self.lock:
+            rows = self._connection.execute(
+                "SELECT id, key FROM records WHERE collection_id = ? "
+                "AND id IN (SELECT value FROM json_each(?))",
+                (collection_id, _json_list(ids)),
+            ).fetchall()
+        return dict(rows)
+
+    def select(
+        self,
+        collection_id: int,
+        *,
+        ids: Sequence[str] | None = None,
+        where: SqlFilter | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[tuple[int, str]]:
+        """(key, id) of the records among ``ids`` that pass ``where``, in key order."""
+        sql = "SELECT key, id FROM records WHERE collection_id = ?"
+        params: list[Any] = [collection_id]
+        if ids is not None:
+            sql += " AND id IN (SELECT value FROM json_each(?))"
+            params.append(_json_list(ids))
+        if where is not None:
+            sql += f" AND ({where.sql})"
+            params.extend(where.params)
+        sql += " ORDER BY key LIMIT ? OFFSET ?"
+        params.extend((-1 if limit is None else limit, offset))
+        with self.lock:
+            return self._connection.execute(sql, params).fetchall()
+
+    def fetch(
+        self,
+        keys: Sequence[int],
+        *,
+        dimension: int,
+        vectors: bool = False,
+        documents: bool = False,
+        metadatas: bool = False,
+    ) -> dict[int, StoredRecord]:
+        """The asked-for fields of the given row keys, by key (missing keys absent)."""
+        columns = ["key", "id"]
+        columns += ["vector"] if vectors else ["NULL"]
+        columns += ["document"] if documents else ["NULL"]
+        columns += ["metadata"] if metadatas else ["NULL"]
+        sql = (
+            f"SELECT {', '.join(columns)} FROM records "
+            "WHERE key IN (SELECT value FROM json_each(?))"
+        )
+        with self.lock:
+            rows = self._connection.execute(sql, (_json_list([int(k) for k in keys]),)).fetchall()
+        out: dict[int, StoredRecord] = {}
+        for key, record_id, blob, document, metadata in rows:
+            vector = blobs_to_vectors([blob], dimension)[0] if blob is not None else None
+            out[key] = StoredRecord(
+                key,
+                record_id,
+                vector,
+                document,
+                json.loads(metadata) if metadata is not None else None,
+            )
+        return out
+
+    def changes_since(self, collection_id: int, sequence: int, *, dimension: int) -> Changes:
+        """Rows written and deleted in a collection after ``sequence``, consistently."""
+        with self.read():
+            now = int(self._connection.execute("SELECT value FROM sequence").fetchone()[0])
+            rows = self._connection.execute(
+                "SELECT key, vector FROM records WHERE collection_id = ? AND seq > ? ORDER BY key",
+                (collection_id, sequence),
+            ).fetchall()
+            deleted = self._connection.execute(
+                "SELECT key FROM tombstones WHERE collection_id = ? AND seq > ?",
+                (collection_id, sequence),
+            ).fetchall()
+        keys = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        vectors = blobs_to_vectors([row[1] for row in rows], dimension)
+        dead = np.fromiter((row[0] for row in deleted), dtype=np.int64, count=len(deleted))
+        return Changes(keys, vectors, dead, now)
+
+    # -- records: writes (inside write()) ----------------------------------------------
+
+    def insert_records(
+        self,
+        collection_id: int,
+        *,
+        ids: Sequence[str],
+        vectors: FloatMatrix,
+        documents: Sequence[str | None],
+        metadatas: Sequence[str | None],
+        sequence: int,
+    ) -> None:
+        """Insert new rows, or replace every field of rows whose id is already stored.
+
+        A replaced row keeps its key, so its place in insertion order stays.
+        """
+        self._connection.executemany(
+            "INSERT INTO records (collection_id, id, vector, document, metadata, seq) "
+            "VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (collection_id, id) DO UPDATE SET vector = excluded.vector, "
+            "document = excluded.document, metadata = excluded.metadata, seq = excluded.seq",
+            zip(
+                [collection_id] * len(ids),
+                ids,
+                vectors_to_blobs(vectors),
+                documents,
+                metadatas,
+                [sequence] * len(ids),
+                strict=True,
+            ),
+        )
+
+    def update_records(
+        self,
+        keys: Sequence[int],
+        *,
+        vectors: FloatMatrix | None,
+        documents: Sequence[str | None] | None,
+        metadatas: Sequence[str | None] | None,
+        sequence: int,
+    ) -> None:
+        """Replace the given fields of existing rows; fields passed as None stay."""
+        assignments = ["seq = ?"]
+        columns: list[Sequence[Any]] = [[sequence] * len(keys)]
+        if vectors is not None:
+            assignments.append("vector = ?")
+            columns.append(vectors_to_blobs(vectors))
+        if documents is not None:
+            assignments.append("document = ?")
+            columns.append(documents)
+        if metadatas is not None:
+            assignments.append("metadata = ?")
+            columns.append(metadatas)
+        self._connection.executemany(
+            f"UPDATE records SET {', '.join(assignments)} WHERE key = ?",
+            zip(*columns, keys, strict=True),
+        )
+
+    def delete_records(self, collection_id: int, keys: Sequence[int], *, sequence: int) -> None:
+        """Delete rows and leave a tombstone for each, stamped with ``sequence``."""
+        payload = _json_list([int(k) for k in keys])
+        self._connection.execute(
+            "DELETE FROM records WHERE key IN (SELECT value FROM json_each(?))", (payload,)
+        )
+        self._connection.execute(
+            "INSERT INTO tombstones (collection_id, key, seq) "
+            "SELECT ?, value, ? FROM json_each(?)",
+            (collection_id, sequence, payload),
+        )
+
+    def keys_at(self, collection_id: int, sequence: int) -> list[tuple[int, str]]:
+        """(key, id) of the rows stamped with ``sequence``, in key order."""
+        return self._connection.execute(
+            "SELECT key, id FROM records WHERE collection_id = ? AND seq = ? ORDER BY key",
+            (collection_id, sequence),
+        ).fetchall()
