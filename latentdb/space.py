@@ -149,7 +149,8 @@ def as_vector_batch(vectors: object) -> FloatMatrix:
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise InvalidVectorError(f"vectors must not be empty; got shape {tuple(array.shape)}")
     # Always a copy: we normalize in place later and must never touch the caller's array.
-    matrix = np.array(array, dtype=np.float32, order="C", copy=True)
+    with np.errstate(over="ignore"):  # values past float32's range become inf, refused below
+        matrix = np.array(array, dtype=np.float32, order="C", copy=True)
     finite = np.isfinite(matrix).all(axis=1)
     if not finite.all():
         bad = int(np.flatnonzero(~finite)[0])

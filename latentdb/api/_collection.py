@@ -116,9 +116,9 @@ class Collection:
     ) -> FloatMatrix:
         self.space.check_model(model)
         if vectors is None:
-            if documents is None:
+            if documents is None and self.embedder is not None:
                 raise InvalidArgumentError("give vectors= or documents= to embed")
-            vectors = self._embed(documents, progress)
+            vectors = self._embed(documents or [], progress)
         return self.space.prepare(vectors, rows=count)
 
     # -- writes --------------------------------------------------------------------
@@ -298,7 +298,7 @@ class Collection:
                 "delete needs ids= or where=; to remove everything use "
                 "Database.delete_collection"
             )
-        id_list = None if ids is None else check_ids(ids, allow_empty=True)
+        id_list = None if ids is None else check_ids(ids, allow_empty=True, distinct=False)
         condition = compile_where(where)
         database, state = self._database, self._state
         store = database.store
@@ -337,7 +337,7 @@ class Collection:
             A :class:`GetResult`; fields not included are None.
         """
         fields = check_include(include, GET_FIELDS)
-        id_list = None if ids is None else check_ids(ids, allow_empty=True)
+        id_list = None if ids is None else check_ids(ids, allow_empty=True, distinct=False)
         if limit is not None:
             check_non_negative(limit, "limit")
         check_non_negative(offset, "offset")

@@ -37,8 +37,11 @@ def check_collection_name(name: object) -> str:
     return name
 
 
-def check_ids(ids: object, *, allow_empty: bool = False) -> list[str]:
-    """A list of distinct, non-empty string ids (one str is a list of one).
+def check_ids(ids: object, *, allow_empty: bool = False, distinct: bool = True) -> list[str]:
+    """A list of non-empty string ids (one str is a list of one).
+
+    With ``distinct`` a repeated id is an error (writes); without, repeats are dropped
+    (reads and deletes), keeping the first occurrence's place.
 
     Raises:
         InvalidIdError: not strings, or an empty string, or no ids where some are needed.
@@ -59,6 +62,8 @@ def check_ids(ids: object, *, allow_empty: bool = False) -> list[str]:
         if not value:
             raise InvalidIdError(f"ids must be non-empty strings; got '' at position {position}")
     if len(set(out)) != len(out):
+        if not distinct:
+            return list(dict.fromkeys(out))
         seen: set[str] = set()
         for value in out:
             if value in seen:

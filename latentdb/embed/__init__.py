@@ -34,6 +34,7 @@ __all__ = [
     "SentenceTransformerEmbedder",
     "get_embedder",
     "register",
+    "unregister",
 ]
 
 DEFAULT_EMBEDDER = "minilm"
@@ -79,8 +80,21 @@ def register(name: str, factory: EmbedderFactory) -> None:
     """
     with _lock:
         (_prefixes if name.endswith(":") else _factories)[name] = factory
-        for key in [k for k in _instances if k == name or k.startswith(name)]:
+        _forget_instances(name)
+
+
+def _forget_instances(name: str) -> None:
+    """Drop loaded embedders made by the factory registered as ``name`` (under _lock)."""
+    for key in list(_instances):
+        if key == name or (name.endswith(":") and key.startswith(name)):
             del _instances[key]
+
+
+def unregister(name: str) -> None:
+    """Remove an embedder (or a prefix ending in ":") registered with :func:`register`."""
+    with _lock:
+        (_prefixes if name.endswith(":") else _factories).pop(name, None)
+        _forget_instances(name)
 
 
 def get_embedder(name: str) -> Embedder:

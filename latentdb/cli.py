@@ -1,0 +1,184 @@
+"""The ``latentdb`` command: a thin layer over the library.
+
+    latentdb demo ["your question"]        build a collection of stdlib docstrings, ask it
+    latentdb collections PATH              list collections and their latent spaces
+    latentdb query PATH COLLECTION "text"  nearest records to a text
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+import latentdb
+from latentdb.api import Collection, QueryResult
+from latentdb.errors import LatentDBError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="latentdb: a vector database for Python that indexes a model's latent space.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+DEMO_COLLECTION = "stdlib"
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"latentdb {latentdb.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """latentdb: a vector database for Python that indexes a model's latent space."""
+
+
+@app.command()
+def demo(
+    questions: Annotated[
+        list[str] | None, typer.Argument(help="Questions to ask (default: a few examples).")
+    ] = None,
+    path: Annotated[
+        Path, typer.Option("--path", help="Database folder for the demo.")
+    ] = Path("latentdb-demo"),
+    k: Annotated[int, typer.Option("-k", help="Answers per question.")] = 3,
+) -> None:
+    """Embed the Python standard library's docstrings and search them in plain English.
+
+    The first run builds the collection (about a minute on 2 cores); later runs reuse it.
+    """
+    from latentdb.demo import DEMO_QUESTIONS, stdlib_docstrings
+
+    started = time.perf_counter()
+    with latentdb.connect(path) as db:
+        collection = db.get_or_create_collection(DEMO_COLLECTION)
+        if collection.count() == 0:
+            console.print("Reading docstrings of the Python standard library...")
+            records = stdlib_docstrings()
+            console.print(
+                f"Embedding {len(records):,} docstrings with {collection.space.model} "
+                f"into {path}/ (first run only)"
+            )
+            with _progress() as progress:
+                task = progress.add_task("embedding", total=len(records))
+                collection.add(
+                    [r.id for r in records],
+                    documents=[r.document for r in records],
+                    metadatas=[dict(r.metadata) for r in records],
+                    progress=lambda done: progress.update(task, completed=done),
+                )
+            console.print(f"Built in {time.perf_counter() - started:.0f} s.")
+        else:
+            console.print(f"Using the collection built earlier in {path}/.")
+        console.print(
+            f"[bold]{collection.count():,}[/] docstrings, {collection.space.dimension}-d "
+            f"{collection.space.metric} space of {collection.space.model}\n"
+        )
+        asked = list(questions or DEMO_QUESTIONS)
+        result = collection.query(texts=asked, k=k)
+        for position, question in enumerate(asked):
+            console.print(_answers_table(question, result, position))
+    console.print(f"Done in {time.perf_counter() - started:.1f} s.")
+
+
+def _progress() -> Progress:
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def _answers_table(title: str, result: QueryResult, position: int) -> Table:
+    table = Table(title=title, title_justify="left", show_lines=False)
+    table.add_column("distance", justify="right")
+    table.add_column("id")
+    table.add_column("document")
+    distances = result.distances
+    documents = result.documents
+    for rank, record_id in enumerate(result.ids[position]):
+        distance = "" if distances is None else f"{distances[position, rank]:.3f}"
+        document = "" if documents is None else str(documents[position][rank] or "")
+        table.add_row(distance, record_id, document[:100])
+    return table
+
+
+@app.command()
+def collections(
+    path: Annotated[Path, typer.Argument(help="Database folder.", exists=True)],
+) -> None:
+    """List the collections of a database with their latent spaces and sizes."""
+    with latentdb.connect(path) as db:
+        table = Table()
+        for column in ("name", "records", "model", "dimension", "metric", "embedder"):
+            table.add_column(column)
+        for name in db.list_collections():
+            collection = db.get_collection(name)
+            space = collection.space
+            table.add_row(
+                name,
+                f"{collection.count():,}",
+                space.model,
+                str(space.dimension),
+                space.metric,
+                collection.embedder or "-",
+            )
+        console.print(table)
+
+
+@app.command()
+def query(
+    path: Annotated[Path, typer.Argument(help="Database folder.", exists=True)],
+    collection: Annotated[str, typer.Argument(help="Collection name.")],
+    text: Annotated[str, typer.Argument(help="Text to search for.")],
+    k: Annotated[int, typer.Option("-k", help="Number of results.")] = 5,
+    where: Annotated[
+        str | None, typer.Option("--where", help='Metadata filter as JSON, e.g. \'{"kind": "class"}\'.')
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Print the records nearest to TEXT in COLLECTION."""
+    condition: Any = None
+    if where is not None:
+        try:
+            condition = json.loads(where)
+        except ValueError as error:
+            raise typer.BadParameter(f"--where is not valid JSON: {error}") from None
+    with latentdb.connect(path) as db:
+        found: Collection = db.get_collection(collection)
+        result = found.query(texts=text, k=k, where=condition)
+    if as_json:
+        print(json.dumps(result.to_dict()))
+    else:
+        console.print(_answers_table(text, result, 0))
+
+
+def main() -> None:
+    """Entry point of the ``latentdb`` console script."""
+    try:
+        app()
+    except LatentDBError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

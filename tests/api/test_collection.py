@@ -1,0 +1,389 @@
+"""Collection methods on the embedded engine: each method, each kind of bad input."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import latentdb
+from latentdb import (
+    Collection,
+    Database,
+    DimensionMismatchError,
+    DuplicateIdError,
+    EmbedderError,
+    FilterError,
+    InvalidArgumentError,
+    InvalidIdError,
+    InvalidMetadataError,
+    InvalidVectorError,
+    LatentDBError,
+    ModelMismatchError,
+    RecordNotFoundError,
+)
+
+DIM = 8
+
+
+def vectors(n: int, seed: int = 0, dim: int = DIM) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+
+
+def snapshot(collection: Collection) -> tuple[Any, ...]:
+    """Everything stored, to check that a failed call changed nothing."""
+    everything = collection.get(include=["vectors", "documents", "metadatas"])
+    return (
+        everything.ids,
+        None if everything.vectors is None else everything.vectors.tobytes(),
+        everything.documents,
+        everything.metadatas,
+    )
+
+
+@pytest.fixture
+def l2(db: Database) -> Collection:
+    """An l2 collection with 20 records (ids "0".."19")."""
+    collection = db.create_collection("l2", dimension=DIM, metric="l2", embedder=None, model="m")
+    collection.add(
+        [str(i) for i in range(20)],
+        vectors=vectors(20),
+        documents=[f"doc {i}" for i in range(20)],
+        metadatas=[{"i": i, "even": i % 2 == 0, "tag": "ab"[i % 2]} for i in range(20)],
+    )
+    return collection
+
+
+def test_add_then_get_returns_exactly_what_was_added(l2: Collection) -> None:
+    got = l2.get(["3", "1"], include=["vectors", "documents", "metadatas"])
+    assert got.ids == ["3", "1"]
+    assert got.vectors is not None
+    np.testing.assert_array_equal(got.vectors, vectors(20)[[3, 1]])
+    assert got.documents == ["doc 3", "doc 1"]
+    assert got.metadatas == [{"i": 3, "even": False, "tag": "b"}, {"i": 1, "even": False, "tag": "b"}]
+    assert l2.count() == 20
+
+
+def test_get_include_controls_fields_and_missing_ids_are_left_out(l2: Collection) -> None:
+    got = l2.get(["5", "nope"], include=["documents"])
+    assert got.ids == ["5"]
+    assert got.documents == ["doc 5"]
+    assert got.vectors is None and got.metadatas is None
+
+
+def test_get_all_in_insertion_order_with_limit_offset_and_where(l2: Collection) -> None:
+    assert l2.get(include=[]).ids == [str(i) for i in range(20)]
+    assert l2.get(limit=3, offset=2).ids == ["2", "3", "4"]
+    assert l2.get(where={"even": True}, limit=2, offset=1).ids == ["2", "4"]
+    assert l2.get(["9", "8", "7"], where={"even": False}).ids == ["9", "7"]
+    assert l2.get(["9", "8", "7"], limit=1, offset=1).ids == ["8"]
+
+
+def test_query_matches_brute_force_l2(l2: Collection) -> None:
+    queries = vectors(5, seed=1)
+    result = l2.query(vectors=queries, k=4)
+    expected = ((queries[:, None, :] - vectors(20)[None]) ** 2).sum(-1)
+    order = np.argsort(expected, axis=1)[:, :4]
+    assert result.ids == [[str(i) for i in row] for row in order]
+    assert result.distances is not None and result.distances.dtype == np.float32
+    np.testing.assert_allclose(
+        result.distances, np.take_along_axis(expected, order, 1), rtol=1e-4, atol=1e-4
+    )
+    assert result.documents == [[f"doc {i}" for i in row] for row in order]
+
+
+def test_query_single_vector_is_a_batch_of_one(l2: Collection) -> None:
+    one = l2.query(vectors=vectors(20)[7], k=1, include=["distances"])
+    assert one.ids == [["7"]]
+    assert one.distances is not None and one.distances.shape == (1, 1)
+    assert one.documents is None and one.metadatas is None
+    assert float(one.distances[0, 0]) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_query_k_larger_than_collection_and_where(l2: Collection) -> None:
+    result = l2.query(vectors=vectors(2, seed=3), k=50, where={"tag": "a"})
+    assert [len(row) for row in result.ids] == [10, 10]
+    assert all(int(i) % 2 == 0 for row in result.ids for i in row)
+    assert result.distances is not None and result.distances.shape == (2, 10)
+    assert np.all(np.diff(result.distances, axis=1) >= 0)
+
+
+def test_query_returns_vectors_when_asked(l2: Collection) -> None:
+    result = l2.query(vectors=vectors(20)[[2, 4]], k=1, include=["vectors"])
+    assert result.vectors is not None
+    np.testing.assert_array_equal(result.vectors[0][0], vectors(20)[2])
+    assert result.distances is None
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_distances_follow_the_metric(db: Database, metric: str) -> None:
+    collection = db.create_collection("m", dimension=3, metric=metric, embedder=None)
+    stored = np.array([[1, 0, 0], [0, 2, 0], [1, 1, 0]], dtype=np.float32)
+    collection.add(["x", "y", "xy"], vectors=stored)
+    query = np.array([3, 1, 0], dtype=np.float32)
+    result = collection.query(vectors=query, k=3)
+    assert result.distances is not None
+    got = dict(zip(result.ids[0], result.distances[0].tolist(), strict=True))
+    if metric == "cosine":
+        unit = stored / np.linalg.norm(stored, axis=1, keepdims=True)
+        expected = 1 - unit @ (query / np.linalg.norm(query))
+        assert collection.space.normalized
+    elif metric == "ip":
+        expected = -(stored @ query)
+    else:
+        expected = ((stored - query) ** 2).sum(1)
+    for record_id, value in zip(["x", "y", "xy"], expected, strict=True):
+        assert got[record_id] == pytest.approx(float(value), abs=1e-5)
+
+
+def test_cosine_space_stores_unit_vectors(db: Database) -> None:
+    collection = db.create_collection("c", dimension=2, embedder=None)
+    collection.add("a", vectors=[3.0, 4.0])
+    got = collection.get("a", include=["vectors"]).vectors
+    assert got is not None
+    np.testing.assert_allclose(got, [[0.6, 0.8]], rtol=1e-6)
+
+
+def test_upsert_replaces_every_field_and_adds_new(l2: Collection) -> None:
+    l2.upsert(["1", "new"], vectors=vectors(2, seed=9), documents=["one", None])
+    got = l2.get(["1", "new"], include=["vectors", "documents", "metadatas"])
+    assert got.documents == ["one", None]
+    assert got.metadatas == [None, None]
+    assert got.vectors is not None
+    np.testing.assert_array_equal(got.vectors, vectors(2, seed=9))
+    assert l2.count() == 21
+    assert l2.query(vectors=vectors(2, seed=9)[0], k=1).ids == [["1"]]
+    assert l2.get(include=[]).ids[1] == "1"  # a replaced record keeps its place
+
+
+def test_update_changes_only_given_fields(l2: Collection) -> None:
+    l2.update(["2"], metadatas=[{"new": True}])
+    got = l2.get("2", include=["vectors", "documents", "metadatas"])
+    assert got.metadatas == [{"new": True}]
+    assert got.documents == ["doc 2"]
+    assert got.vectors is not None
+    np.testing.assert_array_equal(got.vectors[0], vectors(20)[2])
+    l2.update("2", vectors=np.full(DIM, 100, dtype=np.float32))
+    assert l2.query(vectors=np.full(DIM, 99, dtype=np.float32), k=1).ids == [["2"]]
+
+
+def test_update_of_a_missing_id_writes_nothing(l2: Collection) -> None:
+    before = snapshot(l2)
+    with pytest.raises(RecordNotFoundError, match="missing"):
+        l2.update(["1", "missing"], documents=["x", "y"])
+    assert snapshot(l2) == before
+
+
+def test_delete_by_ids_where_and_both(l2: Collection) -> None:
+    assert l2.delete(["0", "1", "unknown"]) == 2
+    assert l2.delete(where={"i": {"$gte": 15}}) == 5
+    assert l2.delete(["2", "3"], where={"even": True}) == 1
+    assert l2.count() == 12
+    remaining = set(l2.get(include=[]).ids)
+    assert remaining == {str(i) for i in range(3, 15)}
+    result = l2.query(vectors=vectors(20), k=20)
+    assert all(set(row) == remaining for row in result.ids)
+
+
+def test_delete_needs_ids_or_where(l2: Collection) -> None:
+    with pytest.raises(InvalidArgumentError, match="ids= or where="):
+        l2.delete()
+    assert l2.count() == 20
+
+
+def test_many_deletes_then_query_is_still_exact(db: Database) -> None:
+    collection = db.create_collection("big", dimension=DIM, metric="l2", embedder=None)
+    data = vectors(2000, seed=4)
+    collection.add([str(i) for i in range(2000)], vectors=data)
+    collection.query(vectors=data[0], k=1)  # load the index, then delete through it
+    for start in range(0, 1000, 100):
+        collection.delete([str(i) for i in range(start, start + 100, 2)])
+    alive = np.array([i for i in range(2000) if i >= 1000 or i % 2 == 1])
+    queries = vectors(3, seed=5)
+    for batch in (queries[:1], queries):
+        result = collection.query(vectors=batch, k=5)
+        expected = ((batch[:, None] - data[alive][None]) ** 2).sum(-1)
+        order = alive[np.argsort(expected, axis=1)[:, :5]]
+        assert result.ids == [[str(i) for i in row] for row in order]
+
+
+def test_add_twice_is_a_duplicate_and_writes_nothing(l2: Collection) -> None:
+    before = snapshot(l2)
+    with pytest.raises(DuplicateIdError, match="'5' is already stored"):
+        l2.add(["new", "5"], vectors=vectors(2))
+    assert snapshot(l2) == before
+
+
+BAD_ADDS: list[tuple[str, dict[str, Any], type[LatentDBError], str]] = [
+    ("wrong dimension", {"vectors": np.zeros((2, DIM + 1))}, DimensionMismatchError, "dimension 8"),
+    ("nan", {"vectors": np.full((2, DIM), np.nan)}, InvalidVectorError, "NaN"),
+    ("inf", {"vectors": np.full((2, DIM), np.inf)}, InvalidVectorError, "infinity"),
+    ("float64 overflow", {"vectors": np.full((2, DIM), 1e300)}, InvalidVectorError, "infinity"),
+    ("strings", {"vectors": [["a"] * DIM] * 2}, InvalidVectorError, "numeric"),
+    ("ragged", {"vectors": [[1.0] * DIM, [1.0]]}, InvalidVectorError, "rectangular"),
+    ("3-d", {"vectors": np.zeros((2, 1, DIM))}, InvalidVectorError, "shape"),
+    ("too few vectors", {"vectors": np.zeros((1, DIM))}, InvalidArgumentError, "expected 2"),
+    ("no vectors", {}, EmbedderError, "no embedder"),
+    ("docs length", {"vectors": np.zeros((2, DIM)), "documents": ["a"]}, InvalidArgumentError, "2 documents"),
+    ("doc type", {"vectors": np.zeros((2, DIM)), "documents": ["a", 3]}, InvalidArgumentError, "strings"),
+    ("meta length", {"vectors": np.zeros((2, DIM)), "metadatas": [{}]}, InvalidArgumentError, "2 metadatas"),
+    ("nested meta", {"vectors": np.zeros((2, DIM)), "metadatas": [{"a": [1]}, None]}, InvalidMetadataError, "'a'"),
+    ("meta not dict", {"vectors": np.zeros((2, DIM)), "metadatas": ["x", None]}, InvalidMetadataError, "dict"),
+    ("meta nan", {"vectors": np.zeros((2, DIM)), "metadatas": [{"a": float("nan")}, None]}, InvalidMetadataError, "finite"),
+    ("meta big int", {"vectors": np.zeros((2, DIM)), "metadatas": [{"a": 2**64}, None]}, InvalidMetadataError, "64-bit"),
+    ("meta key", {"vectors": np.zeros((2, DIM)), "metadatas": [{"$a": 1}, None]}, InvalidMetadataError, "keys"),
+    ("model", {"vectors": np.zeros((2, DIM)), "model": "other"}, ModelMismatchError, "'other'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [case[1:] for case in BAD_ADDS],
+    ids=[case[0] for case in BAD_ADDS],
+)
+@pytest.mark.parametrize("method", ["add", "upsert"])
+def test_bad_input_raises_a_named_error_and_writes_nothing(
+    l2: Collection, method: str, arguments: dict[str, Any], error: type[LatentDBError], message: str
+) -> None:
+    before = snapshot(l2)
+    with pytest.raises(error, match=message):
+        getattr(l2, method)(["new1", "new2"], **arguments)
+    assert snapshot(l2) == before
+
+
+@pytest.mark.parametrize(
+    ("ids", "error", "message"),
+    [
+        ([], InvalidIdError, "empty"),
+        ([""], InvalidIdError, "non-empty"),
+        ([1], InvalidIdError, "strings"),
+        (["a", "a"], DuplicateIdError, "more than once"),
+        (None, InvalidIdError, "list"),
+    ],
+)
+def test_bad_ids(l2: Collection, ids: Any, error: type[LatentDBError], message: str) -> None:
+    before = snapshot(l2)
+    with pytest.raises(error, match=message):
+        l2.add(ids, vectors=np.zeros((max(len(ids or []), 1), DIM)))
+    assert snapshot(l2) == before
+
+
+def test_zero_vector_in_cosine_space_is_refused(db: Database) -> None:
+    collection = db.create_collection("c", dimension=2, embedder=None)
+    with pytest.raises(InvalidVectorError, match="all zeros"):
+        collection.add(["a", "b"], vectors=[[1.0, 0.0], [0.0, 0.0]])
+    assert collection.count() == 0
+
+
+def test_callers_array_is_never_modified(db: Database) -> None:
+    collection = db.create_collection("c", dimension=2, embedder=None)
+    data = np.array([[3.0, 4.0]], dtype=np.float32)
+    collection.add(["a"], vectors=data)
+    collection.query(vectors=data)
+    np.testing.assert_array_equal(data, [[3.0, 4.0]])
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({}, InvalidArgumentError, "exactly one"),
+        ({"vectors": np.zeros(DIM), "texts": "x"}, InvalidArgumentError, "exactly one"),
+        ({"vectors": np.zeros(DIM + 1)}, DimensionMismatchError, "dimension"),
+        ({"vectors": np.zeros(DIM), "k": 0}, InvalidArgumentError, "k must"),
+        ({"vectors": np.zeros(DIM), "include": ["embeddings"]}, InvalidArgumentError, "embeddings"),
+        ({"vectors": np.zeros(DIM), "model": "other"}, ModelMismatchError, "other"),
+        ({"texts": "hello"}, EmbedderError, "no embedder"),
+        ({"vectors": np.zeros(DIM), "where": {"i": {"$gt": "x"}}}, FilterError, r"\$gt"),
+        ({"vectors": np.zeros(DIM), "where": {"i": {"$like": 1}}}, FilterError, r"\$like"),
+    ],
+)
+def test_bad_queries(l2: Collection, arguments: dict[str, Any], error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        l2.query(**arguments)
+
+
+def test_get_rejects_bad_paging_and_include(l2: Collection) -> None:
+    with pytest.raises(InvalidArgumentError, match="limit"):
+        l2.get(limit=-1)
+    with pytest.raises(InvalidArgumentError, match="offset"):
+        l2.get(offset=-2)
+    with pytest.raises(InvalidArgumentError, match="distances"):
+        l2.get(include=["distances"])
+    with pytest.raises(FilterError, match=r"\$and"):
+        l2.get(where={"$and": []})
+
+
+def test_query_empty_collection(db: Database) -> None:
+    collection = db.create_collection("e", dimension=DIM, embedder=None)
+    result = collection.query(vectors=vectors(3), k=5)
+    assert result.ids == [[], [], []]
+    assert result.distances is not None and result.distances.shape == (3, 0)
+
+
+def test_text_path_embeds_documents_and_queries(db: Database, hashing_embedder: Any) -> None:
+    collection = db.create_collection("t", embedder="test-hashing")
+    assert collection.space.model == "test/hashing-16"
+    assert collection.space.fingerprint == hashing_embedder.fingerprint
+    collection.add(["cat", "stock"], documents=["the cat sat on a mat", "stock prices fell"])
+    assert collection.query(texts="a cat on the mat", k=1).ids == [["cat"]]
+    assert collection.query(texts=["stock market prices"], k=1).ids == [["stock"]]
+    collection.update(["cat"], documents=["stock prices rose"])
+    assert set(collection.query(texts="stock prices", k=2).ids[0]) == {"cat", "stock"}
+    with pytest.raises(EmbedderError, match="position 1"):
+        collection.add(["x", "y"], documents=["fine", None])
+    assert collection.count() == 2
+
+
+def test_changed_embedder_fingerprint_is_refused(
+    db: Database, hashing_embedder: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collection = db.create_collection("t", embedder="test-hashing")
+    collection.add(["a"], documents=["alpha beta"])
+    monkeypatch.setattr(hashing_embedder, "salt", "upgraded weights")
+    with pytest.raises(ModelMismatchError, match=hashing_embedder.fingerprint):
+        collection.query(texts="alpha")
+    with pytest.raises(ModelMismatchError):
+        collection.add(["b"], documents=["gamma"])
+    # Stored data stays readable and vector queries in the stored space still work.
+    stored = collection.get("a", include=["vectors"]).vectors
+    assert collection.query(vectors=stored, k=1).ids == [["a"]]
+
+
+def test_closed_database_refuses_use(tmp_path: Any) -> None:
+    database = latentdb.connect(tmp_path / "x")
+    collection = database.create_collection("c", dimension=2, embedder=None)
+    database.close()
+    with pytest.raises(latentdb.DatabaseClosedError):
+        collection.count()
+
+
+def test_two_handles_share_state(db: Database, l2: Collection) -> None:
+    other = db.get_collection("l2")
+    other.add(["z"], vectors=vectors(1, seed=8))
+    assert l2.count() == 21
+    assert l2.query(vectors=vectors(1, seed=8), k=1).ids == [["z"]]
+
+
+def test_deleted_collection_handle_raises(db: Database, l2: Collection) -> None:
+    db.delete_collection("l2")
+    with pytest.raises(latentdb.CollectionNotFoundError):
+        l2.count()
+    with pytest.raises(latentdb.CollectionNotFoundError):
+        l2.add(["a"], vectors=vectors(1))
+
+
+def test_two_databases_on_one_folder_see_each_other(open_db: Callable[[], Database]) -> None:
+    first, second = open_db(), open_db()
+    a = first.create_collection("c", dimension=DIM, metric="l2", embedder=None)
+    a.add(["1"], vectors=vectors(1))
+    b = second.get_collection("c")
+    assert b.query(vectors=vectors(1), k=5).ids == [["1"]]  # loads b's index
+    a.add(["2"], vectors=vectors(1, seed=2))
+    a.delete(["1"])
+    assert b.count() == 1
+    assert b.query(vectors=vectors(1), k=5).ids == [["2"]]
+    second.delete_collection("c")
+    with pytest.raises(latentdb.CollectionNotFoundError):
+        a.query(vectors=vectors(1))

@@ -1,0 +1,88 @@
+"""FlatIndex: exact top-k on both scan paths, with masks, compaction and subsets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from latentdb.index import FlatIndex
+
+
+def brute_force(metric: str, data: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    if metric == "l2":
+        return ((queries[:, None] - data[None]) ** 2).sum(-1)
+    if metric == "cosine":
+        return 1 - queries @ data.T
+    return -(queries @ data.T)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+@pytest.mark.parametrize("queries_count", [1, 7])  # the numpy path and the faiss path
+def test_search_is_exact(metric: str, queries_count: int) -> None:
+    rng = np.random.default_rng(0)
+    data = unit(rng.normal(size=(500, 16)))
+    queries = unit(rng.normal(size=(queries_count, 16)))
+    index = FlatIndex(16, metric)  # type: ignore[arg-type]
+    keys = np.arange(10, 510, dtype=np.int64)
+    index.upsert(keys, data)
+    distances, found = index.search(queries, 10)
+    expected = brute_force(metric, data, queries)
+    order = np.argsort(expected, axis=1)[:, :10]
+    np.testing.assert_array_equal(found, keys[order])
+    np.testing.assert_allclose(distances, np.take_along_axis(expected, order, 1), atol=1e-4)
+
+
+@pytest.mark.parametrize("queries_count", [1, 5])
+@pytest.mark.parametrize("deleted", [3, 400])  # masked rows, and enough to compact
+def test_removed_rows_never_come_back(queries_count: int, deleted: int) -> None:
+    rng = np.random.default_rng(1)
+    data = rng.normal(size=(1000, 8)).astype(np.float32)
+    index = FlatIndex(8, "l2")
+    index.upsert(np.arange(1000, dtype=np.int64), data)
+    gone = rng.choice(1000, size=deleted, replace=False)
+    index.remove(gone)
+    index.remove(gone[:2])  # removing twice changes nothing
+    assert len(index) == 1000 - deleted
+    alive = np.setdiff1d(np.arange(1000), gone)
+    queries = data[gone[:queries_count]]  # each query sits exactly on a removed row
+    _, found = index.search(queries, 20)
+    assert not np.isin(found, gone).any()
+    expected = brute_force("l2", data[alive], queries)
+    np.testing.assert_array_equal(found, alive[np.argsort(expected, axis=1)[:, :20]])
+
+
+def test_upsert_overwrites_and_out_of_order_keys_are_sorted() -> None:
+    index = FlatIndex(2, "l2")
+    index.upsert(np.array([5, 9], dtype=np.int64), np.array([[0, 0], [10, 10]], np.float32))
+    index.upsert(np.array([2, 9], dtype=np.int64), np.array([[1, 1], [0, 0.1]], np.float32))
+    assert len(index) == 3
+    _, found = index.search(np.array([[0, 0.2]], np.float32), 3)
+    assert found.tolist() == [[9, 5, 2]]
+    np.testing.assert_array_equal(index.vectors_of(np.array([2, 9])), np.float32([[1, 1], [0, 0.1]]))
+
+
+def test_subset_search_only_returns_allowed_keys() -> None:
+    rng = np.random.default_rng(2)
+    data = rng.normal(size=(300, 4)).astype(np.float32)
+    index = FlatIndex(4, "ip")
+    index.upsert(np.arange(300, dtype=np.int64), data)
+    index.remove(np.array([4, 8]))
+    allowed = np.array([4, 8, 12, 16, 20, 999], dtype=np.int64)  # 4, 8 removed; 999 unknown
+    distances, found = index.search(data[:2], 10, keys=allowed)
+    assert found.shape == (2, 3)
+    assert set(found.ravel().tolist()) <= {12, 16, 20}
+    assert np.all(np.diff(distances, axis=1) >= 0)
+
+
+def test_empty_and_growth() -> None:
+    index = FlatIndex(3, "cosine")
+    distances, found = index.search(unit(np.ones((2, 3))), 4)
+    assert distances.shape == (2, 0) and found.shape == (2, 0)
+    for start in range(0, 5000, 1000):  # several doublings of the buffer
+        keys = np.arange(start, start + 1000, dtype=np.int64)
+        index.upsert(keys, unit(np.random.default_rng(start).normal(size=(1000, 3))))
+    assert len(index) == 5000

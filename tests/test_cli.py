@@ -1,0 +1,87 @@
+"""The latentdb command, run in-process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import latentdb
+from latentdb import demo as demo_corpus
+from latentdb.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    with latentdb.connect(tmp_path / "db") as db:
+        collection = db.create_collection("vectors", dimension=3, embedder=None, model="m")
+        collection.add(["a", "b"], vectors=np.eye(3)[:2])
+    return tmp_path / "db"
+
+
+def test_every_command_has_help() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("demo", "collections", "query"):
+        assert command in result.output
+        sub = runner.invoke(app, [command, "--help"])
+        assert sub.exit_code == 0 and len(sub.output) > 100
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and latentdb.__version__ in result.output
+
+
+def test_collections_lists_spaces(folder: Path) -> None:
+    result = runner.invoke(app, ["collections", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "vectors" in result.output and "cosine" in result.output and "2" in result.output
+
+
+def test_query_on_a_collection_without_embedder_fails_clearly(folder: Path) -> None:
+    result = runner.invoke(app, ["query", str(folder), "vectors", "hello"])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, latentdb.EmbedderError)
+
+
+def test_stdlib_corpus_is_real_and_stable() -> None:
+    records = demo_corpus.stdlib_docstrings()
+    assert len(records) > 2000
+    by_id = {r.id: r for r in records}
+    assert "json.dumps" in by_id and by_id["json.dumps"].metadata == {
+        "module": "json",
+        "kind": "function",
+    }
+    assert by_id["json.dumps"].document.startswith("json.dumps: Serialize")
+    assert len(by_id) == len(records)
+    assert not any(r.id.startswith(("test.", "idlelib")) for r in records)
+
+
+@pytest.mark.slow
+def test_demo_builds_once_then_reuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    everything = demo_corpus.stdlib_docstrings()
+    wanted = {"gzip.compress", "csv", "argparse.ArgumentParser", "json.dumps"}
+    small = [r for r in everything if r.id in wanted] + [
+        r for r in everything[:60] if r.id not in wanted
+    ]
+    monkeypatch.setattr(demo_corpus, "stdlib_docstrings", lambda: small)
+    path = tmp_path / "demo"
+    first = runner.invoke(app, ["demo", "--path", str(path), "-k", "1"])
+    assert first.exit_code == 0, first.output
+    assert f"Embedding {len(small)} docstrings" in first.output
+    assert "gzip.compress" in first.output  # the answer to "compress data with gzip"
+    second = runner.invoke(app, ["demo", "how do I compress bytes with gzip", "--path", str(path)])
+    assert second.exit_code == 0, second.output
+    assert "Using the collection built earlier" in second.output
+    assert "gzip.compress" in second.output
+    as_json = runner.invoke(
+        app, ["query", str(path), "stdlib", "read and write CSV files", "-k", "1", "--json"]
+    )
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.output)["ids"] == [["csv"]]
