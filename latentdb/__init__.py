@@ -28,6 +28,7 @@ from latentdb.errors import (
     ModelMismatchError,
     NotFoundError,
     RecordNotFoundError,
+    StorageError,
 )
 from latentdb.space import LatentSpace
 
@@ -55,6 +56,7 @@ __all__ = [
     "NotFoundError",
     "QueryResult",
     "RecordNotFoundError",
+    "StorageError",
     "__version__",
     "connect",
 ]

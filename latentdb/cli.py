@@ -1,8 +1,8 @@
 """The ``latentdb`` command: a thin layer over the library.
 
-    latentdb demo ["your question"]        build a collection of stdlib docstrings, ask it
-    latentdb collections PATH              list collections and their latent spaces
-    latentdb query PATH COLLECTION "text"  nearest records to a text
+latentdb demo ["your question"]        build a collection of stdlib docstrings, ask it
+latentdb collections PATH              list collections and their latent spaces
+latentdb query PATH COLLECTION "text"  nearest records to a text
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ def demo(
     questions: Annotated[
         list[str] | None, typer.Argument(help="Questions to ask (default: a few examples).")
     ] = None,
-    path: Annotated[
-        Path, typer.Option("--path", help="Database folder for the demo.")
-    ] = Path("latentdb-demo"),
+    path: Annotated[Path, typer.Option("--path", help="Database folder for the demo.")] = Path(
+        "latentdb-demo"
+    ),
     k: Annotated[int, typer.Option("-k", help="Answers per question.")] = 3,
 ) -> None:
     """Embed the Python standard library's docstrings and search them in plain English.
@@ -151,7 +151,8 @@ def query(
     text: Annotated[str, typer.Argument(help="Text to search for.")],
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 5,
     where: Annotated[
-        str | None, typer.Option("--where", help='Metadata filter as JSON, e.g. \'{"kind": "class"}\'.')
+        str | None,
+        typer.Option("--where", help='Metadata filter as JSON, e.g. \'{"kind": "class"}\'.'),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:

@@ -19,7 +19,8 @@ answers with, so a client can re-raise the very class the embedded engine raised
     │   └── RecordNotFoundError (404)      ``update`` of ids that are not stored
     ├── CollectionExistsError (409)
     ├── AuthError (401)
-    └── DatabaseClosedError (400)
+    ├── DatabaseClosedError (400)
+    └── StorageError (500)                 the database file cannot be opened or used
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "ModelMismatchError",
     "NotFoundError",
     "RecordNotFoundError",
+    "StorageError",
 ]
 
 
@@ -147,3 +149,10 @@ class DatabaseClosedError(LatentDBError):
 
     code = "database_closed"
     status = 400
+
+
+class StorageError(LatentDBError):
+    """The database file cannot be opened or written (locked past the timeout, corrupt)."""
+
+    code = "storage_error"
+    status = 500

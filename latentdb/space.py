@@ -113,7 +113,9 @@ class LatentSpace:
                 f"(model {self.model!r}); got dimension {matrix.shape[1]}"
             )
         if rows is not None and matrix.shape[0] != rows:
-            raise InvalidArgumentError(f"expected {rows} vectors, one per id; got {matrix.shape[0]}")
+            raise InvalidArgumentError(
+                f"expected {rows} vectors, one per id; got {matrix.shape[0]}"
+            )
         if self.normalized:
             norms = np.linalg.norm(matrix, axis=1)
             zero = np.flatnonzero(norms == 0)

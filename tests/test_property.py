@@ -21,9 +21,9 @@ from latentdb import DuplicateIdError, RecordNotFoundError
 
 DIM = 4
 id_strategy = st.sampled_from([f"id{i}" for i in range(12)])
-vector_strategy = st.lists(
-    st.integers(-8, 8).map(float), min_size=DIM, max_size=DIM
-).filter(lambda v: any(v))
+vector_strategy = st.lists(st.integers(-8, 8).map(float), min_size=DIM, max_size=DIM).filter(
+    lambda v: any(v)
+)
 metadata_strategy = st.one_of(
     st.none(), st.fixed_dictionaries({"group": st.sampled_from(["a", "b"]), "n": st.integers(0, 3)})
 )
@@ -39,7 +39,9 @@ class CollectionMachine(RuleBasedStateMachine):
     def open(self, metric: str) -> None:
         self.metric = metric
         self.db = latentdb.connect(self.folder)
-        self.collection = self.db.create_collection("p", dimension=DIM, metric=metric, embedder=None)
+        self.collection = self.db.create_collection(
+            "p", dimension=DIM, metric=metric, embedder=None
+        )
 
     def teardown(self) -> None:
         if hasattr(self, "db"):
@@ -52,7 +54,9 @@ class CollectionMachine(RuleBasedStateMachine):
 
     @rule(
         records=st.lists(
-            st.tuples(id_strategy, vector_strategy, st.none() | st.text(max_size=5), metadata_strategy),
+            st.tuples(
+                id_strategy, vector_strategy, st.none() | st.text(max_size=5), metadata_strategy
+            ),
             min_size=1,
             max_size=4,
             unique_by=lambda r: r[0],
@@ -79,7 +83,9 @@ class CollectionMachine(RuleBasedStateMachine):
     @rule(ids=st.lists(id_strategy, min_size=1, max_size=3, unique=True), data=st.data())
     def update(self, ids: list[str], data: st.DataObject) -> None:
         metadatas = data.draw(st.lists(metadata_strategy, min_size=len(ids), max_size=len(ids)))
-        new_vectors = data.draw(st.none() | st.lists(vector_strategy, min_size=len(ids), max_size=len(ids)))
+        new_vectors = data.draw(
+            st.none() | st.lists(vector_strategy, min_size=len(ids), max_size=len(ids))
+        )
         if any(i not in self.model for i in ids):
             try:
                 self.collection.update(ids, metadatas=metadatas, vectors=new_vectors)

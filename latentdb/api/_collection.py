@@ -295,8 +295,7 @@ class Collection:
         """
         if ids is None and where is None:
             raise InvalidArgumentError(
-                "delete needs ids= or where=; to remove everything use "
-                "Database.delete_collection"
+                "delete needs ids= or where=; to remove everything use Database.delete_collection"
             )
         id_list = None if ids is None else check_ids(ids, allow_empty=True, distinct=False)
         condition = compile_where(where)
@@ -349,7 +348,9 @@ class Collection:
             if id_list is None:
                 rows = store.select(state.row.id, where=condition, limit=limit, offset=offset)
             else:
-                found = dict((i, k) for k, i in store.select(state.row.id, ids=id_list, where=condition))
+                found = dict(
+                    (i, k) for k, i in store.select(state.row.id, ids=id_list, where=condition)
+                )
                 ordered = [(found[i], i) for i in id_list if i in found]
                 rows = ordered[offset : None if limit is None else offset + limit]
             records = store.fetch(
@@ -437,8 +438,12 @@ class Collection:
         return QueryResult(
             ids=[[r.id for r in row] for row in rows],
             distances=distances if "distances" in fields else None,
-            documents=[[r.document for r in row] for row in rows] if "documents" in fields else None,
-            metadatas=[[r.metadata for r in row] for row in rows] if "metadatas" in fields else None,
+            documents=[[r.document for r in row] for row in rows]
+            if "documents" in fields
+            else None,
+            metadatas=[[r.metadata for r in row] for row in rows]
+            if "metadatas" in fields
+            else None,
             vectors=None
             if hit_vectors is None
             else list(hit_vectors.reshape(keys.shape[0], keys.shape[1], -1)),

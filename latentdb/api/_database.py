@@ -56,7 +56,9 @@ class Database:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise InvalidArgumentError(f"cannot create database folder {self.path}: {error}") from None
+            raise InvalidArgumentError(
+                f"cannot create database folder {self.path}: {error}"
+            ) from None
         self._store: Store | None = Store(self.path)
         self._states: dict[int, CollectionState] = {}
         self._data_version = self._store.data_version()
@@ -139,7 +141,9 @@ class Database:
         model: str | None,
     ) -> tuple[LatentSpace, str | None]:
         if metric not in METRICS:
-            raise InvalidArgumentError(f"metric must be one of {', '.join(METRICS)}; got {metric!r}")
+            raise InvalidArgumentError(
+                f"metric must be one of {', '.join(METRICS)}; got {metric!r}"
+            )
         if dimension is not None:
             check_non_negative(dimension, "dimension", minimum=1)
         if embedder is None or embedder == "external":
@@ -152,7 +156,7 @@ class Database:
                 model=model or EXTERNAL_MODEL,
                 fingerprint=None,
                 dimension=dimension,
-                metric=metric,  # type: ignore[arg-type]  # checked above
+                metric=metric,
                 normalized=metric == "cosine",
             )
             return space, None
@@ -170,7 +174,7 @@ class Database:
             model=encoder.model,
             fingerprint=encoder.fingerprint,
             dimension=encoder.dimension,
-            metric=metric,  # type: ignore[arg-type]
+            metric=metric,
             normalized=metric == "cosine",
         )
         return space, embedder
@@ -280,7 +284,9 @@ class Database:
             self._states.pop(state.row.id, None)
             raise CollectionNotFoundError(f"collection {state.row.name!r} was deleted")
         if state.index is not None:
-            changes = store.changes_since(state.row.id, state.applied, dimension=state.space.dimension)
+            changes = store.changes_since(
+                state.row.id, state.applied, dimension=state.space.dimension
+            )
             state.index.upsert(changes.keys, changes.vectors)
             state.index.remove(changes.deleted)
             state.applied = changes.sequence

@@ -77,8 +77,8 @@ class SentenceTransformerEmbedder:
                 from sentence_transformers import SentenceTransformer
                 from transformers.utils import logging as transformers_logging
 
-                transformers_logging.disable_progress_bar()
-                transformers_logging.set_verbosity_error()
+                transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+                transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
                 try:
                     self._encoder = SentenceTransformer(
                         str(self.path), device="cpu", local_files_only=True

@@ -226,9 +226,7 @@ class FlatIndex:
             # Back to a score with ||q||^2 removed, so _to_distances treats both paths alike.
             scores = _squared_norms(queries)[:, None] - distances
         else:
-            scores, positions = faiss.knn(
-                queries, matrix, fetch, metric=faiss.METRIC_INNER_PRODUCT
-            )
+            scores, positions = faiss.knn(queries, matrix, fetch, metric=faiss.METRIC_INNER_PRODUCT)
         if alive is not None:
             keep = np.argsort(~alive[positions], axis=1, kind="stable")[:, :k]
             scores = np.take_along_axis(scores, keep, axis=1)
@@ -238,12 +236,15 @@ class FlatIndex:
     def _to_distances(self, queries: FloatMatrix, scores: FloatMatrix) -> FloatMatrix:
         """Turn larger-is-closer scores into the metric's smaller-is-closer distances."""
         if self.metric == "ip":
-            return np.negative(scores)
-        if self.metric == "cosine":
-            return np.maximum(1.0 - scores, 0.0, dtype=np.float32)
-        return np.maximum(_squared_norms(queries)[:, None] - scores, 0.0, dtype=np.float32)
+            distances = -scores
+        elif self.metric == "cosine":
+            distances = np.maximum(1.0 - scores, 0.0)
+        else:
+            distances = np.maximum(_squared_norms(queries)[:, None] - scores, 0.0)
+        return distances.astype(np.float32, copy=False)
 
 
 def _squared_norms(matrix: FloatMatrix) -> FloatMatrix:
     """||row||^2 of each row, float32 (n,)."""
-    return np.einsum("ij,ij->i", matrix, matrix)
+    norms: FloatMatrix = np.einsum("ij,ij->i", matrix, matrix)
+    return norms

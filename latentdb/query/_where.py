@@ -75,7 +75,7 @@ def _compile_clause(clause: Any, params: list[Any]) -> str:
 
 def _compile_field(key: str, condition: Any, params: list[Any]) -> str:
     if '"' in key or "\\" in key or not key:
-        raise FilterError(f"metadata key {key!r} cannot be filtered on (empty, or has \" or \\)")
+        raise FilterError(f'metadata key {key!r} cannot be filtered on (empty, or has " or \\)')
     path = f'$."{key}"'
     if not isinstance(condition, Mapping):
         return _equals(path, key, condition, params)

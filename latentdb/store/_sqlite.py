@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,11 +23,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from latentdb.errors import CollectionExistsError, LatentDBError
+from latentdb.errors import CollectionExistsError, LatentDBError, StorageError
 
 __all__ = ["DATABASE_FILE", "Changes", "CollectionRow", "SqlFilter", "Store", "StoredRecord"]
 
 DATABASE_FILE = "latentdb.sqlite3"
+# Seconds a connection waits for another process's write lock before giving up.
+_BUSY_TIMEOUT = 60.0
 
 # Numbered migrations; PRAGMA user_version records how many have run.
 _MIGRATIONS: tuple[str, ...] = (
@@ -143,16 +146,43 @@ class Store:
     def __init__(self, folder: Path) -> None:
         self.path = folder / DATABASE_FILE
         self.lock = threading.RLock()
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-        self._connection = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=60.0
-        )
-        self._connection.execute("PRAGMA journal_mode = WAL")
-        # FULL: a commit is on disk before add() returns, even across a power loss.
-        self._connection.execute("PRAGMA synchronous = FULL")
-        self._connection.execute("PRAGMA foreign_keys = ON")
         self._in_transaction = False
-        self._migrate()
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves.
+            self._connection = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT
+            )
+            self._enable_wal()
+            # FULL: a commit is on disk before add() returns, even across a power loss.
+            self._connection.execute("PRAGMA synchronous = FULL")
+            self._connection.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.Error as error:
+            raise StorageError(f"cannot open the database {self.path}: {error}") from error
+
+    def _enable_wal(self) -> None:
+        """Switch to WAL, waiting out another connection that holds the lock meanwhile.
+
+        Changing the journal mode of a new file needs an exclusive lock, and SQLite
+        answers SQLITE_BUSY at once rather than calling the busy handler when another
+        process is creating the same database (tests/test_durability.py races them).
+        """
+        deadline = time.monotonic() + _BUSY_TIMEOUT
+        pause = 0.005
+        while True:
+            try:
+                mode = self._connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) and "busy" not in str(error):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
+                continue
+            if str(mode).lower() != "wal":
+                raise StorageError(f"{self.path} cannot use write-ahead logging (mode {mode})")
+            return
 
     # -- connection and transactions -------------------------------------------------
 
@@ -283,7 +313,9 @@ class Store:
         """Delete a collection and all its rows (inside :meth:`write`)."""
         self.next_sequence()
         for table in ("records", "tombstones"):
-            self._connection.execute(f"DELETE FROM {table} WHERE collection_id = ?", (collection_id,))
+            self._connection.execute(
+                f"DELETE FROM {table} WHERE collection_id = ?", (collection_id,)
+            )
         self._connection.execute("DELETE FROM collections WHERE id = ?", (collection_id,))
 
     # -- records: reads ------------------------------------------------------------
@@ -444,8 +476,7 @@ class Store:
             "DELETE FROM records WHERE key IN (SELECT value FROM json_each(?))", (payload,)
         )
         self._connection.execute(
-            "INSERT INTO tombstones (collection_id, key, seq) "
-            "SELECT ?, value, ? FROM json_each(?)",
+            "INSERT INTO tombstones (collection_id, key, seq) SELECT ?, value, ? FROM json_each(?)",
             (collection_id, sequence, payload),
         )
 

@@ -62,7 +62,10 @@ def test_add_then_get_returns_exactly_what_was_added(l2: Collection) -> None:
     assert got.vectors is not None
     np.testing.assert_array_equal(got.vectors, vectors(20)[[3, 1]])
     assert got.documents == ["doc 3", "doc 1"]
-    assert got.metadatas == [{"i": 3, "even": False, "tag": "b"}, {"i": 1, "even": False, "tag": "b"}]
+    assert got.metadatas == [
+        {"i": 3, "even": False, "tag": "b"},
+        {"i": 1, "even": False, "tag": "b"},
+    ]
     assert l2.count() == 20
 
 
@@ -226,14 +229,54 @@ BAD_ADDS: list[tuple[str, dict[str, Any], type[LatentDBError], str]] = [
     ("3-d", {"vectors": np.zeros((2, 1, DIM))}, InvalidVectorError, "shape"),
     ("too few vectors", {"vectors": np.zeros((1, DIM))}, InvalidArgumentError, "expected 2"),
     ("no vectors", {}, EmbedderError, "no embedder"),
-    ("docs length", {"vectors": np.zeros((2, DIM)), "documents": ["a"]}, InvalidArgumentError, "2 documents"),
-    ("doc type", {"vectors": np.zeros((2, DIM)), "documents": ["a", 3]}, InvalidArgumentError, "strings"),
-    ("meta length", {"vectors": np.zeros((2, DIM)), "metadatas": [{}]}, InvalidArgumentError, "2 metadatas"),
-    ("nested meta", {"vectors": np.zeros((2, DIM)), "metadatas": [{"a": [1]}, None]}, InvalidMetadataError, "'a'"),
-    ("meta not dict", {"vectors": np.zeros((2, DIM)), "metadatas": ["x", None]}, InvalidMetadataError, "dict"),
-    ("meta nan", {"vectors": np.zeros((2, DIM)), "metadatas": [{"a": float("nan")}, None]}, InvalidMetadataError, "finite"),
-    ("meta big int", {"vectors": np.zeros((2, DIM)), "metadatas": [{"a": 2**64}, None]}, InvalidMetadataError, "64-bit"),
-    ("meta key", {"vectors": np.zeros((2, DIM)), "metadatas": [{"$a": 1}, None]}, InvalidMetadataError, "keys"),
+    (
+        "docs length",
+        {"vectors": np.zeros((2, DIM)), "documents": ["a"]},
+        InvalidArgumentError,
+        "2 documents",
+    ),
+    (
+        "doc type",
+        {"vectors": np.zeros((2, DIM)), "documents": ["a", 3]},
+        InvalidArgumentError,
+        "strings",
+    ),
+    (
+        "meta length",
+        {"vectors": np.zeros((2, DIM)), "metadatas": [{}]},
+        InvalidArgumentError,
+        "2 metadatas",
+    ),
+    (
+        "nested meta",
+        {"vectors": np.zeros((2, DIM)), "metadatas": [{"a": [1]}, None]},
+        InvalidMetadataError,
+        "'a'",
+    ),
+    (
+        "meta not dict",
+        {"vectors": np.zeros((2, DIM)), "metadatas": ["x", None]},
+        InvalidMetadataError,
+        "dict",
+    ),
+    (
+        "meta nan",
+        {"vectors": np.zeros((2, DIM)), "metadatas": [{"a": float("nan")}, None]},
+        InvalidMetadataError,
+        "finite",
+    ),
+    (
+        "meta big int",
+        {"vectors": np.zeros((2, DIM)), "metadatas": [{"a": 2**64}, None]},
+        InvalidMetadataError,
+        "64-bit",
+    ),
+    (
+        "meta key",
+        {"vectors": np.zeros((2, DIM)), "metadatas": [{"$a": 1}, None]},
+        InvalidMetadataError,
+        "keys",
+    ),
     ("model", {"vectors": np.zeros((2, DIM)), "model": "other"}, ModelMismatchError, "'other'"),
 ]
 

@@ -62,7 +62,9 @@ def test_upsert_overwrites_and_out_of_order_keys_are_sorted() -> None:
     assert len(index) == 3
     _, found = index.search(np.array([[0, 0.2]], np.float32), 3)
     assert found.tolist() == [[9, 5, 2]]
-    np.testing.assert_array_equal(index.vectors_of(np.array([2, 9])), np.float32([[1, 1], [0, 0.1]]))
+    np.testing.assert_array_equal(
+        index.vectors_of(np.array([2, 9])), np.float32([[1, 1], [0, 0.1]])
+    )
 
 
 def test_subset_search_only_returns_allowed_keys() -> None:

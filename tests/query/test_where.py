@@ -13,6 +13,37 @@ from latentdb import Collection, Database, FilterError
 from latentdb.query import compile_where
 
 
+def same(a: Any, b: Any) -> bool:
+    """Equal and of the same kind: a bool never equals a number, a str never a number."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, str) or isinstance(b, str):
+        return isinstance(a, str) and isinstance(b, str) and a == b
+    return bool(a == b)
+
+
+def field_matches(metadata: dict[str, Any], key: str, condition: Any) -> bool:
+    if not isinstance(condition, dict):
+        condition = {"$eq": condition}
+    ((operator, operand),) = condition.items()
+    present = key in metadata
+    value = metadata.get(key)
+    if operator in ("$eq", "$ne"):
+        equal = present and same(value, operand)
+        return equal if operator == "$eq" else not equal
+    if operator in ("$in", "$nin"):
+        found = present and any(same(value, o) for o in operand)
+        return found if operator == "$in" else not found
+    if not present or isinstance(value, bool | str):
+        return False
+    return {
+        "$gt": value > operand,
+        "$gte": value >= operand,
+        "$lt": value < operand,
+        "$lte": value <= operand,
+    }[operator]
+
+
 def matches(metadata: dict[str, Any] | None, where: dict[str, Any]) -> bool:
     """The reference semantics, written independently of the SQL compiler."""
     metadata = metadata or {}
@@ -23,31 +54,7 @@ def matches(metadata: dict[str, Any] | None, where: dict[str, Any]) -> bool:
         elif key == "$or":
             results.append(any(matches(metadata, c) for c in condition))
         else:
-            if not isinstance(condition, dict):
-                condition = {"$eq": condition}
-            ((operator, operand),) = condition.items()
-            present = key in metadata
-            value = metadata.get(key)
-
-            def same(a: Any, b: Any) -> bool:
-                if isinstance(a, bool) or isinstance(b, bool):
-                    return isinstance(a, bool) and isinstance(b, bool) and a == b
-                if isinstance(a, str) or isinstance(b, str):
-                    return isinstance(a, str) and isinstance(b, str) and a == b
-                return a == b
-
-            numeric = present and isinstance(value, int | float) and not isinstance(value, bool)
-            outcome = {
-                "$eq": lambda: present and same(value, operand),
-                "$ne": lambda: not (present and same(value, operand)),
-                "$in": lambda: present and any(same(value, o) for o in operand),
-                "$nin": lambda: not (present and any(same(value, o) for o in operand)),
-                "$gt": lambda: numeric and value > operand,
-                "$gte": lambda: numeric and value >= operand,
-                "$lt": lambda: numeric and value < operand,
-                "$lte": lambda: numeric and value <= operand,
-            }[operator]()
-            results.append(outcome)
+            results.append(field_matches(metadata, key, condition))
     return all(results)
 
 
@@ -119,7 +126,11 @@ def field_conditions() -> st.SearchStrategy[dict[str, Any]]:
     operator = st.one_of(
         scalars,
         st.builds(lambda o, v: {o: v}, st.sampled_from(["$eq", "$ne"]), scalars),
-        st.builds(lambda o, v: {o: v}, st.sampled_from(["$in", "$nin"]), st.lists(scalars, min_size=1, max_size=3)),
+        st.builds(
+            lambda o, v: {o: v},
+            st.sampled_from(["$in", "$nin"]),
+            st.lists(scalars, min_size=1, max_size=3),
+        ),
         st.builds(lambda o, v: {o: v}, st.sampled_from(["$gt", "$gte", "$lt", "$lte"]), numbers),
     )
     return st.builds(lambda k, c: {k: c}, keys, operator)
@@ -128,7 +139,9 @@ def field_conditions() -> st.SearchStrategy[dict[str, Any]]:
 wheres = st.recursive(
     field_conditions(),
     lambda inner: st.builds(
-        lambda o, items: {o: items}, st.sampled_from(["$and", "$or"]), st.lists(inner, min_size=1, max_size=3)
+        lambda o, items: {o: items},
+        st.sampled_from(["$and", "$or"]),
+        st.lists(inner, min_size=1, max_size=3),
     ),
     max_leaves=6,
 )
