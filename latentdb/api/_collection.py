@@ -26,6 +26,7 @@ from latentdb.errors import (
 )
 from latentdb.query import compile_where
 from latentdb.space import LatentSpace
+from latentdb.store import Changes
 
 if TYPE_CHECKING:
     from latentdb.api._database import CollectionState, Database
@@ -205,29 +206,28 @@ class Collection:
             )
             key_of = {record_id: key for key, record_id in store.keys_at(state.row.id, sequence)}
         keys = np.fromiter((key_of[i] for i in id_list), dtype=np.int64, count=count)
-        self._apply(sequence, keys, matrix, None)
+        self._apply(sequence, keys, id_list, matrix)
 
     def _apply(
         self,
         sequence: int,
         keys: npt.NDArray[np.int64] | None,
+        ids: list[str] | None,
         vectors: FloatMatrix | None,
-        deleted: npt.NDArray[np.int64] | None,
+        deleted: npt.NDArray[np.int64] | None = None,
     ) -> None:
-        """Mirror a committed write of ours into the loaded index."""
-        state = self._state
-        index = state.index
-        if index is None:
-            return
-        try:
-            if keys is not None and vectors is not None:
-                index.upsert(keys, vectors)
-            if deleted is not None:
-                index.remove(deleted)
-        except BaseException:
-            state.index = None  # rebuilt from the store on next use
-            raise
-        state.applied = sequence
+        """Mirror a write of ours, just committed, into the loaded index."""
+        empty = np.empty(0, dtype=np.int64)
+        dimension = self.space.dimension
+        self._state.apply(
+            Changes(
+                keys=empty if keys is None else keys,
+                ids=[] if ids is None else ids,
+                vectors=np.empty((0, dimension), np.float32) if vectors is None else vectors,
+                deleted=empty if deleted is None else deleted,
+                sequence=sequence,
+            )
+        )
 
     def update(
         self,
@@ -279,7 +279,10 @@ class Collection:
                 metadatas=metadata_list,
                 sequence=sequence,
             )
-        self._apply(sequence, keys if matrix is not None else None, matrix, None)
+        if matrix is not None:
+            self._apply(sequence, keys, id_list, matrix)
+        else:
+            self._apply(sequence, None, None, None)
 
     def delete(self, ids: Sequence[str] | str | None = None, *, where: Where | None = None) -> int:
         """Delete records by id, by filter, or by both (ids that also pass the filter).
@@ -309,7 +312,7 @@ class Collection:
             keys = np.fromiter((key for key, _ in rows), dtype=np.int64, count=len(rows))
             sequence = store.next_sequence()
             store.delete_records(state.row.id, keys.tolist(), sequence=sequence)
-        self._apply(sequence, None, None, keys)
+        self._apply(sequence, None, None, None, keys)
         return len(rows)
 
     # -- reads ---------------------------------------------------------------------
@@ -426,25 +429,29 @@ class Collection:
                 allowed = store.select(state.row.id, where=condition)
                 candidates = np.fromiter((key for key, _ in allowed), dtype=np.int64)
                 distances, keys = index.search(queries, k, keys=candidates)
-            unique = np.unique(keys)
-            records = store.fetch(
-                unique.tolist(),
-                dimension=self.space.dimension,
-                documents="documents" in fields,
-                metadatas="metadatas" in fields,
-            )
-            hit_vectors = index.vectors_of(keys.ravel()) if "vectors" in fields else None
-        rows = [[records[key] for key in row] for row in keys.tolist()]
+            id_of = state.ids
+            ids = [[id_of[key] for key in row] for row in keys.tolist()]
+            documents = metadatas = None
+            if "documents" in fields or "metadatas" in fields:
+                records = store.fetch(
+                    np.unique(keys).tolist(),
+                    dimension=self.space.dimension,
+                    documents="documents" in fields,
+                    metadatas="metadatas" in fields,
+                )
+                rows = [[records[key] for key in row] for row in keys.tolist()]
+                if "documents" in fields:
+                    documents = [[record.document for record in row] for row in rows]
+                if "metadatas" in fields:
+                    metadatas = [[record.metadata for record in row] for row in rows]
+            hit_vectors = None
+            if "vectors" in fields:
+                found = index.vectors_of(keys.ravel())
+                hit_vectors = list(found.reshape(keys.shape[0], keys.shape[1], -1))
         return QueryResult(
-            ids=[[r.id for r in row] for row in rows],
+            ids=ids,
             distances=distances if "distances" in fields else None,
-            documents=[[r.document for r in row] for row in rows]
-            if "documents" in fields
-            else None,
-            metadatas=[[r.metadata for r in row] for row in rows]
-            if "metadatas" in fields
-            else None,
-            vectors=None
-            if hit_vectors is None
-            else list(hit_vectors.reshape(keys.shape[0], keys.shape[1], -1)),
+            documents=documents,
+            metadatas=metadatas,
+            vectors=hit_vectors,
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -20,7 +20,7 @@ from latentdb.errors import (
 )
 from latentdb.index import FlatIndex
 from latentdb.space import METRICS, LatentSpace, Metric
-from latentdb.store import CollectionRow, Store
+from latentdb.store import Changes, CollectionRow, Store
 
 if TYPE_CHECKING:
     from latentdb.api._collection import Collection
@@ -33,14 +33,36 @@ EXTERNAL_MODEL = "external"
 
 @dataclass
 class CollectionState:
-    """What one Database knows of a collection: its space and, once loaded, its index."""
+    """What one Database knows of a collection: its space and, once loaded, its index.
+
+    ``ids`` maps the row keys the index holds to user ids, so a query that returns
+    only ids and distances needs no trip to SQLite.
+    """
 
     row: CollectionRow
     space: LatentSpace
     index: FlatIndex | None = None
+    ids: dict[int, str] = field(default_factory=dict)
     # The write sequence number the index reflects.
     applied: int = 0
     stale: bool = False
+
+    def apply(self, changes: Changes) -> None:
+        """Mirror committed writes into the loaded index (a no-op until it is loaded)."""
+        index = self.index
+        if index is None:
+            return
+        try:
+            index.upsert(changes.keys, changes.vectors)
+            index.remove(changes.deleted)
+        except BaseException:
+            self.index = None  # half-applied: rebuilt from the store on next use
+            self.ids = {}
+            raise
+        self.ids.update(zip(changes.keys.tolist(), changes.ids, strict=True))
+        for key in changes.deleted.tolist():
+            self.ids.pop(key, None)
+        self.applied = changes.sequence
 
 
 class Database:
@@ -284,12 +306,9 @@ class Database:
             self._states.pop(state.row.id, None)
             raise CollectionNotFoundError(f"collection {state.row.name!r} was deleted")
         if state.index is not None:
-            changes = store.changes_since(
-                state.row.id, state.applied, dimension=state.space.dimension
+            state.apply(
+                store.changes_since(state.row.id, state.applied, dimension=state.space.dimension)
             )
-            state.index.upsert(changes.keys, changes.vectors)
-            state.index.remove(changes.deleted)
-            state.applied = changes.sequence
         state.stale = False
 
     def index(self, state: CollectionState) -> FlatIndex:
@@ -297,9 +316,9 @@ class Database:
         self.sync(state)
         if state.index is None:
             changes = self.store.changes_since(state.row.id, 0, dimension=state.space.dimension)
-            index = FlatIndex(state.space.dimension, state.space.metric)
-            index.upsert(changes.keys, changes.vectors)
-            state.index, state.applied = index, changes.sequence
+            state.index, state.ids = FlatIndex(state.space.dimension, state.space.metric), {}
+            state.apply(changes)
+        assert state.index is not None  # apply() only drops it when it raises
         return state.index
 
 

@@ -20,11 +20,18 @@ FloatMatrix = npt.NDArray[np.float32]
 KeyArray = npt.NDArray[np.int64]
 SearchHits = tuple[FloatMatrix, KeyArray]
 
-# One query: numpy's sgemv + argpartition ran 72-90 QPS on 100k x 384 where faiss's
-# sequential scan ran 44-56; from 2 queries on faiss's blocked BLAS + heap wins
-# (86 vs 65 at 2, 1,460 vs 520 at 1,000). Measured on the 2-core dev machine, see
-# bench/exact.py.
+# Which scan serves a batch, measured on 100k x 384 on the 2-core dev machine (QPS):
+#
+#   queries                 1    2    4    8   16   64  256  1000
+#   numpy sgemm+argpart    79   65  115  223  342  491  457   521
+#   faiss sequential       53  124  122  127  127  116  117     -
+#   faiss BLAS + heap      56   64  121  183  389  847 1146  1254
+#
+# faiss 1.15 takes its BLAS path only from queries x dimension >= 128,000
+# (distance_compute_blas_threshold), so 2-333 queries at 384-d ran sequentially at
+# ~120 QPS (bench/exact.py sweep); we lower the threshold for batches of 8 or more.
 _NUMPY_MAX_QUERIES = 1
+_BLAS_MIN_QUERIES = 8
 # Masked rows cost an over-fetch per query; past this many, compact once instead.
 _MAX_MASKED_ROWS = 256
 
@@ -221,12 +228,22 @@ class FlatIndex:
     ) -> tuple[FloatMatrix, npt.NDArray[np.intp]]:
         """Top-k by score for a batch: faiss's blocked BLAS scan with a heap per query."""
         fetch = min(k + masked, matrix.shape[0])
-        if self.metric == "l2":
-            distances, positions = faiss.knn(queries, matrix, fetch, metric=faiss.METRIC_L2)
-            # Back to a score with ||q||^2 removed, so _to_distances treats both paths alike.
-            scores = _squared_norms(queries)[:, None] - distances
-        else:
-            scores, positions = faiss.knn(queries, matrix, fetch, metric=faiss.METRIC_INNER_PRODUCT)
+        # A process-wide faiss setting that changes speed, never results: a race with
+        # another thread's faiss call costs at most that call some time.
+        threshold = faiss.cvar.distance_compute_blas_threshold
+        if queries.shape[0] >= _BLAS_MIN_QUERIES:
+            faiss.cvar.distance_compute_blas_threshold = 1
+        try:
+            if self.metric == "l2":
+                distances, positions = faiss.knn(queries, matrix, fetch, metric=faiss.METRIC_L2)
+                # Back to a score without ||q||^2, so _to_distances treats both paths alike.
+                scores = _squared_norms(queries)[:, None] - distances
+            else:
+                scores, positions = faiss.knn(
+                    queries, matrix, fetch, metric=faiss.METRIC_INNER_PRODUCT
+                )
+        finally:
+            faiss.cvar.distance_compute_blas_threshold = threshold
         if alive is not None:
             keep = np.argsort(~alive[positions], axis=1, kind="stable")[:, :k]
             scores = np.take_along_axis(scores, keep, axis=1)

@@ -107,12 +107,14 @@ class Changes:
 
     Attributes:
         keys: Row keys written (inserted or replaced), shape (n,), ascending.
+        ids: Their user ids.
         vectors: Their vectors, float32 (n, d).
         deleted: Row keys deleted, shape (m,).
         sequence: The database's sequence number the changes run up to.
     """
 
     keys: KeyArray
+    ids: list[str]
     vectors: FloatMatrix
     deleted: KeyArray
     sequence: int
@@ -399,7 +401,8 @@ class Store:
         with self.read():
             now = int(self._connection.execute("SELECT value FROM sequence").fetchone()[0])
             rows = self._connection.execute(
-                "SELECT key, vector FROM records WHERE collection_id = ? AND seq > ? ORDER BY key",
+                "SELECT key, id, vector FROM records WHERE collection_id = ? AND seq > ? "
+                "ORDER BY key",
                 (collection_id, sequence),
             ).fetchall()
             deleted = self._connection.execute(
@@ -407,9 +410,9 @@ class Store:
                 (collection_id, sequence),
             ).fetchall()
         keys = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        vectors = blobs_to_vectors([row[1] for row in rows], dimension)
+        vectors = blobs_to_vectors([row[2] for row in rows], dimension)
         dead = np.fromiter((row[0] for row in deleted), dtype=np.int64, count=len(deleted))
-        return Changes(keys, vectors, dead, now)
+        return Changes(keys, [row[1] for row in rows], vectors, dead, now)
 
     # -- records: writes (inside write()) ----------------------------------------------
 
