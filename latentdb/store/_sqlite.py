@@ -127,11 +127,13 @@ def vectors_to_blobs(vectors: FloatMatrix) -> list[bytes]:
 
 
 def blobs_to_vectors(blobs: Sequence[bytes], dimension: int) -> FloatMatrix:
-    """Decode little-endian float32 rows into a new (n, dimension) array."""
+    """Decode little-endian float32 rows into a read-only (n, dimension) array."""
     if not blobs:
         return np.empty((0, dimension), dtype=np.float32)
     flat = np.frombuffer(b"".join(blobs), dtype="<f4")
-    return flat.astype(np.float32).reshape(len(blobs), dimension)
+    # No copy on little-endian machines: the result is read-only, and every caller
+    # copies it (into an index, or into the array it returns).
+    return flat.astype(np.float32, copy=False).reshape(len(blobs), dimension)
 
 
 def _json_list(values: Sequence[Any]) -> str:
