@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,14 +209,21 @@ class Store:
                         self._connection.execute(statement)
                 self._connection.execute(f"PRAGMA user_version = {number + 1}")
 
-    @contextmanager
-    def write(self) -> Iterator[None]:
+    def write(self) -> AbstractContextManager[None]:
         """One write transaction: all of it commits, or none of it (re-entrant)."""
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def read(self) -> AbstractContextManager[None]:
+        """A consistent snapshot for several reads (re-entrant, also inside a write)."""
+        return self._transaction("BEGIN")
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[None]:
         with self.lock:
-            if self._in_transaction:
+            if self._in_transaction:  # nested: part of the outer transaction
                 yield
                 return
-            self._connection.execute("BEGIN IMMEDIATE")
+            self._connection.execute(begin)
             self._in_transaction = True
             try:
                 yield
@@ -227,21 +234,6 @@ class Store:
                 self._connection.execute("COMMIT")
             finally:
                 self._in_transaction = False
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        """A consistent snapshot for several reads (re-entrant, also inside a write)."""
-        with self.lock:
-            if self._in_transaction:
-                yield
-                return
-            self._connection.execute("BEGIN")
-            self._in_transaction = True
-            try:
-                yield
-            finally:
-                self._in_transaction = False
-                self._connection.execute("COMMIT")
 
     def data_version(self) -> int:
         """A number that changes when another connection commits (PRAGMA data_version)."""
