@@ -10,7 +10,16 @@ Start with :func:`connect`::
         print(docs.query(texts="kitten", k=1).ids)        # [['a']]
 """
 
-from latentdb.api import Collection, Database, GetResult, QueryResult, connect
+from latentdb.api import (
+    Collection,
+    Database,
+    GetResult,
+    IndexSpec,
+    IndexStatus,
+    QueryResult,
+    RecallReport,
+    connect,
+)
 from latentdb.errors import (
     AuthError,
     CollectionExistsError,
@@ -25,6 +34,7 @@ from latentdb.errors import (
     InvalidMetadataError,
     InvalidVectorError,
     LatentDBError,
+    LatentDBWarning,
     ModelMismatchError,
     NotFoundError,
     RecordNotFoundError,
@@ -46,15 +56,19 @@ __all__ = [
     "EmbedderError",
     "FilterError",
     "GetResult",
+    "IndexSpec",
+    "IndexStatus",
     "InvalidArgumentError",
     "InvalidIdError",
     "InvalidMetadataError",
     "InvalidVectorError",
     "LatentDBError",
+    "LatentDBWarning",
     "LatentSpace",
     "ModelMismatchError",
     "NotFoundError",
     "QueryResult",
+    "RecallReport",
     "RecordNotFoundError",
     "StorageError",
     "__version__",

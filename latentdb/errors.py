@@ -39,6 +39,7 @@ __all__ = [
     "InvalidMetadataError",
     "InvalidVectorError",
     "LatentDBError",
+    "LatentDBWarning",
     "ModelMismatchError",
     "NotFoundError",
     "RecordNotFoundError",
@@ -156,3 +157,7 @@ class StorageError(LatentDBError):
 
     code = "storage_error"
     status = 500
+
+
+class LatentDBWarning(UserWarning):
+    """Something was wrong but latentdb recovered (e.g. a damaged index file rebuilt)."""

@@ -2,6 +2,16 @@
 
 from latentdb.api._collection import Collection
 from latentdb.api._database import Database, connect
-from latentdb.api._results import GetResult, QueryResult
+from latentdb.api._results import GetResult, QueryResult, RecallReport
+from latentdb.index import IndexSpec, IndexStatus
 
-__all__ = ["Collection", "Database", "GetResult", "QueryResult", "connect"]
+__all__ = [
+    "Collection",
+    "Database",
+    "GetResult",
+    "IndexSpec",
+    "IndexStatus",
+    "QueryResult",
+    "RecallReport",
+    "connect",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -18,7 +19,7 @@ from latentdb.errors import (
     InvalidArgumentError,
     ModelMismatchError,
 )
-from latentdb.index import FlatIndex
+from latentdb.index import IndexSpec, SegmentedIndex
 from latentdb.space import METRICS, LatentSpace, Metric
 from latentdb.store import Changes, CollectionRow, Store
 
@@ -29,6 +30,16 @@ __all__ = ["EXTERNAL_MODEL", "Database", "connect"]
 
 # The model name of a collection whose vectors come from outside, when none is given.
 EXTERNAL_MODEL = "external"
+# Recall@10 that approximate search is tuned to reach unless a collection says otherwise.
+DEFAULT_RECALL_TARGET = 0.95
+INDEX_FOLDER = "indexes"
+
+
+def check_recall_target(value: object) -> float:
+    """A recall target: a number in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise InvalidArgumentError(f"recall_target must be a number in (0, 1]; got {value!r}")
+    return float(value)
 
 
 @dataclass
@@ -41,7 +52,9 @@ class CollectionState:
 
     row: CollectionRow
     space: LatentSpace
-    index: FlatIndex | None = None
+    spec: IndexSpec
+    recall_target: float
+    index: SegmentedIndex | None = None
     ids: dict[int, str] = field(default_factory=dict)
     # The write sequence number the index reflects.
     applied: int = 0
@@ -53,9 +66,11 @@ class CollectionState:
         if index is None:
             return
         try:
-            index.upsert(changes.keys, changes.vectors)
-            index.remove(changes.deleted)
+            index.apply(
+                changes.keys, changes.vectors, changes.sequences, changes.deleted, changes.sequence
+            )
         except BaseException:
+            index.close(wait=False)
             self.index = None  # half-applied: rebuilt from the store on next use
             self.ids = {}
             raise
@@ -90,9 +105,10 @@ class Database:
     def close(self) -> None:
         """Close the database; collections obtained from it stop working."""
         if self._store is not None:
+            for collection_id in list(self._states):
+                self._drop_state(collection_id, wait=True)
             self._store.close()
             self._store = None
-            self._states.clear()
 
     def __enter__(self) -> Database:
         return self
@@ -125,6 +141,8 @@ class Database:
         metric: Metric = "cosine",
         embedder: str | None = "minilm",
         model: str | None = None,
+        index: str | IndexSpec = "auto",
+        recall_target: float = DEFAULT_RECALL_TARGET,
     ) -> Collection:
         """Create a collection bound to one latent space.
 
@@ -136,6 +154,10 @@ class Database:
                 ``"external"``) when you bring your own vectors.
             model: With ``embedder=None``, names where the vectors come from (e.g.
                 ``"openai/text-embedding-3-small"``); with an embedder, must match it.
+            index: ``"auto"`` (exact while under 20,000 rows, then HNSW), ``"flat"``,
+                ``"hnsw"``, ``"hnsw-sq8"``, ``"ivf"``, ``"ivf-pq"``, or an
+                :class:`~latentdb.index.IndexSpec` with explicit build parameters.
+            recall_target: The recall@10 that search parameters are tuned to reach.
 
         Returns:
             The new :class:`Collection`.
@@ -148,10 +170,14 @@ class Database:
         """
         check_collection_name(name)
         space, embedder_name = self._space_for(dimension, metric, embedder, model)
+        config = {
+            "index": IndexSpec.parse(index).to_dict(),
+            "recall_target": check_recall_target(recall_target),
+        }
         store = self.store
         with store.write():
             row = store.insert_collection(
-                name, space=space.to_dict(), embedder=embedder_name, config={}
+                name, space=space.to_dict(), embedder=embedder_name, config=config
             )
         return self._collection(row)
 
@@ -220,8 +246,13 @@ class Database:
         metric: Metric = "cosine",
         embedder: str | None = "minilm",
         model: str | None = None,
+        index: str | IndexSpec = "auto",
+        recall_target: float = DEFAULT_RECALL_TARGET,
     ) -> Collection:
         """The collection called ``name``, created with these arguments if missing.
+
+        An existing collection must be in the latent space asked for; its index
+        settings stay as they are.
 
         Raises:
             CollectionExistsError: it exists in another latent space than the one asked.
@@ -231,7 +262,13 @@ class Database:
         if row is None:
             try:
                 return self.create_collection(
-                    name, dimension=dimension, metric=metric, embedder=embedder, model=model
+                    name,
+                    dimension=dimension,
+                    metric=metric,
+                    embedder=embedder,
+                    model=model,
+                    index=index,
+                    recall_target=recall_target,
                 )
             except CollectionExistsError:  # another process created it meanwhile
                 row = self.store.collection_by_name(name)
@@ -273,14 +310,20 @@ class Database:
             if row is None:
                 raise CollectionNotFoundError(f"no collection named {name!r} in {self.path}")
             store.drop_collection(row.id)
-        self._states.pop(row.id, None)
+        self._drop_state(row.id)
+        shutil.rmtree(self.path / INDEX_FOLDER / str(row.id), ignore_errors=True)
 
     def _collection(self, row: CollectionRow) -> Collection:
         from latentdb.api._collection import Collection
 
         state = self._states.get(row.id)
         if state is None:
-            state = CollectionState(row=row, space=LatentSpace.from_dict(row.space))
+            state = CollectionState(
+                row=row,
+                space=LatentSpace.from_dict(row.space),
+                spec=IndexSpec.parse(row.config.get("index", "flat")),
+                recall_target=float(row.config.get("recall_target", DEFAULT_RECALL_TARGET)),
+            )
             self._states[row.id] = state
         return Collection(self, state)
 
@@ -302,24 +345,47 @@ class Database:
             raise CollectionNotFoundError(f"collection {state.row.name!r} was deleted")
         if not state.stale:
             return
-        if store.collection_by_id(state.row.id) is None:
-            self._states.pop(state.row.id, None)
+        row = store.collection_by_id(state.row.id)
+        if row is None:
+            self._drop_state(state.row.id)
             raise CollectionNotFoundError(f"collection {state.row.name!r} was deleted")
+        if row.config != state.row.config:  # e.g. another process set a recall target
+            state.row = row
+            state.recall_target = float(row.config.get("recall_target", DEFAULT_RECALL_TARGET))
+            if state.index is not None:
+                state.index.recall_target = state.recall_target
         if state.index is not None:
             state.apply(
                 store.changes_since(state.row.id, state.applied, dimension=state.space.dimension)
             )
         state.stale = False
 
-    def index(self, state: CollectionState) -> FlatIndex:
-        """The collection's index, loaded from the store on first use (under the lock)."""
+    def index(self, state: CollectionState) -> SegmentedIndex:
+        """The collection's index: loaded from its files and caught up with the store on
+        first use (call under the store lock)."""
         self.sync(state)
         if state.index is None:
-            changes = self.store.changes_since(state.row.id, 0, dimension=state.space.dimension)
-            state.index, state.ids = FlatIndex(state.space.dimension, state.space.metric), {}
-            state.apply(changes)
+            store, dimension = self.store, state.space.dimension
+            index = SegmentedIndex(
+                dimension=dimension,
+                metric=state.space.metric,
+                spec=state.spec,
+                folder=self.path / INDEX_FOLDER / str(state.row.id),
+                lock=store.lock,
+                recall_target=state.recall_target,
+            )
+            covered, outside = index.load()
+            state.index, state.ids = index, store.ids_by_key(state.row.id)
+            # Rows held out of the saved segments, then everything written since them.
+            state.apply(store.rows_by_key(outside.tolist(), dimension=dimension))
+            state.apply(store.changes_since(state.row.id, covered, dimension=dimension))
         assert state.index is not None  # apply() only drops it when it raises
         return state.index
+
+    def _drop_state(self, collection_id: int, *, wait: bool = False) -> None:
+        state = self._states.pop(collection_id, None)
+        if state is not None and state.index is not None:
+            state.index.close(wait=wait)
 
 
 def connect(path: str | os.PathLike[str]) -> Database:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["GetResult", "QueryResult"]
+__all__ = ["GetResult", "QueryResult", "RecallReport"]
 
 Metadata = dict[str, str | int | float | bool]
 
@@ -63,3 +63,29 @@ class QueryResult:
             "metadatas": self.metadatas,
             "vectors": None if self.vectors is None else [v.tolist() for v in self.vectors],
         }
+
+
+@dataclass(frozen=True)
+class RecallReport:
+    """How well approximate search does on a collection, measured now.
+
+    Attributes:
+        recall: Mean recall@k of the default (tuned) search against an exact scan of
+            the same rows.
+        qps: Approximate queries per second, one query at a time.
+        exact_qps: Exact-scan queries per second, one query at a time.
+        k: Neighbours per query.
+        queries: Number of queries measured.
+        kind: The index kind in use ("flat": everything exact).
+        params: The search parameters used.
+        recall_target: The collection's target.
+    """
+
+    recall: float
+    qps: float
+    exact_qps: float
+    k: int
+    queries: int
+    kind: str
+    params: dict[str, int]
+    recall_target: float

@@ -14,7 +14,7 @@ import numpy.typing as npt
 
 from latentdb.space import Metric
 
-__all__ = ["FlatIndex", "SearchHits"]
+__all__ = ["FlatIndex", "SearchHits", "exact_search", "scores_to_distances", "squared_norms"]
 
 FloatMatrix = npt.NDArray[np.float32]
 KeyArray = npt.NDArray[np.int64]
@@ -138,6 +138,17 @@ class FlatIndex:
         self._size, self._masked = count, 0
         self._norms = None
 
+    def live_rows(self) -> tuple[KeyArray, FloatMatrix]:
+        """Keys and vectors of the live rows, ascending by key (copies)."""
+        rows = np.flatnonzero(self._alive[: self._size])
+        return self._keys[rows], self._vectors[rows]
+
+    def holds(self, keys: KeyArray) -> npt.NDArray[np.bool_]:
+        """Which of ``keys`` are held alive."""
+        rows, found = self._rows_of(np.asarray(keys, dtype=np.int64))
+        found[found] = self._alive[rows[found]]
+        return found
+
     def vectors_of(self, keys: KeyArray) -> FloatMatrix:
         """A copy of the held vectors of ``keys`` (all must be held)."""
         rows, _ = self._rows_of(np.asarray(keys, dtype=np.int64))
@@ -161,107 +172,131 @@ class FlatIndex:
             rows = np.unique(rows[found])
             rows = rows[self._alive[rows]]
             matrix = self._vectors[rows]
-            norms = _squared_norms(matrix) if self.metric == "l2" else None
-            distances, positions = self._scan(queries, matrix, k, None, norms)
+            norms = squared_norms(matrix) if self.metric == "l2" else None
+            distances, positions = exact_search(queries, matrix, k, self.metric, norms=norms)
             return distances, self._keys[rows][positions]
         if self._masked > _MAX_MASKED_ROWS:
             self.compact()
         matrix = self._vectors[: self._size]
         alive = self._alive[: self._size] if self._masked else None
         if self.metric == "l2" and self._norms is None:
-            self._norms = _squared_norms(matrix)
-        distances, positions = self._scan(queries, matrix, k, alive, self._norms)
+            self._norms = squared_norms(matrix)
+        distances, positions = exact_search(
+            queries, matrix, k, self.metric, alive=alive, norms=self._norms
+        )
         return distances, self._keys[positions]
 
-    def _scan(
-        self,
-        queries: FloatMatrix,
-        matrix: FloatMatrix,
-        k: int,
-        alive: npt.NDArray[np.bool_] | None,
-        norms: FloatMatrix | None,
-    ) -> tuple[FloatMatrix, npt.NDArray[np.intp]]:
-        """Exact top-k of ``queries`` against ``matrix`` rows (masked rows skipped)."""
-        masked = 0 if alive is None else int(matrix.shape[0] - alive.sum())
-        kept = min(k, matrix.shape[0] - masked)
-        nq = queries.shape[0]
-        if kept <= 0:
-            return np.empty((nq, 0), dtype=np.float32), np.empty((nq, 0), dtype=np.intp)
-        if nq <= _NUMPY_MAX_QUERIES:
-            scores, positions = self._scan_numpy(queries, matrix, kept, alive, norms)
-        else:
-            scores, positions = self._scan_faiss(queries, matrix, kept, masked, alive)
-        return self._to_distances(queries, scores), positions
 
-    def _scan_numpy(
-        self,
-        queries: FloatMatrix,
-        matrix: FloatMatrix,
-        k: int,
-        alive: npt.NDArray[np.bool_] | None,
-        norms: FloatMatrix | None,
-    ) -> tuple[FloatMatrix, npt.NDArray[np.intp]]:
-        """Top-k by score (larger is closer) for a few queries: sgemm + argpartition."""
-        scores = queries @ matrix.T  # (nq, n)
-        if norms is not None:
-            # 2<q, x> - ||x||^2 ranks like -||q - x||^2; _to_distances adds ||q||^2.
-            scores *= 2.0
-            scores -= norms[None, :]
-        if alive is not None:
-            scores[:, ~alive] = -np.inf
-        n = scores.shape[1]
-        if k < n:
-            top = np.argpartition(scores, n - k, axis=1)[:, n - k :]
-        else:
-            top = np.broadcast_to(np.arange(n), scores.shape).copy()
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        return np.take_along_axis(top_scores, order, axis=1), np.take_along_axis(top, order, axis=1)
-
-    def _scan_faiss(
-        self,
-        queries: FloatMatrix,
-        matrix: FloatMatrix,
-        k: int,
-        masked: int,
-        alive: npt.NDArray[np.bool_] | None,
-    ) -> tuple[FloatMatrix, npt.NDArray[np.intp]]:
-        """Top-k by score for a batch: faiss's blocked BLAS scan with a heap per query."""
-        fetch = min(k + masked, matrix.shape[0])
-        # A process-wide faiss setting that changes speed, never results: a race with
-        # another thread's faiss call costs at most that call some time.
-        threshold = faiss.cvar.distance_compute_blas_threshold
-        if queries.shape[0] >= _BLAS_MIN_QUERIES:
-            faiss.cvar.distance_compute_blas_threshold = 1
-        try:
-            if self.metric == "l2":
-                distances, positions = faiss.knn(queries, matrix, fetch, metric=faiss.METRIC_L2)
-                # Back to a score without ||q||^2, so _to_distances treats both paths alike.
-                scores = _squared_norms(queries)[:, None] - distances
-            else:
-                scores, positions = faiss.knn(
-                    queries, matrix, fetch, metric=faiss.METRIC_INNER_PRODUCT
-                )
-        finally:
-            faiss.cvar.distance_compute_blas_threshold = threshold
-        if alive is not None:
-            keep = np.argsort(~alive[positions], axis=1, kind="stable")[:, :k]
-            scores = np.take_along_axis(scores, keep, axis=1)
-            positions = np.take_along_axis(positions, keep, axis=1)
-        return scores.astype(np.float32, copy=False), positions.astype(np.intp, copy=False)
-
-    def _to_distances(self, queries: FloatMatrix, scores: FloatMatrix) -> FloatMatrix:
-        """Turn larger-is-closer scores into the metric's smaller-is-closer distances."""
-        if self.metric == "ip":
-            distances = -scores
-        elif self.metric == "cosine":
-            distances = np.maximum(1.0 - scores, 0.0)
-        else:
-            distances = np.maximum(_squared_norms(queries)[:, None] - scores, 0.0)
-        return distances.astype(np.float32, copy=False)
-
-
-def _squared_norms(matrix: FloatMatrix) -> FloatMatrix:
+def squared_norms(matrix: FloatMatrix) -> FloatMatrix:
     """||row||^2 of each row, float32 (n,)."""
     norms: FloatMatrix = np.einsum("ij,ij->i", matrix, matrix)
     return norms
+
+
+def exact_search(
+    queries: FloatMatrix,
+    matrix: FloatMatrix,
+    k: int,
+    metric: Metric,
+    *,
+    alive: npt.NDArray[np.bool_] | None = None,
+    norms: FloatMatrix | None = None,
+) -> tuple[FloatMatrix, npt.NDArray[np.intp]]:
+    """Exact top-k of ``queries`` against the rows of ``matrix``, nearest first.
+
+    Args:
+        queries: float32 (nq, d).
+        matrix: float32 (n, d), C-contiguous.
+        k: Neighbours wanted.
+        metric: Decides the distance (smaller is closer).
+        alive: bool (n,): rows to consider, or None for all.
+        norms: ||row||^2 (n,) for l2, to save a pass over ``matrix`` (computed if None).
+
+    Returns:
+        (distances float32 (nq, k'), row positions (nq, k')), k' = min(k, rows alive).
+    """
+    masked = 0 if alive is None else int(matrix.shape[0] - np.count_nonzero(alive))
+    kept = min(k, matrix.shape[0] - masked)
+    nq = queries.shape[0]
+    if kept <= 0:
+        return np.empty((nq, 0), dtype=np.float32), np.empty((nq, 0), dtype=np.intp)
+    if nq <= _NUMPY_MAX_QUERIES:
+        if metric == "l2" and norms is None:
+            norms = squared_norms(matrix)
+        scores, positions = _scan_numpy(
+            queries, matrix, kept, alive, norms if metric == "l2" else None
+        )
+    else:
+        scores, positions = _scan_faiss(queries, matrix, kept, masked, alive, metric)
+    return scores_to_distances(queries, scores, metric), positions
+
+
+def _scan_numpy(
+    queries: FloatMatrix,
+    matrix: FloatMatrix,
+    k: int,
+    alive: npt.NDArray[np.bool_] | None,
+    norms: FloatMatrix | None,
+) -> tuple[FloatMatrix, npt.NDArray[np.intp]]:
+    """Top-k by score (larger is closer) for one query: sgemv + argpartition.
+
+    Written on 1-d arrays: take_along_axis and friends cost ~20 us a call, as much as
+    the scan of a few hundred rows.
+    """
+    scores = matrix @ queries[0]  # (n,)
+    if norms is not None:
+        # 2<q, x> - ||x||^2 ranks like -||q - x||^2; scores_to_distances adds ||q||^2.
+        scores *= 2.0
+        scores -= norms
+    if alive is not None:
+        scores[~alive] = -np.inf
+    n = scores.shape[0]
+    top = np.argpartition(scores, n - k)[n - k :] if k < n else np.arange(n)
+    top = top[np.argsort(-scores[top], kind="stable")]
+    return scores[top][None, :], top[None, :]
+
+
+def _scan_faiss(
+    queries: FloatMatrix,
+    matrix: FloatMatrix,
+    k: int,
+    masked: int,
+    alive: npt.NDArray[np.bool_] | None,
+    metric: Metric,
+) -> tuple[FloatMatrix, npt.NDArray[np.intp]]:
+    """Top-k by score for a batch: faiss's blocked BLAS scan with a heap per query."""
+    fetch = min(k + masked, matrix.shape[0])
+    # A process-wide faiss setting that changes speed, never results: a race with
+    # another thread's faiss call costs at most that call some time.
+    threshold = faiss.cvar.distance_compute_blas_threshold
+    if queries.shape[0] >= _BLAS_MIN_QUERIES:
+        faiss.cvar.distance_compute_blas_threshold = 1
+    try:
+        if metric == "l2":
+            distances, positions = faiss.knn(queries, matrix, fetch, metric=faiss.METRIC_L2)
+            # Back to a score without ||q||^2, so scores_to_distances treats both alike.
+            scores = squared_norms(queries)[:, None] - distances
+        else:
+            scores, positions = faiss.knn(queries, matrix, fetch, metric=faiss.METRIC_INNER_PRODUCT)
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = threshold
+    if alive is not None:
+        keep = np.argsort(~alive[positions], axis=1, kind="stable")[:, :k]
+        scores = np.take_along_axis(scores, keep, axis=1)
+        positions = np.take_along_axis(positions, keep, axis=1)
+    return scores.astype(np.float32, copy=False), positions.astype(np.intp, copy=False)
+
+
+def scores_to_distances(queries: FloatMatrix, scores: FloatMatrix, metric: Metric) -> FloatMatrix:
+    """Turn larger-is-closer scores into the metric's smaller-is-closer distances.
+
+    Scores are <q, x> for cosine and ip, and 2<q, x> - ||x||^2 (or ||q||^2 - ||q - x||^2)
+    for l2.
+    """
+    if metric == "ip":
+        distances = -scores
+    elif metric == "cosine":
+        distances = np.maximum(1.0 - scores, 0.0)
+    else:
+        distances = np.maximum(squared_norms(queries)[:, None] - scores, 0.0)
+    return distances.astype(np.float32, copy=False)

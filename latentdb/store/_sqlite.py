@@ -109,6 +109,7 @@ class Changes:
         keys: Row keys written (inserted or replaced), shape (n,), ascending.
         ids: Their user ids.
         vectors: Their vectors, float32 (n, d).
+        sequences: The write sequence number of each row, int64 (n,).
         deleted: Row keys deleted, shape (m,).
         sequence: The database's sequence number the changes run up to.
     """
@@ -116,6 +117,7 @@ class Changes:
     keys: KeyArray
     ids: list[str]
     vectors: FloatMatrix
+    sequences: KeyArray
     deleted: KeyArray
     sequence: int
 
@@ -134,6 +136,18 @@ def blobs_to_vectors(blobs: Sequence[bytes], dimension: int) -> FloatMatrix:
     # No copy on little-endian machines: the result is read-only, and every caller
     # copies it (into an index, or into the array it returns).
     return flat.astype(np.float32, copy=False).reshape(len(blobs), dimension)
+
+
+def _changes(rows: list[Any], deleted: KeyArray, sequence: int, dimension: int) -> Changes:
+    """Changes from (key, id, vector, seq) rows."""
+    return Changes(
+        keys=np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)),
+        ids=[row[1] for row in rows],
+        vectors=blobs_to_vectors([row[2] for row in rows], dimension),
+        sequences=np.fromiter((row[3] for row in rows), dtype=np.int64, count=len(rows)),
+        deleted=deleted,
+        sequence=sequence,
+    )
 
 
 def _json_list(values: Sequence[Any]) -> str:
@@ -305,6 +319,13 @@ class Store:
             ).fetchall()
         return [row for row in map(self._collection_from, rows) if row is not None]
 
+    def update_collection_config(self, collection_id: int, config: dict[str, Any]) -> None:
+        """Replace a collection's config JSON (inside :meth:`write`)."""
+        self.next_sequence()
+        self._connection.execute(
+            "UPDATE collections SET config = ? WHERE id = ?", (json.dumps(config), collection_id)
+        )
+
     def drop_collection(self, collection_id: int) -> None:
         """Delete a collection and all its rows (inside :meth:`write`)."""
         self.next_sequence()
@@ -395,7 +416,7 @@ class Store:
         with self.read():
             now = int(self._connection.execute("SELECT value FROM sequence").fetchone()[0])
             rows = self._connection.execute(
-                "SELECT key, id, vector FROM records WHERE collection_id = ? AND seq > ? "
+                "SELECT key, id, vector, seq FROM records WHERE collection_id = ? AND seq > ? "
                 "ORDER BY key",
                 (collection_id, sequence),
             ).fetchall()
@@ -403,10 +424,27 @@ class Store:
                 "SELECT key FROM tombstones WHERE collection_id = ? AND seq > ?",
                 (collection_id, sequence),
             ).fetchall()
-        keys = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        vectors = blobs_to_vectors([row[2] for row in rows], dimension)
         dead = np.fromiter((row[0] for row in deleted), dtype=np.int64, count=len(deleted))
-        return Changes(keys, [row[1] for row in rows], vectors, dead, now)
+        return _changes(rows, dead, now, dimension)
+
+    def rows_by_key(self, keys: Sequence[int], *, dimension: int) -> Changes:
+        """The current rows of some keys (missing keys left out), as Changes."""
+        with self.read():
+            now = int(self._connection.execute("SELECT value FROM sequence").fetchone()[0])
+            rows = self._connection.execute(
+                "SELECT key, id, vector, seq FROM records "
+                "WHERE key IN (SELECT value FROM json_each(?)) ORDER BY key",
+                (_json_list([int(k) for k in keys]),),
+            ).fetchall()
+        return _changes(rows, np.empty(0, dtype=np.int64), now, dimension)
+
+    def ids_by_key(self, collection_id: int) -> dict[int, str]:
+        """Every record's key and id in a collection."""
+        with self.lock:
+            rows = self._connection.execute(
+                "SELECT key, id FROM records WHERE collection_id = ?", (collection_id,)
+            ).fetchall()
+        return dict(rows)
 
     # -- records: writes (inside write()) ----------------------------------------------
 

@@ -1,0 +1,302 @@
+"""ANN collections: each index kind, sealing, tombstones, save/load, recovery, tuning.
+
+Runs on 3,000 real MiniLM vectors of the shared PyPI data set (enough that 300 rows are
+held out for tuning) and its held-out test queries.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import latentdb
+from latentdb import Collection, IndexSpec, InvalidArgumentError, LatentDBWarning
+from latentdb.index import _segments
+from latentdb.index._sealed import SealedSegment
+from tests.conftest import SHARED_DATA
+
+ROWS = 3000
+QUERIES = 100
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    with h5py.File(SHARED_DATA / "pypi-minilm-100k.hdf5", "r") as file:
+        train = file["train"][:ROWS].astype(np.float32)
+        test = file["test"][:QUERIES].astype(np.float32)
+    train /= np.linalg.norm(train, axis=1, keepdims=True)
+    test /= np.linalg.norm(test, axis=1, keepdims=True)
+    return train, test
+
+
+def true_neighbours(train: np.ndarray, queries: np.ndarray, alive: np.ndarray, k: int = 10):
+    scores = queries @ train[alive].T
+    return alive[np.argsort(-scores, axis=1)[:, :k]]
+
+
+def recall(found: list[list[str]], truth: np.ndarray) -> float:
+    hits = [
+        len({int(i) for i in row} & set(want.tolist()))
+        for row, want in zip(found, truth, strict=True)
+    ]
+    return sum(hits) / truth.size
+
+
+def build(folder: Path, kind: str | IndexSpec, train: np.ndarray, **options: Any) -> Collection:
+    db = latentdb.connect(folder)
+    collection = db.create_collection("c", dimension=384, embedder=None, index=kind, **options)
+    collection.add([str(i) for i in range(train.shape[0])], vectors=train)
+    collection.optimize()
+    return collection
+
+
+@pytest.fixture
+def databases() -> Iterator[list[latentdb.Database]]:
+    opened: list[latentdb.Database] = []
+    yield opened
+    for database in opened:
+        database.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "spec",
+    [
+        IndexSpec(kind="hnsw"),
+        IndexSpec(kind="hnsw-sq8"),
+        IndexSpec(kind="ivf"),
+        IndexSpec(kind="ivf-pq", pq_bytes=16),  # 48 sub-quantizers train 3x longer
+    ],
+    ids=lambda spec: spec.kind,
+)
+def test_each_kind_meets_the_recall_target_on_held_out_queries(
+    tmp_path: Path, data: Any, spec: IndexSpec
+) -> None:
+    train, test = data
+    kind = spec.kind
+    collection = build(tmp_path, spec, train)
+    status = collection.index_status()
+    assert status.kind == kind and status.segments == 1
+    assert status.indexed + status.pending == ROWS and status.pending == 300  # held out
+    assert status.tuned_recall is not None and status.tuned_recall >= 0.95
+    result = collection.query(vectors=test, k=10, include=["distances"])
+    truth = true_neighbours(train, test, np.arange(ROWS))
+    assert recall(result.ids, truth) >= 0.93  # tuned on 300 rows, measured on 100 others
+    exact = collection.query(vectors=test, k=10, exact=True)
+    assert recall(exact.ids, truth) > 0.999
+    report = collection.evaluate(test)
+    assert report.kind == kind and 0.9 <= report.recall <= 1.0 and report.qps > 0
+    collection._database.close()
+
+
+@pytest.fixture(scope="module")
+def hnsw_folder(tmp_path_factory: pytest.TempPathFactory, data: Any) -> Path:
+    """One optimized hnsw collection on disk; tests copy it."""
+    folder = tmp_path_factory.mktemp("hnsw")
+    build(folder, "hnsw", data[0])._database.close()
+    return folder
+
+
+@pytest.fixture
+def hnsw(tmp_path: Path, hnsw_folder: Path, databases: list[latentdb.Database]) -> Collection:
+    shutil.copytree(hnsw_folder, tmp_path / "db")
+    databases.append(latentdb.connect(tmp_path / "db"))
+    return databases[-1].get_collection("c")
+
+
+def test_reopen_loads_the_saved_index_without_rebuilding(
+    hnsw: Collection, data: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_build(**_: Any) -> None:
+        raise AssertionError("the saved index must be loaded, not rebuilt")
+
+    monkeypatch.setattr(SealedSegment, "build", no_build)
+    status = hnsw.index_status()
+    assert (status.kind, status.indexed, status.pending) == ("hnsw", ROWS - 300, 300)
+    assert status.params["ef"] >= 10
+    train, test = data
+    truth = true_neighbours(train, test, np.arange(ROWS))
+    assert recall(hnsw.query(vectors=test, k=10).ids, truth) >= 0.93
+
+
+def test_rows_written_after_the_save_are_replayed(
+    hnsw: Collection, data: Any, databases: list[latentdb.Database]
+) -> None:
+    train, _ = data
+    hnsw.add(["new"], vectors=-train[0])
+    hnsw.update(["5"], vectors=-train[1])
+    hnsw.delete(["7"])
+    folder = hnsw._database.path
+    hnsw._database.close()
+    databases.append(latentdb.connect(folder))
+    again = databases[-1].get_collection("c")
+    assert again.query(vectors=-train[0], k=1).ids == [["new"]]
+    assert again.query(vectors=-train[1], k=1).ids == [["5"]]
+    assert "7" not in again.query(vectors=train[7], k=5).ids[0]
+    assert again.query(vectors=train[1], k=1).ids[0] != ["5"]  # the old vector is gone
+    status = again.index_status()
+    assert status.deleted == 2  # "5" replaced, "7" deleted: masked in the segment
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "missing"])
+def test_damaged_index_files_are_rebuilt_with_a_warning(
+    hnsw: Collection, data: Any, databases: list[latentdb.Database], damage: str
+) -> None:
+    folder = hnsw._database.path
+    hnsw._database.close()
+    (segment,) = [p for p in (folder / "indexes").glob("*/seg-*")]
+    index_file = segment / "index.faiss"
+    if damage == "garbage":
+        index_file.write_bytes(b"not a faiss index" * 100)
+    elif damage == "truncated":
+        index_file.write_bytes(index_file.read_bytes()[:5000])
+    else:
+        shutil.rmtree(segment)
+    databases.append(latentdb.connect(folder))
+    collection = databases[-1].get_collection("c")
+    train, test = data
+    with pytest.warns(LatentDBWarning, match="rebuilding"):
+        result = collection.query(vectors=test, k=10)
+    truth = true_neighbours(train, test, np.arange(ROWS))
+    assert recall(result.ids, truth) > 0.999  # exact until rebuilt: never wrong
+    collection.optimize()
+    assert collection.index_status().kind == "hnsw"
+
+
+def test_deleted_and_replaced_rows_are_never_returned(hnsw: Collection, data: Any) -> None:
+    train, test = data
+    rng = np.random.default_rng(3)
+    doomed = rng.choice(ROWS, size=ROWS * 3 // 10, replace=False)
+    hnsw.delete([str(i) for i in doomed])
+    fresh = rng.choice(np.setdiff1d(np.arange(ROWS), doomed), size=ROWS // 10, replace=False)
+    hnsw.upsert([str(i) for i in fresh], vectors=train[fresh][:, ::-1].copy())
+    alive = np.setdiff1d(np.arange(ROWS), np.concatenate([doomed, fresh]))
+    result = hnsw.query(vectors=test, k=10)
+    assert all(len(row) == 10 for row in result.ids)
+    returned = {int(i) for row in result.ids for i in row}
+    assert not returned & set(doomed.tolist())
+    truth = true_neighbours(train, test, alive)
+    # Replaced rows now hold reversed vectors, far from every query: truth ignores them.
+    assert recall(result.ids, truth) >= 0.93
+    status = hnsw.index_status()
+    # Masked in the segment, except the rows held out of it (kept in the growing one).
+    assert len(doomed) + len(fresh) - 300 <= status.deleted <= len(doomed) + len(fresh)
+    assert status.indexed + status.pending == hnsw.count()
+    hnsw.optimize()  # compaction: a rebuild without the dead rows
+    assert hnsw.index_status().deleted == 0
+    assert not {int(i) for row in hnsw.query(vectors=test, k=10).ids for i in row} & set(
+        doomed.tolist()
+    )
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=25)
+@given(
+    deletes=st.lists(st.integers(0, ROWS - 1), min_size=1, max_size=200),
+    row=st.integers(0, QUERIES - 1),
+)
+def test_no_deleted_id_is_ever_returned(
+    hnsw: Collection, data: Any, deletes: list[int], row: int
+) -> None:
+    hnsw.delete([str(i) for i in deletes])
+    gone = {str(i) for i in deletes}
+    for query in (data[1][row], data[0][deletes[0]]):  # a test query, a deleted row itself
+        found = hnsw.query(vectors=query, k=10, include=[]).ids[0]
+        assert not gone & set(found)
+        assert len(found) == min(10, hnsw.count())
+
+
+def test_query_params_and_exact(hnsw: Collection, data: Any) -> None:
+    train, test = data
+    truth = true_neighbours(train, test, np.arange(ROWS))
+    narrow = recall(hnsw.query(vectors=test, k=10, params={"ef": 10}).ids, truth)
+    wide = recall(hnsw.query(vectors=test, k=10, params={"ef": 512}).ids, truth)
+    assert wide >= narrow and wide > 0.99
+    with pytest.raises(InvalidArgumentError, match="nprobe"):
+        hnsw.query(vectors=test[0], params={"nprobe": 4})
+    with pytest.raises(InvalidArgumentError, match="ef"):
+        hnsw.query(vectors=test[0], params={"ef": 0})
+
+
+def test_filtered_query_on_an_ann_collection_is_exact(
+    tmp_path: Path, data: Any, databases: list[latentdb.Database]
+) -> None:
+    train, test = data
+    databases.append(latentdb.connect(tmp_path))
+    collection = databases[-1].create_collection("f", dimension=384, embedder=None, index="hnsw")
+    collection.add(
+        [str(i) for i in range(ROWS)], vectors=train, metadatas=[{"b": i % 10} for i in range(ROWS)]
+    )
+    collection.optimize()
+    result = collection.query(vectors=test, k=10, where={"b": 3})
+    truth = true_neighbours(train, test, np.arange(3, ROWS, 10))
+    assert recall(result.ids, truth) == 1.0
+
+
+def test_recall_target_is_stored_and_retunes(
+    hnsw: Collection, data: Any, databases: list[latentdb.Database]
+) -> None:
+    low = hnsw.index_status()
+    hnsw.set_recall_target(0.99)
+    high = hnsw.index_status()
+    assert high.recall_target == 0.99 and hnsw.recall_target == 0.99
+    assert high.params["ef"] >= low.params["ef"]
+    assert high.tuned_recall is not None and high.tuned_recall >= 0.99
+    folder = hnsw._database.path
+    hnsw._database.close()
+    databases.append(latentdb.connect(folder))
+    assert databases[-1].get_collection("c").recall_target == 0.99
+    with pytest.raises(InvalidArgumentError, match="recall_target"):
+        databases[-1].get_collection("c").set_recall_target(1.5)
+
+
+def test_auto_stays_exact_while_small(tmp_path: Path, data: Any) -> None:
+    collection = build(tmp_path, "auto", data[0][:500])
+    status = collection.index_status()
+    assert (status.kind, status.spec, status.pending, status.segments) == ("flat", "auto", 500, 0)
+    collection._database.close()
+
+
+def test_background_sealing_keeps_answering(
+    tmp_path: Path, data: Any, monkeypatch: pytest.MonkeyPatch, databases: list[latentdb.Database]
+) -> None:
+    monkeypatch.setattr(_segments, "_SEAL_QUIET_SECONDS", 0.05)
+    train, test = data
+    databases.append(latentdb.connect(tmp_path))
+    collection = databases[-1].create_collection(
+        "bg", dimension=384, embedder=None, index=IndexSpec(kind="hnsw", seal_rows=1000)
+    )
+    collection.add([str(i) for i in range(2000)], vectors=train[:2000])
+    collection.query(vectors=test[0])  # loads the index: its writes schedule the seal
+    collection.add([str(i) for i in range(2000, ROWS)], vectors=train[2000:])
+    deadline = time.monotonic() + 60
+    while collection.index_status().segments == 0 and time.monotonic() < deadline:
+        # Writes and queries go on while the segment builds.
+        collection.update(["0"], vectors=train[0])
+        assert collection.query(vectors=train[1], k=1, include=[]).ids == [["1"]]
+        time.sleep(0.05)
+    status = collection.index_status()
+    assert status.segments == 1 and status.kind == "hnsw"
+    assert status.indexed + status.pending == ROWS
+    truth = true_neighbours(train, test, np.arange(ROWS))
+    assert recall(collection.query(vectors=test, k=10).ids, truth) >= 0.9
+
+
+def test_bad_index_settings(tmp_path: Path, databases: list[latentdb.Database]) -> None:
+    databases.append(latentdb.connect(tmp_path))
+    db = databases[-1]
+    with pytest.raises(InvalidArgumentError, match="index kind"):
+        db.create_collection("x", dimension=4, embedder=None, index="annoy")
+    with pytest.raises(InvalidArgumentError, match="recall_target"):
+        db.create_collection("x", dimension=4, embedder=None, recall_target=0)
+    with pytest.raises(InvalidArgumentError, match="m must"):
+        db.create_collection("x", dimension=4, embedder=None, index=IndexSpec(kind="hnsw", m=1))
+    assert db.list_collections() == []
