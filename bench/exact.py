@@ -183,8 +183,10 @@ def ingest(root: Path, xb: FloatMatrix) -> float:
     """Create the collection in a fresh folder and add every train vector; seconds of adding."""
     ids = [str(i) for i in range(len(xb))]
     with latentdb.connect(root) as db:
+        # index="flat": exact only. Under "auto" a background HNSW build would start
+        # once writes pause and compete with the timed scans for the two cores.
         col = db.create_collection(
-            "pypi", dimension=DIMENSION, metric="cosine", embedder=None, model=MODEL
+            "pypi", dimension=DIMENSION, metric="cosine", embedder=None, model=MODEL, index="flat"
         )
         start = time.perf_counter()
         for lo in range(0, len(xb), ADD_BATCH):
