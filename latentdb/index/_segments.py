@@ -188,7 +188,7 @@ class SegmentedIndex:
     ) -> None:
         """Mirror committed writes: rows written (with their sequence numbers if known)
         and keys deleted, up to write sequence ``sequence``."""
-        if keys.size:
+        if keys.size and self.sealed:
             keep = np.ones(keys.shape[0], dtype=bool)
             for _, segment in self.sealed:
                 _, held = segment.rows_of(keys)
@@ -198,7 +198,9 @@ class SegmentedIndex:
                     keep &= ~current
                     held &= ~current
                 segment.remove(keys[held])
-            keys, vectors = keys[keep], vectors[keep]
+            if not keep.all():  # a copy of the vectors: only when some rows drop out
+                keys, vectors = keys[keep], vectors[keep]
+        if keys.size:
             self.growing.upsert(keys, vectors)
         if deleted.size:
             self.growing.remove(deleted)
