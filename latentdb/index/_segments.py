@@ -349,12 +349,9 @@ class SegmentedIndex:
 
     def _rebuild(self, kind: str) -> None:
         """Build one segment from all live rows, holding a tuning sample out of it."""
-        parts = [segment.live_rows() for _, segment in self.sealed]
-        parts.append(self.growing.live_rows())
-        keys = np.concatenate([p[0] for p in parts])
+        keys, vectors = self._live_rows()
         order = np.argsort(keys, kind="stable")
-        vectors = np.concatenate([p[1] for p in parts])[order]
-        keys = keys[order]
+        keys, vectors = keys[order], vectors[order]
         held_out = _holdout(keys.shape[0])
         segment = SealedSegment.build(
             kind=kind, spec=self.spec, metric=self.metric, keys=keys[~held_out],
@@ -463,15 +460,18 @@ class SegmentedIndex:
         return self._sample_rows(count)
 
     def _sample_rows(self, count: int) -> tuple[FloatMatrix, KeyArray]:
-        parts = [segment.live_rows() for _, segment in self.sealed]
-        parts.append(self.growing.live_rows())
-        keys = np.concatenate([p[0] for p in parts])
+        keys, vectors = self._live_rows()
         if keys.size == 0:
-            return np.empty((0, self.dimension), np.float32), keys
+            return vectors, keys
         rng = np.random.default_rng(len(keys))
         picked = np.sort(rng.choice(keys.size, size=min(count, keys.size), replace=False))
-        vectors = np.concatenate([p[1] for p in parts])[picked]
-        return np.ascontiguousarray(vectors, dtype=np.float32), keys[picked]
+        return np.ascontiguousarray(vectors[picked], dtype=np.float32), keys[picked]
+
+    def _live_rows(self) -> tuple[KeyArray, FloatMatrix]:
+        """Keys and float32 vectors of every live row, segment by segment (copies)."""
+        parts = [segment.live_rows() for _, segment in self.sealed]
+        parts.append(self.growing.live_rows())
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def _write_segment(self, segment: SealedSegment) -> str:
         """Save a segment under a new name (no manifest names it yet); return the name."""
