@@ -124,18 +124,22 @@ class Context:
 class Config:
     """One system config, built and ready to sweep.
 
-    ``single`` takes one query as a (1, d) matrix, ``batch`` several; both return int ids
-    (nq, K), -1 where fewer than K came back. ``set_knob`` applies a knob value and may
-    return extra numbers for that row (e.g. chroma's re-open time).
+    ``single`` takes one query as a (1, d) matrix, ``batch`` several; both return what the
+    system returns, and ``single_ids``/``batch_ids`` turn that into int ids (nq, K), -1
+    where fewer than K came back, after the clock stops: the harness's conversion is not
+    the system's time. ``set_knob`` applies a knob value and may return extra numbers for
+    that row (e.g. chroma's re-open time).
     """
 
     name: str
     description: str
     knob: str
     values: list[Any]
-    single: Callable[[FloatMatrix], IntMatrix]
-    batch: Callable[[FloatMatrix], IntMatrix] | None
+    single: Callable[[FloatMatrix], Any]
+    batch: Callable[[FloatMatrix], Any] | None
     set_knob: Callable[[Any], Result | None] = lambda _value: None
+    single_ids: Callable[[Any], IntMatrix] = lambda raw: np.asarray(raw, dtype=np.int64)
+    batch_ids: Callable[[Any], IntMatrix] = lambda raw: np.asarray(raw, dtype=np.int64)
     build: Result = field(default_factory=dict)
     single_limit: int | None = None
     batch_limit: int | None = None
@@ -221,31 +225,32 @@ def capped(count: int, limit: int | None) -> int:
 
 
 def time_calls(
-    call: Callable[[], IntMatrix], warm_up: Callable[[], Any], repeats: int
-) -> tuple[list[float], IntMatrix]:
-    """Warm up, then time ``call`` ``repeats`` times; the times and the last ids."""
+    call: Callable[[], Any], warm_up: Callable[[], Any], repeats: int
+) -> tuple[list[float], Any]:
+    """Warm up, then time ``call`` ``repeats`` times; the times and the last answer."""
     warm_up()
-    times, ids = [], np.empty((0, K), dtype=np.int64)
+    times, answer = [], None
     for _ in range(repeats):
         start = time.perf_counter()
-        ids = call()
+        answer = call()
         times.append(time.perf_counter() - start)
-    return times, ids
+    return times, answer
 
 
 def measure_single(config: Config, ctx: Context) -> Result:
     """qps1 and recall of one query per call on one thread."""
     queries = ctx.xq[: capped(ctx.single, config.single_limit)]
 
-    def one_by_one(n: int) -> IntMatrix:
-        return np.vstack([config.single(queries[i : i + 1]) for i in range(n)])
+    def one_by_one(n: int) -> list[Any]:
+        return [config.single(queries[i : i + 1]) for i in range(n)]
 
     with thread_limit(1):
-        times, ids = time_calls(
+        times, answers = time_calls(
             lambda: one_by_one(len(queries)),
             lambda: one_by_one(min(WARMUP, len(queries))),
             ctx.repeats,
         )
+    ids = np.vstack([config.single_ids(answer) for answer in answers])
     scored = score(ctx.xb, ctx.xq, ids, ctx.truth)
     return {
         "qps1": len(queries) / min(times),
@@ -262,9 +267,10 @@ def measure_batch(config: Config, ctx: Context) -> Result:
     batch = config.batch
     queries = ctx.xq[: capped(len(ctx.xq), config.batch_limit)]
     with thread_limit(BATCH_THREADS):
-        times, ids = time_calls(
+        times, answer = time_calls(
             lambda: batch(queries), lambda: batch(queries[:WARMUP]), ctx.repeats
         )
+    ids = config.batch_ids(answer)
     scored = score(ctx.xb, ctx.xq, ids, ctx.truth)
     return {
         "qpsB": len(queries) / min(times),
@@ -384,7 +390,7 @@ def faiss_config(
     persisted.unlink()
 
     def search(queries: FloatMatrix) -> IntMatrix:
-        return index.search(queries, K)[1].astype(np.int64)
+        return index.search(queries, K)[1]
 
     if knob == "efSearch":
         values: list[Any] = ctx.ef
@@ -451,7 +457,7 @@ def hnswlib_system(ctx: Context) -> Iterator[Config]:
     persisted.unlink()
 
     def search(threads: int) -> Callable[[FloatMatrix], IntMatrix]:
-        return lambda q: index.knn_query(q, k=K, num_threads=threads)[0].astype(np.int64)
+        return lambda q: index.knn_query(q, k=K, num_threads=threads)[0]
 
     yield Config(
         "hnswlib",
@@ -524,8 +530,10 @@ def chroma_system(ctx: Context) -> Iterator[Config]:
     hnsw = col.configuration.get("hnsw") or {}
     live = {"col": col}  # the collection the search closures use; replaced on re-open
 
-    def search(queries: FloatMatrix) -> IntMatrix:
-        found = live["col"].query(query_embeddings=queries, n_results=K, include=["distances"])
+    def search(queries: FloatMatrix) -> Any:
+        return live["col"].query(query_embeddings=queries, n_results=K, include=["distances"])
+
+    def ids(found: Any) -> IntMatrix:
         return pad_ids(found["ids"])
 
     def modify(ef: int) -> None:
@@ -544,7 +552,9 @@ def chroma_system(ctx: Context) -> Iterator[Config]:
     params = {key: hnsw.get(key) for key in ("max_neighbors", "ef_construction", "ef_search")}
     base = f"PersistentClient, hnsw space=cosine, defaults {params}"
     values = thin(sorted({*ctx.ef, 100}), ctx.quick)
-    make = partial(Config, knob="ef_search", single=search, batch=search)
+    make = partial(
+        Config, knob="ef_search", single=search, batch=search, single_ids=ids, batch_ids=ids
+    )
     # Without a re-open every row is the same index at ef_search 100: three values show it.
     yield make("chroma", f"{base}; ef_search by modify() only", values=thin(values, quick=True),
                set_knob=modify, build=build)  # fmt: skip
@@ -639,8 +649,11 @@ def lancedb_one(ctx: Context, spec: LanceSpec) -> Iterator[Config]:
             q = getattr(q, key)(val)
         return q.to_arrow()
 
-    def single(queries: FloatMatrix) -> IntMatrix:
-        return pad_ids([query(queries[0]).column("id").to_pylist()])
+    def single(queries: FloatMatrix) -> Any:
+        return query(queries[0])
+
+    def single_ids(found: Any) -> IntMatrix:
+        return pad_ids([found.column("id").to_pylist()])
 
     def batch(queries: FloatMatrix) -> IntMatrix:
         return lance_batch_ids(query(queries), len(queries))
@@ -655,6 +668,7 @@ def lancedb_one(ctx: Context, spec: LanceSpec) -> Iterator[Config]:
         set_knob=lambda value: knob.update(value=value),
         build=build,
         single_limit=spec.single_limit,
+        single_ids=single_ids,
     )
 
 
@@ -694,14 +708,12 @@ def qdrant_system(ctx: Context) -> Iterator[Config]:
             f"(~{per_point_disk * len(ctx.xb):,.0f} s for the train set), not in build s"
         )
 
-    def single(queries: FloatMatrix) -> IntMatrix:
-        found = client.query_points("pypi", query=queries[0].tolist(), limit=K)
-        return pad_ids([[p.id for p in found.points]])
+    def single(queries: FloatMatrix) -> Any:
+        return client.query_points("pypi", query=queries[0].tolist(), limit=K)
 
-    def batch(queries: FloatMatrix) -> IntMatrix:
+    def batch(queries: FloatMatrix) -> Any:
         requests = [models.QueryRequest(query=q.tolist(), limit=K) for q in queries]
-        found = client.query_batch_points("pypi", requests=requests)
-        return pad_ids([[p.id for p in r.points] for r in found])
+        return client.query_batch_points("pypi", requests=requests)
 
     limit = 20 if ctx.quick else QDRANT_QUERIES
     description = "QdrantClient(path=...) local mode, cosine (numpy brute force)"
@@ -716,6 +728,8 @@ def qdrant_system(ctx: Context) -> Iterator[Config]:
         single_limit=limit,
         batch_limit=limit,
         notes=notes,
+        single_ids=lambda found: pad_ids([[p.id for p in found.points]]),
+        batch_ids=lambda found: pad_ids([[p.id for p in r.points] for r in found]),
     )
     client.close()
 
@@ -784,9 +798,8 @@ def latentdb_kind(ctx: Context, latentdb: ModuleType, kind: str) -> Iterator[Con
         built = str(extra["status"].get("kind") or kind)
         knob: Result = {"value": None}  # None: no params=, the self-tuned defaults
 
-        def search(queries: FloatMatrix) -> IntMatrix:
-            kwargs = {} if knob["value"] is None else {"params": knob["value"]}
-            return pad_ids(col.query(vectors=queries, k=K, include=["distances"], **kwargs).ids)
+        def search(queries: FloatMatrix) -> Any:
+            return col.query(vectors=queries, k=K, include=("distances",), params=knob["value"])
 
         tuned = extra["status"].get("params")
         yield Config(
@@ -799,6 +812,8 @@ def latentdb_kind(ctx: Context, latentdb: ModuleType, kind: str) -> Iterator[Con
             set_knob=lambda value: knob.update(value=value),
             build=build,
             extra=extra,
+            single_ids=lambda found: pad_ids(found.ids),
+            batch_ids=lambda found: pad_ids(found.ids),
         )
     finally:
         db.close()

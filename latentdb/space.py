@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -22,6 +23,10 @@ Metric = Literal["cosine", "l2", "ip"]
 METRICS: tuple[Metric, ...] = ("cosine", "l2", "ip")
 
 FloatMatrix = npt.NDArray[np.float32]
+# A vector whose squared norm is this close to 1 is unit length already, to float32's
+# rounding (a normalized 384-d float32 vector lands within ~1e-7 of 1).
+_UNIT_TOLERANCE = 1e-6
+_FLOAT32 = np.dtype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,9 @@ class LatentSpace:
                 f"{self.model!r}: their latent spaces are not comparable"
             )
 
-    def prepare(self, vectors: object, *, rows: int | None = None) -> FloatMatrix:
+    def prepare(
+        self, vectors: object, *, rows: int | None = None, copy: bool = True
+    ) -> FloatMatrix:
         """Validate vectors for this space and return a new float32 (n, d) array.
 
         A single vector of shape (d,) is a batch of one. In a normalized space the
@@ -97,6 +104,8 @@ class LatentSpace:
         Args:
             vectors: Array-like of shape (n, d) or (d,).
             rows: The number of rows expected, when the caller knows it.
+            copy: False lets one vector that needs no change come back as the caller's
+                array itself, or a view of it (queries: they are never written to).
 
         Returns:
             A C-contiguous float32 array of shape (n, d), owned by the caller.
@@ -106,6 +115,10 @@ class LatentSpace:
                 a normalized space.
             DimensionMismatchError: the width is not ``dimension``.
         """
+        if type(vectors) is np.ndarray and vectors.size == self.dimension and rows in (None, 1):
+            one = self._prepare_one(vectors, copy=copy)
+            if one is not None:
+                return one
         matrix = as_vector_batch(vectors)
         if matrix.shape[1] != self.dimension:
             raise DimensionMismatchError(
@@ -127,6 +140,22 @@ class LatentSpace:
                 )
             matrix /= norms[:, None]
         return matrix
+
+    def _prepare_one(self, vector: npt.NDArray[Any], *, copy: bool) -> FloatMatrix | None:
+        """:meth:`prepare` of one float32 vector, (d,) or (1, d), in few numpy calls (a
+        query's path); None sends anything unusual (non-finite, zero, other dtypes or
+        shapes) to the general path, which names the problem."""
+        if vector.dtype != _FLOAT32 or vector.ndim > 2 or vector.shape[-1] != self.dimension:
+            return None
+        squared = float(np.vdot(vector, vector))  # finite only if every value is
+        if not math.isfinite(squared) or (self.normalized and squared == 0.0):
+            return None
+        if not self.normalized or abs(squared - 1.0) <= _UNIT_TOLERANCE:  # unit already
+            if not copy and vector.flags.c_contiguous:
+                return vector if vector.ndim == 2 else vector.reshape(1, -1)
+            return np.array(vector, dtype=np.float32, order="C", copy=True).reshape(1, -1)
+        scaled: FloatMatrix = vector * np.float32(1.0 / math.sqrt(squared))  # a new array
+        return scaled if scaled.ndim == 2 else scaled.reshape(1, -1)
 
 
 def as_vector_batch(vectors: object) -> FloatMatrix:

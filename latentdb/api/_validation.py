@@ -133,9 +133,27 @@ def _metadata_json(metadata: object, position: int) -> str | None:
     return json.dumps(metadata, ensure_ascii=False, allow_nan=False)
 
 
+_INCLUDE_CACHE: dict[tuple[object, ...], frozenset[str]] = {}
+
+
 def check_include(include: object, allowed: Iterable[str]) -> frozenset[str]:
-    """The fields to return; each must be one of ``allowed``."""
+    """The fields to return; each must be one of ``allowed`` (answers cached: every
+    query asks)."""
     allowed = tuple(allowed)
+    if isinstance(include, list | tuple):
+        key = (allowed, *include)
+        try:
+            return _INCLUDE_CACHE[key]
+        except (KeyError, TypeError):  # TypeError: an unhashable item, refused below
+            pass
+        fields = _check_include(include, allowed)
+        if len(_INCLUDE_CACHE) < 256:
+            _INCLUDE_CACHE[key] = fields
+        return fields
+    return _check_include(include, allowed)
+
+
+def _check_include(include: object, allowed: tuple[str, ...]) -> frozenset[str]:
     if isinstance(include, str):
         include = (include,)
     if not isinstance(include, Sequence | set | frozenset):

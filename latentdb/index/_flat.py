@@ -186,6 +186,40 @@ class FlatIndex:
         )
         return distances, self._keys[positions]
 
+    def nearer_than(self, query: FloatMatrix, bound: float, k: int) -> SearchHits:
+        """Held rows closer to one query than ``bound``, at most ``k`` of them (unsorted).
+
+        The single-query path: the sealed segments' k-th distance is the bound, so only
+        the few growing rows that beat it are merged in.
+
+        Args:
+            query: float32 (dimension,).
+
+        Returns:
+            (distances float32 (m,), keys int64 (m,)), m <= k.
+        """
+        if self._masked > _MAX_MASKED_ROWS:
+            self.compact()
+        matrix = self._vectors[: self._size]
+        scores = matrix @ query
+        if self.metric == "cosine":
+            distances = 1.0 - scores
+        elif self.metric == "ip":
+            distances = -scores
+        else:
+            if self._norms is None:
+                self._norms = squared_norms(matrix)
+            distances = self._norms - 2.0 * scores + float(query @ query)
+        if self._masked:
+            distances[~self._alive[: self._size]] = np.inf
+        rows = np.flatnonzero(distances < bound)
+        if rows.size > k:
+            rows = rows[np.argpartition(distances[rows], k - 1)[:k]]
+        found = distances[rows]
+        if self.metric != "ip":  # rounding can dip a tiny bit below zero
+            found = np.maximum(found, 0.0)
+        return found.astype(np.float32, copy=False), self._keys[rows]
+
 
 def squared_norms(matrix: FloatMatrix) -> FloatMatrix:
     """||row||^2 of each row, float32 (n,)."""

@@ -1,6 +1,7 @@
 """A sealed segment: a faiss ANN index over a fixed set of rows, with a tombstone mask.
 
-Rows are numbered 0..n-1 inside faiss, in ascending key order; ``keys[row]`` maps back.
+Rows are numbered 0..n-1 inside faiss; ``keys[row]`` maps back (ascending as built;
+rows added later by :meth:`SealedSegment.extend` may come in any key order).
 Deleted (or replaced) rows stay in the graph or lists and are skipped at search time
 with an ``IDSelectorBitmap`` of the live rows, so a deleted key is never returned.
 Quantized kinds (hnsw-sq8, ivf-pq) fetch ``rerank`` times more candidates and re-score
@@ -36,6 +37,9 @@ INDEX_FILE = "index.faiss"
 KEYS_FILE = "keys.npy"
 VECTORS_FILE = "vectors.npy"
 META_FILE = "segment.json"
+
+# Kinds whose faiss codes are lossy: their candidates are re-scored exactly.
+QUANTIZED_KINDS = frozenset({"hnsw-sq8", "ivf-pq"})
 
 # Used when a query names no value and no tuned value exists yet.
 DEFAULT_PARAMS: dict[str, dict[str, int]] = {
@@ -83,6 +87,7 @@ class SealedSegment:
         self.kind = kind
         self.metric = metric
         self.keys = keys
+        self._sorted_keys, self._key_order = _key_lookup(keys)
         self.index = index
         self.vectors = vectors
         self.sequence = sequence
@@ -92,6 +97,9 @@ class SealedSegment:
         self._norms: FloatMatrix | None = None
         # Keyed by (params, id(selector)); holds the selector alive with the parameters.
         self._parameters: dict[tuple[Any, int], Any] = {}
+        # The last settings mapping searched with and its parameters: the same dict
+        # object comes back query after query (see SegmentedIndex), so no key is built.
+        self._last: tuple[Mapping[str, int], Any] | None = None
 
     # -- building, saving, loading -----------------------------------------------
 
@@ -106,7 +114,7 @@ class SealedSegment:
         vectors: FloatMatrix,
         sequence: int,
     ) -> SealedSegment:
-        """Build a segment over ``vectors`` (float32 (n, d)) with ascending ``keys``."""
+        """Build a segment over ``vectors`` (float32 (n, d)) with unique ``keys``."""
         dimension = vectors.shape[1]
         factory = _factory_string(kind, spec, vectors.shape[0], dimension)
         index = faiss.index_factory(dimension, factory, _faiss_metric(metric))
@@ -149,8 +157,8 @@ class SealedSegment:
             raise ValueError(f"segment {folder.name} is of another space")
         if index.ntotal != rows or keys.shape != (rows,) or keys.dtype != np.int64:
             raise ValueError(f"segment {folder.name} has {index.ntotal} vectors for {rows} rows")
-        if np.any(keys[1:] <= keys[:-1]):
-            raise ValueError(f"segment {folder.name} keys are not ascending")
+        if np.unique(keys).size != rows:
+            raise ValueError(f"segment {folder.name} has repeated keys")
         kind = str(meta["kind"])
         if kind == "hnsw":
             vectors = _storage_view(index, (rows, dimension))
@@ -177,11 +185,23 @@ class SealedSegment:
 
     def rows_of(self, keys: KeyArray) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
         """Row numbers of ``keys`` and which of them this segment holds alive."""
-        rows = np.searchsorted(self.keys, keys)
-        held = rows < self.keys.shape[0]
-        held[held] = self.keys[rows[held]] == keys[held]
+        rows, held = self._rows_held(keys)
         held[held] = self.alive[rows[held]]
         return rows, held
+
+    def _rows_held(self, keys: KeyArray) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
+        """Row numbers of ``keys`` and which of them are rows here, alive or dead."""
+        sorted_keys = self._sorted_keys
+        positions = np.searchsorted(sorted_keys, keys)
+        held = positions < sorted_keys.shape[0]
+        held[held] = sorted_keys[positions[held]] == keys[held]
+        if self._key_order is None:
+            return positions, held
+        return self._key_order[np.minimum(positions, sorted_keys.shape[0] - 1)], held
+
+    def holds(self, keys: KeyArray) -> npt.NDArray[np.bool_]:
+        """Which of ``keys`` are rows of this segment, alive or dead."""
+        return self._rows_held(keys)[1]
 
     def remove(self, keys: KeyArray) -> None:
         """Mark rows dead (deleted, or replaced by a newer version elsewhere)."""
@@ -190,21 +210,22 @@ class SealedSegment:
         if rows.size:
             self.alive[rows] = False
             self.dead += int(rows.size)
-            self._selector = None
+            self._selector, self._last = None, None
             self._parameters.clear()
 
     def extend(self, keys: KeyArray, vectors: FloatMatrix, *, sequence: int) -> None:
-        """Add rows whose keys are all larger than this segment's (in place)."""
+        """Add rows whose keys are not rows here yet (in place)."""
         start = self.keys.shape[0]
         self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
         self.keys = np.concatenate([self.keys, keys])
+        self._sorted_keys, self._key_order = _key_lookup(self.keys)
         self.alive = np.concatenate([self.alive, np.ones(keys.shape[0], dtype=bool)])
         if self.kind == "hnsw":  # the storage may have moved when it grew
             self.vectors = _storage_view(self.index, (self.keys.shape[0], vectors.shape[1]))
         else:
             self.vectors = np.concatenate([np.asarray(self.vectors[:start]), vectors])
         self.sequence = sequence
-        self._selector, self._norms = None, None
+        self._selector, self._norms, self._last = None, None, None
         self._parameters.clear()
 
     def live_rows(self) -> tuple[KeyArray, FloatMatrix]:
@@ -265,12 +286,51 @@ class SealedSegment:
         selector = self._live_selector()
         parameters = self._search_parameters(params, selector)
         raw, rows = self.index.search(queries, fetch, params=parameters)
-        if self.kind in ("hnsw-sq8", "ivf-pq"):
+        if self.kind in QUANTIZED_KINDS:
             return self._rerank(queries, rows, k)
         scores = squared_norms(queries)[:, None] - raw if self.metric == "l2" else raw
         distances = scores_to_distances(queries, scores, self.metric)
         distances[rows < 0] = np.inf
         return distances, np.where(rows >= 0, self.keys[rows], -1)
+
+    def search_one(
+        self, query: FloatMatrix, k: int, params: Mapping[str, int]
+    ) -> tuple[FloatMatrix, KeyArray]:
+        """:meth:`search` for one query (1, d): (1, k') each, nearest first, only hits.
+
+        The float kinds call faiss's C++ search directly into preallocated arrays. Every
+        numpy call here costs microseconds: the graph walk before it has pushed Python's
+        working set out of the CPU caches (bench/ann.py's one-query-at-a-time loop).
+        """
+        if self.kind in QUANTIZED_KINDS or self.live == 0:
+            distances, keys = self.search(query, k, params)
+            found = keys[0] >= 0
+            return distances[:, found], keys[:, found]
+        last = self._last
+        if last is not None and last[0] is params:
+            parameters = last[1]
+        else:
+            parameters = self._search_parameters(params, self._live_selector())
+            self._last = (params, parameters)
+        fetch = k if k <= self.live else self.live
+        raw = np.empty((1, fetch), dtype=np.float32)
+        rows = np.empty((1, fetch), dtype=np.int64)
+        swig_ptr = faiss.swig_ptr
+        self.index.search_c(1, swig_ptr(query), fetch, swig_ptr(raw), swig_ptr(rows), parameters)
+        if rows[0, -1] < 0:  # fewer than fetch live rows reached
+            hit = rows[0] >= 0
+            raw, rows = raw[:, hit], rows[:, hit]
+            if not rows.size:
+                return raw, rows
+        if self.metric == "cosine":
+            if raw[0, 0] > 1.0:  # rounding: the nearest may score a hair above 1
+                raw[0, 0] = 1.0
+            np.subtract(1.0, raw, out=raw)
+        elif self.metric == "ip":
+            np.negative(raw, out=raw)
+        elif raw[0, 0] < 0.0:  # faiss gives squared L2 distances already
+            raw[0, 0] = 0.0
+        return raw, self.keys[rows]
 
     def _rerank(
         self, queries: FloatMatrix, rows: npt.NDArray[np.int64], k: int
@@ -338,3 +398,11 @@ def _storage_view(index: Any, shape: tuple[int, int]) -> FloatMatrix:
     storage = faiss.downcast_index(faiss.downcast_index(index).storage)
     flat = faiss.rev_swig_ptr(storage.get_xb(), shape[0] * shape[1])
     return np.asarray(flat).reshape(shape)
+
+
+def _key_lookup(keys: KeyArray) -> tuple[KeyArray, npt.NDArray[np.intp] | None]:
+    """Sorted keys and the rows in that order (None when the rows are in key order)."""
+    if keys.size < 2 or bool(np.all(keys[1:] > keys[:-1])):
+        return keys, None
+    order = np.argsort(keys, kind="stable")
+    return keys[order], order

@@ -42,10 +42,13 @@ KeyArray = npt.NDArray[np.int64]
 Hits = tuple[FloatMatrix, KeyArray]
 
 MANIFEST = "manifest.json"
-# Tuning queries: rows held out of the ANN build, kept in the growing segment, so they
-# stand for new queries. Queries that are rows of the graph find themselves and their
-# graph neighbours too easily: tuned on them, ef=10 measured recall@10 0.97 but gave
-# 0.87 on the data set's held-out test queries (30k pypi rows, hnsw).
+# Tuning queries: rows held out of the ANN build, kept in the growing segment until the
+# parameters are tuned, so they stand for new queries; then they join the segment (a
+# growing segment scanned beside the graph cost ~50 us a query, bench/ann.py).
+# Queries that are rows of the graph find themselves and their graph neighbours too
+# easily: tuned on them, ef=10 measured recall@10 0.97 but gave 0.87 on the data set's
+# held-out test queries (30k pypi rows, hnsw). So parameters are only ever tuned on
+# held-out rows, except for a first tuning with none to hand.
 _TUNE_SAMPLE = 300
 _TUNE_MIN_QUERIES = 50
 # Tuned on the collection's own rows, recall runs a little higher than on new queries
@@ -113,6 +116,8 @@ class SegmentedIndex:
         self.growing = FlatIndex(dimension, metric)
         self.sealed: list[tuple[str, SealedSegment]] = []
         self.params: dict[str, int] = {}
+        self._settings: dict[str, int] | None = None  # defaults + params, one object
+        self._overrides: dict[tuple[Any, ...], dict[str, int]] = {}  # ... + a query's knobs
         self.tuned_rows = 0
         self.tuned_recall: float | None = None
         self.applied = 0
@@ -158,7 +163,8 @@ class SegmentedIndex:
             )
             return nothing
         self.sealed = sealed
-        self.params = {str(k): int(v) for k, v in manifest.get("params", {}).items()}
+        self._settings = None  # the defaults depend on the kind of segment
+        self._set_params({str(k): int(v) for k, v in manifest.get("params", {}).items()})
         self.tuned_rows = int(manifest.get("tuned_rows", 0))
         self.tuned_recall = manifest.get("tuned_recall")
         return min((segment.sequence for _, segment in sealed), default=0), growing_keys
@@ -295,8 +301,13 @@ class SegmentedIndex:
         self.growing.remove(keys[~np.isin(keys, touched)])
         self.growing.compact()
         self.sealed.append((name, segment))
-        if self.live >= _RETUNE_GROWTH * max(self.tuned_rows, 1) or not self.params:
+        self._settings = None  # the defaults depend on the kind of segment
+        self._set_params(self.params)  # a new kind of segment may need other defaults
+        if self._needs_tuning():
             self.tune()
+        if self._fold(segment):
+            self.sealed[-1] = (self._write_segment(segment), segment)
+            self._settings = None  # the defaults depend on the kind of segment
         self._save()
 
     def wait(self) -> None:
@@ -321,13 +332,35 @@ class SegmentedIndex:
             kind = self.spec.built_kind(self.live)
             if kind == "flat":
                 return
+            retune = self._needs_tuning()
             if self._extendable(kind):
-                self._extend()
+                self._extend(hold_out=retune)
             else:
                 self._rebuild(kind)
-            if not self.params or self.tuned_rows != self.live:
+                retune = True  # a new graph or new lists: measure again
+            if retune:
                 self.tune()
+            segment = self.sealed[0][1]
+            if self._fold(segment):
+                self.sealed = [(self._write_segment(segment), segment)]
+                self._settings = None  # the defaults depend on the kind of segment
             self._save()
+
+    def _needs_tuning(self) -> bool:
+        return not self.params or self.live >= _RETUNE_GROWTH * max(self.tuned_rows, 1)
+
+    def _fold(self, segment: SealedSegment) -> bool:
+        """Move the growing rows that ``segment`` does not hold yet into it (the tuning
+        sample, rows written meanwhile), so queries search the graph alone. False when
+        nothing moved."""
+        keys, vectors = self.growing.live_rows()
+        absent = ~segment.holds(keys)  # a replaced row's key stays growing
+        if not absent.any():
+            return False
+        segment.extend(keys[absent], vectors[absent], sequence=max(segment.sequence, self.applied))
+        self.growing.remove(keys[absent])
+        self.growing.compact()
+        return True
 
     def _extendable(self, kind: str) -> bool:
         if len(self.sealed) != 1:
@@ -335,17 +368,21 @@ class SegmentedIndex:
         segment = self.sealed[0][1]
         return segment.kind == kind and segment.dead <= _MAX_DEAD_FRACTION * segment.keys.size
 
-    def _extend(self) -> None:
-        """Add the growing rows newer than the segment's last key to it (in place)."""
+    def _extend(self, *, hold_out: bool) -> None:
+        """Add the growing rows the segment lacks to it (in place), less a tuning sample
+        when ``hold_out``."""
         segment = self.sealed[0][1]
         keys, vectors = self.growing.live_rows()
-        newer = keys > segment.keys[-1]  # older keys (held out, replaced) stay growing
-        if not newer.any():
+        added = ~segment.holds(keys)  # a replaced row's key stays growing
+        if hold_out:
+            added &= ~_holdout(keys.shape[0])
+        if not added.any():
             return
-        segment.extend(keys[newer], vectors[newer], sequence=self.applied)
-        self.growing.remove(keys[newer])
+        segment.extend(keys[added], vectors[added], sequence=self.applied)
+        self.growing.remove(keys[added])
         self.growing.compact()
         self.sealed = [(self._write_segment(segment), segment)]
+        self._settings = None  # the defaults depend on the kind of segment
 
     def _rebuild(self, kind: str) -> None:
         """Build one segment from all live rows, holding a tuning sample out of it."""
@@ -358,6 +395,7 @@ class SegmentedIndex:
             vectors=vectors[~held_out], sequence=self.applied,
         )  # fmt: skip
         self.sealed = [(self._write_segment(segment), segment)]
+        self._settings = None  # the defaults depend on the kind of segment
         self.growing = FlatIndex(self.dimension, self.metric)
         self.growing.upsert(keys[held_out], vectors[held_out])
 
@@ -401,8 +439,8 @@ class SegmentedIndex:
             _, params, recall = min(winners, key=lambda winner: winner[0])
         elif widest is not None:  # nothing meets the goal: search as wide as we know
             params, recall = widest
-        self.params, self.tuned_recall = dict(params), recall
-        self.tuned_rows = self.live
+        self._set_params(dict(params))
+        self.tuned_recall, self.tuned_rows = recall, self.live
 
     def evaluate(
         self, queries: FloatMatrix | None, *, k: int, sample: int
@@ -543,8 +581,12 @@ class SegmentedIndex:
         nq = queries.shape[0]
         if keys is not None:
             return self._search_subset(queries, k, keys)
+        settings = self._settings_for(params)
+        if nq == 1 and not exact and self.sealed:
+            hits = self._search_one(queries, k, settings)
+            if hits is not None:
+                return hits
         parts = [self.growing.search(queries, k)]
-        settings = {**DEFAULT_PARAMS.get(self.kind(), {}), **self.params, **(params or {})}
         for _, segment in self.sealed:
             if exact:
                 parts.append(segment.exact(queries, k))
@@ -562,6 +604,65 @@ class SegmentedIndex:
             # The graph found fewer than k live rows (many tombstones): scan those queries.
             distances[short], found[short] = self.search(queries[short], k, exact=True)
         return distances, found
+
+    def _set_params(self, params: dict[str, int]) -> dict[str, int]:
+        """Install tuned parameters; returns the settings queries use by default."""
+        self.params = params
+        self._settings = {**DEFAULT_PARAMS.get(self.kind(), {}), **params}
+        self._overrides.clear()
+        return self._settings
+
+    def _settings_for(self, params: Mapping[str, Any] | None) -> dict[str, int]:
+        """The settings of a search with ``params`` (checked) over the defaults: the same
+        dict object for the same knobs, so segments reuse their faiss parameters."""
+        settings = self._settings or self._set_params(self.params)
+        if not params:
+            return settings
+        key = tuple(params.items())
+        merged = self._overrides.get(key)
+        if merged is None:
+            if len(self._overrides) >= 64:
+                self._overrides.clear()
+            merged = self._overrides[key] = {**settings, **self.check_params(params)}
+        return merged
+
+    def _search_one(self, query: FloatMatrix, k: int, settings: dict[str, int]) -> Hits | None:
+        """One query (1, d): the path of most user queries, kept to few numpy calls.
+
+        The growing segment's rows are merged in only where they beat the sealed
+        segments' k-th distance. None when fewer than k live rows were found (the
+        caller falls back to the general path, which scans such queries).
+        """
+        if len(self.sealed) == 1:
+            distances, keys = self.sealed[0][1].search_one(query, k, settings)
+            if not len(self.growing):  # after optimize(): the graph's answer as it is
+                if distances.shape[1] < k and distances.shape[1] < self.live:
+                    return None
+                return distances, keys
+            flat_distances, flat_keys, ordered = distances[0], keys[0], True
+        else:
+            parts = [segment.search_one(query, k, settings) for _, segment in self.sealed]
+            flat_distances = np.concatenate([part[0][0] for part in parts])
+            flat_keys = np.concatenate([part[1][0] for part in parts])
+            ordered = False
+        if len(self.growing):
+            bound = np.inf
+            if flat_distances.size >= k:
+                kth = (
+                    flat_distances[k - 1] if ordered else np.partition(flat_distances, k - 1)[k - 1]
+                )
+                bound = float(kth)
+            near, near_keys = self.growing.nearer_than(query[0], bound, k)
+            if near.size:
+                flat_distances = np.concatenate((flat_distances, near))
+                flat_keys = np.concatenate((flat_keys, near_keys))
+                ordered = False
+        if flat_distances.size < k and flat_distances.size < self.live:
+            return None
+        if not ordered:
+            order = np.argsort(flat_distances, kind="stable")[:k]
+            flat_distances, flat_keys = flat_distances[order], flat_keys[order]
+        return flat_distances[None, :], flat_keys[None, :]
 
     def _search_subset(self, queries: FloatMatrix, k: int, keys: KeyArray) -> Hits:
         """Exact search over the given keys (a pre-filtered candidate set)."""
@@ -606,13 +707,13 @@ class SegmentedIndex:
 
 
 def _holdout(rows: int) -> npt.NDArray[np.bool_]:
-    """Which of ``rows`` rows to keep out of an ANN build as tuning queries (fixed seed).
-
-    None when there are too few rows for them to matter little.
+    """Which of ``rows`` rows to keep out of an ANN build as tuning queries (fixed seed):
+    a tenth of them, at most ``_TUNE_SAMPLE``; none if that is under ``_TUNE_MIN_QUERIES``.
     """
     mask = np.zeros(rows, dtype=bool)
-    if rows >= 10 * _TUNE_SAMPLE:
-        mask[np.random.default_rng(rows).choice(rows, _TUNE_SAMPLE, replace=False)] = True
+    count = min(_TUNE_SAMPLE, rows // 10)
+    if count >= _TUNE_MIN_QUERIES:
+        mask[np.random.default_rng(rows).choice(rows, count, replace=False)] = True
     return mask
 
 

@@ -11,11 +11,12 @@ up with :meth:`Store.changes_since`, whichever process wrote.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,10 @@ class Store:
         self.path = folder / DATABASE_FILE
         self.lock = threading.RLock()
         self._in_transaction = False
+        # The WAL index (the "-shm" file SQLite shares between connections), opened to
+        # read its header; see data_version().
+        self._shm: int | None = None
+        self._seen: tuple[bytes, int] | None = None  # (WAL index header, data_version)
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves.
             self._connection = sqlite3.connect(
@@ -208,6 +213,9 @@ class Store:
         """Close the connection (idempotent)."""
         with self.lock:
             self._connection.close()
+            if self._shm is not None:
+                os.close(self._shm)
+                self._shm = None
 
     def _migrate(self) -> None:
         with self.write():
@@ -250,9 +258,38 @@ class Store:
                 self._in_transaction = False
 
     def data_version(self) -> int:
-        """A number that changes when another connection commits (PRAGMA data_version)."""
+        """A number that changes when another connection commits (PRAGMA data_version).
+
+        Every query asks, so the pragma (6 us, 25 us with cold caches after a graph
+        search) runs only when the WAL index header has changed since it last ran: each
+        commit rewrites that header, counter and frame count (sqlite.org/walformat.html,
+        "the WAL-index header"). A header read half-written just differs and asks.
+        """
         with self.lock:
-            return int(self._connection.execute("PRAGMA data_version").fetchone()[0])
+            header = self._wal_index_header()
+            seen = self._seen
+            if header is not None and seen is not None and header == seen[0]:
+                return seen[1]
+            version = int(self._connection.execute("PRAGMA data_version").fetchone()[0])
+            if header is not None:  # read before the pragma: a commit between them only
+                self._seen = (header, version)  # makes the next call ask again
+            elif self._shm is None:
+                # Opened only now that our connection has read through the WAL: while
+                # it holds the WAL index open, no other connection deletes that file.
+                with suppress(OSError):
+                    self._shm = os.open(f"{self.path}-shm", os.O_RDONLY)
+            return version
+
+    def _wal_index_header(self) -> bytes | None:
+        """Both copies of the WAL-index header (96 bytes), or None if not readable.
+
+        pread, not mmap: another process may truncate the file (a first connection
+        resets it), and touching a mapped page past the end kills us with SIGBUS.
+        """
+        if self._shm is None:
+            return None
+        header = os.pread(self._shm, 96, 0)
+        return header if len(header) == 96 else None
 
     def next_sequence(self) -> int:
         """Take the next write sequence number (inside :meth:`write`)."""

@@ -24,6 +24,7 @@ from latentdb import (
     ModelMismatchError,
     RecordNotFoundError,
 )
+from latentdb.api._database import IdsByKey
 
 DIM = 8
 
@@ -430,3 +431,40 @@ def test_two_databases_on_one_folder_see_each_other(open_db: Callable[[], Databa
     second.delete_collection("c")
     with pytest.raises(latentdb.CollectionNotFoundError):
         a.query(vectors=vectors(1))
+
+
+@pytest.mark.parametrize("shape", [(2,), (1, 2)])
+@pytest.mark.parametrize("scale", [1.0, 5.0])
+def test_one_query_vector_takes_the_same_answer_as_a_batch(
+    db: Database, shape: tuple[int, ...], scale: float
+) -> None:
+    collection = db.create_collection("c", dimension=2, embedder=None)
+    collection.add(["a", "b", "c"], vectors=[[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    query = (np.array([0.8, 0.6], dtype=np.float32) * scale).reshape(shape)
+    one = collection.query(vectors=query, k=3)
+    batch = collection.query(vectors=np.vstack([query.reshape(1, 2)] * 2), k=3)
+    assert one.ids == batch.ids[:1] == [["b", "a", "c"]]
+    assert one.distances is not None and batch.distances is not None
+    np.testing.assert_allclose(one.distances[0], batch.distances[0], atol=1e-6)
+    np.testing.assert_allclose(one.distances[0], [0.04, 0.2, 0.4], atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_one_non_finite_query_vector_is_refused(db: Database, bad: float) -> None:
+    collection = db.create_collection("c", dimension=2, embedder=None)
+    collection.add(["a"], vectors=[[1.0, 0.0]])
+    with pytest.raises(InvalidVectorError, match="NaN or infinity"):
+        collection.query(vectors=np.array([bad, 1.0], dtype=np.float32))
+
+
+def test_ids_by_key_answers_alike_dense_or_sparse() -> None:
+    dense = IdsByKey({1: "a", 2: "b", 5: "e"})
+    sparse = IdsByKey({1: "a", 10**9: "z"})  # too sparse for the array
+    assert dense.lookup(np.array([[5, 1]])) == [["e", "a"]]
+    assert sparse.lookup(np.array([[10**9, 1]])) == [["z", "a"]]
+    dense.update(np.array([7, 10_000], dtype=np.int64), ["g", "x"])  # past the array: regrown
+    dense.discard(np.array([1, 99], dtype=np.int64))
+    assert dense.lookup(np.array([[10_000, 7, 2]])) == [["x", "g", "b"]]
+    assert len(dense) == 4 and dense[10_000] == "x"
+    with pytest.raises(KeyError):
+        dense[1]
