@@ -138,13 +138,13 @@ class Config:
     single: Callable[[FloatMatrix], Any]
     batch: Callable[[FloatMatrix], Any] | None
     set_knob: Callable[[Any], Result | None] = lambda _value: None
-    single_ids: Callable[[Any], IntMatrix] = lambda raw: np.asarray(raw, dtype=np.int64)
-    batch_ids: Callable[[Any], IntMatrix] = lambda raw: np.asarray(raw, dtype=np.int64)
     build: Result = field(default_factory=dict)
     single_limit: int | None = None
     batch_limit: int | None = None
     notes: list[str] = field(default_factory=list)
     extra: Result = field(default_factory=dict)
+    single_ids: Callable[[Any], IntMatrix] = lambda raw: np.asarray(raw, dtype=np.int64)
+    batch_ids: Callable[[Any], IntMatrix] = lambda raw: np.asarray(raw, dtype=np.int64)
 
 
 # -- measuring --------------------------------------------------------------------------
@@ -403,7 +403,7 @@ def faiss_config(
         def set_knob(value: Any) -> None:
             index.nprobe = value
 
-    return Config(name, description, knob, values, search, search, set_knob, build)
+    return Config(name, description, knob, values, search, search, set_knob=set_knob, build=build)
 
 
 def faiss_hnsw(ctx: Context) -> Iterator[Config]:

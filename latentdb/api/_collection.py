@@ -123,7 +123,9 @@ class Collection:
 
         Args:
             queries: Query vectors (nq, d), or None to use ``sample`` stored rows
-                (each row's own id is not counted as a hit).
+                (each row's own id is not counted as a hit): rows not in the ANN
+                index yet when there are enough, else indexed rows, whose recall reads
+                high (``RecallReport.source`` says which).
             k: Neighbours per query.
             sample: Rows sampled when ``queries`` is None.
 
@@ -136,7 +138,7 @@ class Collection:
         database, state = self._database, self._state
         with database.store.lock:
             index = database.index(state)
-            recall, qps, exact_qps, count = index.evaluate(matrix, k=k, sample=sample)
+            recall, qps, exact_qps, count, source = index.evaluate(matrix, k=k, sample=sample)
             status = index.status()
         return RecallReport(
             recall=recall,
@@ -144,6 +146,7 @@ class Collection:
             exact_qps=exact_qps,
             k=k,
             queries=count,
+            source=source,
             kind=status.kind,
             params=status.params,
             recall_target=state.recall_target,
@@ -487,24 +490,26 @@ class Collection:
             DimensionMismatchError, InvalidVectorError, ModelMismatchError,
             EmbedderError, FilterError: bad input.
         """
+        # Written for speed: a one-vector query should cost little beyond the graph walk.
         fields = check_include(include, QUERY_FIELDS)
         check_non_negative(k, "k", minimum=1)
         if (vectors is None) == (texts is None):
             raise InvalidArgumentError("query needs exactly one of vectors= or texts=")
-        self.space.check_model(model)
+        database, state = self._database, self._state
+        space = state.space
+        space.check_model(model)
         if texts is not None:
             text_list = [texts] if isinstance(texts, str) else list(texts)
             if not text_list:
                 raise InvalidArgumentError("texts must not be empty")
             vectors = self._embed(text_list, None)
-        queries = self.space.prepare(vectors, copy=False)
+        queries = space.prepare(vectors, copy=False)
         condition = compile_where(where)
-        database, state = self._database, self._state
         store = database.store
-        reads_store = condition is not None or "documents" in fields or "metadatas" in fields
+        reads_rows = "documents" in fields or "metadatas" in fields
         # A snapshot transaction only when several store reads must agree; BEGIN and
         # COMMIT cost ~25 us, a tenth of an HNSW search.
-        with store.read() if reads_store else store.lock:
+        with store.read() if condition is not None or reads_rows else store.lock:
             index = database.index(state)
             if condition is None:
                 distances, keys = index.search(queries, k, params=params, exact=exact)
@@ -516,7 +521,7 @@ class Collection:
                 distances, keys = index.search(queries, k, keys=candidates)
             ids = state.ids.lookup(keys)
             documents = metadatas = None
-            if "documents" in fields or "metadatas" in fields:
+            if reads_rows:
                 records = store.fetch(
                     np.unique(keys).tolist(),
                     dimension=self.space.dimension,

@@ -138,8 +138,15 @@ class FlatIndex:
         self._size, self._masked = count, 0
         self._norms = None
 
-    def live_rows(self) -> tuple[KeyArray, FloatMatrix]:
-        """Keys and vectors of the live rows, ascending by key (copies)."""
+    def live_rows(self, *, copy: bool = True) -> tuple[KeyArray, FloatMatrix]:
+        """Keys and vectors of the live rows, ascending by key.
+
+        Args:
+            copy: False may return views of the index's own arrays (when no row is
+                masked): valid only until the next write, and never to be written to.
+        """
+        if not copy and not self._masked:
+            return self._keys[: self._size], self._vectors[: self._size]
         rows = np.flatnonzero(self._alive[: self._size])
         return self._keys[rows], self._vectors[rows]
 

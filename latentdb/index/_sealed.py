@@ -38,6 +38,9 @@ KEYS_FILE = "keys.npy"
 VECTORS_FILE = "vectors.npy"
 META_FILE = "segment.json"
 
+# Rows copied out and added to faiss at a time by build(): 30 MB of 384-d float32.
+_ADD_CHUNK = 20_000
+
 # Kinds whose faiss codes are lossy: their candidates are re-scored exactly.
 QUANTIZED_KINDS = frozenset({"hnsw-sq8", "ivf-pq"})
 
@@ -113,21 +116,30 @@ class SealedSegment:
         keys: KeyArray,
         vectors: FloatMatrix,
         sequence: int,
+        rows: npt.NDArray[np.intp] | None = None,
     ) -> SealedSegment:
-        """Build a segment over ``vectors`` (float32 (n, d)) with unique ``keys``."""
-        dimension = vectors.shape[1]
-        factory = _factory_string(kind, spec, vectors.shape[0], dimension)
+        """Build a segment over ``vectors`` (float32 (n, d)) with unique ``keys``.
+
+        Args:
+            rows: Only these rows of ``vectors`` (one per key): they are copied out a
+                chunk at a time, so a build never holds a second copy of the matrix.
+        """
+        if rows is None:
+            rows = np.arange(vectors.shape[0])
+        count, dimension = rows.shape[0], vectors.shape[1]
+        factory = _factory_string(kind, spec, count, dimension)
         index = faiss.index_factory(dimension, factory, _faiss_metric(metric))
         if kind.startswith("hnsw"):
             faiss.downcast_index(index).hnsw.efConstruction = spec.ef_construction
         if not index.is_trained:
-            index.train(_training_sample(vectors))
-        index.add(vectors)
+            index.train(_training_sample(vectors, rows))
+        for start in range(0, count, _ADD_CHUNK):
+            index.add(np.ascontiguousarray(vectors[rows[start : start + _ADD_CHUNK]]))
         if kind == "hnsw":
             # The flat storage already holds the exact vectors: share it, don't copy.
-            vectors = _storage_view(index, vectors.shape)
+            vectors = _storage_view(index, (count, dimension))
         else:
-            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            vectors = np.ascontiguousarray(vectors[rows], dtype=np.float32)
         return cls(
             kind=kind, metric=metric, keys=keys, index=index, vectors=vectors, sequence=sequence
         )
@@ -302,7 +314,8 @@ class SealedSegment:
         numpy call here costs microseconds: the graph walk before it has pushed Python's
         working set out of the CPU caches (bench/ann.py's one-query-at-a-time loop).
         """
-        if self.kind in QUANTIZED_KINDS or self.live == 0:
+        live = self.keys.shape[0] - self.dead
+        if self.kind in QUANTIZED_KINDS or live == 0:
             distances, keys = self.search(query, k, params)
             found = keys[0] >= 0
             return distances[:, found], keys[:, found]
@@ -312,7 +325,7 @@ class SealedSegment:
         else:
             parameters = self._search_parameters(params, self._live_selector())
             self._last = (params, parameters)
-        fetch = k if k <= self.live else self.live
+        fetch = k if k <= live else live
         raw = np.empty((1, fetch), dtype=np.float32)
         rows = np.empty((1, fetch), dtype=np.int64)
         swig_ptr = faiss.swig_ptr
@@ -385,12 +398,12 @@ def merge_hits(
     return distances[:, :k], keys[:, :k]
 
 
-def _training_sample(vectors: FloatMatrix) -> FloatMatrix:
-    """At most 100k rows, a fixed-seed sample: k-means on more buys little (faiss docs)."""
-    if vectors.shape[0] <= 100_000:
-        return vectors
-    rows = np.random.default_rng(0).choice(vectors.shape[0], 100_000, replace=False)
-    return vectors[np.sort(rows)]
+def _training_sample(vectors: FloatMatrix, rows: npt.NDArray[np.intp]) -> FloatMatrix:
+    """At most 100k of ``rows``, a fixed-seed sample: k-means on more buys little (faiss
+    docs)."""
+    if rows.shape[0] > 100_000:
+        rows = np.sort(np.random.default_rng(0).choice(rows, 100_000, replace=False))
+    return np.ascontiguousarray(vectors[rows])
 
 
 def _storage_view(index: Any, shape: tuple[int, int]) -> FloatMatrix:

@@ -256,25 +256,30 @@ class SegmentedIndex:
         kind = self.spec.built_kind(self.live)
         if kind == "flat":
             return
-        keys, vectors = self.growing.live_rows()
-        built = ~_holdout(keys.shape[0])  # the held-out rows stay in the growing segment
-        keys, vectors = keys[built], vectors[built]
+        keys, vectors = self.growing.live_rows()  # a snapshot: writes go on meanwhile
+        built = np.flatnonzero(~_holdout(keys.shape[0]))  # the rest stay growing
         self._touched = set()
         self._builder = threading.Thread(
             target=self._build_in_background,
-            args=(kind, keys, vectors, self.applied, self._generation),
+            args=(kind, keys[built], vectors, built, self.applied, self._generation),
             name="latentdb-seal",
             daemon=True,
         )
         self._builder.start()
 
     def _build_in_background(
-        self, kind: str, keys: KeyArray, vectors: FloatMatrix, sequence: int, generation: int
+        self,
+        kind: str,
+        keys: KeyArray,
+        vectors: FloatMatrix,
+        rows: npt.NDArray[np.intp],
+        sequence: int,
+        generation: int,
     ) -> None:
         try:
             segment = SealedSegment.build(
                 kind=kind, spec=self.spec, metric=self.metric, keys=keys, vectors=vectors,
-                sequence=sequence,
+                rows=rows, sequence=sequence,
             )  # fmt: skip
             if self._closed or generation != self._generation:
                 return  # closed, or optimize() rebuilt everything meanwhile
@@ -386,18 +391,21 @@ class SegmentedIndex:
 
     def _rebuild(self, kind: str) -> None:
         """Build one segment from all live rows, holding a tuning sample out of it."""
-        keys, vectors = self._live_rows()
+        # No copy of the matrix beyond the index itself: rows are picked in key order
+        # (and without the tuning sample) as the build copies them out in chunks.
+        keys, vectors = self._live_rows(copy=False)
         order = np.argsort(keys, kind="stable")
-        keys, vectors = keys[order], vectors[order]
         held_out = _holdout(keys.shape[0])
+        built, held = order[~held_out], order[held_out]
         segment = SealedSegment.build(
-            kind=kind, spec=self.spec, metric=self.metric, keys=keys[~held_out],
-            vectors=vectors[~held_out], sequence=self.applied,
+            kind=kind, spec=self.spec, metric=self.metric, keys=keys[built],
+            vectors=vectors, rows=built, sequence=self.applied,
         )  # fmt: skip
+        held_keys, held_vectors = keys[held], vectors[held]  # copies, before growing goes
         self.sealed = [(self._write_segment(segment), segment)]
         self._settings = None  # the defaults depend on the kind of segment
         self.growing = FlatIndex(self.dimension, self.metric)
-        self.growing.upsert(keys[held_out], vectors[held_out])
+        self.growing.upsert(held_keys, held_vectors)
 
     def set_recall_target(self, target: float) -> None:
         """Change the target and re-tune the search parameters for it."""
@@ -420,7 +428,7 @@ class SegmentedIndex:
         kind = self.kind()
         if kind == "flat":
             return
-        queries, query_keys = self._tuning_queries(_TUNE_SAMPLE)
+        queries, query_keys, _ = self._tuning_queries(_TUNE_SAMPLE)
         if not query_keys.size:
             return
         truth = _without_self(self.search(queries, k + 1, exact=True)[1], query_keys, k)
@@ -444,7 +452,7 @@ class SegmentedIndex:
 
     def evaluate(
         self, queries: FloatMatrix | None, *, k: int, sample: int
-    ) -> tuple[float, float, float, int]:
+    ) -> tuple[float, float, float, int, str]:
         """Recall@k of the default search against exact search over the same rows.
 
         Args:
@@ -452,14 +460,20 @@ class SegmentedIndex:
                 (leave-one-out: a row's own key does not count).
 
         Returns:
-            (recall, ANN queries per second, exact queries per second, queries used),
-            each timed one query at a time.
+            (recall, ANN queries per second, exact queries per second, queries used,
+            where the queries came from: "given queries", "held-out rows" (rows outside
+            the ANN segments, a fair test) or "indexed rows" (rows inside them, which
+            find themselves and their graph neighbours easily: recall reads high)),
+            speeds timed one query at a time.
         """
         query_keys: KeyArray | None = None
         if queries is None:
-            queries, query_keys = self._tuning_queries(sample)
+            queries, query_keys, held_out = self._tuning_queries(sample)
+            source = "held-out rows" if held_out else "indexed rows"
+        else:
+            source = "given queries"
         if queries.shape[0] == 0:
-            return 1.0, 0.0, 0.0, 0
+            return 1.0, 0.0, 0.0, 0, source
         width = k if query_keys is None else k + 1
         truth = self.search(queries, width, exact=True)[1]
         found = self.search(queries, width)[1]
@@ -468,7 +482,7 @@ class SegmentedIndex:
             found = _without_self(found, query_keys, k)
         ann = self._seconds_per_query(queries, k, {}, count=queries.shape[0])
         exact = self._seconds_per_query(queries, k, {}, count=min(50, queries.shape[0]), exact=True)
-        return _recall(found, truth), 1.0 / ann, 1.0 / exact, int(queries.shape[0])
+        return _recall(found, truth), 1.0 / ann, 1.0 / exact, int(queries.shape[0]), source
 
     def _seconds_per_query(
         self,
@@ -487,15 +501,15 @@ class SegmentedIndex:
         elapsed: float = time.perf_counter() - started
         return elapsed / count
 
-    def _tuning_queries(self, count: int) -> tuple[FloatMatrix, KeyArray]:
-        """Rows to use as queries: those outside the ANN segments (held out of the build)
-        when there are enough, else a sample of all rows."""
+    def _tuning_queries(self, count: int) -> tuple[FloatMatrix, KeyArray, bool]:
+        """Rows to use as queries, and whether they are outside the ANN segments: those
+        outside (held out of the build) when there are enough, else a sample of all."""
         keys, vectors = self.growing.live_rows()
         if keys.size >= min(_TUNE_MIN_QUERIES, count):
-            return np.ascontiguousarray(vectors[:count]), keys[:count]
+            return np.ascontiguousarray(vectors[:count]), keys[:count], True
         # Too few rows outside the graph: sample indexed rows, an easier test (a row
-        # finds itself and its graph neighbours), so recall here reads a little high.
-        return self._sample_rows(count)
+        # finds itself and its graph neighbours), so recall here reads high.
+        return *self._sample_rows(count), False
 
     def _sample_rows(self, count: int) -> tuple[FloatMatrix, KeyArray]:
         keys, vectors = self._live_rows()
@@ -505,11 +519,28 @@ class SegmentedIndex:
         picked = np.sort(rng.choice(keys.size, size=min(count, keys.size), replace=False))
         return np.ascontiguousarray(vectors[picked], dtype=np.float32), keys[picked]
 
-    def _live_rows(self) -> tuple[KeyArray, FloatMatrix]:
-        """Keys and float32 vectors of every live row, segment by segment (copies)."""
-        parts = [segment.live_rows() for _, segment in self.sealed]
-        parts.append(self.growing.live_rows())
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    def _live_rows(self, *, copy: bool = True) -> tuple[KeyArray, FloatMatrix]:
+        """Keys and float32 vectors of every live row, segment by segment.
+
+        Args:
+            copy: False may return the growing segment's own arrays (see
+                :meth:`FlatIndex.live_rows`).
+        """
+        growing_keys, growing_vectors = self.growing.live_rows(copy=copy)
+        if not self.sealed:
+            return growing_keys, growing_vectors
+        parts = [(s.keys, s.vectors, np.flatnonzero(s.alive)) for _, s in self.sealed]
+        total = sum(rows.shape[0] for _, _, rows in parts) + growing_keys.shape[0]
+        keys = np.empty(total, dtype=np.int64)
+        vectors = np.empty((total, self.dimension), dtype=np.float32)
+        start = 0
+        for segment_keys, segment_vectors, rows in parts:  # one copy, no temporaries
+            stop = start + rows.shape[0]
+            keys[start:stop] = segment_keys[rows]
+            np.take(segment_vectors, rows, axis=0, out=vectors[start:stop])
+            start = stop
+        keys[start:], vectors[start:] = growing_keys, growing_vectors
+        return keys, vectors
 
     def _write_segment(self, segment: SealedSegment) -> str:
         """Save a segment under a new name (no manifest names it yet); return the name."""

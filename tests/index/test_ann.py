@@ -96,6 +96,7 @@ def test_each_kind_meets_the_recall_target_on_held_out_queries(
     assert recall(exact.ids, truth) > 0.999
     report = collection.evaluate(test)
     assert report.kind == kind and 0.9 <= report.recall <= 1.0 and report.qps > 0
+    assert report.source == "given queries"
     collection._database.close()
 
 
@@ -301,3 +302,14 @@ def test_bad_index_settings(tmp_path: Path, databases: list[latentdb.Database]) 
     with pytest.raises(InvalidArgumentError, match="m must"):
         db.create_collection("x", dimension=4, embedder=None, index=IndexSpec(kind="hnsw", m=1))
     assert db.list_collections() == []
+
+
+def test_evaluate_says_where_its_sampled_queries_come_from(hnsw: Collection, data: Any) -> None:
+    # After optimize() every row is in the graph: sampled rows read high, and say so.
+    report = hnsw.evaluate(sample=100)
+    assert (report.source, report.queries) == ("indexed rows", 100)
+    train, _ = data
+    hnsw.add([f"new{i}" for i in range(60)], vectors=train[:60, ::-1].copy())
+    report = hnsw.evaluate(sample=100)  # fresh rows, outside the graph: a fair test
+    assert (report.source, report.queries) == ("held-out rows", 60)
+    assert 0.5 <= report.recall <= 1.0
