@@ -109,8 +109,16 @@ class Collection:
         """
         database, state = self._database, self._state
         with database.store.lock:
+            if database.build_index(state):  # a bulk load: built from the store
+                return
             index = database.index(state)
-        index.optimize()
+        try:
+            index.optimize()
+        except BaseException:
+            with database.store.lock:
+                if index.damaged and state.index is index:
+                    state.drop_index()
+            raise
 
     def index_status(self) -> IndexStatus:
         """Rows indexed, pending in the growing segment and deleted; search settings."""

@@ -139,6 +139,12 @@ class CollectionState:
     applied: int = 0
     stale: bool = False
 
+    def drop_index(self) -> None:
+        """Forget the loaded index; the next use loads it again from the store."""
+        if self.index is not None:
+            self.index.close(wait=False)
+        self.index, self.ids = None, IdsByKey()
+
     def apply(self, changes: Changes) -> None:
         """Mirror committed writes into the loaded index (a no-op until it is loaded)."""
         index = self.index
@@ -146,12 +152,15 @@ class CollectionState:
             return
         try:
             index.apply(
-                changes.keys, changes.vectors, changes.sequences, changes.deleted, changes.sequence
+                changes.keys,
+                changes.vectors,
+                changes.sequences,
+                changes.deleted,
+                changes.sequence,
+                adopt=changes.fresh,
             )
         except BaseException:
-            index.close(wait=False)
-            self.index = None  # half-applied: rebuilt from the store on next use
-            self.ids = IdsByKey()
+            self.drop_index()  # half-applied: rebuilt from the store on next use
             raise
         self.ids.update(changes.keys, changes.ids)
         self.ids.discard(changes.deleted)
@@ -451,22 +460,54 @@ class Database:
             return index  # nothing committed elsewhere: what sync() finds, in one call
         self.sync(state)
         if state.index is None:
-            store, dimension = self.store, state.space.dimension
-            index = SegmentedIndex(
-                dimension=dimension,
-                metric=state.space.metric,
-                spec=state.spec,
-                folder=self.path / INDEX_FOLDER / str(state.row.id),
-                lock=store.lock,
-                recall_target=state.recall_target,
-            )
-            covered, outside = index.load()
-            state.index, state.ids = index, IdsByKey(store.ids_by_key(state.row.id))
-            # Rows held out of the saved segments, then everything written since them.
-            state.apply(store.rows_by_key(outside.tolist(), dimension=dimension))
-            state.apply(store.changes_since(state.row.id, covered, dimension=dimension))
+            index = self._new_index(state)
+            self._install(state, index, *index.load())
         assert state.index is not None  # apply() only drops it when it raises
         return state.index
+
+    def build_index(self, state: CollectionState) -> bool:
+        """optimize() for a collection whose index is not loaded and has nothing saved
+        (a bulk load): build it from rows streamed out of the store, never holding them
+        all in memory beside the index (call under the store lock). False, with the
+        index loaded as :meth:`index` does, when that does not apply."""
+        self.sync(state)
+        if state.index is not None:
+            return False
+        index = self._new_index(state)
+        covered, outside = index.load()
+        built = False
+        if not index.sealed:
+            dimension = state.space.dimension
+            with self.store.all_rows(state.row.id, dimension=dimension) as (count, now, parts):
+                built = index.build_from_parts(count, parts, now)
+            if built:
+                covered, outside = now, np.empty(0, dtype=np.int64)
+        self._install(state, index, covered, outside)
+        return built
+
+    def _new_index(self, state: CollectionState) -> SegmentedIndex:
+        return SegmentedIndex(
+            dimension=state.space.dimension,
+            metric=state.space.metric,
+            spec=state.spec,
+            folder=self.path / INDEX_FOLDER / str(state.row.id),
+            lock=self.store.lock,
+            recall_target=state.recall_target,
+        )
+
+    def _install(
+        self,
+        state: CollectionState,
+        index: SegmentedIndex,
+        covered: int,
+        outside: npt.NDArray[np.int64],
+    ) -> None:
+        """Make ``index`` the collection's, caught up with the store: the rows kept out
+        of its saved segments (``outside``), then every write after ``covered``."""
+        store, dimension = self.store, state.space.dimension
+        state.index, state.ids = index, IdsByKey(store.ids_by_key(state.row.id))
+        state.apply(store.rows_by_key(outside.tolist(), dimension=dimension))
+        state.apply(store.changes_since(state.row.id, covered, dimension=dimension))
 
     def _drop_state(self, collection_id: int, *, wait: bool = False) -> None:
         state = self._states.pop(collection_id, None)

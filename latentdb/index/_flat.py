@@ -12,6 +12,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from latentdb.index._memory import forget
 from latentdb.space import Metric
 
 __all__ = ["FlatIndex", "SearchHits", "exact_search", "scores_to_distances", "squared_norms"]
@@ -80,15 +81,23 @@ class FlatIndex:
         found[found] = held[rows[found]] == keys[found]
         return rows, found
 
-    def upsert(self, keys: KeyArray, vectors: FloatMatrix) -> None:
+    def upsert(self, keys: KeyArray, vectors: FloatMatrix, *, adopt: bool = False) -> None:
         """Add rows, or overwrite the vectors of keys already held.
 
         Args:
             keys: int64 (n,), unique.
             vectors: float32 (n, dimension), already normalized where the metric wants.
+            adopt: The caller hands ``vectors`` over (never uses it again): an empty
+                index keeps that array rather than a copy (a collection read back whole
+                would otherwise be held twice while it loads).
         """
         keys = np.asarray(keys, dtype=np.int64)
         if keys.size == 0:
+            return
+        if adopt and self._size == 0 and _adoptable(keys, vectors, self.dimension):
+            self._vectors, self._keys = vectors, keys.copy()
+            self._alive = np.ones(keys.shape[0], dtype=bool)
+            self._size, self._masked, self._norms = keys.shape[0], 0, None
             return
         rows, found = self._rows_of(keys)
         if found.any():
@@ -137,6 +146,19 @@ class FlatIndex:
         self._alive[count : self._size] = False
         self._size, self._masked = count, 0
         self._norms = None
+
+    def forget_pages(self, rows: npt.NDArray[np.intp]) -> None:
+        """Hand the memory of ``rows`` (a run of consecutive rows) back to the system.
+
+        For a build that copies this index's rows into another and then drops this
+        index: the whole pages inside those rows read as zeros afterwards, so the index
+        must not be searched again. Linux only; elsewhere nothing happens.
+        """
+        if rows.size == 0:
+            return
+        row_bytes = self.dimension * 4
+        base = self._vectors.ctypes.data
+        forget(base + int(rows.min()) * row_bytes, base + (int(rows.max()) + 1) * row_bytes)
 
     def live_rows(self, *, copy: bool = True) -> tuple[KeyArray, FloatMatrix]:
         """Keys and vectors of the live rows, ascending by key.
@@ -226,6 +248,18 @@ class FlatIndex:
         if self.metric != "ip":  # rounding can dip a tiny bit below zero
             found = np.maximum(found, 0.0)
         return found.astype(np.float32, copy=False), self._keys[rows]
+
+
+def _adoptable(keys: KeyArray, vectors: FloatMatrix, dimension: int) -> bool:
+    """Whether an empty FlatIndex can take ``vectors`` as its own matrix."""
+    return (
+        vectors.dtype == np.float32
+        and vectors.shape == (keys.shape[0], dimension)
+        and vectors.flags.c_contiguous
+        and vectors.flags.writeable
+        and vectors.base is None  # owns its memory: not a view into someone's array
+        and bool(np.all(keys[1:] > keys[:-1]))
+    )
 
 
 def squared_norms(matrix: FloatMatrix) -> FloatMatrix:

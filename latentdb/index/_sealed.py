@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from latentdb.index._flat import exact_search, scores_to_distances, squared_norms
+from latentdb.index._memory import forget
 from latentdb.index._spec import IndexSpec
 from latentdb.space import Metric
 
@@ -38,8 +39,8 @@ KEYS_FILE = "keys.npy"
 VECTORS_FILE = "vectors.npy"
 META_FILE = "segment.json"
 
-# Rows copied out and added to faiss at a time by build(): 30 MB of 384-d float32.
-_ADD_CHUNK = 20_000
+# Rows copied out and added to faiss at a time by build(): 15 MB of 384-d float32.
+_ADD_CHUNK = 10_000
 
 # Kinds whose faiss codes are lossy: their candidates are re-scored exactly.
 QUANTIZED_KINDS = frozenset({"hnsw-sq8", "ivf-pq"})
@@ -117,29 +118,78 @@ class SealedSegment:
         vectors: FloatMatrix,
         sequence: int,
         rows: npt.NDArray[np.intp] | None = None,
+        spare: int = 0,
+        consumed: Callable[[npt.NDArray[np.intp]], None] | None = None,
     ) -> SealedSegment:
         """Build a segment over ``vectors`` (float32 (n, d)) with unique ``keys``.
 
         Args:
             rows: Only these rows of ``vectors`` (one per key): they are copied out a
                 chunk at a time, so a build never holds a second copy of the matrix.
+            spare: Rows an :meth:`extend` is expected to add soon (hnsw kinds make room
+                for them now rather than reallocate, and copy, the storage then).
+            consumed: Called with each chunk of ``rows`` once the index holds it (the
+                caller may drop them from memory).
         """
         if rows is None:
             rows = np.arange(vectors.shape[0])
-        count, dimension = rows.shape[0], vectors.shape[1]
+        selected = rows
+
+        def parts() -> Iterator[tuple[KeyArray, FloatMatrix]]:
+            for start in range(0, selected.shape[0], _ADD_CHUNK):
+                chunk = selected[start : start + _ADD_CHUNK]
+                yield keys[start : start + chunk.shape[0]], np.ascontiguousarray(vectors[chunk])
+                if consumed is not None:  # runs once the index holds the chunk
+                    consumed(chunk)
+
+        training = None if kind == "hnsw" else _training_sample(vectors, rows)
+        return cls.build_from_parts(
+            kind=kind, spec=spec, metric=metric, parts=parts(), count=rows.shape[0],
+            dimension=vectors.shape[1], sequence=sequence, spare=spare, training=training,
+        )  # fmt: skip
+
+    @classmethod
+    def build_from_parts(
+        cls,
+        *,
+        kind: str,
+        spec: IndexSpec,
+        metric: Metric,
+        parts: Iterable[tuple[KeyArray, FloatMatrix]],
+        count: int,
+        dimension: int,
+        sequence: int,
+        spare: int = 0,
+        training: FloatMatrix | None = None,
+    ) -> SealedSegment:
+        """Build a segment from ``count`` rows arriving as (keys, vectors) parts, in
+        ascending key order: the rows never need to be in memory all at once.
+
+        Args:
+            training: A sample for the kinds that train (all but hnsw).
+        """
         factory = _factory_string(kind, spec, count, dimension)
         index = faiss.index_factory(dimension, factory, _faiss_metric(metric))
         if kind.startswith("hnsw"):
             faiss.downcast_index(index).hnsw.efConstruction = spec.ef_construction
+            _reserve_codes(index, count + spare)
         if not index.is_trained:
-            index.train(_training_sample(vectors, rows))
-        for start in range(0, count, _ADD_CHUNK):
-            index.add(np.ascontiguousarray(vectors[rows[start : start + _ADD_CHUNK]]))
-        if kind == "hnsw":
-            # The flat storage already holds the exact vectors: share it, don't copy.
-            vectors = _storage_view(index, (count, dimension))
-        else:
-            vectors = np.ascontiguousarray(vectors[rows], dtype=np.float32)
+            if training is None:
+                raise ValueError(f"a {kind} segment needs a training sample")
+            index.train(training)
+        # hnsw's flat storage holds the exact vectors; other kinds keep a float copy.
+        kept = None if kind == "hnsw" else np.empty((count, dimension), dtype=np.float32)
+        key_parts, filled = [], 0
+        for part_keys, part in parts:
+            index.add(part)
+            if kept is not None:
+                kept[filled : filled + part.shape[0]] = part
+            key_parts.append(part_keys)
+            filled += part.shape[0]
+        if filled != count:
+            raise ValueError(f"expected {count} rows to build from, got {filled}")
+        keys = np.concatenate(key_parts) if key_parts else np.empty(0, dtype=np.int64)
+        vectors = _storage_view(index, (count, dimension)) if kept is None else kept
         return cls(
             kind=kind, metric=metric, keys=keys, index=index, vectors=vectors, sequence=sequence
         )
@@ -404,6 +454,19 @@ def _training_sample(vectors: FloatMatrix, rows: npt.NDArray[np.intp]) -> FloatM
     if rows.shape[0] > 100_000:
         rows = np.sort(np.random.default_rng(0).choice(rows, 100_000, replace=False))
     return np.ascontiguousarray(vectors[rows])
+
+
+def _reserve_codes(index: Any, rows: int) -> None:
+    """Room for ``rows`` codes in an HNSW index's storage, before chunks are added: grown
+    chunk by chunk, the std::vector reallocates and briefly holds two copies (+120 MiB at
+    100k x 384). Sizing it writes zeros to every page, so the pages are handed back at
+    once: the capacity stays, and memory is taken only as codes arrive."""
+    storage = faiss.downcast_index(faiss.downcast_index(index).storage)
+    size = rows * storage.code_size
+    storage.codes.resize(size)
+    start = int(faiss.rev_swig_ptr(storage.codes.data(), size).ctypes.data)
+    storage.codes.resize(0)  # std::vector keeps its capacity
+    forget(start, start + size)
 
 
 def _storage_view(index: Any, shape: tuple[int, int]) -> FloatMatrix:

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +127,9 @@ class SegmentedIndex:
         self._timer: threading.Timer | None = None
         self._last_write = 0.0
         self._closed = False
+        # Set when a failed build left the growing segment unusable: drop this index
+        # and load it again from the store.
+        self.damaged = False
 
     # -- opening and closing -------------------------------------------------------
 
@@ -191,9 +194,12 @@ class SegmentedIndex:
         sequences: npt.NDArray[np.int64] | None,
         deleted: KeyArray,
         sequence: int,
+        *,
+        adopt: bool = False,
     ) -> None:
         """Mirror committed writes: rows written (with their sequence numbers if known)
-        and keys deleted, up to write sequence ``sequence``."""
+        and keys deleted, up to write sequence ``sequence``. ``adopt``: the caller hands
+        ``vectors`` over (see :meth:`FlatIndex.upsert`)."""
         if keys.size and self.sealed:
             keep = np.ones(keys.shape[0], dtype=bool)
             for _, segment in self.sealed:
@@ -207,7 +213,7 @@ class SegmentedIndex:
             if not keep.all():  # a copy of the vectors: only when some rows drop out
                 keys, vectors = keys[keep], vectors[keep]
         if keys.size:
-            self.growing.upsert(keys, vectors)
+            self.growing.upsert(keys, vectors, adopt=adopt)
         if deleted.size:
             self.growing.remove(deleted)
             for _, segment in self.sealed:
@@ -277,9 +283,11 @@ class SegmentedIndex:
         generation: int,
     ) -> None:
         try:
+            # Spare room for the tuning rows and some written meanwhile, folded in next.
+            spare = vectors.shape[0] - rows.shape[0] + rows.shape[0] // 100
             segment = SealedSegment.build(
                 kind=kind, spec=self.spec, metric=self.metric, keys=keys, vectors=vectors,
-                rows=rows, sequence=sequence,
+                rows=rows, sequence=sequence, spare=spare,
             )  # fmt: skip
             if self._closed or generation != self._generation:
                 return  # closed, or optimize() rebuilt everything meanwhile
@@ -343,13 +351,55 @@ class SegmentedIndex:
             else:
                 self._rebuild(kind)
                 retune = True  # a new graph or new lists: measure again
-            if retune:
-                self.tune()
-            segment = self.sealed[0][1]
-            if self._fold(segment):
-                self.sealed = [(self._write_segment(segment), segment)]
-                self._settings = None  # the defaults depend on the kind of segment
-            self._save()
+            self._finish_build(retune=retune)
+
+    def _finish_build(self, *, retune: bool) -> None:
+        """Tune (if asked), fold the growing rows into the one segment, save."""
+        if retune:
+            self.tune()
+        segment = self.sealed[0][1]
+        if self._fold(segment):
+            self.sealed = [(self._write_segment(segment), segment)]
+            self._settings = None  # the defaults depend on the kind of segment
+        self._save()
+
+    def build_from_parts(
+        self, count: int, parts: Iterator[tuple[KeyArray, FloatMatrix]], sequence: int
+    ) -> bool:
+        """optimize() of an index with nothing loaded, from all ``count`` rows of the
+        collection arriving in key order (read from the store), current at ``sequence``:
+        the rows are never all in memory beside the index. Only for kinds that need no
+        training sample; False (nothing done) for others, or if anything is loaded."""
+        with self.lock:
+            kind = self.spec.built_kind(count)
+            if kind != "hnsw" or self.sealed or len(self.growing):
+                return False
+            self._generation += 1
+            held_out = _holdout(count)
+            held: list[tuple[KeyArray, FloatMatrix]] = []
+
+            def built() -> Iterator[tuple[KeyArray, FloatMatrix]]:
+                start = 0
+                for keys, vectors in parts:
+                    mask = held_out[start : start + keys.shape[0]]
+                    start += keys.shape[0]
+                    if mask.any():
+                        held.append((keys[mask], vectors[mask]))
+                        keys, vectors = keys[~mask], np.ascontiguousarray(vectors[~mask])
+                    yield keys, vectors
+
+            spare = int(np.count_nonzero(held_out))
+            segment = SealedSegment.build_from_parts(
+                kind=kind, spec=self.spec, metric=self.metric, parts=built(),
+                count=count - spare, dimension=self.dimension, sequence=sequence, spare=spare,
+            )  # fmt: skip
+            self.sealed = [(self._write_segment(segment), segment)]
+            self._settings = None  # the defaults depend on the kind of segment
+            for keys, vectors in held:
+                self.growing.upsert(keys, vectors)
+            self.applied = max(self.applied, sequence)
+            self._finish_build(retune=True)
+            return True
 
     def _needs_tuning(self) -> bool:
         return not self.params or self.live >= _RETUNE_GROWTH * max(self.tuned_rows, 1)
@@ -397,11 +447,22 @@ class SegmentedIndex:
         order = np.argsort(keys, kind="stable")
         held_out = _holdout(keys.shape[0])
         built, held = order[~held_out], order[held_out]
-        segment = SealedSegment.build(
-            kind=kind, spec=self.spec, metric=self.metric, keys=keys[built],
-            vectors=vectors, rows=built, sequence=self.applied,
-        )  # fmt: skip
         held_keys, held_vectors = keys[held], vectors[held]  # copies, before growing goes
+        keys = keys[built]
+        growing = self.growing
+        # Everything is in the growing segment, in key order (a bulk load): hand its
+        # pages back as the build copies them, so the data is not held twice.
+        in_place = not self.sealed and vectors.base is not None and _ascending(built)
+        consumed = growing.forget_pages if in_place else None
+        try:
+            segment = SealedSegment.build(
+                kind=kind, spec=self.spec, metric=self.metric, keys=keys, vectors=vectors,
+                rows=built, sequence=self.applied, spare=held.size, consumed=consumed,
+            )  # fmt: skip
+        except BaseException:
+            if consumed is not None:
+                self.damaged = True  # the growing rows are gone: reload from the store
+            raise
         self.sealed = [(self._write_segment(segment), segment)]
         self._settings = None  # the defaults depend on the kind of segment
         self.growing = FlatIndex(self.dimension, self.metric)
@@ -735,6 +796,10 @@ class SegmentedIndex:
             recall_target=self.recall_target,
             tuned_recall=self.tuned_recall,
         )
+
+
+def _ascending(rows: npt.NDArray[np.intp]) -> bool:
+    return bool(np.all(rows[1:] > rows[:-1]))
 
 
 def _holdout(rows: int) -> npt.NDArray[np.bool_]:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 import latentdb
 from latentdb import Collection, IndexSpec, InvalidArgumentError, LatentDBWarning
 from latentdb.index import _segments
+from latentdb.index._flat import FlatIndex
 from latentdb.index._sealed import SealedSegment
 from tests.conftest import SHARED_DATA
 
@@ -313,3 +314,57 @@ def test_evaluate_says_where_its_sampled_queries_come_from(hnsw: Collection, dat
     report = hnsw.evaluate(sample=100)  # fresh rows, outside the graph: a fair test
     assert (report.source, report.queries) == ("held-out rows", 60)
     assert 0.5 <= report.recall <= 1.0
+
+
+def test_a_build_failing_after_it_freed_the_growing_rows_reloads_from_the_store(
+    tmp_path: Path, data: Any, monkeypatch: pytest.MonkeyPatch, databases: list[latentdb.Database]
+) -> None:
+    train, test = data
+    databases.append(latentdb.connect(tmp_path))
+    collection = databases[-1].create_collection("c", dimension=384, embedder=None, index="hnsw")
+    collection.add([str(i) for i in range(ROWS)], vectors=train)
+    collection.query(vectors=test[0], k=1)  # loads the rows into the growing segment
+    calls = {"consumed": 0}
+    real_build = SealedSegment.build
+
+    def failing_build(**kwargs: Any) -> SealedSegment:
+        calls["consumed"] += kwargs["consumed"] is not None  # the bulk-load path
+        for chunk in np.array_split(kwargs["rows"], 2):
+            kwargs["consumed"](chunk)  # the growing rows' memory is handed back ...
+        raise MemoryError("no room for the graph")  # ... and then the build fails
+
+    monkeypatch.setattr(SealedSegment, "build", failing_build)
+    with pytest.raises(MemoryError):
+        collection.optimize()
+    assert calls["consumed"] == 1
+    monkeypatch.setattr(SealedSegment, "build", real_build)
+    # Loaded again from the store: exact answers, nothing zeroed.
+    truth = true_neighbours(train, test, np.arange(ROWS))
+    assert recall(collection.query(vectors=test, k=10, exact=True).ids, truth) > 0.999
+    collection.optimize()
+    assert collection.index_status().indexed == ROWS
+
+
+def test_a_bulk_load_is_built_from_the_store_without_loading_it_first(
+    tmp_path: Path, data: Any, monkeypatch: pytest.MonkeyPatch, databases: list[latentdb.Database]
+) -> None:
+    train, test = data
+    databases.append(latentdb.connect(tmp_path))
+    collection = databases[-1].create_collection("c", dimension=384, embedder=None, index="hnsw")
+    collection.add([str(i) for i in range(ROWS)], vectors=train)
+    loads: list[int] = []
+    real_upsert = FlatIndex.upsert
+
+    def counting_upsert(self: FlatIndex, keys: Any, vectors: Any, **kwargs: Any) -> None:
+        loads.append(len(keys))
+        real_upsert(self, keys, vectors, **kwargs)
+
+    monkeypatch.setattr(FlatIndex, "upsert", counting_upsert)
+    collection.optimize()
+    assert max(loads) == 300  # only the tuning sample ever sat in the growing segment
+    status = collection.index_status()
+    assert (status.kind, status.indexed, status.pending, status.segments) == ("hnsw", ROWS, 0, 1)
+    truth = true_neighbours(train, test, np.arange(ROWS))
+    assert recall(collection.query(vectors=test, k=10).ids, truth) >= 0.93
+    collection.add(["late"], vectors=train[:1])  # the index is live: writes reach it
+    assert collection.query(vectors=train[0], k=2).ids[0][:2] in (["0", "late"], ["late", "0"])
