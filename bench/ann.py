@@ -87,6 +87,7 @@ RECALL_LEVELS = (0.90, 0.95, 0.99)
 BUILD_THREADS = 2  # all cores of the dev machine, as in PEERS.md
 BATCH_THREADS = 2
 WARMUP = 10  # queries run before each timed pass: page faults, lazy init, caches
+PAIRED_EF = (16, 32, 48, 64, 128)  # latentdb against faiss on latentdb's own graph
 HNSW_M, HNSW_EFC, IVF_NLIST = 32, 200, 1024
 LATENTDB_KINDS = ("auto", "hnsw", "hnsw-sq8", "ivf", "ivf-pq")
 LATENTDB_BATCH = 10_000
@@ -802,7 +803,7 @@ def latentdb_kind(ctx: Context, latentdb: ModuleType, kind: str) -> Iterator[Con
             return col.query(vectors=queries, k=K, include=("distances",), params=knob["value"])
 
         tuned = extra["status"].get("params")
-        yield Config(
+        config = Config(
             f"latentdb_{kind}",
             f"index={kind!r} recall_target=0.95; built {built}, tuned params {tuned}",
             "params",
@@ -815,6 +816,9 @@ def latentdb_kind(ctx: Context, latentdb: ModuleType, kind: str) -> Iterator[Con
             single_ids=lambda found: pad_ids(found.ids),
             batch_ids=lambda found: pad_ids(found.ids),
         )
+        yield config
+        if built == "hnsw":
+            extra["paired"] = paired_with_faiss(col, ctx)
     finally:
         db.close()
         shutil.rmtree(folder, ignore_errors=True)
@@ -847,6 +851,60 @@ def latentdb_build(
         extra = {"status": as_dict(col.index_status())}
     build["disk_mib"] = dir_mib(folder)
     return build, extra
+
+
+def paired_with_faiss(col: Any, ctx: Context) -> list[Result]:
+    """qps1 of latentdb's query() against faiss's search on the very graph latentdb
+    searches, in alternating passes: what latentdb's Python path costs, with the
+    machine's drift over a long run (which sequential configs absorb) taken out.
+
+    Reaches into latentdb's internals for the faiss index; nothing is changed there.
+    """
+    index = col._database.index(col._state)
+    if len(index.sealed) != 1 or len(index.growing) or index.sealed[0][1].dead:
+        return []  # not one clean graph: no like-for-like reference
+    graph, queries = index.sealed[0][1].index, ctx.xq[: ctx.single or len(ctx.xq)]
+    rows = []
+    with thread_limit(1):
+        for ef in PAIRED_EF:
+            parameters = faiss.SearchParametersHNSW()
+            parameters.efSearch = ef
+            knob = {"ef": ef}
+            calls = {
+                "faiss": lambda q, p=parameters: graph.search(q, K, params=p),
+                "latentdb": lambda q, k=knob: col.query(
+                    vectors=q, k=K, include=("distances",), params=k
+                ),
+            }
+            times: dict[str, list[float]] = {name: [] for name in calls}
+            for _ in range(max(ctx.repeats, 3)):
+                for name, call in calls.items():  # alternate: both see the same load
+                    for i in range(WARMUP):
+                        call(queries[i : i + 1])
+                    start = time.perf_counter()
+                    for i in range(len(queries)):
+                        call(queries[i : i + 1])
+                    times[name].append(time.perf_counter() - start)
+            best = {name: len(queries) / min(t) for name, t in times.items()}
+            median = {name: len(queries) / float(np.median(t)) for name, t in times.items()}
+            rows.append(
+                {
+                    "ef": ef,
+                    "faiss_qps1": best["faiss"],
+                    "latentdb_qps1": best["latentdb"],
+                    "ratio": best["latentdb"] / best["faiss"],
+                    "ratio_median": median["latentdb"] / median["faiss"],
+                    "times_s": {name: [round(t, 5) for t in ts] for name, ts in times.items()},
+                }
+            )
+            print(
+                f"  paired ef={ef}: faiss {best['faiss']:,.0f} latentdb "
+                f"{best['latentdb']:,.0f} qps1, ratio {rows[-1]['ratio']:.3f} "
+                f"(median {rows[-1]['ratio_median']:.3f})",
+                file=sys.stderr,
+                flush=True,
+            )
+    return rows
 
 
 def latentdb_values(kind: str, ctx: Context) -> list[Any]:
@@ -988,7 +1046,28 @@ def latentdb_table(results: list[Result]) -> list[str]:
             f"| {first['recall']:.4f} | {fmt(first['qps1'])} | {fmt(first.get('qpsB'))} "
             f"| {fmt(r['extra'].get('reopen_first_query_s'), 2)} |"
         )
-    return ["## latentdb at its defaults", "", *rows, ""]
+    lines = ["## latentdb at its defaults", "", *rows, ""]
+    for r in ours:
+        paired = r["extra"].get("paired")
+        if not paired:
+            continue
+        lines += [
+            f"### {r['name']}: query() against faiss on the same graph, interleaved",
+            "",
+            "Alternating passes of latentdb's `query()` and faiss's `search()` on the faiss "
+            "index inside latentdb's segment: the cost of latentdb's Python path, with the "
+            "machine's drift over the run taken out (best pass; median in brackets).",
+            "",
+            "| ef | faiss qps1 | latentdb qps1 | latentdb / faiss |",
+            "|--:|--:|--:|--:|",
+        ]
+        lines += [
+            f"| {p['ef']} | {fmt(p['faiss_qps1'])} | {fmt(p['latentdb_qps1'])} "
+            f"| {p['ratio']:.2f} ({p['ratio_median']:.2f}) |"
+            for p in paired
+        ]
+        lines.append("")
+    return lines
 
 
 def sweep_tables(results: list[Result]) -> list[str]:

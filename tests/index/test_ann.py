@@ -316,13 +316,21 @@ def test_evaluate_says_where_its_sampled_queries_come_from(hnsw: Collection, dat
     assert 0.5 <= report.recall <= 1.0
 
 
+def added_not_optimized(
+    folder: Path, databases: list[latentdb.Database], train: np.ndarray
+) -> Collection:
+    """An hnsw collection holding the train rows, its index not loaded yet."""
+    databases.append(latentdb.connect(folder))
+    collection = databases[-1].create_collection("c", dimension=384, embedder=None, index="hnsw")
+    collection.add([str(i) for i in range(ROWS)], vectors=train)
+    return collection
+
+
 def test_a_build_failing_after_it_freed_the_growing_rows_reloads_from_the_store(
     tmp_path: Path, data: Any, monkeypatch: pytest.MonkeyPatch, databases: list[latentdb.Database]
 ) -> None:
     train, test = data
-    databases.append(latentdb.connect(tmp_path))
-    collection = databases[-1].create_collection("c", dimension=384, embedder=None, index="hnsw")
-    collection.add([str(i) for i in range(ROWS)], vectors=train)
+    collection = added_not_optimized(tmp_path, databases, train)
     collection.query(vectors=test[0], k=1)  # loads the rows into the growing segment
     calls = {"consumed": 0}
     real_build = SealedSegment.build
@@ -349,9 +357,7 @@ def test_a_bulk_load_is_built_from_the_store_without_loading_it_first(
     tmp_path: Path, data: Any, monkeypatch: pytest.MonkeyPatch, databases: list[latentdb.Database]
 ) -> None:
     train, test = data
-    databases.append(latentdb.connect(tmp_path))
-    collection = databases[-1].create_collection("c", dimension=384, embedder=None, index="hnsw")
-    collection.add([str(i) for i in range(ROWS)], vectors=train)
+    collection = added_not_optimized(tmp_path, databases, train)
     loads: list[int] = []
     real_upsert = FlatIndex.upsert
 
