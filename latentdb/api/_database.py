@@ -450,14 +450,6 @@ class Database:
     def index(self, state: CollectionState) -> SegmentedIndex:
         """The collection's index: loaded from its files and caught up with the store on
         first use (call under the store lock)."""
-        index = state.index
-        if (
-            index is not None
-            and not state.stale
-            and self.store.data_version() == self._data_version
-            and self._states.get(state.row.id) is state
-        ):
-            return index  # nothing committed elsewhere: what sync() finds, in one call
         self.sync(state)
         if state.index is None:
             index = self._new_index(state)

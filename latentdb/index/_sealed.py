@@ -103,7 +103,7 @@ class SealedSegment:
         self._parameters: dict[tuple[Any, int], Any] = {}
         # The last settings mapping searched with and its parameters: the same dict
         # object comes back query after query (see SegmentedIndex), so no key is built.
-        self._last: tuple[Mapping[str, int], Any] | None = None
+        self._last: tuple[Mapping[str, int], Any, Any] | None = None
 
     # -- building, saving, loading -----------------------------------------------
 
@@ -302,15 +302,22 @@ class SealedSegment:
     # -- search -----------------------------------------------------------------
 
     def _search_parameters(self, params: Mapping[str, int], selector: Any) -> Any:
-        """faiss search parameters, cached: making one costs ~16 us, a tenth of a search."""
+        """faiss search parameters, cached: making one costs ~16 us, a tenth of a search.
+
+        The same settings dict object comes back query after query (SegmentedIndex
+        keeps one per set of knobs): then not even a key is built.
+        """
+        last = self._last
+        if last is not None and last[0] is params and last[1] is selector:
+            return last[2]
         cache_key = (tuple(sorted(params.items())), id(selector))
         cached = self._parameters.get(cache_key)
-        if cached is not None:
-            return cached
-        if len(self._parameters) > 64:
-            self._parameters.clear()
-        self._parameters[cache_key] = parameters = self._new_parameters(params, selector)
-        return parameters
+        if cached is None:
+            if len(self._parameters) > 64:
+                self._parameters.clear()
+            cached = self._parameters[cache_key] = self._new_parameters(params, selector)
+        self._last = (params, selector, cached)
+        return cached
 
     def _new_parameters(self, params: Mapping[str, int], selector: Any) -> Any:
         if self.kind.startswith("hnsw"):
@@ -369,12 +376,7 @@ class SealedSegment:
             distances, keys = self.search(query, k, params)
             found = keys[0] >= 0
             return distances[:, found], keys[:, found]
-        last = self._last
-        if last is not None and last[0] is params:
-            parameters = last[1]
-        else:
-            parameters = self._search_parameters(params, self._live_selector())
-            self._last = (params, parameters)
+        parameters = self._search_parameters(params, self._live_selector())
         fetch = k if k <= live else live
         raw = np.empty((1, fetch), dtype=np.float32)
         rows = np.empty((1, fetch), dtype=np.int64)

@@ -116,7 +116,9 @@ class SegmentedIndex:
         self.growing = FlatIndex(dimension, metric)
         self.sealed: list[tuple[str, SealedSegment]] = []
         self.params: dict[str, int] = {}
-        self._settings: dict[str, int] | None = None  # defaults + params, one object
+        # Defaults of the segments' kind + tuned params, one object; and that kind.
+        self._settings: dict[str, int] | None = None
+        self._settings_kind = ""
         self._overrides: dict[tuple[Any, ...], dict[str, int]] = {}  # ... + a query's knobs
         self.tuned_rows = 0
         self.tuned_recall: float | None = None
@@ -166,7 +168,6 @@ class SegmentedIndex:
             )
             return nothing
         self.sealed = sealed
-        self._settings = None  # the defaults depend on the kind of segment
         self._set_params({str(k): int(v) for k, v in manifest.get("params", {}).items()})
         self.tuned_rows = int(manifest.get("tuned_rows", 0))
         self.tuned_recall = manifest.get("tuned_recall")
@@ -314,13 +315,10 @@ class SegmentedIndex:
         self.growing.remove(keys[~np.isin(keys, touched)])
         self.growing.compact()
         self.sealed.append((name, segment))
-        self._settings = None  # the defaults depend on the kind of segment
-        self._set_params(self.params)  # a new kind of segment may need other defaults
         if self._needs_tuning():
             self.tune()
         if self._fold(segment):
             self.sealed[-1] = (self._write_segment(segment), segment)
-            self._settings = None  # the defaults depend on the kind of segment
         self._save()
 
     def wait(self) -> None:
@@ -360,7 +358,6 @@ class SegmentedIndex:
         segment = self.sealed[0][1]
         if self._fold(segment):
             self.sealed = [(self._write_segment(segment), segment)]
-            self._settings = None  # the defaults depend on the kind of segment
         self._save()
 
     def build_from_parts(
@@ -394,7 +391,6 @@ class SegmentedIndex:
                 count=count - spare, dimension=self.dimension, sequence=sequence, spare=spare,
             )  # fmt: skip
             self.sealed = [(self._write_segment(segment), segment)]
-            self._settings = None  # the defaults depend on the kind of segment
             for keys, vectors in held:
                 self.growing.upsert(keys, vectors)
             self.applied = max(self.applied, sequence)
@@ -437,7 +433,6 @@ class SegmentedIndex:
         self.growing.remove(keys[added])
         self.growing.compact()
         self.sealed = [(self._write_segment(segment), segment)]
-        self._settings = None  # the defaults depend on the kind of segment
 
     def _rebuild(self, kind: str) -> None:
         """Build one segment from all live rows, holding a tuning sample out of it."""
@@ -464,7 +459,6 @@ class SegmentedIndex:
                 self.damaged = True  # the growing rows are gone: reload from the store
             raise
         self.sealed = [(self._write_segment(segment), segment)]
-        self._settings = None  # the defaults depend on the kind of segment
         self.growing = FlatIndex(self.dimension, self.metric)
         self.growing.upsert(held_keys, held_vectors)
 
@@ -697,17 +691,19 @@ class SegmentedIndex:
             distances[short], found[short] = self.search(queries[short], k, exact=True)
         return distances, found
 
-    def _set_params(self, params: dict[str, int]) -> dict[str, int]:
-        """Install tuned parameters; returns the settings queries use by default."""
-        self.params = params
-        self._settings = {**DEFAULT_PARAMS.get(self.kind(), {}), **params}
-        self._overrides.clear()
-        return self._settings
+    def _set_params(self, params: dict[str, int]) -> None:
+        """Install tuned parameters (the settings are derived again on next use)."""
+        self.params, self._settings = params, None
 
     def _settings_for(self, params: Mapping[str, Any] | None) -> dict[str, int]:
         """The settings of a search with ``params`` (checked) over the defaults: the same
         dict object for the same knobs, so segments reuse their faiss parameters."""
-        settings = self._settings or self._set_params(self.params)
+        kind = self.sealed[0][1].kind if self.sealed else "flat"
+        settings = self._settings
+        if settings is None or kind != self._settings_kind:
+            settings = self._settings = {**DEFAULT_PARAMS.get(kind, {}), **self.params}
+            self._settings_kind = kind
+            self._overrides.clear()
         if not params:
             return settings
         key = tuple(params.items())
@@ -792,7 +788,7 @@ class SegmentedIndex:
             deleted=sum(segment.dead for _, segment in self.sealed),
             segments=len(self.sealed),
             building=self._builder is not None,
-            params={**DEFAULT_PARAMS.get(kind, {}), **self.params},
+            params=dict(self._settings_for(None)),
             recall_target=self.recall_target,
             tuned_recall=self.tuned_recall,
         )

@@ -142,19 +142,7 @@ def blobs_to_vectors(blobs: Sequence[bytes], dimension: int) -> FloatMatrix:
     return flat.astype(np.float32, copy=False).reshape(len(blobs), dimension)
 
 
-def _changes(rows: list[Any], deleted: KeyArray, sequence: int, dimension: int) -> Changes:
-    """Changes from (key, id, vector, seq) rows."""
-    return Changes(
-        keys=np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)),
-        ids=[row[1] for row in rows],
-        vectors=blobs_to_vectors([row[2] for row in rows], dimension),
-        sequences=np.fromiter((row[3] for row in rows), dtype=np.int64, count=len(rows)),
-        deleted=deleted,
-        sequence=sequence,
-    )
-
-
-def _changes_streamed(
+def _changes(
     cursor: sqlite3.Cursor, count: int, deleted: KeyArray, sequence: int, dimension: int
 ) -> Changes:
     """Changes from a cursor over at most ``count`` (key, id, vector, seq) rows, read a
@@ -173,7 +161,7 @@ def _changes_streamed(
         vectors[filled:stop] = blobs_to_vectors([row[2] for row in chunk], dimension)
         sequences[filled:stop] = [row[3] for row in chunk]
         filled = stop
-    if filled < count:  # cannot happen inside one read transaction; stay safe
+    if filled < count:  # keys asked for that are not stored
         keys, sequences, vectors = keys[:filled], sequences[:filled], vectors[:filled].copy()
     return Changes(
         keys=keys,
@@ -506,7 +494,7 @@ class Store:
                 "ORDER BY key",
                 (collection_id, sequence),
             )
-            return _changes_streamed(cursor, int(count), dead, now, dimension)
+            return _changes(cursor, int(count), dead, now, dimension)
 
     @contextmanager
     def all_rows(
@@ -538,12 +526,12 @@ class Store:
         """The current rows of some keys (missing keys left out), as Changes."""
         with self.read():
             now = int(self._connection.execute("SELECT value FROM sequence").fetchone()[0])
-            rows = self._connection.execute(
+            cursor = self._connection.execute(
                 "SELECT key, id, vector, seq FROM records "
                 "WHERE key IN (SELECT value FROM json_each(?)) ORDER BY key",
                 (_json_list([int(k) for k in keys]),),
-            ).fetchall()
-        return _changes(rows, np.empty(0, dtype=np.int64), now, dimension)
+            )
+            return _changes(cursor, len(keys), np.empty(0, dtype=np.int64), now, dimension)
 
     def ids_by_key(self, collection_id: int) -> dict[int, str]:
         """Every record's key and id in a collection."""
