@@ -91,6 +91,7 @@ PAIRED_EF = (16, 32, 48, 64, 128)  # latentdb against faiss on latentdb's own gr
 HNSW_M, HNSW_EFC, IVF_NLIST = 32, 200, 1024
 LATENTDB_KINDS = ("auto", "hnsw", "hnsw-sq8", "ivf", "ivf-pq")
 LATENTDB_BATCH = 10_000
+CHURN_DELETE, CHURN_UPSERT = 0.30, 0.10  # the goal's churn, as fractions of the rows
 PEER_BATCH = 5_000
 # Slow systems time fewer queries, so that the whole run stays within ~20 minutes.
 QDRANT_QUERIES = 100  # brute force in Python, ~8 QPS (PEERS.md)
@@ -819,6 +820,8 @@ def latentdb_kind(ctx: Context, latentdb: ModuleType, kind: str) -> Iterator[Con
         yield config
         if built == "hnsw":
             extra["paired"] = paired_with_faiss(col, ctx)
+        if kind == ctx.latentdb_kinds[0]:  # last: it changes the collection
+            extra["churn"] = churn(col, ctx)
     finally:
         db.close()
         shutil.rmtree(folder, ignore_errors=True)
@@ -905,6 +908,49 @@ def paired_with_faiss(col: Any, ctx: Context) -> list[Result]:
                 flush=True,
             )
     return rows
+
+
+def churn(col: Any, ctx: Context) -> Result:
+    """The goal's churn: delete CHURN_DELETE of the rows, upsert CHURN_UPSERT of them
+    back under new ids, then recall (against a numpy brute force over what is left) and
+    deleted ids returned, one query at a time and in one batch; again after optimize()
+    compacts the segments."""
+    n = len(ctx.xb)
+    rng = np.random.default_rng(7)
+    doomed = rng.choice(n, int(n * CHURN_DELETE), replace=False)
+    back = doomed[: int(n * CHURN_UPSERT)]  # these vectors return under new ids
+    record: Result = {"deleted": len(doomed), "upserted": len(back)}
+    start = time.perf_counter()
+    for lo in range(0, len(doomed), LATENTDB_BATCH):
+        col.delete([str(i) for i in doomed[lo : lo + LATENTDB_BATCH]])
+    record["delete_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    col.upsert([f"n{i}" for i in back], vectors=ctx.xb[back])
+    record["upsert_s"] = time.perf_counter() - start
+    alive = np.ones(n, dtype=bool)
+    alive[doomed] = False
+    rows = np.concatenate([np.flatnonzero(alive), back])
+    names = np.array([str(i) for i in np.flatnonzero(alive)] + [f"n{i}" for i in back])
+    queries = ctx.xq[: ctx.single or len(ctx.xq)]
+    truth = names[exact_top_k(ctx.xb[rows], queries)[0]]
+    dead = {str(i) for i in doomed}
+
+    def measure(stage: str) -> None:
+        single = [col.query(vectors=q, k=K, include=()).ids[0] for q in queries]
+        batch = col.query(vectors=queries, k=K, include=()).ids
+        for mode, found in (("single", single), ("batch", batch)):
+            hits = [len(set(got) & set(want)) / K for got, want in zip(found, truth, strict=True)]
+            record[f"recall_{mode}_{stage}"] = float(np.mean(hits))
+            record[f"dead_{mode}_{stage}"] = sum(i in dead for row in found for i in row)
+        record[f"status_{stage}"] = as_dict(col.index_status())
+
+    measure("after")
+    start = time.perf_counter()
+    col.optimize()
+    record["compact_s"] = time.perf_counter() - start
+    measure("compacted")
+    print(f"  churn: {record}", file=sys.stderr, flush=True)
+    return record
 
 
 def latentdb_values(kind: str, ctx: Context) -> list[Any]:
@@ -1066,6 +1112,33 @@ def latentdb_table(results: list[Result]) -> list[str]:
             f"| {p['ratio']:.2f} ({p['ratio_median']:.2f}) |"
             for p in paired
         ]
+        lines.append("")
+    for r in ours:
+        c = r["extra"].get("churn")
+        if not c:
+            continue
+        lines += [
+            f"### {r['name']}: after deleting {c['deleted']:,} rows and upserting "
+            f"{c['upserted']:,} under new ids",
+            "",
+            f"delete {c['delete_s']:.1f} s, upsert {c['upsert_s']:.1f} s; recall@10 at the "
+            "defaults against a brute force over the rows left.",
+            "",
+            "| stage | recall single | recall batch | deleted ids returned | indexed "
+            "| pending | tombstones |",
+            "|---|--:|--:|--:|--:|--:|--:|",
+        ]
+        for stage, label in (("after", "after the churn"), ("compacted", "after optimize()")):
+            if stage == "compacted":
+                label += f" ({c['compact_s']:.1f} s)"
+            st = c[f"status_{stage}"]
+            lines.append(
+                f"| {label} | {c[f'recall_single_{stage}']:.4f} "
+                f"| {c[f'recall_batch_{stage}']:.4f} "
+                f"| {c[f'dead_single_{stage}'] + c[f'dead_batch_{stage}']} "
+                f"| {st.get('indexed', '?'):,} | {st.get('pending', '?'):,} "
+                f"| {st.get('deleted', '?'):,} |"
+            )
         lines.append("")
     return lines
 

@@ -260,7 +260,7 @@ class SegmentedIndex:
             return
         if len(self.growing) < self.spec.seal_rows:
             return
-        kind = self.spec.built_kind(self.live)
+        kind = self._kind_to_build()
         if kind == "flat":
             return
         keys, vectors = self.growing.live_rows()  # a snapshot: writes go on meanwhile
@@ -340,7 +340,7 @@ class SegmentedIndex:
                 self._timer = None
             self._generation += 1
             self._builder, self._touched = None, None
-            kind = self.spec.built_kind(self.live)
+            kind = self._kind_to_build()
             if kind == "flat":
                 return
             retune = self._needs_tuning()
@@ -350,6 +350,15 @@ class SegmentedIndex:
                 self._rebuild(kind)
                 retune = True  # a new graph or new lists: measure again
             self._finish_build(retune=retune)
+
+    def _kind_to_build(self) -> str:
+        """The kind the next build makes. An ``auto`` collection that has an ANN
+        segment keeps its kind when deletes take it back under the threshold: its
+        tombstones still get compacted, and it does not flip between kinds."""
+        kind = self.spec.built_kind(self.live)
+        if kind == "flat" and self.sealed:
+            return self.sealed[0][1].kind
+        return kind
 
     def _finish_build(self, *, retune: bool) -> None:
         """Tune (if asked), fold the growing rows into the one segment, save."""

@@ -374,3 +374,19 @@ def test_a_bulk_load_is_built_from_the_store_without_loading_it_first(
     assert recall(collection.query(vectors=test, k=10).ids, truth) >= 0.93
     collection.add(["late"], vectors=train[:1])  # the index is live: writes reach it
     assert collection.query(vectors=train[0], k=2).ids[0][:2] in (["0", "late"], ["late", "0"])
+
+
+def test_auto_keeps_its_index_when_deletes_shrink_it(
+    tmp_path: Path, data: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("latentdb.index._spec.AUTO_MIN_ROWS", 1000)
+    train, test = data
+    collection = build(tmp_path, "auto", train[:1200])
+    assert collection.index_status().kind == "hnsw"
+    collection.delete([str(i) for i in range(600)])  # 600 left: under the threshold
+    collection.optimize()  # still compacts the graph's tombstones
+    status = collection.index_status()
+    assert (status.kind, status.indexed, status.deleted, status.pending) == ("hnsw", 600, 0, 0)
+    truth = true_neighbours(train, test, np.arange(600, 1200))
+    assert recall(collection.query(vectors=test, k=10).ids, truth) >= 0.9
+    collection._database.close()
