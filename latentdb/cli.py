@@ -3,6 +3,8 @@
 latentdb demo ["your question"]        build a collection of stdlib docstrings, ask it
 latentdb collections PATH              list collections and their latent spaces
 latentdb query PATH COLLECTION "text"  nearest records to a text
+latentdb alias PATH ALIAS COLLECTION   create or switch an alias (--delete removes it)
+latentdb migrate PATH NAME --embedder E  re-embed a collection, switch NAME when done
 """
 
 from __future__ import annotations
@@ -142,6 +144,64 @@ def collections(
                 collection.embedder or "-",
             )
         console.print(table)
+        aliases = db.list_aliases()
+        if aliases:
+            console.print(
+                "aliases: " + ", ".join(f"{alias} -> {name}" for alias, name in aliases.items())
+            )
+
+
+@app.command()
+def alias(
+    path: Annotated[Path, typer.Argument(help="Database folder.", exists=True)],
+    name: Annotated[str, typer.Argument(help="The alias.")],
+    collection: Annotated[
+        str | None, typer.Argument(help="The collection it names (not with --delete).")
+    ] = None,
+    delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
+) -> None:
+    """Create the alias NAME for COLLECTION, or switch it there if it exists."""
+    with latentdb.connect(path) as db:
+        if delete:
+            db.delete_alias(name)
+            console.print(f"alias {name} deleted")
+            return
+        if collection is None:
+            raise typer.BadParameter("give the COLLECTION the alias names, or --delete")
+        if name in db.list_aliases():
+            db.switch_alias(name, collection)
+        else:
+            db.create_alias(name, collection)
+        console.print(f"{name} -> {collection}")
+
+
+@app.command()
+def migrate(
+    path: Annotated[Path, typer.Argument(help="Database folder.", exists=True)],
+    name: Annotated[str, typer.Argument(help="Alias or collection to re-embed.")],
+    embedder: Annotated[
+        str, typer.Option("--embedder", help="The new embedder, e.g. sentence-transformers:DIR.")
+    ],
+    new_name: Annotated[
+        str | None, typer.Option("--new-name", help="Name of the new collection.")
+    ] = None,
+) -> None:
+    """Re-embed every document of NAME with EMBEDDER into a new collection, then switch
+    NAME to it. Interrupted (even killed), the same command resumes where it stopped."""
+    with latentdb.connect(path) as db, _progress() as progress:
+        task = progress.add_task("re-embedding", total=None)
+        migration = db.migrate(
+            name,
+            embedder=embedder,
+            new_name=new_name,
+            background=False,
+            progress=lambda copied, total: progress.update(task, completed=copied, total=total),
+        )
+        status = migration.status()
+    console.print(
+        f"{status.alias} -> {status.target} ({status.copied:,} records embedded with "
+        f"{status.embedder}); the old version is {status.source}"
+    )
 
 
 @app.command()

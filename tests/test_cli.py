@@ -27,7 +27,7 @@ def folder(tmp_path: Path) -> Path:
 def test_every_command_has_help() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("demo", "collections", "query"):
+    for command in ("demo", "collections", "query", "alias", "migrate"):
         assert command in result.output
         sub = runner.invoke(app, [command, "--help"])
         assert sub.exit_code == 0 and len(sub.output) > 100
@@ -85,3 +85,34 @@ def test_demo_builds_once_then_reuses(tmp_path: Path, monkeypatch: pytest.Monkey
     )
     assert as_json.exit_code == 0, as_json.output
     assert json.loads(as_json.output)["ids"] == [["csv"]]
+
+
+def test_alias_command_creates_switches_and_deletes(folder: Path) -> None:
+    with latentdb.connect(folder) as db:
+        db.create_collection("other", dimension=3, embedder=None, model="m")
+    for target in ("vectors", "other"):
+        result = runner.invoke(app, ["alias", str(folder), "live", target])
+        assert result.exit_code == 0, result.output
+        with latentdb.connect(folder) as db:
+            assert db.list_aliases() == {"live": target}
+    assert "live -> other" in runner.invoke(app, ["collections", str(folder)]).output
+    assert runner.invoke(app, ["alias", str(folder), "live", "--delete"]).exit_code == 0
+    with latentdb.connect(folder) as db:
+        assert db.list_aliases() == {}
+
+
+@pytest.mark.slow
+def test_migrate_command_re_embeds_with_the_default_model(folder: Path) -> None:
+    with latentdb.connect(folder) as db:
+        db.create_collection("notes", dimension=3, embedder=None, model="m").add(
+            ["cat", "json"],
+            vectors=np.eye(3)[:2],
+            documents=["A cat sleeps on the sofa.", "Parse a JSON file in Python."],
+        )
+    result = runner.invoke(app, ["migrate", str(folder), "notes", "--embedder", "minilm"])
+    assert result.exit_code == 0, result.output
+    assert "notes -> notes-v2" in result.output and "notes-v1" in result.output
+    with latentdb.connect(folder) as db:
+        notes = db.get_collection("notes")
+        assert notes.space.dimension == 384
+        assert notes.query(texts="kitten", k=1).ids == [["cat"]]

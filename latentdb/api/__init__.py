@@ -2,6 +2,7 @@
 
 from latentdb.api._collection import Collection
 from latentdb.api._database import Database, connect
+from latentdb.api._migration import Migration, MigrationStatus
 from latentdb.api._results import GetResult, QueryResult, RecallReport
 from latentdb.index import IndexSpec, IndexStatus
 
@@ -11,6 +12,8 @@ __all__ = [
     "GetResult",
     "IndexSpec",
     "IndexStatus",
+    "Migration",
+    "MigrationStatus",
     "QueryResult",
     "RecallReport",
     "connect",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -52,21 +54,42 @@ class Collection:
     raises nothing of it was written.
     """
 
-    def __init__(self, database: Database, state: CollectionState) -> None:
+    def __init__(
+        self, database: Database, state: CollectionState, *, alias: str | None = None
+    ) -> None:
         self._database = database
-        self._state = state
+        self._bound = state
+        self._alias = alias
+
+    @property
+    def _state(self) -> CollectionState:
+        """The collection's state; through an alias, that of its current target."""
+        if self._alias is None:
+            return self._bound
+        self._bound = self._database.follow_alias(self._alias, self._bound)
+        return self._bound
+
+    def _pinned(self) -> Collection:
+        """This collection, held to the alias's current target for one whole call."""
+        return Collection(self._database, self._state)
 
     def __repr__(self) -> str:
         space = self.space
+        via = "" if self._alias is None else f", alias={self._alias!r}"
         return (
-            f"Collection({self.name!r}, model={space.model!r}, dimension={space.dimension}, "
-            f"metric={space.metric!r})"
+            f"Collection({self.name!r}{via}, model={space.model!r}, "
+            f"dimension={space.dimension}, metric={space.metric!r})"
         )
 
     @property
     def name(self) -> str:
-        """The collection's name."""
+        """The collection's own name (not the alias it was got through)."""
         return self._state.row.name
+
+    @property
+    def alias(self) -> str | None:
+        """The alias this collection was got through and follows, if any."""
+        return self._alias
 
     @property
     def space(self) -> LatentSpace:
@@ -552,3 +575,25 @@ class Collection:
             metadatas=metadatas,
             vectors=hit_vectors,
         )
+
+
+def _follow_alias_per_call(cls: type[Collection]) -> None:
+    """Make each public method of ``cls`` resolve the alias once, at its start: a
+    switch during a call cannot mix two collections (say, embed with one model and
+    write into a collection of another)."""
+
+    def pin(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def call(self: Collection, *args: Any, **kwargs: Any) -> Any:
+            if self._alias is not None:
+                self = self._pinned()
+            return method(self, *args, **kwargs)
+
+        return call
+
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(member):
+            setattr(cls, name, pin(member))
+
+
+_follow_alias_per_call(Collection)

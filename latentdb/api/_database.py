@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -29,6 +29,7 @@ from latentdb.store import Changes, CollectionRow, Store
 
 if TYPE_CHECKING:
     from latentdb.api._collection import Collection
+    from latentdb.api._migration import Migration, MigrationProgress
 
 __all__ = ["EXTERNAL_MODEL", "Database", "connect"]
 
@@ -186,12 +187,18 @@ class Database:
         self._store: Store | None = Store(self.path)
         self._states: dict[int, CollectionState] = {}
         self._data_version = self._store.data_version()
+        # Aliases as last read, and the data_version they were read at.
+        self._aliases: dict[str, int] | None = None
+        self._aliases_version = -1
+        self._migrations: dict[int, Migration] = {}  # running here, by migration id
 
     # -- lifecycle -----------------------------------------------------------------
 
     def close(self) -> None:
         """Close the database; collections obtained from it stop working."""
         if self._store is not None:
+            for migration in list(self._migrations.values()):
+                migration.stop()  # after its batch: it resumes on the next migrate()
             for collection_id in list(self._states):
                 self._drop_state(collection_id, wait=True)
             self._store.close()
@@ -315,15 +322,278 @@ class Database:
         return space, embedder
 
     def get_collection(self, name: str) -> Collection:
-        """The collection called ``name``.
+        """The collection called ``name``, or the one the alias ``name`` points at.
+
+        A collection got through an alias follows it: after :meth:`switch_alias` (here
+        or in another process) its next call goes to the new collection.
 
         Raises:
-            CollectionNotFoundError: there is none.
+            CollectionNotFoundError: no collection or alias has that name.
         """
-        row = self.store.collection_by_name(name)
+        with self.store.lock:
+            target = self._alias_targets().get(name)
+            if target is not None:
+                return self._collection(self._row_by_id(target, name), alias=name)
+            row = self.store.collection_by_name(name)
         if row is None:
-            raise CollectionNotFoundError(f"no collection named {name!r} in {self.path}")
+            raise CollectionNotFoundError(f"no collection or alias named {name!r} in {self.path}")
         return self._collection(row)
+
+    # -- aliases -------------------------------------------------------------------
+
+    def create_alias(self, alias: str, collection: str) -> None:
+        """Make ``alias`` a second name of ``collection``, usable wherever a collection
+        name is.
+
+        Raises:
+            CollectionExistsError: a collection or alias is already called ``alias``.
+            CollectionNotFoundError: no collection called ``collection`` (an alias of
+                an alias is refused too).
+            InvalidArgumentError: a bad name.
+        """
+        check_collection_name(alias)
+        store = self.store
+        with store.write():
+            row = self._alias_target_row(collection)
+            store.check_name_free(alias)
+            store.set_alias(alias, row.id)
+            self._aliases = None
+
+    def switch_alias(self, alias: str, collection: str) -> None:
+        """Point an existing alias at another collection, atomically: every call after
+        this one (in any process) reads the new collection, none sees a mix.
+
+        Raises:
+            CollectionNotFoundError: no such alias, or no collection ``collection``.
+        """
+        store = self.store
+        with store.write():
+            if alias not in store.aliases():
+                raise CollectionNotFoundError(f"no alias named {alias!r} in {self.path}")
+            row = self._alias_target_row(collection)
+            store.set_alias(alias, row.id)
+            self._aliases = None
+
+    def delete_alias(self, alias: str) -> None:
+        """Remove an alias; its collection stays.
+
+        Raises:
+            CollectionNotFoundError: no such alias.
+        """
+        store = self.store
+        with store.write():
+            if not store.delete_alias(alias):
+                raise CollectionNotFoundError(f"no alias named {alias!r} in {self.path}")
+            self._aliases = None
+
+    def list_aliases(self) -> dict[str, str]:
+        """Every alias and the name of the collection it points at, by alias."""
+        store = self.store
+        with store.read():
+            names = {row.id: row.name for row in store.list_collections()}
+            return {alias: names[target] for alias, target in sorted(store.aliases().items())}
+
+    # -- migrations ----------------------------------------------------------------
+
+    def migrate(
+        self,
+        name: str,
+        *,
+        embedder: str,
+        new_name: str | None = None,
+        background: bool = True,
+        progress: MigrationProgress | None = None,
+    ) -> Migration:
+        """Re-embed every document of a collection with another embedder, into a new
+        collection, and switch ``name`` to it when the copy is complete and indexed.
+
+        ``name`` is an alias or a collection. A collection ``docs`` is renamed
+        ``docs-v1`` at the switch and ``docs`` becomes an alias of the new one (default
+        name ``docs-v2``): code that reads ``docs`` needs no change. Until the switch,
+        ``name`` reads the old version, and writes to it are carried over. Calling this
+        again for a migration that was interrupted (even by a crash) resumes it.
+
+        Args:
+            name: The alias or collection to migrate.
+            embedder: The new embedder (e.g. ``"sentence-transformers:/models/e5"``).
+            new_name: The new collection's name (default: the next ``-vN``).
+            background: Run in a thread and return at once (``Migration.wait()``);
+                False runs it here and returns when done.
+            progress: ``progress(copied, total)`` after each batch.
+
+        Returns:
+            The :class:`Migration`.
+
+        Raises:
+            CollectionNotFoundError: no collection or alias ``name``.
+            InvalidArgumentError: records without a document (they cannot be
+                re-embedded; the count is given), the same embedder already, or another
+                migration of ``name`` to a different embedder is running.
+            EmbedderError, CollectionExistsError: bad embedder or ``new_name``.
+        """
+        from latentdb.api._migration import Migration, version_names
+
+        store = self.store
+        with store.write():
+            source = self._resolve(name)
+            for row in store.migrations(state="running"):
+                if row.alias != name:
+                    continue
+                if row.embedder != embedder:
+                    raise InvalidArgumentError(
+                        f"a migration of {name!r} to embedder {row.embedder!r} is running: "
+                        f"finish it, or delete its target collection to cancel it"
+                    )
+                migration = self._migrations.setdefault(row.id, Migration(self, row))
+                break
+            else:
+                migration = self._new_migration(source, name, embedder, new_name, version_names)
+        if background:
+            return migration.start(progress)
+        migration.run(progress)
+        return migration
+
+    def _new_migration(
+        self,
+        source: CollectionRow,
+        name: str,
+        embedder: str,
+        new_name: str | None,
+        version_names: Callable[[str, Callable[[str], bool]], tuple[str, str]],
+    ) -> Migration:
+        from latentdb.api._migration import Migration
+
+        store = self.store
+        get_embedder(embedder)  # an unknown name fails before anything else is said
+        if source.embedder == embedder:
+            raise InvalidArgumentError(
+                f"collection {source.name!r} is already embedded with {embedder!r}"
+            )
+        missing = store.count_without_document(source.id)
+        if missing:
+            raise InvalidArgumentError(
+                f"{missing} of the {store.count(source.id)} records of {source.name!r} have no "
+                "document, so they cannot be re-embedded: give them documents or delete them"
+            )
+
+        def taken(candidate: str) -> bool:
+            try:
+                store.check_name_free(candidate)
+            except CollectionExistsError:
+                return True
+            return False
+
+        retired, default_new = version_names(source.name, taken)
+        is_alias = name in store.aliases()
+        state = self._collection(source)._bound
+        space = LatentSpace.from_dict(source.space)
+        target = self.create_collection(
+            new_name or default_new,
+            metric=space.metric,
+            embedder=embedder,
+            index=state.spec,
+            recall_target=state.recall_target,
+        )
+        migration_id = store.insert_migration(
+            alias=name,
+            source_id=source.id,
+            target_id=target._bound.row.id,
+            embedder=embedder,
+            retire_as=None if is_alias else retired,
+        )
+        row = next(m for m in store.migrations() if m.id == migration_id)
+        migration = self._migrations[migration_id] = Migration(self, row)
+        return migration
+
+    def list_migrations(self) -> list[Migration]:
+        """Every migration of this database, running or done, oldest first."""
+        from latentdb.api._migration import Migration
+
+        return [
+            self._migrations.get(row.id) or Migration(self, row) for row in self.store.migrations()
+        ]
+
+    def _collection_by_id(self, collection_id: int) -> Collection:
+        with self.store.lock:
+            row = self.store.collection_by_id(collection_id)
+            if row is None:
+                raise CollectionNotFoundError(f"collection {collection_id} was deleted")
+            return self._collection(row)
+
+    def _forget_index(self, collection_id: int) -> None:
+        """Drop a loaded index whose mirrored writes were rolled back."""
+        with self.store.lock:
+            state = self._states.get(collection_id)
+            if state is not None:
+                state.drop_index()
+                state.stale = True
+
+    def _renamed(self, collection_id: int) -> None:
+        """Take a collection's new name (given by this connection) into its state."""
+        with self.store.lock:
+            state = self._states.get(collection_id)
+            row = self.store.collection_by_id(collection_id)
+            if state is not None and row is not None:
+                state.row = replace(state.row, name=row.name)
+
+    def _alias_target_row(self, collection: str) -> CollectionRow:
+        row = self.store.collection_by_name(collection)
+        if row is None:
+            kind = "an alias" if collection in self.store.aliases() else "no collection"
+            raise CollectionNotFoundError(
+                f"{collection!r} is {kind}: an alias must name a collection"
+                if kind == "an alias"
+                else f"no collection named {collection!r} in {self.path}"
+            )
+        return row
+
+    def _alias_targets(self) -> dict[str, int]:
+        """Aliases → collection ids, read again once another connection has committed
+        (call under the store lock)."""
+        version = self.store.data_version()
+        if self._aliases is None or version != self._aliases_version:
+            self._aliases = self.store.aliases()
+            self._aliases_version = version
+        return self._aliases
+
+    def _row_by_id(self, collection_id: int, name: str) -> CollectionRow:
+        row = self.store.collection_by_id(collection_id)
+        if row is None:  # pragma: no cover - a foreign key keeps aliased collections
+            raise CollectionNotFoundError(f"alias {name!r} points at a deleted collection")
+        return row
+
+    def follow_alias(self, alias: str, current: CollectionState) -> CollectionState:
+        """The state of the collection ``alias`` points at now (``current`` if the
+        same).
+
+        Raises:
+            CollectionNotFoundError: the alias was deleted.
+        """
+        with self.store.lock:
+            target = self._alias_targets().get(alias)
+            if target is None:
+                raise CollectionNotFoundError(f"alias {alias!r} was deleted")
+            if target == current.row.id and self._states.get(target) is current:
+                return current
+            state = self._states.get(target)
+            if state is None:
+                state = self._collection(self._row_by_id(target, alias))._bound
+            return state
+
+    def _resolve(self, name: str) -> CollectionRow:
+        """The collection called ``name``, through an alias or not.
+
+        Raises:
+            CollectionNotFoundError: neither a collection nor an alias.
+        """
+        with self.store.lock:
+            target = self._alias_targets().get(name)
+            if target is not None:
+                return self._row_by_id(target, name)
+            row = self.store.collection_by_name(name)
+        if row is None:
+            raise CollectionNotFoundError(f"no collection or alias named {name!r} in {self.path}")
+        return row
 
     def get_or_create_collection(
         self,
@@ -345,7 +615,10 @@ class Database:
             CollectionExistsError: it exists in another latent space than the one asked.
             and whatever :meth:`create_collection` raises.
         """
-        row = self.store.collection_by_name(name)
+        try:
+            row: CollectionRow | None = self._resolve(name)
+        except CollectionNotFoundError:
+            row = None
         if row is None:
             try:
                 return self.create_collection(
@@ -361,7 +634,7 @@ class Database:
                 row = self.store.collection_by_name(name)
                 if row is None:
                     raise
-        existing = self._collection(row)
+        existing = self.get_collection(name)
         wanted, wanted_embedder = self._space_for(dimension, metric, embedder, model)
         have = existing.space
         differences = [
@@ -386,21 +659,39 @@ class Database:
         return [row.name for row in self.store.list_collections()]
 
     def delete_collection(self, name: str) -> None:
-        """Delete a collection and all its records.
+        """Delete a collection and all its records (a migration into it is cancelled).
 
         Raises:
             CollectionNotFoundError: there is none.
+            InvalidArgumentError: ``name`` is an alias, an alias points at the
+                collection, or a migration is re-embedding it.
         """
         store = self.store
         with store.write():
             row = store.collection_by_name(name)
+            aliases = store.aliases()
+            if row is None and name in aliases:
+                raise InvalidArgumentError(
+                    f"{name!r} is an alias: delete_alias() it, or name the collection itself"
+                )
             if row is None:
                 raise CollectionNotFoundError(f"no collection named {name!r} in {self.path}")
+            pointing = sorted(alias for alias, target in aliases.items() if target == row.id)
+            if pointing:
+                raise InvalidArgumentError(
+                    f"collection {name!r} is the target of alias {', '.join(map(repr, pointing))}:"
+                    " switch or delete the alias first"
+                )
+            if any(m.source_id == row.id for m in store.migrations(state="running")):
+                raise InvalidArgumentError(
+                    f"collection {name!r} is being migrated: delete the migration's target "
+                    "collection first to cancel it"
+                )
             store.drop_collection(row.id)
         self._drop_state(row.id)
         shutil.rmtree(self.path / INDEX_FOLDER / str(row.id), ignore_errors=True)
 
-    def _collection(self, row: CollectionRow) -> Collection:
+    def _collection(self, row: CollectionRow, *, alias: str | None = None) -> Collection:
         from latentdb.api._collection import Collection
 
         state = self._states.get(row.id)
@@ -412,7 +703,7 @@ class Database:
                 recall_target=float(row.config.get("recall_target", DEFAULT_RECALL_TARGET)),
             )
             self._states[row.id] = state
-        return Collection(self, state)
+        return Collection(self, state, alias=alias)
 
     # -- keeping in step with the store (internal) ---------------------------------
 
@@ -436,6 +727,8 @@ class Database:
         if row is None:
             self._drop_state(state.row.id)
             raise CollectionNotFoundError(f"collection {state.row.name!r} was deleted")
+        if row.name != state.row.name:  # renamed by a migration's switch
+            state.row = replace(state.row, name=row.name)
         if row.config != state.row.config:  # e.g. another process set a recall target
             state.row = row
             state.recall_target = float(row.config.get("recall_target", DEFAULT_RECALL_TARGET))

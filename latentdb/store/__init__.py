@@ -1,9 +1,11 @@
-"""The durable store (SQLite): collections, records, the write sequence, tombstones."""
+"""The durable store (SQLite): collections, records, the write sequence, tombstones,
+aliases and migrations."""
 
 from latentdb.store._sqlite import (
     DATABASE_FILE,
     Changes,
     CollectionRow,
+    MigrationRow,
     SqlFilter,
     Store,
     StoredRecord,
@@ -15,6 +17,7 @@ __all__ = [
     "DATABASE_FILE",
     "Changes",
     "CollectionRow",
+    "MigrationRow",
     "SqlFilter",
     "Store",
     "StoredRecord",

@@ -1,0 +1,250 @@
+"""Migrations: re-embed every document of a collection into a new latent space, behind
+an alias that switches when the copy is complete.
+
+The copy walks the source's rows in (write sequence, key) order. A row written again
+during the copy gets a new sequence number and so comes round again; the cursor, kept
+in SQLite after each batch, is the (sequence, key) of the last row copied. A migration
+that was killed continues from there (at most one batch is embedded twice: a batch is
+written, then the cursor moves, and a repeated upsert writes the same values). The last
+rows and the deletes are brought over inside the write transaction that switches the
+alias, so no write to the source is lost on the way.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from latentdb.errors import CollectionNotFoundError
+from latentdb.store import MigrationRow
+
+if TYPE_CHECKING:
+    from latentdb.api._collection import Collection
+    from latentdb.api._database import Database
+
+__all__ = ["Migration", "MigrationStatus", "version_names"]
+
+# Rows embedded and written per step: one cursor update per batch.
+BATCH = 256
+
+MigrationProgress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    """Where a migration stands.
+
+    Attributes:
+        alias: The name readers use; it points at ``target`` once ``state`` is "done".
+        source: The collection being re-embedded.
+        target: The new collection.
+        embedder: The target's embedder.
+        copied: Rows embedded into the target so far.
+        total: Rows in the source now.
+        state: "running" (or stopped part way: run it again to resume) or "done".
+        error: Why the last run here stopped, if it failed.
+    """
+
+    alias: str
+    source: str
+    target: str
+    embedder: str
+    copied: int
+    total: int
+    state: str
+    error: str | None = None
+
+
+def version_names(name: str, taken: Callable[[str], bool]) -> tuple[str, str]:
+    """(name for the retired source, name for the new collection): ``docs`` gives
+    ``docs-v1`` and ``docs-v2``, ``docs-v2`` gives ``docs-v3``; the first free ones."""
+    match = re.fullmatch(r"(.+)-v(\d+)", name)
+    base, number = (match.group(1), int(match.group(2))) if match else (name, 1)
+    retired = name if match else f"{base}-v1"
+    while taken(retired) and retired != name:
+        number += 1
+        retired = f"{base}-v{number}"
+    number += 1
+    new = f"{base}-v{number}"
+    while taken(new) or new == retired:
+        number += 1
+        new = f"{base}-v{number}"
+    return retired, new
+
+
+class Migration:
+    """A re-embedding of one collection into another, started by
+    :meth:`Database.migrate`.
+
+    Queries through the alias keep reading the source until the copy is complete and
+    indexed; then the alias switches, atomically. The source stays until dropped.
+    """
+
+    def __init__(self, database: Database, row: MigrationRow) -> None:
+        self._database = database
+        self._row = row
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        status = self.status()
+        return (
+            f"Migration({status.alias!r}: {status.source!r} -> {status.target!r}, "
+            f"{status.copied}/{status.total} copied, {status.state})"
+        )
+
+    @property
+    def id(self) -> int:
+        """The migration's number in its database."""
+        return self._row.id
+
+    def _current(self) -> MigrationRow:
+        for row in self._database.store.migrations():
+            if row.id == self._row.id:
+                self._row = row
+                return row
+        raise CollectionNotFoundError(
+            f"migration {self._row.id} is gone: its source or target was deleted"
+        )
+
+    def status(self) -> MigrationStatus:
+        """Progress and state, read from the store (so also another process's run)."""
+        store = self._database.store
+        with store.read():
+            row = self._current()
+            source, target = (
+                store.collection_by_id(row.source_id),
+                store.collection_by_id(row.target_id),
+            )
+            total = store.count(row.source_id)
+        assert source is not None and target is not None  # deleting either drops the row
+        return MigrationStatus(
+            alias=row.alias,
+            source=source.name,
+            target=target.name,
+            embedder=row.embedder,
+            copied=row.copied,
+            total=total,
+            state=row.state,
+            error=None if self._error is None else f"{type(self._error).__name__}: {self._error}",
+        )
+
+    @property
+    def done(self) -> bool:
+        """True once the alias points at the new collection."""
+        return self._current().state == "done"
+
+    # -- running -------------------------------------------------------------------
+
+    def start(self, progress: MigrationProgress | None = None) -> Migration:
+        """Run in a background thread (see :meth:`run`); returns at once."""
+        if self._thread is not None and self._thread.is_alive():
+            return self
+        self._stop.clear()
+        self._error = None
+        self._thread = threading.Thread(
+            target=self._run_catching, args=(progress,), name="latentdb-migrate", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def _run_catching(self, progress: MigrationProgress | None) -> None:
+        try:
+            self.run(progress)
+        except BaseException as error:  # kept for wait() and status()
+            self._error = error
+
+    def wait(self, timeout: float | None = None) -> MigrationStatus:
+        """Wait for a background run to end; its error, if it failed, is raised here.
+
+        Raises:
+            TimeoutError: still running after ``timeout`` seconds.
+        """
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                raise TimeoutError(f"migration {self.id} still running after {timeout} s")
+        if self._error is not None:
+            raise self._error
+        return self.status()
+
+    def stop(self) -> None:
+        """Ask a background run to stop after its current batch (it can resume later)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def run(self, progress: MigrationProgress | None = None) -> MigrationStatus:
+        """Copy what is left, index the target, then switch the alias; resumes from the
+        stored cursor. ``progress(copied, total)`` after each batch.
+
+        Raises:
+            EmbedderError: a source row has no document (written after the start), or
+                the embedder failed; fix the row and run again to resume.
+        """
+        row = self._current()
+        if row.state == "done":
+            return self.status()
+        database = self._database
+        target = database._collection_by_id(row.target_id)
+        total = database.store.count(row.source_id)
+        copied = row.copied
+        while not self._stop.is_set():
+            done = self._copy_batch(target)
+            if not done:
+                break
+            copied += done
+            if progress is not None:
+                progress(copied, max(total, copied))
+        if self._stop.is_set():
+            return self.status()
+        target.optimize()  # indexed before readers are sent to it
+        self._switch(target)
+        return self.status()
+
+    def _copy_batch(self, target: Collection) -> int:
+        """Embed and write the next batch after the cursor; rows copied (0: none left)."""
+        store = self._database.store
+        row = self._row
+        rows = store.rows_after(row.source_id, row.cursor, BATCH)
+        if not rows:
+            return 0
+        target.upsert(
+            [r[2] for r in rows],
+            documents=[r[3] for r in rows],
+            metadatas=[r[4] for r in rows],
+        )
+        with store.write():
+            store.advance_migration(row.id, (rows[-1][0], rows[-1][1]), len(rows))
+        self._current()
+        return len(rows)
+
+    def _switch(self, target: Collection) -> None:
+        """Bring over the last writes and the deletes, then switch, in one transaction:
+        writers wait, readers go on reading the source until it commits."""
+        database = self._database
+        store = database.store
+        try:
+            with store.write():
+                while self._copy_batch(target):
+                    pass
+                row = self._row
+                gone = store.ids_missing_from(row.target_id, row.source_id)
+                if gone:
+                    target.delete(gone)
+                if row.retire_as is not None:
+                    store.rename_collection(row.source_id, row.retire_as)
+                store.set_alias(row.alias, row.target_id)
+                store.finish_migration(row.id)
+        except BaseException:
+            database._forget_index(row.target_id)  # rows mirrored, then rolled back
+            raise
+        finally:
+            database._aliases = None
+        database._renamed(row.source_id)
+        self._current()
