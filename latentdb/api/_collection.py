@@ -20,7 +20,7 @@ from latentdb.api._validation import (
     check_metadatas,
     check_non_negative,
 )
-from latentdb.embed import get_embedder
+from latentdb.embed import Embedder, ImageInput, get_embedder
 from latentdb.errors import (
     DuplicateIdError,
     EmbedderError,
@@ -192,28 +192,54 @@ class Collection:
 
     # -- embedding -----------------------------------------------------------------
 
-    def _embed(self, texts: Sequence[str | None], progress: Progress | None) -> FloatMatrix:
-        """Embed texts with the collection's own model, refusing a drifted model."""
+    def _embedder(self) -> Embedder:
+        """The collection's own model, refusing a drifted one."""
         name = self._state.row.embedder
         if name is None:
             raise EmbedderError(
                 f"collection {self.name!r} has no embedder (its vectors come from model "
-                f"{self.space.model!r}): pass vectors= instead of text"
-            )
-        missing = [i for i, text in enumerate(texts) if not isinstance(text, str)]
-        if missing:
-            raise EmbedderError(
-                f"no vector and no document to embed at position {missing[0]}: give a "
-                "document or a vector for every id"
+                f"{self.space.model!r}): pass vectors= instead of text or images"
             )
         embedder = get_embedder(name)
         if embedder.fingerprint != self.space.fingerprint:
             raise ModelMismatchError(
                 f"embedder {name!r} now has fingerprint {embedder.fingerprint}, but collection "
                 f"{self.name!r} was built with {self.space.fingerprint}: the model changed; "
-                "re-embed into a new collection"
+                "re-embed into a new collection (Database.migrate)"
             )
+        return embedder
+
+    def _embed(self, texts: Sequence[str | None], progress: Progress | None) -> FloatMatrix:
+        """Embed texts with the collection's own model."""
+        missing = [i for i, text in enumerate(texts) if not isinstance(text, str)]
+        if missing:
+            raise EmbedderError(
+                f"no vector and no document to embed at position {missing[0]}: give a "
+                "document or a vector for every id"
+            )
+        embedder = self._embedder()
         return embedder.embed_texts([t for t in texts if isinstance(t, str)], progress=progress)
+
+    def _embed_images(
+        self, images: Sequence[ImageInput], count: int | None, progress: Progress | None
+    ) -> FloatMatrix:
+        """Embed images with the collection's own model (one per id when ``count``)."""
+        if isinstance(images, str | bytes) or not isinstance(images, Sequence):
+            raise InvalidArgumentError(
+                "images must be a list of file paths, image bytes or PIL images; "
+                f"got {type(images).__name__}"
+            )
+        if count is not None and len(images) != count:
+            raise InvalidArgumentError(f"got {len(images)} images for {count} ids")
+        if not images:
+            raise InvalidArgumentError("images must not be empty")
+        embedder = self._embedder()
+        if "image" not in embedder.modalities:
+            raise EmbedderError(
+                f"the model of collection {self.name!r} ({self.space.model}) embeds "
+                f"{', '.join(sorted(embedder.modalities))} only, not images"
+            )
+        return embedder.embed_images(list(images), progress=progress)
 
     def _vectors_for(
         self,
@@ -222,11 +248,16 @@ class Collection:
         count: int,
         model: str | None,
         progress: Progress | None,
+        images: Sequence[ImageInput] | None = None,
     ) -> FloatMatrix:
         self.space.check_model(model)
-        if vectors is None:
+        if images is not None:
+            if vectors is not None:
+                raise InvalidArgumentError("give vectors= or images=, not both")
+            vectors = self._embed_images(images, count, progress)
+        elif vectors is None:
             if documents is None and self.embedder is not None:
-                raise InvalidArgumentError("give vectors= or documents= to embed")
+                raise InvalidArgumentError("give vectors=, images= or documents= to embed")
             vectors = self._embed(documents or [], progress)
         return self.space.prepare(vectors, rows=count)
 
@@ -241,23 +272,26 @@ class Collection:
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
         model: str | None = None,
         progress: Progress | None = None,
+        images: Sequence[ImageInput] | None = None,
     ) -> None:
-        """Add new records; documents are embedded when no vectors are given.
+        """Add new records; documents are embedded when no vectors or images are given.
 
         Args:
             ids: Unique string ids, none of them stored yet.
             vectors: Array-like (n, d) (or (d,) for one id) in this collection's space.
-            documents: One text (or None) per id.
+            documents: One text (or None) per id; with ``images``, stored as captions.
             metadatas: One flat dict of str/int/float/bool (or None) per id.
             model: The model the vectors came from; refused if not the collection's.
-            progress: Called with the number of documents embedded so far.
+            progress: Called with the number of documents (or images) embedded so far.
+            images: One image per id (file path, encoded bytes or PIL image), embedded
+                with the collection's model when it takes images (``"clip:..."``).
 
         Raises:
             DuplicateIdError: an id repeats, or is already stored.
             DimensionMismatchError, InvalidVectorError, InvalidMetadataError,
             InvalidIdError, ModelMismatchError, EmbedderError: bad input; nothing written.
         """
-        self._write(ids, vectors, documents, metadatas, model, progress, replace=False)
+        self._write(ids, vectors, documents, metadatas, model, progress, images, replace=False)
 
     def upsert(
         self,
@@ -268,12 +302,13 @@ class Collection:
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
         model: str | None = None,
         progress: Progress | None = None,
+        images: Sequence[ImageInput] | None = None,
     ) -> None:
         """Add records, replacing every field of those whose id is already stored.
 
         Same arguments and errors as :meth:`add`, except that stored ids are allowed.
         """
-        self._write(ids, vectors, documents, metadatas, model, progress, replace=True)
+        self._write(ids, vectors, documents, metadatas, model, progress, images, replace=True)
 
     def _write(
         self,
@@ -283,6 +318,7 @@ class Collection:
         metadatas: object,
         model: str | None,
         progress: Progress | None,
+        images: Sequence[ImageInput] | None,
         *,
         replace: bool,
     ) -> None:
@@ -290,7 +326,7 @@ class Collection:
         count = len(id_list)
         document_list = check_documents(documents, count)
         metadata_list = check_metadatas(metadatas, count)
-        matrix = self._vectors_for(vectors, document_list, count, model, progress)
+        matrix = self._vectors_for(vectors, document_list, count, model, progress, images)
         database, state = self._database, self._state
         store = database.store
         with store.write():
@@ -347,11 +383,12 @@ class Collection:
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
         model: str | None = None,
         progress: Progress | None = None,
+        images: Sequence[ImageInput] | None = None,
     ) -> None:
         """Change fields of stored records; fields left as None keep their value.
 
-        New documents without vectors are re-embedded when the collection has an
-        embedder. A metadata dict replaces the stored one whole.
+        New documents without vectors or images are re-embedded when the collection
+        has an embedder. A metadata dict replaces the stored one whole.
 
         Raises:
             RecordNotFoundError: an id is not stored (nothing is written).
@@ -361,11 +398,15 @@ class Collection:
         count = len(id_list)
         document_list = check_documents(documents, count)
         metadata_list = check_metadatas(metadatas, count)
-        if vectors is None and document_list is None and metadata_list is None:
-            raise InvalidArgumentError("update needs vectors=, documents= or metadatas=")
+        if vectors is None and images is None and document_list is None and metadata_list is None:
+            raise InvalidArgumentError("update needs vectors=, images=, documents= or metadatas=")
         matrix = None
-        if vectors is not None or (document_list is not None and self.embedder is not None):
-            matrix = self._vectors_for(vectors, document_list, count, model, progress)
+        if (
+            vectors is not None
+            or images is not None
+            or (document_list is not None and self.embedder is not None)
+        ):
+            matrix = self._vectors_for(vectors, document_list, count, model, progress, images)
         else:
             self.space.check_model(model)
         database, state = self._database, self._state
@@ -496,12 +537,15 @@ class Collection:
         exact: bool = False,
         model: str | None = None,
         params: Mapping[str, int] | None = None,
+        images: Sequence[ImageInput] | None = None,
     ) -> QueryResult:
         """The ``k`` records nearest each query, nearest first.
 
         Args:
             vectors: Query vectors (nq, d), or one (d,).
             texts: Query texts (or one str), embedded with the collection's model.
+            images: Query images (file paths, encoded bytes or PIL images), embedded
+                with the collection's model when it takes images.
             k: Neighbours per query (fewer come back when fewer records match).
             where: Metadata filter; only matching records are candidates.
             include: Any of "distances", "documents", "metadatas", "vectors".
@@ -517,19 +561,21 @@ class Collection:
             A :class:`QueryResult`, distances smaller-is-closer in the space's metric.
 
         Raises:
-            InvalidArgumentError: both or neither of vectors/texts, bad k or include.
+            InvalidArgumentError: not exactly one of vectors/texts/images, bad k or include.
             DimensionMismatchError, InvalidVectorError, ModelMismatchError,
             EmbedderError, FilterError: bad input.
         """
         # Written for speed: a one-vector query should cost little beyond the graph walk.
         fields = check_include(include, QUERY_FIELDS)
         check_non_negative(k, "k", minimum=1)
-        if (vectors is None) == (texts is None):
-            raise InvalidArgumentError("query needs exactly one of vectors= or texts=")
+        if (vectors is not None) + (texts is not None) + (images is not None) != 1:
+            raise InvalidArgumentError("query needs exactly one of vectors=, texts= or images=")
         database, state = self._database, self._state
         space = state.space
         space.check_model(model)
-        if texts is not None:
+        if images is not None:
+            vectors = self._embed_images(images, None, None)
+        elif texts is not None:
             text_list = [texts] if isinstance(texts, str) else list(texts)
             if not text_list:
                 raise InvalidArgumentError("texts must not be empty")

