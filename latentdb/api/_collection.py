@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from latentdb.api._database import check_recall_target
+from latentdb.api._progress import progress_bar
 from latentdb.api._results import GetResult, QueryResult, RecallReport
 from latentdb.api._validation import (
     check_documents,
@@ -218,7 +219,8 @@ class Collection:
                 "document or a vector for every id"
             )
         embedder = self._embedder()
-        return embedder.embed_texts([t for t in texts if isinstance(t, str)], progress=progress)
+        with progress_bar("embedding texts", len(texts), progress) as report:
+            return embedder.embed_texts([t for t in texts if isinstance(t, str)], progress=report)
 
     def _embed_images(
         self, images: Sequence[ImageInput], count: int | None, progress: Progress | None
@@ -239,7 +241,8 @@ class Collection:
                 f"the model of collection {self.name!r} ({self.space.model}) embeds "
                 f"{', '.join(sorted(embedder.modalities))} only, not images"
             )
-        return embedder.embed_images(list(images), progress=progress)
+        with progress_bar("embedding images", len(images), progress) as report:
+            return embedder.embed_images(list(images), progress=report)
 
     def _vectors_for(
         self,
