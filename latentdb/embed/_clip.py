@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from latentdb.embed._common import FloatMatrix, ImageInput, directory_fingerprint
+from latentdb.embed._common import DirectoryModel, FloatMatrix, ImageInput
 from latentdb.errors import EmbedderError
 from latentdb.space import Metric
 
@@ -58,7 +58,7 @@ class _LoadedModel:
     max_text_tokens: int
 
 
-class ClipEmbedder:
+class ClipEmbedder(DirectoryModel):
     """Embeds texts and images into one space with a local Hugging Face CLIP model.
 
     The directory holds what ``CLIPModel.save_pretrained`` and the tokenizer's and image
@@ -111,16 +111,8 @@ class ClipEmbedder:
         self.metric: Metric = "cosine"
         if architecture is not None:
             _check_architecture(architecture, self.architecture, config, path)
-        self._fingerprint: str | None = None
         self._loaded: _LoadedModel | None = None
         self._lock = threading.Lock()
-
-    @property
-    def fingerprint(self) -> str:
-        """SHA-256 (hex) of the files that decide the vectors (weights, tokenizer, configs)."""
-        if self._fingerprint is None:
-            self._fingerprint = directory_fingerprint(self.path)
-        return self._fingerprint
 
     def embed_texts(
         self,

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-__all__ = ["FloatMatrix", "ImageInput", "directory_fingerprint"]
+__all__ = ["DirectoryModel", "FloatMatrix", "ImageInput", "directory_fingerprint"]
 
 FloatMatrix: TypeAlias = npt.NDArray[np.float32]
 # A path to an image file, the encoded bytes of one (PNG, JPEG, ...), or a decoded image.
@@ -45,3 +45,19 @@ def directory_fingerprint(path: Path) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return "sha256:" + digest.hexdigest()
+
+
+class DirectoryModel:
+    """A model loaded from a local directory: its fingerprint is the directory's,
+    hashed once, on first use."""
+
+    path: Path
+    _fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of the files that decide the vectors (weights, tokenizer,
+        pooling, normalization and other configs)."""
+        if self._fingerprint is None:
+            self._fingerprint = directory_fingerprint(self.path)
+        return self._fingerprint

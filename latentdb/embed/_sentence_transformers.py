@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from latentdb.embed._common import FloatMatrix, ImageInput, directory_fingerprint
+from latentdb.embed._common import DirectoryModel, FloatMatrix, ImageInput
 from latentdb.errors import EmbedderError
 from latentdb.space import Metric
 
@@ -23,7 +23,7 @@ _CHUNK = 256
 _BATCH_SIZE = 32  # 145 texts/s at 32 vs 120 at 64 on the 2-core machine (short texts)
 
 
-class SentenceTransformerEmbedder:
+class SentenceTransformerEmbedder(DirectoryModel):
     """Embeds text with a sentence-transformers model loaded from a local directory.
 
     The model loads on first use, never from a hub (HF_HUB_OFFLINE is set). The
@@ -44,16 +44,8 @@ class SentenceTransformerEmbedder:
         self.model = model or str(path)
         self.dimension, self.normalized = _read_settings(path)
         self.metric: Metric = "cosine"
-        self._fingerprint: str | None = None
         self._encoder: Any = None
         self._lock = threading.Lock()
-
-    @property
-    def fingerprint(self) -> str:
-        """SHA-256 (hex) of the files that decide the vectors."""
-        if self._fingerprint is None:
-            self._fingerprint = directory_fingerprint(self.path)
-        return self._fingerprint
 
     def _load(self) -> Any:
         with self._lock:
