@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,7 @@ from latentdb.errors import (
     RecordNotFoundError,
 )
 from latentdb.index import IndexStatus
-from latentdb.query import compile_where
+from latentdb.query import QueryPlan, compile_where, filtered_search, parse_where
 from latentdb.space import LatentSpace
 from latentdb.store import Changes
 
@@ -541,6 +542,7 @@ class Collection:
         model: str | None = None,
         params: Mapping[str, int] | None = None,
         images: Sequence[ImageInput] | None = None,
+        explain: bool = False,
     ) -> QueryResult:
         """The ``k`` records nearest each query, nearest first.
 
@@ -549,6 +551,9 @@ class Collection:
             texts: Query texts (or one str), embedded with the collection's model.
             images: Query images (file paths, encoded bytes or PIL images), embedded
                 with the collection's model when it takes images.
+            explain: Also return the :class:`~latentdb.query.QueryPlan`: how the query
+                was answered (index, scan, filtered), the rows the filter allowed
+                (estimated and counted), the search settings and the time per step.
             k: Neighbours per query (fewer come back when fewer records match).
             where: Metadata filter; only matching records are candidates.
             include: Any of "distances", "documents", "metadatas", "vectors".
@@ -584,21 +589,38 @@ class Collection:
                 raise InvalidArgumentError("texts must not be empty")
             vectors = self._embed(text_list, None)
         queries = space.prepare(vectors, copy=False)
-        condition = compile_where(where)
+        condition = parse_where(where)
         store = database.store
         reads_rows = "documents" in fields or "metadatas" in fields
+        plan = None
         # A snapshot transaction only when several store reads must agree; BEGIN and
         # COMMIT cost ~25 us, a tenth of an HNSW search.
         with store.read() if condition is not None or reads_rows else store.lock:
             index = database.index(state)
             if condition is None:
+                started = time.perf_counter() if explain else 0.0
                 distances, keys = index.search(queries, k, params=params, exact=exact)
+                if explain:
+                    plan = QueryPlan(
+                        strategy="exact" if exact or not index.sealed else "ann",
+                        rows=index.live,
+                        params={} if exact else dict(index.search_settings(params)),
+                        timings_ms={"search": (time.perf_counter() - started) * 1e3},
+                    )
             else:
-                if params:
-                    index.check_params(params)  # the filtered scan is exact: no knob applies
-                allowed = store.select(state.row.id, where=condition)
-                candidates = np.fromiter((key for key, _ in allowed), dtype=np.int64)
-                distances, keys = index.search(queries, k, keys=candidates)
+                (distances, keys), plan = filtered_search(
+                    store,
+                    state.row.id,
+                    state.applied,
+                    state.filters,
+                    index,
+                    condition,
+                    queries,
+                    k,
+                    params=params,
+                    exact=exact,
+                )
+            fetch_started = time.perf_counter() if explain else 0.0
             ids = state.ids.lookup(keys)
             documents = metadatas = None
             if reads_rows:
@@ -617,12 +639,16 @@ class Collection:
             if "vectors" in fields:
                 found = index.vectors_of(keys.ravel())
                 hit_vectors = list(found.reshape(keys.shape[0], keys.shape[1], -1))
+        if explain and plan is not None:
+            timings = {**plan.timings_ms, "fetch": (time.perf_counter() - fetch_started) * 1e3}
+            plan = replace(plan, timings_ms=timings)
         return QueryResult(
             ids=ids,
             distances=distances if "distances" in fields else None,
             documents=documents,
             metadatas=metadatas,
             vectors=hit_vectors,
+            plan=plan if explain else None,
         )
 
 

@@ -24,6 +24,7 @@ from latentdb.errors import (
     ModelMismatchError,
 )
 from latentdb.index import IndexSpec, SegmentedIndex
+from latentdb.query._planner import FilterCache
 from latentdb.space import METRICS, LatentSpace, Metric
 from latentdb.store import Changes, CollectionRow, Store
 
@@ -139,6 +140,8 @@ class CollectionState:
     # The write sequence number the index reflects.
     applied: int = 0
     stale: bool = False
+    # Metadata as columns and recent filters, built on the first filtered query.
+    filters: FilterCache = field(default_factory=FilterCache)
 
     def drop_index(self) -> None:
         """Forget the loaded index; the next use loads it again from the store."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from latentdb.query._planner import QueryPlan
 
 __all__ = ["GetResult", "QueryResult", "RecallReport"]
 
@@ -43,6 +46,7 @@ class QueryResult:
         documents: Per query, the documents of the hits, when included.
         metadatas: Per query, the metadata of the hits, when included.
         vectors: Per query, float32 (k', d) stored vectors of the hits, when included.
+        plan: How the query was answered, with ``explain=True``.
     """
 
     ids: list[list[str]]
@@ -50,6 +54,7 @@ class QueryResult:
     documents: list[list[str | None]] | None = None
     metadatas: list[list[Metadata | None]] | None = None
     vectors: list[npt.NDArray[np.float32]] | None = None
+    plan: QueryPlan | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -62,6 +67,7 @@ class QueryResult:
             "documents": self.documents,
             "metadatas": self.metadatas,
             "vectors": None if self.vectors is None else [v.tolist() for v in self.vectors],
+            "plan": None if self.plan is None else dataclasses.asdict(self.plan),
         }
 
 

@@ -99,7 +99,8 @@ def check_metadatas(metadatas: object, expected: int) -> list[str | None] | None
     """Validate one metadata dict (or None) per id; return each as JSON text.
 
     Raises:
-        InvalidMetadataError: not a flat dict of str keys to str/int/float/bool values.
+        InvalidMetadataError: not a flat dict of str keys to str/int/float/bool values
+            (or non-empty lists of them).
     """
     if metadatas is None:
         return None
@@ -120,17 +121,25 @@ def _metadata_json(metadata: object, position: int) -> str | None:
                 f"metadata keys must be non-empty strings not starting with '$'; got {key!r} "
                 f"at position {position}"
             )
-        if isinstance(value, bool | str):
+        if _is_scalar(value):
             continue
-        if isinstance(value, int) and -(2**63) <= value < 2**63:
-            continue
-        if isinstance(value, float) and math.isfinite(value):
+        if isinstance(value, list) and value and all(_is_scalar(item) for item in value):
             continue
         raise InvalidMetadataError(
             f"metadata value for {key!r} at position {position} must be a str, a 64-bit int, "
-            f"a finite float or a bool; got {type(value).__name__} {value!r}"
+            "a finite float, a bool, or a non-empty list of those; got "
+            f"{type(value).__name__} {value!r}"
         )
     return json.dumps(metadata, ensure_ascii=False, allow_nan=False)
+
+
+def _is_scalar(value: object) -> bool:
+    """A metadata value: str, bool, 64-bit int or finite float."""
+    if isinstance(value, bool | str):
+        return True
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return isinstance(value, float) and math.isfinite(value)
 
 
 _INCLUDE_CACHE: dict[tuple[object, ...], frozenset[str]] = {}

@@ -331,6 +331,15 @@ class SealedSegment:
             parameters.selector_ref = selector  # faiss holds a bare pointer to it
         return parameters
 
+    def selector_for(self, allowed: npt.NDArray[np.bool_]) -> tuple[Any, int]:
+        """A faiss selector of the live rows among ``allowed`` (a mask over the rows),
+        and how many rows it selects."""
+        allowed = allowed & self.alive
+        bits = np.packbits(allowed, bitorder="little")
+        selector = faiss.IDSelectorBitmap(allowed.shape[0], faiss.swig_ptr(bits))
+        selector.bits_ref = bits  # faiss keeps only a pointer
+        return selector, int(np.count_nonzero(allowed))
+
     def _live_selector(self) -> Any:
         if self.dead == 0:
             return None
@@ -343,17 +352,27 @@ class SealedSegment:
         return self._selector
 
     def search(
-        self, queries: FloatMatrix, k: int, params: Mapping[str, int]
+        self,
+        queries: FloatMatrix,
+        k: int,
+        params: Mapping[str, int],
+        *,
+        selected: tuple[Any, int] | None = None,
     ) -> tuple[FloatMatrix, KeyArray]:
-        """Approximate top-k among live rows: distances (nq, k), keys (-1 where missing)."""
-        live = self.live
+        """Approximate top-k among live rows (or, with ``selected`` from
+        :meth:`selector_for`, among the rows a filter allows): distances (nq, k), keys
+        (-1 where missing)."""
+        if selected is None:
+            live = self.live
+            selector = self._live_selector()
+        else:
+            selector, live = selected
+        parameters = self._search_parameters(params, selector)
         if live == 0:
             nq = queries.shape[0]
             return np.full((nq, 0), np.inf, dtype=np.float32), np.full((nq, 0), -1, np.int64)
         rerank = int(params.get("rerank", DEFAULT_PARAMS[self.kind].get("rerank", 1)))
         fetch = min(k * max(rerank, 1), live)
-        selector = self._live_selector()
-        parameters = self._search_parameters(params, selector)
         raw, rows = self.index.search(queries, fetch, params=parameters)
         if self.kind in QUANTIZED_KINDS:
             return self._rerank(queries, rows, k)
@@ -363,7 +382,11 @@ class SealedSegment:
         return distances, np.where(rows >= 0, self.keys[rows], -1)
 
     def search_one(
-        self, query: FloatMatrix, k: int, params: Mapping[str, int]
+        self,
+        query: FloatMatrix,
+        k: int,
+        params: Mapping[str, int],
+        selected: tuple[Any, int] | None = None,
     ) -> tuple[FloatMatrix, KeyArray]:
         """:meth:`search` for one query (1, d): (1, k') each, nearest first, only hits.
 
@@ -371,12 +394,17 @@ class SealedSegment:
         numpy call here costs microseconds: the graph walk before it has pushed Python's
         working set out of the CPU caches (bench/ann.py's one-query-at-a-time loop).
         """
-        live = self.keys.shape[0] - self.dead
+        if selected is None:
+            live, selector = self.keys.shape[0] - self.dead, None
+        else:
+            selector, live = selected
         if self.kind in QUANTIZED_KINDS or live == 0:
-            distances, keys = self.search(query, k, params)
+            distances, keys = self.search(query, k, params, selected=selected)
             found = keys[0] >= 0
             return distances[:, found], keys[:, found]
-        parameters = self._search_parameters(params, self._live_selector())
+        parameters = self._search_parameters(
+            params, self._live_selector() if selected is None else selector
+        )
         fetch = k if k <= live else live
         raw = np.empty((1, fetch), dtype=np.float32)
         rows = np.empty((1, fetch), dtype=np.int64)

@@ -15,6 +15,7 @@ damaged file is dropped with a warning and rebuilt.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import threading
@@ -24,7 +25,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -35,11 +36,45 @@ from latentdb.index._sealed import DEFAULT_PARAMS, SealedSegment, merge_hits
 from latentdb.index._spec import SEARCH_PARAMS, IndexSpec
 from latentdb.space import Metric
 
-__all__ = ["IndexStatus", "SegmentedIndex"]
+__all__ = ["FILTERED_EF_MAX", "IndexStatus", "SegmentedIndex", "Selection", "filtered_ef"]
 
 FloatMatrix = npt.NDArray[np.float32]
 KeyArray = npt.NDArray[np.int64]
 Hits = tuple[FloatMatrix, KeyArray]
+
+# A filtered graph search keeps only allowed rows as results but walks the whole graph:
+# with a fraction f of the rows allowed it needs a wider beam to find k of them.
+FILTERED_EF_MAX = 1024
+
+
+def filtered_ef(ef: int, fraction: float) -> int:
+    """The beam width of a graph search where ``fraction`` of the rows are allowed,
+    from the one tuned unfiltered (measured: see the filters issue's closing note)."""
+    return int(min(FILTERED_EF_MAX, max(ef, math.ceil(ef / max(fraction, 1e-3) ** 0.4))))
+
+
+class Selection(Protocol):
+    """The rows a filter allows, in the forms the index needs."""
+
+    count: int  # allowed live rows
+
+    def keys(self) -> KeyArray:
+        """Every allowed key, ascending."""
+        ...
+
+    def contains(self, keys: KeyArray) -> npt.NDArray[np.bool_]:
+        """Which of ``keys`` are allowed."""
+        ...
+
+    def rows_of(self, segment: SealedSegment) -> npt.NDArray[np.bool_]:
+        """A mask over ``segment``'s rows: those allowed."""
+        ...
+
+    def selected_in(self, segment: SealedSegment) -> tuple[Any, int]:
+        """``segment.selector_for(rows_of(segment))``, kept while the segment is
+        unchanged."""
+        ...
+
 
 MANIFEST = "manifest.json"
 # Tuning queries: rows held out of the ANN build, kept in the growing segment until the
@@ -699,6 +734,61 @@ class SegmentedIndex:
             # The graph found fewer than k live rows (many tombstones): scan those queries.
             distances[short], found[short] = self.search(queries[short], k, exact=True)
         return distances, found
+
+    def search_selected(
+        self,
+        queries: FloatMatrix,
+        k: int,
+        selection: Selection,
+        *,
+        params: Mapping[str, int] | None = None,
+    ) -> tuple[Hits, dict[str, int]]:
+        """Top-k of each query among the rows a filter allows, by graph (or list) search
+        with the disallowed rows masked out; queries that find fewer than k allowed
+        rows (when k exist) are answered by an exact scan of the allowed rows instead.
+
+        Returns:
+            (hits, the search settings used, with "exact_fallbacks": queries re-scanned).
+        """
+        nq = queries.shape[0]
+        settings = dict(self._settings_for(params))
+        if "ef" in settings and not (params and "ef" in params):
+            settings["ef"] = filtered_ef(settings["ef"], selection.count / max(self.live, 1))
+        if nq == 1 and len(self.sealed) == 1 and not len(self.growing):
+            segment = self.sealed[0][1]
+            distances, found = segment.search_one(
+                queries, k, settings, segment_selection := selection.selected_in(segment)
+            )
+            if found.shape[1] >= min(k, segment_selection[1]):
+                settings["exact_fallbacks"] = 0
+                return (distances, found), settings
+        parts = []
+        if len(self.growing):
+            growing_keys, _ = self.growing.live_rows(copy=False)
+            chosen = growing_keys[selection.contains(growing_keys)]
+            parts.append(self.growing.search(queries, k, keys=chosen))
+        for _, segment in self.sealed:
+            parts.append(
+                segment.search(queries, k, settings, selected=selection.selected_in(segment))
+            )
+        distances, found = merge_hits(parts, k, nq)
+        wanted = min(k, selection.count)
+        if found.shape[1] < wanted:
+            pad = wanted - found.shape[1]
+            distances = np.pad(distances, ((0, 0), (0, pad)), constant_values=np.inf)
+            found = np.pad(found, ((0, 0), (0, pad)), constant_values=-1)
+        distances, found = distances[:, :wanted], found[:, :wanted]
+        short = (found < 0).any(axis=1)
+        settings["exact_fallbacks"] = int(short.sum())
+        if short.any():
+            distances[short], found[short] = self._search_subset(
+                queries[short], k, selection.keys()
+            )
+        return (distances, found), settings
+
+    def search_settings(self, params: Mapping[str, int] | None = None) -> dict[str, int]:
+        """The settings a search with ``params`` uses (checked; tuned values underneath)."""
+        return self._settings_for(params)
 
     def _set_params(self, params: dict[str, int]) -> None:
         """Install tuned parameters (the settings are derived again on next use)."""

@@ -1,41 +1,97 @@
-"""The ``where`` language, compiled to a SQL condition on the stored metadata JSON.
+"""The ``where`` language: parsed once into a small tree, then run as SQL over the stored
+metadata JSON (get, delete) or over in-memory columns (query; see ``_columns``).
 
-The language is Chroma's::
+The language is Chroma's, plus ``$not``, ``$exists`` and list values::
 
     {"lang": "en"}                                    equality shorthand
     {"year": {"$gte": 2020}}                          $eq $ne $gt $gte $lt $lte $in $nin
+    {"tags": {"$contains": "ml"}}                     a list value holds an item
+    {"tags": {"$not_contains": "ml"}}                 ... or does not (or is no list)
+    {"draft": {"$exists": False}}                     the key is (not) there
+    {"year": {"$not": {"$gte": 2020}}}                negate a condition
     {"$and": [{...}, {...}]}, {"$or": [{...}, ...]}   combinations
+    {"$not": {...}}                                   negate a clause
     {"lang": "en", "year": {"$gt": 2020}}             several keys: all must hold
 
 Values are str, int, float or bool, and match only values of the same kind (a bool is
-not the number 1). ``$gt``/``$gte``/``$lt``/``$lte`` take numbers. ``$ne`` and ``$nin``
-are the negations of ``$eq`` and ``$in``: they also match records without the key.
+not the number 1). ``$gt``/``$gte``/``$lt``/``$lte`` take numbers. A list value matches
+``$contains``/``$not_contains`` (and ``$exists``) only; equality never matches a list.
+``$ne``, ``$nin``, ``$not_contains`` and ``$not`` are negations: they also match records
+without the key.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 from latentdb.errors import FilterError
 from latentdb.store import SqlFilter
 
-__all__ = ["compile_where"]
+__all__ = [
+    "COMPARISONS",
+    "All",
+    "Any_",
+    "Condition",
+    "Field",
+    "Not",
+    "compile_where",
+    "parse_where",
+    "to_sql",
+]
 
-_COMPARISONS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
-_FIELD_OPERATORS = {"$eq", "$ne", "$in", "$nin", *_COMPARISONS}
-_LOGICAL_OPERATORS = {"$and", "$or"}
+COMPARISONS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_FIELD_OPERATORS = frozenset(
+    {"$eq", "$ne", "$in", "$nin", "$exists", "$contains", "$not_contains", "$not", *COMPARISONS}
+)
+_LOGICAL_OPERATORS = ("$and", "$or", "$not")
+
+Scalar: TypeAlias = str | int | float | bool
 
 
-def compile_where(where: Mapping[str, Any] | None) -> SqlFilter | None:
-    """Compile a ``where`` filter to SQL over the ``metadata`` column.
+@dataclass(frozen=True)
+class Field:
+    """``key`` compared by ``op`` ("$eq", "$gt", "$in", "$exists", "$contains"...)
+    with ``operand`` (a scalar, a tuple of scalars for $in/$nin, a bool for $exists).
+    The negating operators are parsed into :class:`Not` of their positive form."""
 
-    Args:
-        where: The filter, or None (or an empty dict) for no filter.
+    key: str
+    op: str
+    operand: Any
+
+
+@dataclass(frozen=True)
+class All:
+    """Every item holds."""
+
+    items: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class Any_:
+    """At least one item holds."""
+
+    items: tuple[Condition, ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    """The item does not hold."""
+
+    item: Condition
+
+
+Condition: TypeAlias = Field | All | Any_ | Not
+
+
+def parse_where(where: Mapping[str, Any] | None) -> Condition | None:
+    """Check a ``where`` filter and parse it.
 
     Returns:
-        A :class:`SqlFilter` whose SQL is 1 for matching rows and 0 otherwise, or None.
+        The condition tree, or None for no filter (None or an empty dict).
 
     Raises:
         FilterError: the filter is malformed; the message names the key or operator.
@@ -46,39 +102,51 @@ def compile_where(where: Mapping[str, Any] | None) -> SqlFilter | None:
         raise FilterError(f"where must be a dict; got {type(where).__name__}")
     if not where:
         return None
-    params: list[Any] = []
-    sql = _compile_clause(where, params)
-    return SqlFilter(sql, tuple(params))
+    return _parse_clause(where)
 
 
-def _compile_clause(clause: Any, params: list[Any]) -> str:
+def compile_where(where: Mapping[str, Any] | None) -> SqlFilter | None:
+    """Check and compile a ``where`` filter to SQL over the ``metadata`` column.
+
+    Returns:
+        A :class:`SqlFilter` whose SQL is 1 for matching rows and 0 otherwise, or None.
+
+    Raises:
+        FilterError: the filter is malformed.
+    """
+    condition = parse_where(where)
+    return None if condition is None else to_sql(condition)
+
+
+def _parse_clause(clause: Any) -> Condition:
     if not isinstance(clause, Mapping) or not clause:
         raise FilterError(f"each where clause must be a non-empty dict; got {clause!r}")
-    parts = []
+    parts: list[Condition] = []
     for key, value in clause.items():
         if not isinstance(key, str):
             raise FilterError(f"where keys must be strings; got {key!r}")
-        if key in _LOGICAL_OPERATORS:
+        if key in ("$and", "$or"):
             if not isinstance(value, list) or not value:
                 raise FilterError(f"{key} takes a non-empty list of clauses; got {value!r}")
-            joiner = " AND " if key == "$and" else " OR "
-            parts.append("(" + joiner.join(_compile_clause(item, params) for item in value) + ")")
+            items = tuple(_parse_clause(item) for item in value)
+            parts.append(All(items) if key == "$and" else Any_(items))
+        elif key == "$not":
+            parts.append(Not(_parse_clause(value)))
         elif key.startswith("$"):
             raise FilterError(
-                f"unknown operator {key!r} at the top of a clause; expected $and, $or "
-                "or a metadata key"
+                f"unknown operator {key!r} at the top of a clause; expected "
+                f"{', '.join(_LOGICAL_OPERATORS)} or a metadata key"
             )
         else:
-            parts.append(_compile_field(key, value, params))
-    return parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")"
+            parts.append(_parse_field(key, value))
+    return parts[0] if len(parts) == 1 else All(tuple(parts))
 
 
-def _compile_field(key: str, condition: Any, params: list[Any]) -> str:
+def _parse_field(key: str, condition: Any) -> Condition:
     if '"' in key or "\\" in key or not key:
         raise FilterError(f'metadata key {key!r} cannot be filtered on (empty, or has " or \\)')
-    path = f'$."{key}"'
     if not isinstance(condition, Mapping):
-        return _equals(path, key, condition, params)
+        return Field(key, "$eq", _scalar(key, "$eq", condition))
     if len(condition) != 1:
         raise FilterError(
             f"the condition on {key!r} must have exactly one operator; got {dict(condition)!r}"
@@ -89,48 +157,120 @@ def _compile_field(key: str, condition: Any, params: list[Any]) -> str:
             f"unknown operator {operator!r} on key {key!r}; expected one of "
             f"{', '.join(sorted(_FIELD_OPERATORS))}"
         )
-    if operator == "$eq":
-        return _equals(path, key, operand, params)
-    if operator == "$ne":
-        return f"NOT {_equals(path, key, operand, params)}"
+    if operator == "$not":
+        if not isinstance(operand, Mapping):
+            raise FilterError(
+                f"$not on {key!r} takes a condition such as {{'$gt': 3}}; got {operand!r}"
+            )
+        return Not(_parse_field(key, operand))
+    if operator in ("$eq", "$ne"):
+        field = Field(key, "$eq", _scalar(key, operator, operand))
+        return field if operator == "$eq" else Not(field)
     if operator in ("$in", "$nin"):
         if not isinstance(operand, list) or not operand:
             raise FilterError(f"{operator} on {key!r} takes a non-empty list; got {operand!r}")
-        matches = " OR ".join(_equals(path, key, item, params) for item in operand)
-        return f"({matches})" if operator == "$in" else f"NOT ({matches})"
-    if not _is_number(operand):
+        field = Field(key, "$in", tuple(_scalar(key, operator, item) for item in operand))
+        return field if operator == "$in" else Not(field)
+    if operator == "$exists":
+        if not isinstance(operand, bool):
+            raise FilterError(f"$exists on {key!r} takes true or false; got {operand!r}")
+        return Field(key, "$exists", operand)
+    if operator in ("$contains", "$not_contains"):
+        field = Field(key, "$contains", _scalar(key, operator, operand))
+        return field if operator == "$contains" else Not(field)
+    if not is_number(operand):
         raise FilterError(f"{operator} on {key!r} takes a number; got {operand!r}")
-    params.extend((path, path, operand))
-    return (
-        f"COALESCE(json_type(metadata, ?) IN ('integer', 'real') "
-        f"AND json_extract(metadata, ?) {_COMPARISONS[operator]} ?, 0)"
-    )
+    return Field(key, operator, operand)
 
 
-def _equals(path: str, key: str, value: Any, params: list[Any]) -> str:
-    """SQL that is 1 when ``key`` holds ``value`` (same kind), else 0 (never NULL)."""
-    if isinstance(value, bool):
-        params.append(path)
-        return f"COALESCE(json_type(metadata, ?) = '{'true' if value else 'false'}', 0)"
-    if _is_number(value):
-        params.extend((path, path, value))
-        return (
-            "COALESCE(json_type(metadata, ?) IN ('integer', 'real') "
-            "AND json_extract(metadata, ?) = ?, 0)"
-        )
-    if isinstance(value, str):
-        params.extend((path, path, value))
-        return "COALESCE(json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) = ?, 0)"
+def _scalar(key: str, operator: str, value: Any) -> Scalar:
+    if isinstance(value, bool | str) or is_number(value):
+        return value  # type: ignore[no-any-return]
     raise FilterError(
-        f"the value for {key!r} must be a str, int, float or bool; got {type(value).__name__} "
-        f"{value!r}"
+        f"the value for {key!r} ({operator}) must be a str, int, float or bool; got "
+        f"{type(value).__name__} {value!r}"
     )
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     """A finite float or an int that SQLite can hold (64-bit), not a bool."""
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
         return -(2**63) <= value < 2**63
     return isinstance(value, float) and math.isfinite(value)
+
+
+def canonical(condition: Condition) -> str:
+    """A stable text form of a condition (a cache key)."""
+    return json.dumps(_plain(condition), sort_keys=True)
+
+
+def _plain(condition: Condition) -> Any:
+    if isinstance(condition, Field):
+        operand = condition.operand
+        kind = type(operand).__name__ if not isinstance(operand, tuple) else "tuple"
+        items = [[type(o).__name__, o] for o in operand] if isinstance(operand, tuple) else operand
+        return ["field", condition.key, condition.op, kind, items]
+    if isinstance(condition, Not):
+        return ["not", _plain(condition.item)]
+    return ["all" if isinstance(condition, All) else "any", [_plain(i) for i in condition.items]]
+
+
+# -- SQL ------------------------------------------------------------------------------
+
+
+def to_sql(condition: Condition) -> SqlFilter:
+    """SQL over the ``metadata`` JSON column: 1 for matching rows, 0 otherwise (never
+    NULL, so that NOT is exact)."""
+    params: list[Any] = []
+    return SqlFilter(_sql(condition, params), tuple(params))
+
+
+def _sql(condition: Condition, params: list[Any]) -> str:
+    if isinstance(condition, Not):
+        return f"NOT {_sql(condition.item, params)}"
+    if isinstance(condition, All | Any_):
+        joiner = " AND " if isinstance(condition, All) else " OR "
+        return "(" + joiner.join(_sql(item, params) for item in condition.items) + ")"
+    path = f'$."{condition.key}"'
+    op, operand = condition.op, condition.operand
+    if op == "$eq":
+        return _equals(path, operand, params)
+    if op == "$in":
+        return "(" + " OR ".join(_equals(path, item, params) for item in operand) + ")"
+    if op == "$exists":
+        params.append(path)
+        return f"(json_type(metadata, ?) IS {'NOT ' if operand else ''}NULL)"
+    if op == "$contains":
+        params.extend((path, path))
+        kind, value = _json_kind(operand)
+        params.append(value)
+        return (
+            "COALESCE(json_type(metadata, ?) = 'array' AND EXISTS (SELECT 1 FROM "
+            f"json_each(metadata, ?) WHERE {kind} AND value = ?), 0)"
+        )
+    params.extend((path, path, operand))
+    return (
+        f"COALESCE(json_type(metadata, ?) IN ('integer', 'real') "
+        f"AND json_extract(metadata, ?) {COMPARISONS[op]} ?, 0)"
+    )
+
+
+def _json_kind(value: Scalar) -> tuple[str, Scalar]:
+    """The json_each ``type`` test for a value of this kind, and the value to compare."""
+    if isinstance(value, bool):
+        return f"type = '{'true' if value else 'false'}'", int(value)
+    if isinstance(value, str):
+        return "type = 'text'", value
+    return "type IN ('integer', 'real')", value
+
+
+def _equals(path: str, value: Scalar, params: list[Any]) -> str:
+    """SQL that is 1 when the key holds ``value`` (same kind), else 0 (never NULL)."""
+    if isinstance(value, bool):
+        params.append(path)
+        return f"COALESCE(json_type(metadata, ?) = '{'true' if value else 'false'}', 0)"
+    kind = "IN ('integer', 'real')" if not isinstance(value, str) else "= 'text'"
+    params.extend((path, path, value))
+    return f"COALESCE(json_type(metadata, ?) {kind} AND json_extract(metadata, ?) = ?, 0)"

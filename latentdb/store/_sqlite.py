@@ -693,6 +693,29 @@ class Store:
             )
             return _changes(cursor, int(count), dead, now, dimension)
 
+    def metadata_since(
+        self, collection_id: int, sequence: int
+    ) -> tuple[int, list[tuple[int, dict[str, Any] | None]], list[int]]:
+        """(sequence now, (key, metadata) of rows written after ``sequence``, keys
+        deleted after it), read consistently."""
+        with self.read():
+            connection = self._connection
+            now = int(connection.execute("SELECT value FROM sequence").fetchone()[0])
+            rows = connection.execute(
+                "SELECT key, metadata FROM records WHERE collection_id = ? AND seq > ?",
+                (collection_id, sequence),
+            ).fetchall()
+            deleted = connection.execute(
+                "SELECT key FROM tombstones WHERE collection_id = ? AND seq > ?",
+                (collection_id, sequence),
+            ).fetchall()
+        loads = json.loads
+        return (
+            now,
+            [(key, None if text is None else loads(text)) for key, text in rows],
+            [row[0] for row in deleted],
+        )
+
     @contextmanager
     def all_rows(
         self, collection_id: int, *, dimension: int

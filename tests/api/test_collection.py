@@ -250,7 +250,19 @@ BAD_ADDS: list[tuple[str, dict[str, Any], type[LatentDBError], str]] = [
     ),
     (
         "nested meta",
-        {"vectors": np.zeros((2, DIM)), "metadatas": [{"a": [1]}, None]},
+        {"vectors": np.zeros((2, DIM)), "metadatas": [{"a": [[1]]}, None]},
+        InvalidMetadataError,
+        "'a'",
+    ),
+    (
+        "dict in meta",
+        {"vectors": np.zeros((2, DIM)), "metadatas": [{"a": {"b": 1}}, None]},
+        InvalidMetadataError,
+        "'a'",
+    ),
+    (
+        "empty list meta",
+        {"vectors": np.zeros((2, DIM)), "metadatas": [{"a": []}, None]},
         InvalidMetadataError,
         "'a'",
     ),
