@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -31,12 +31,23 @@ from latentdb.errors import (
     RecordNotFoundError,
 )
 from latentdb.index import IndexStatus
-from latentdb.query import QueryPlan, compile_where, filtered_search, parse_where
+from latentdb.query import (
+    QueryPlan,
+    and_filters,
+    candidates,
+    compile_where,
+    compile_where_document,
+    filtered_search,
+    fts_query,
+    fuse,
+    parse_where,
+)
 from latentdb.space import LatentSpace
-from latentdb.store import Changes
+from latentdb.store import Changes, SqlFilter
 
 if TYPE_CHECKING:
     from latentdb.api._database import CollectionState, Database
+    from latentdb.index import SegmentedIndex
 
 __all__ = ["Collection"]
 
@@ -438,8 +449,14 @@ class Collection:
         else:
             self._apply(sequence, None, None, None)
 
-    def delete(self, ids: Sequence[str] | str | None = None, *, where: Where | None = None) -> int:
-        """Delete records by id, by filter, or by both (ids that also pass the filter).
+    def delete(
+        self,
+        ids: Sequence[str] | str | None = None,
+        *,
+        where: Where | None = None,
+        where_document: Where | None = None,
+    ) -> int:
+        """Delete records by id, by filter, or by both (ids that also pass the filters).
 
         Ids that are not stored are ignored.
 
@@ -447,15 +464,16 @@ class Collection:
             The number of records deleted.
 
         Raises:
-            InvalidArgumentError: neither ids nor where was given.
-            FilterError: malformed where.
+            InvalidArgumentError: neither ids nor a filter was given.
+            FilterError: malformed where or where_document.
         """
-        if ids is None and where is None:
+        if ids is None and where is None and where_document is None:
             raise InvalidArgumentError(
-                "delete needs ids= or where=; to remove everything use Database.delete_collection"
+                "delete needs ids=, where= or where_document=; to remove everything use "
+                "Database.delete_collection"
             )
         id_list = None if ids is None else check_ids(ids, allow_empty=True, distinct=False)
-        condition = compile_where(where)
+        condition = _sql_filters(where, where_document)
         database, state = self._database, self._state
         store = database.store
         with store.write():
@@ -479,12 +497,15 @@ class Collection:
         limit: int | None = None,
         offset: int = 0,
         include: Sequence[str] = ("documents", "metadatas"),
+        where_document: Where | None = None,
     ) -> GetResult:
         """Read records by id and/or filter.
 
         Args:
             ids: Ids to read (missing ones are left out); None for all.
             where: Metadata filter.
+            where_document: Document filter (``$contains``, ``$not_contains``,
+                full-text ``$match``).
             limit, offset: A page of the matches (in the order of ``ids``, else in
                 insertion order).
             include: Any of "vectors", "documents", "metadatas".
@@ -497,13 +518,56 @@ class Collection:
         if limit is not None:
             check_non_negative(limit, "limit")
         check_non_negative(offset, "offset")
-        condition = compile_where(where)
+        condition = _sql_filters(where, where_document)
+        return self._read(id_list, condition, limit, offset, fields)[0]
+
+    def scroll(
+        self,
+        *,
+        batch: int = 1000,
+        where: Where | None = None,
+        where_document: Where | None = None,
+        include: Sequence[str] = ("documents", "metadatas"),
+    ) -> Iterator[GetResult]:
+        """Every matching record, ``batch`` at a time, in insertion order.
+
+        Each page starts after the last record of the one before, so the order is
+        stable while others write: nothing is returned twice or skipped (a record
+        added meanwhile comes in a later page; one deleted meanwhile may be missing).
+
+        Raises:
+            InvalidArgumentError, FilterError: bad batch, include or filters.
+        """
+        check_non_negative(batch, "batch", minimum=1)
+        fields = check_include(include, GET_FIELDS)
+        condition = _sql_filters(where, where_document)
+        after = 0
+        while True:
+            page, last = self._read(None, condition, batch, 0, fields, after=after)
+            if not page.ids:
+                return
+            yield page
+            after = last
+
+    def _read(
+        self,
+        id_list: list[str] | None,
+        condition: SqlFilter | None,
+        limit: int | None,
+        offset: int,
+        fields: frozenset[str],
+        *,
+        after: int | None = None,
+    ) -> tuple[GetResult, int]:
+        """A page of records, and the last one's key."""
         database, state = self._database, self._state
         store = database.store
         with store.read():
             database.sync(state)
             if id_list is None:
-                rows = store.select(state.row.id, where=condition, limit=limit, offset=offset)
+                rows = store.select(
+                    state.row.id, where=condition, limit=limit, offset=offset, after=after
+                )
             else:
                 found = dict(
                     (i, k) for k, i in store.select(state.row.id, ids=id_list, where=condition)
@@ -512,7 +576,7 @@ class Collection:
                 rows = ordered[offset : None if limit is None else offset + limit]
             records = store.fetch(
                 [key for key, _ in rows],
-                dimension=self.space.dimension,
+                dimension=state.space.dimension,
                 vectors="vectors" in fields,
                 documents="documents" in fields,
                 metadatas="metadatas" in fields,
@@ -520,15 +584,16 @@ class Collection:
         listed = [records[key] for key, _ in rows]
         vectors = None
         if "vectors" in fields:
-            vectors = np.empty((len(listed), self.space.dimension), dtype=np.float32)
+            vectors = np.empty((len(listed), state.space.dimension), dtype=np.float32)
             for position, record in enumerate(listed):
                 vectors[position] = record.vector
-        return GetResult(
+        result = GetResult(
             ids=[record.id for record in listed],
             vectors=vectors,
             documents=[r.document for r in listed] if "documents" in fields else None,
             metadatas=[r.metadata for r in listed] if "metadatas" in fields else None,
         )
+        return result, rows[-1][0] if rows else 0
 
     def query(
         self,
@@ -543,6 +608,9 @@ class Collection:
         params: Mapping[str, int] | None = None,
         images: Sequence[ImageInput] | None = None,
         explain: bool = False,
+        where_document: Where | None = None,
+        hybrid: bool = False,
+        hybrid_weights: tuple[float, float] = (1.0, 1.0),
     ) -> QueryResult:
         """The ``k`` records nearest each query, nearest first.
 
@@ -551,11 +619,18 @@ class Collection:
             texts: Query texts (or one str), embedded with the collection's model.
             images: Query images (file paths, encoded bytes or PIL images), embedded
                 with the collection's model when it takes images.
+            hybrid: With ``texts``, fuse the vector ranking with the full-text (BM25)
+                ranking of the same text by reciprocal rank fusion; ``scores`` in the
+                result holds the fused score (larger is better), ``distances`` each
+                hit's vector distance. Filters apply to both rankings.
+            hybrid_weights: (vector, text) weights of the fusion.
             explain: Also return the :class:`~latentdb.query.QueryPlan`: how the query
                 was answered (index, scan, filtered), the rows the filter allowed
                 (estimated and counted), the search settings and the time per step.
             k: Neighbours per query (fewer come back when fewer records match).
             where: Metadata filter; only matching records are candidates.
+            where_document: Document filter (``$contains``, ``$not_contains``,
+                full-text ``$match``); only matching records are candidates.
             include: Any of "distances", "documents", "metadatas", "vectors".
             exact: Scan every candidate instead of using the ANN index.
             model: The model the query vectors came from; refused if not the
@@ -578,6 +653,12 @@ class Collection:
         check_non_negative(k, "k", minimum=1)
         if (vectors is not None) + (texts is not None) + (images is not None) != 1:
             raise InvalidArgumentError("query needs exactly one of vectors=, texts= or images=")
+        depth = k
+        if hybrid:
+            if texts is None:
+                raise InvalidArgumentError("hybrid search needs texts= (the words to match)")
+            weights = _check_weights(hybrid_weights)
+            depth = candidates(k)
         database, state = self._database, self._state
         space = state.space
         space.check_model(model)
@@ -590,16 +671,18 @@ class Collection:
             vectors = self._embed(text_list, None)
         queries = space.prepare(vectors, copy=False)
         condition = parse_where(where)
+        document = compile_where_document(where_document)
+        filtered = condition is not None or document is not None
         store = database.store
         reads_rows = "documents" in fields or "metadatas" in fields
         plan = None
         # A snapshot transaction only when several store reads must agree; BEGIN and
         # COMMIT cost ~25 us, a tenth of an HNSW search.
-        with store.read() if condition is not None or reads_rows else store.lock:
+        with store.read() if filtered or reads_rows else store.lock:
             index = database.index(state)
-            if condition is None:
+            if not filtered:
                 started = time.perf_counter() if explain else 0.0
-                distances, keys = index.search(queries, k, params=params, exact=exact)
+                distances, keys = index.search(queries, depth, params=params, exact=exact)
                 if explain:
                     plan = QueryPlan(
                         strategy="exact" if exact or not index.sealed else "ann",
@@ -615,11 +698,30 @@ class Collection:
                     state.filters,
                     index,
                     condition,
+                    document,
                     queries,
-                    k,
+                    depth,
                     params=params,
                     exact=exact,
                 )
+            scores = None
+            if hybrid:
+                assert texts is not None
+                text_list = [texts] if isinstance(texts, str) else list(texts)
+                sql = _sql_filters(where, where_document)
+                fused = []
+                for position, text in enumerate(text_list):
+                    match = fts_query(text)
+                    ranking = [] if match is None else store.text_ranking(
+                        state.row.id, match, depth, where=sql
+                    )  # fmt: skip
+                    fused.append(fuse(keys[position], ranking, k, weights))
+                width = min(len(row_keys) for row_keys, _ in fused)
+                keys = np.array([row_keys[:width] for row_keys, _ in fused], dtype=np.int64)
+                keys = keys.reshape(len(fused), width)
+                scores = np.array([row[:width] for _, row in fused], dtype=np.float32)
+                scores = scores.reshape(len(fused), width)
+                distances = _distances(index, queries, keys, space.metric)
             fetch_started = time.perf_counter() if explain else 0.0
             ids = state.ids.lookup(keys)
             documents = metadatas = None
@@ -649,7 +751,50 @@ class Collection:
             metadatas=metadatas,
             vectors=hit_vectors,
             plan=plan if explain else None,
+            scores=scores,
         )
+
+
+def _check_weights(weights: object) -> tuple[float, float]:
+    """Two finite, non-negative weights, not both zero."""
+    try:
+        vector, text = (float(w) for w in weights)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(
+            f"hybrid_weights must be two numbers (vector, text); got {weights!r}"
+        ) from None
+    if not (np.isfinite(vector) and np.isfinite(text)) or min(vector, text) < 0:
+        raise InvalidArgumentError(f"hybrid_weights must be finite and >= 0; got {weights!r}")
+    if vector == text == 0:
+        raise InvalidArgumentError("hybrid_weights must not both be 0")
+    return vector, text
+
+
+def _distances(
+    index: SegmentedIndex, queries: FloatMatrix, keys: npt.NDArray[np.int64], metric: str
+) -> FloatMatrix:
+    """The distance of each query to each of its hits, in the space's metric."""
+    nq, width = keys.shape
+    vectors = index.vectors_of(keys.ravel()).reshape(nq, width, -1)
+    dots = np.einsum("qkd,qd->qk", vectors, queries)
+    if metric == "cosine":
+        out = np.maximum(1.0 - dots, 0.0)
+    elif metric == "ip":
+        out = -dots
+    else:
+        differences = vectors - queries[:, None, :]
+        out = np.einsum("qkd,qkd->qk", differences, differences)
+    return np.asarray(out, dtype=np.float32)
+
+
+def _sql_filters(where: Where | None, where_document: Where | None) -> SqlFilter | None:
+    """Both filters as one SQL condition (None for none).
+
+    Raises:
+        FilterError: either is malformed.
+    """
+    filters = [f for f in (compile_where(where), compile_where_document(where_document)) if f]
+    return and_filters(*filters) if filters else None
 
 
 def _follow_alias_per_call(cls: type[Collection]) -> None:

@@ -47,6 +47,8 @@ class QueryResult:
         metadatas: Per query, the metadata of the hits, when included.
         vectors: Per query, float32 (k', d) stored vectors of the hits, when included.
         plan: How the query was answered, with ``explain=True``.
+        scores: With ``hybrid=True``, the fused reciprocal-rank score of each hit
+            (larger is better; the hits are in this order).
     """
 
     ids: list[list[str]]
@@ -55,6 +57,7 @@ class QueryResult:
     metadatas: list[list[Metadata | None]] | None = None
     vectors: list[npt.NDArray[np.float32]] | None = None
     plan: QueryPlan | None = None
+    scores: npt.NDArray[np.float32] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -68,6 +71,7 @@ class QueryResult:
             "metadatas": self.metadatas,
             "vectors": None if self.vectors is None else [v.tolist() for v in self.vectors],
             "plan": None if self.plan is None else dataclasses.asdict(self.plan),
+            "scores": None if self.scores is None else self.scores.tolist(),
         }
 
 

@@ -1,7 +1,20 @@
-"""Query planning: the ``where`` language (SQL, or in-memory metadata columns) and the
-planner that chooses how a filtered query is answered."""
+"""Query planning: the ``where`` and ``where_document`` languages (SQL, or in-memory
+metadata columns) and the planner that chooses how a filtered query is answered."""
 
-from latentdb.query._planner import EXACT_ROWS, QueryPlan, filtered_search
+from latentdb.query._documents import compile_where_document, fts_query
+from latentdb.query._hybrid import candidates, fuse
+from latentdb.query._planner import EXACT_ROWS, QueryPlan, and_filters, filtered_search
 from latentdb.query._where import compile_where, parse_where
 
-__all__ = ["EXACT_ROWS", "QueryPlan", "compile_where", "filtered_search", "parse_where"]
+__all__ = [
+    "EXACT_ROWS",
+    "QueryPlan",
+    "and_filters",
+    "candidates",
+    "compile_where",
+    "compile_where_document",
+    "filtered_search",
+    "fts_query",
+    "fuse",
+    "parse_where",
+]

@@ -26,9 +26,9 @@ from latentdb.index._sealed import SealedSegment, merge_hits
 from latentdb.query._columns import MetadataColumns, Unsupported
 from latentdb.query._subset import SubsetIndex
 from latentdb.query._where import Condition, canonical, to_sql
-from latentdb.store import Store
+from latentdb.store import SqlFilter, Store
 
-__all__ = ["EXACT_ROWS", "FilterCache", "QueryPlan", "filtered_search"]
+__all__ = ["EXACT_ROWS", "FilterCache", "QueryPlan", "and_filters", "filtered_search"]
 
 FloatMatrix = npt.NDArray[np.float32]
 KeyArray = npt.NDArray[np.int64]
@@ -128,7 +128,7 @@ class FilterCache:
     def __init__(self) -> None:
         self.columns = MetadataColumns()
         self._loaded = False
-        self._selections: OrderedDict[str, tuple[int, ColumnSelection, int]] = OrderedDict()
+        self._selections: OrderedDict[str, tuple[int, ColumnSelection, int, str]] = OrderedDict()
 
     def subset_for(
         self, selection: ColumnSelection, segments: list[SealedSegment], index: SegmentedIndex
@@ -157,25 +157,49 @@ class FilterCache:
         self._loaded = True
         return columns
 
-    def selection(self, condition: Condition) -> tuple[ColumnSelection, int]:
-        """The rows ``condition`` allows and the estimate from a sample (cached until
-        the next write).
-
-        Raises:
-            Unsupported: the columns cannot evaluate it exactly.
-        """
-        key = canonical(condition)
+    def selection(
+        self,
+        condition: Condition | None,
+        document: SqlFilter | None,
+        store: Store,
+        collection_id: int,
+    ) -> tuple[ColumnSelection, int, str]:
+        """The rows the filters allow, the estimate from a sample, and where the
+        answer came from ("columns", or "sql" for document filters and what the columns
+        cannot evaluate exactly); cached until the next write."""
+        key = "" if condition is None else canonical(condition)
+        if document is not None:
+            key += f"|{document.sql}|{document.params!r}"
         columns = self.columns
         cached = self._selections.get(key)
         if cached is not None and cached[0] == columns.version:
             self._selections.move_to_end(key)
-            return cached[1], cached[2]
-        estimated = columns.estimate(condition)
-        selection = ColumnSelection(columns, columns.mask(condition))
-        self._selections[key] = (columns.version, selection, estimated)
+            return cached[1], cached[2], cached[3]
+        try:
+            if document is not None or condition is None:
+                raise Unsupported("a document filter is answered by SQL")
+            estimated = columns.estimate(condition)
+            selection = ColumnSelection(columns, columns.mask(condition))
+            source = "columns"
+        except Unsupported:
+            sql = [f for f in (None if condition is None else to_sql(condition), document) if f]
+            allowed = store.select(collection_id, where=and_filters(*sql))
+            keys = np.fromiter((k for k, _ in allowed), dtype=np.int64, count=len(allowed))
+            selection, estimated, source = _KeySelection(columns, keys), len(allowed), "sql"
+        self._selections[key] = (columns.version, selection, estimated, source)
         if len(self._selections) > _CACHED_FILTERS:
             self._selections.popitem(last=False)
-        return selection, estimated
+        return selection, estimated, source
+
+
+def and_filters(*filters: SqlFilter) -> SqlFilter:
+    """Several SQL conditions that must all hold, as one."""
+    if len(filters) == 1:
+        return filters[0]
+    return SqlFilter(
+        " AND ".join(f"({f.sql})" for f in filters),
+        tuple(param for f in filters for param in f.params),
+    )
 
 
 class _KeySelection(ColumnSelection):
@@ -194,7 +218,8 @@ def filtered_search(
     applied: int,
     cache: FilterCache,
     index: SegmentedIndex,
-    condition: Condition,
+    condition: Condition | None,
+    document: SqlFilter | None,
     queries: FloatMatrix,
     k: int,
     *,
@@ -203,15 +228,8 @@ def filtered_search(
 ) -> tuple[tuple[FloatMatrix, KeyArray], QueryPlan]:
     """Answer a filtered query (call under the store's lock)."""
     started = time.perf_counter()
-    columns = cache.catch_up(store, collection_id, applied)
-    source = "columns"
-    try:
-        selection, estimated = cache.selection(condition)
-    except Unsupported:
-        source = "sql"
-        allowed = store.select(collection_id, where=to_sql(condition))
-        keys = np.fromiter((key for key, _ in allowed), dtype=np.int64, count=len(allowed))
-        selection, estimated = _KeySelection(columns, keys), len(allowed)
+    cache.catch_up(store, collection_id, applied)
+    selection, estimated, source = cache.selection(condition, document, store, collection_id)
     filtered = time.perf_counter()
     nq = queries.shape[0]
     used: dict[str, Any] = {}

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from latentdb.errors import CollectionExistsError, LatentDBError, StorageError
+from latentdb.errors import CollectionExistsError, FilterError, LatentDBError, StorageError
 
 __all__ = [
     "DATABASE_FILE",
@@ -93,6 +93,32 @@ _MIGRATIONS: tuple[str, ...] = (
         copied INTEGER NOT NULL DEFAULT 0,
         state TEXT NOT NULL DEFAULT 'running'
     );
+    """,
+    # Full-text index of the documents (where_document $match, hybrid search), kept in
+    # step with the records by triggers, inside the very transactions that write them.
+    """
+    CREATE VIRTUAL TABLE records_fts USING fts5(
+        document, content='records', content_rowid='key', tokenize='unicode61'
+    );
+    CREATE TRIGGER records_fts_insert AFTER INSERT ON records
+    WHEN new.document IS NOT NULL BEGIN
+        INSERT INTO records_fts (rowid, document) VALUES (new.key, new.document);
+    END;
+    CREATE TRIGGER records_fts_delete AFTER DELETE ON records
+    WHEN old.document IS NOT NULL BEGIN
+        INSERT INTO records_fts (records_fts, rowid, document)
+        VALUES ('delete', old.key, old.document);
+    END;
+    CREATE TRIGGER records_fts_update_old AFTER UPDATE OF document ON records
+    WHEN old.document IS NOT NULL BEGIN
+        INSERT INTO records_fts (records_fts, rowid, document)
+        VALUES ('delete', old.key, old.document);
+    END;
+    CREATE TRIGGER records_fts_update_new AFTER UPDATE OF document ON records
+    WHEN new.document IS NOT NULL BEGIN
+        INSERT INTO records_fts (rowid, document) VALUES (new.key, new.document);
+    END;
+    INSERT INTO records_fts (records_fts) VALUES ('rebuild');
     """,
 )
 
@@ -230,6 +256,17 @@ def _changes(
 _READ_CHUNK = 4096
 
 
+def _statements(script: str) -> Iterator[str]:
+    """The SQL statements of a script, one by one (a trigger's body holds ";" too)."""
+    pending = ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
+
+
 def _json_list(values: Sequence[Any]) -> str:
     """One JSON array parameter, read back with ``json_each``: no variable-count limits."""
     return json.dumps(list(values))
@@ -305,9 +342,8 @@ class Store:
                     f"{len(_MIGRATIONS)}: upgrade latentdb to open it"
                 )
             for number in range(version, len(_MIGRATIONS)):
-                for statement in _MIGRATIONS[number].split(";"):
-                    if statement.strip():
-                        self._connection.execute(statement)
+                for statement in _statements(_MIGRATIONS[number]):
+                    self._connection.execute(statement)
                 self._connection.execute(f"PRAGMA user_version = {number + 1}")
 
     def write(self) -> AbstractContextManager[None]:
@@ -625,10 +661,15 @@ class Store:
         where: SqlFilter | None = None,
         limit: int | None = None,
         offset: int = 0,
+        after: int | None = None,
     ) -> list[tuple[int, str]]:
-        """(key, id) of the records among ``ids`` that pass ``where``, in key order."""
+        """(key, id) of the records among ``ids`` that pass ``where`` (and whose key is
+        above ``after``), in key order."""
         sql = "SELECT key, id FROM records WHERE collection_id = ?"
         params: list[Any] = [collection_id]
+        if after is not None:
+            sql += " AND key > ?"
+            params.append(after)
         if ids is not None:
             sql += " AND id IN (SELECT value FROM json_each(?))"
             params.append(_json_list(ids))
@@ -638,7 +679,36 @@ class Store:
         sql += " ORDER BY key LIMIT ? OFFSET ?"
         params.extend((-1 if limit is None else limit, offset))
         with self.lock:
-            return self._connection.execute(sql, params).fetchall()
+            try:
+                return self._connection.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as error:
+                if "fts5" in str(error):  # a malformed $match query
+                    raise FilterError(f"$match: {error}") from None
+                raise
+
+    def text_ranking(
+        self, collection_id: int, match: str, limit: int, *, where: SqlFilter | None = None
+    ) -> list[int]:
+        """Keys of the records whose documents match an FTS5 query, best BM25 first."""
+        sql = (
+            "SELECT r.key FROM records_fts AS f JOIN records AS r ON r.key = f.rowid "
+            "WHERE records_fts MATCH ? AND r.collection_id = ?"
+        )
+        params: list[Any] = [match, collection_id]
+        if where is not None:
+            sql += (
+                f" AND r.key IN (SELECT key FROM records WHERE collection_id = ? AND ({where.sql}))"
+            )
+            params += [collection_id, *where.params]
+        sql += " ORDER BY bm25(records_fts) LIMIT ?"
+        params.append(limit)
+        with self.lock:
+            try:
+                return [row[0] for row in self._connection.execute(sql, params)]
+            except sqlite3.OperationalError as error:
+                if "fts5" in str(error):
+                    raise FilterError(f"$match: {error}") from None
+                raise
 
     def fetch(
         self,

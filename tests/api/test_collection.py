@@ -192,7 +192,7 @@ def test_delete_by_ids_where_and_both(l2: Collection) -> None:
 
 
 def test_delete_needs_ids_or_where(l2: Collection) -> None:
-    with pytest.raises(InvalidArgumentError, match="ids= or where="):
+    with pytest.raises(InvalidArgumentError, match="ids=, where= or where_document="):
         l2.delete()
     assert l2.count() == 20
 
