@@ -29,11 +29,6 @@ read in place, never copied into the repo; indexes are persisted under a tempora
 from __future__ import annotations
 
 import argparse
-import ctypes
-import dataclasses
-import gc
-import importlib
-import importlib.metadata
 import json
 import os
 import shutil
@@ -43,7 +38,6 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -54,25 +48,45 @@ import numpy as np
 
 # Shared with exact.py; run as a script, bench/ is on sys.path.
 from _common import (
+    BATCH_THREADS,
+    BUILD_THREADS,
     DEFAULT_DATA,
     DIMENSION,
     EPSILON,
+    HNSW_EFC,
+    HNSW_M,
     MODEL,
     REPO,
+    WARMUP,
     FloatMatrix,
     Hits,
     IntMatrix,
     K,
     Result,
+    Skipped,
+    as_dict,
+    build_cell,
+    building,
+    capped,
+    chroma_ingest,
+    dir_mib,
+    exact_top_k,
+    fmt,
+    lance_batch_ids,
     load_average,
     load_dataset,
     machine_info,
     max_rss_mib,
+    need,
+    package_versions,
+    pad_ids,
     peak_rss,
+    qdrant_ingest,
     rss_mib,
     score,
+    thread_limit,
+    time_calls,
 )
-from threadpoolctl import threadpool_limits
 
 try:  # a core dependency of latentdb, but this bench must run without it too
     import faiss
@@ -84,24 +98,16 @@ NPROBE_SWEEP = [1, 2, 4, 8, 16, 32, 64, 128, 256, 384]
 QUICK_EF = [16, 64, 256]
 QUICK_NPROBE = [4, 32, 128]
 RECALL_LEVELS = (0.90, 0.95, 0.99)
-BUILD_THREADS = 2  # all cores of the dev machine, as in PEERS.md
-BATCH_THREADS = 2
-WARMUP = 10  # queries run before each timed pass: page faults, lazy init, caches
 PAIRED_EF = (16, 32, 48, 64, 128)  # latentdb against faiss on latentdb's own graph
-HNSW_M, HNSW_EFC, IVF_NLIST = 32, 200, 1024
+IVF_NLIST = 1024
 LATENTDB_KINDS = ("auto", "hnsw", "hnsw-sq8", "ivf", "ivf-pq")
 LATENTDB_BATCH = 10_000
 CHURN_DELETE, CHURN_UPSERT = 0.30, 0.10  # the goal's churn, as fractions of the rows
-PEER_BATCH = 5_000
 # Slow systems time fewer queries, so that the whole run stays within ~20 minutes.
 QDRANT_QUERIES = 100  # brute force in Python, ~8 QPS (PEERS.md)
 LANCE_FLAT_SINGLE = 50  # flat scan, ~6 QPS one query at a time
 LANCE_INDEXED_SINGLE = 200  # ~3-5 ms of per-call overhead
 LANCE_THREADS_NOTE = "lance searches on its own Rust thread pool: qps1 is not pinned to 1 thread"
-
-
-class Skipped(Exception):
-    """A system cannot run here (package missing, API not there yet): noted, not an error."""
 
 
 @dataclass
@@ -150,93 +156,6 @@ class Config:
 
 
 # -- measuring --------------------------------------------------------------------------
-
-
-@contextmanager
-def thread_limit(threads: int) -> Iterator[None]:
-    """BLAS and OpenMP pools, and faiss's own OpenMP setting, at ``threads``; restored after.
-
-    threadpoolctl covers the BLAS libraries and libgomp that it finds loaded; faiss keeps its
-    own OpenMP thread count, so it is set as well.
-    """
-    previous = faiss.omp_get_max_threads() if faiss is not None else None
-    with threadpool_limits(threads):
-        if faiss is not None:
-            faiss.omp_set_num_threads(threads)
-        try:
-            yield
-        finally:
-            if faiss is not None and previous is not None:
-                faiss.omp_set_num_threads(previous)
-
-
-def release_memory() -> None:
-    """Collect garbage and hand freed heap back to the OS, so the next RSS starts low.
-
-    One process runs every system; without malloc_trim glibc keeps the last system's freed
-    arenas resident and the next system's RSS would include them.
-    """
-    gc.collect()
-    with suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-@contextmanager
-def building(build: Result) -> Iterator[Callable[[str], None]]:
-    """Time the block on BUILD_THREADS and sample its RSS; ``mark(phase)`` splits the time."""
-    release_memory()
-    build["rss_start"] = rss_mib()
-    build["load_start"] = load_average()
-    memory: Result = {}
-    phases: dict[str, float] = {}
-    start = last = time.perf_counter()
-
-    def mark(phase: str) -> None:
-        nonlocal last
-        now = time.perf_counter()
-        phases[phase] = now - last
-        last = now
-
-    with thread_limit(BUILD_THREADS), peak_rss(memory):
-        yield mark
-    build["build_s"] = time.perf_counter() - start
-    if phases:
-        build["phases_s"] = phases
-    build["rss_peak_build"] = memory["peak"]
-    build["rss_built"] = rss_mib()
-
-
-def dir_mib(path: Path) -> float:
-    """Size of a file, or of every file under a folder."""
-    if path.is_file():
-        return path.stat().st_size / 2**20
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
-
-
-def pad_ids(rows: Any) -> IntMatrix:
-    """Rows of ids (ints or numeric strings, maybe fewer than K) as an (nq, K) int matrix."""
-    out = np.full((len(rows), K), -1, dtype=np.int64)
-    for i, row in enumerate(rows):
-        values = [int(x) for x in list(row)[:K]]
-        out[i, : len(values)] = values
-    return out
-
-
-def capped(count: int, limit: int | None) -> int:
-    return count if limit is None else min(count, limit)
-
-
-def time_calls(
-    call: Callable[[], Any], warm_up: Callable[[], Any], repeats: int
-) -> tuple[list[float], Any]:
-    """Warm up, then time ``call`` ``repeats`` times; the times and the last answer."""
-    warm_up()
-    times, answer = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        answer = call()
-        times.append(time.perf_counter() - start)
-    return times, answer
 
 
 def measure_single(config: Config, ctx: Context) -> Result:
@@ -372,14 +291,6 @@ def summarize(rows: list[Result]) -> Result:
 
 
 # -- systems: libraries -----------------------------------------------------------------
-
-
-def need(module: str) -> ModuleType:
-    """Import a system's package, or skip the system with a note."""
-    try:
-        return importlib.import_module(module)
-    except Exception as exc:  # an ImportError, or a broken install that fails on import
-        raise Skipped(f"{module} does not import ({type(exc).__name__}: {exc})") from exc
 
 
 def faiss_config(
@@ -565,17 +476,6 @@ def chroma_system(ctx: Context) -> Iterator[Config]:
     SharedSystemClient.clear_system_cache()
 
 
-def chroma_ingest(client: Any, xb: FloatMatrix) -> Any:
-    """A cosine collection holding the train vectors, added PEER_BATCH at a time."""
-    col = client.create_collection(
-        "pypi", configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
-    )
-    ids = [str(i) for i in range(len(xb))]
-    for lo in range(0, len(ids), PEER_BATCH):
-        col.add(ids=ids[lo : lo + PEER_BATCH], embeddings=xb[lo : lo + PEER_BATCH])
-    return col
-
-
 def thin(values: list[Any], quick: bool) -> list[Any]:
     """In a quick run, only the first, middle and last knob values."""
     if not quick or len(values) <= 3:
@@ -674,21 +574,6 @@ def lancedb_one(ctx: Context, spec: LanceSpec) -> Iterator[Config]:
     )
 
 
-def lance_batch_ids(table: Any, queries: int) -> IntMatrix:
-    """A multi-vector search result (rows tagged query_index) as (nq, K) ids, nearest first."""
-    qi = table.column("query_index").to_numpy()
-    ids = table.column("id").to_numpy()
-    dist = table.column("_distance").to_numpy()
-    order = np.lexsort((dist, qi))
-    qi, ids = qi[order], ids[order]
-    first = np.searchsorted(qi, qi, side="left")  # row where each query's hits start
-    rank = np.arange(len(qi)) - first
-    keep = rank < K
-    out = np.full((queries, K), -1, dtype=np.int64)
-    out[qi[keep], rank[keep]] = ids[keep]
-    return out
-
-
 def qdrant_system(ctx: Context) -> Iterator[Config]:
     """qdrant-client local mode: numpy brute force, every point its own SQLite commit."""
     need("qdrant_client")
@@ -734,18 +619,6 @@ def qdrant_system(ctx: Context) -> Iterator[Config]:
         batch_ids=lambda found: pad_ids([[p.id for p in r.points] for r in found]),
     )
     client.close()
-
-
-def qdrant_ingest(client: Any, xb: FloatMatrix) -> None:
-    """A cosine collection holding the train vectors, upserted PEER_BATCH at a time."""
-    from qdrant_client import models
-
-    params = models.VectorParams(size=DIMENSION, distance=models.Distance.COSINE)
-    client.create_collection("pypi", vectors_config=params)
-    for lo in range(0, len(xb), PEER_BATCH):
-        hi = min(lo + PEER_BATCH, len(xb))
-        points = models.Batch(ids=list(range(lo, hi)), vectors=xb[lo:hi].tolist())
-        client.upsert("pypi", points=points)
 
 
 def qdrant_commit_probe(folder: Path, points: int = 500) -> float:
@@ -969,17 +842,6 @@ def latentdb_values(kind: str, ctx: Context) -> list[Any]:
     return values
 
 
-def as_dict(obj: Any) -> Result:
-    """An index status (dataclass, plain object or mapping) as a JSON-friendly dict."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    if isinstance(obj, dict):
-        return dict(obj)
-    if hasattr(obj, "__dict__"):
-        return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
-    return {"repr": repr(obj)}
-
-
 SYSTEMS: dict[str, Callable[[Context], Iterator[Config]]] = {
     "faiss_hnsw": faiss_hnsw,
     "faiss_hnsw_sq8": faiss_hnsw_sq8,
@@ -1038,19 +900,6 @@ def run_system(name: str, ctx: Context, results: list[Result]) -> None:
 
 
 # -- report -----------------------------------------------------------------------------
-
-
-def fmt(value: float | None, digits: int = 0) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def build_cell(build: Result) -> str:
-    """Build seconds, split into phases where there are several (ingest + index)."""
-    total = fmt(build.get("build_s"), 1)
-    phases = build.get("phases_s")
-    if not phases or len(phases) < 2:
-        return total
-    return f"{total} ({' + '.join(f'{key} {val:.1f}' for key, val in phases.items())})"
 
 
 def summary_table(results: list[Result]) -> list[str]:
@@ -1268,13 +1117,7 @@ def plot(results: list[Result], path: Path, title: str) -> str | None:
 
 
 def versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
-    for package in PACKAGES:
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            found[package] = None
-    return found
+    return package_versions(PACKAGES)
 
 
 def write_report(
@@ -1304,15 +1147,6 @@ def write_report(
     (args.out / "ann.md").write_text(text)
     (args.out / "ann.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     return text
-
-
-def exact_top_k(xb: FloatMatrix, xq: FloatMatrix) -> Hits:
-    """Ground truth by brute force, for a run on a prefix of the train set (--train)."""
-    scores = xq @ xb.T
-    part = np.argpartition(-scores, K, axis=1)[:, :K]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1)
-    ids = np.take_along_axis(part, order, axis=1).astype(np.int64)
-    return ids, (1.0 - np.take_along_axis(scores, ids, axis=1)).astype(np.float32)
 
 
 # -- main -------------------------------------------------------------------------------

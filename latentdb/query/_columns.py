@@ -195,11 +195,13 @@ class MetadataColumns:
         return self._eval(condition, window) & self.alive[window]
 
     def estimate(self, condition: Condition, sample: int = 1024) -> int:
-        """Matching records estimated from every n-th slot (what the planner would
-        guess without evaluating the filter over everything)."""
+        """Matching records estimated from about ``sample`` evenly spread slots (what a
+        planner would guess without evaluating the filter over everything)."""
         if self.size <= sample:
             return int(self.mask(condition).sum())
-        step = self.size // sample
+        # A prime stride: metadata that repeats with a period (row % 1000) is not
+        # sampled at one phase only.
+        step = _next_prime(self.size // sample)
         window = slice(0, self.size, step)
         seen = self.alive[window]
         hits = self.mask(condition, window)
@@ -271,6 +273,14 @@ class MetadataColumns:
             _check_exact(value)
             out = column.number[window] == float(value)
         return np.asarray(out, dtype=bool)
+
+
+def _next_prime(n: int) -> int:
+    """The smallest prime >= n (n >= 2)."""
+    n = max(n, 2)
+    while any(n % d == 0 for d in range(2, int(n**0.5) + 1)):
+        n += 1
+    return n
 
 
 def _check_exact(value: Any) -> None:
