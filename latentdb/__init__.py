@@ -10,6 +10,7 @@ Start with :func:`connect`::
         print(docs.query(texts="kitten", k=1).ids)        # [['a']]
 """
 
+from latentdb._connect import connect
 from latentdb.api import (
     Collection,
     Database,
@@ -20,7 +21,6 @@ from latentdb.api import (
     MigrationStatus,
     QueryResult,
     RecallReport,
-    connect,
 )
 from latentdb.errors import (
     AuthError,
@@ -31,6 +31,7 @@ from latentdb.errors import (
     DuplicateIdError,
     EmbedderError,
     FilterError,
+    ForbiddenError,
     InvalidArgumentError,
     InvalidIdError,
     InvalidMetadataError,
@@ -39,8 +40,11 @@ from latentdb.errors import (
     LatentDBWarning,
     ModelMismatchError,
     NotFoundError,
+    PayloadTooLargeError,
     RecordNotFoundError,
+    ServerError,
     StorageError,
+    TransportError,
 )
 from latentdb.space import LatentSpace
 
@@ -57,6 +61,7 @@ __all__ = [
     "DuplicateIdError",
     "EmbedderError",
     "FilterError",
+    "ForbiddenError",
     "GetResult",
     "IndexSpec",
     "IndexStatus",
@@ -71,10 +76,13 @@ __all__ = [
     "MigrationStatus",
     "ModelMismatchError",
     "NotFoundError",
+    "PayloadTooLargeError",
     "QueryResult",
     "RecallReport",
     "RecordNotFoundError",
+    "ServerError",
     "StorageError",
+    "TransportError",
     "__version__",
     "connect",
 ]

@@ -5,6 +5,7 @@ latentdb collections PATH              list collections and their latent spaces
 latentdb query PATH COLLECTION "text"  nearest records to a text
 latentdb alias PATH ALIAS COLLECTION   create or switch an alias (--delete removes it)
 latentdb migrate PATH NAME --embedder E  re-embed a collection, switch NAME when done
+latentdb serve PATH                    serve a database over HTTP (API keys, OpenAPI)
 """
 
 from __future__ import annotations
@@ -230,6 +231,65 @@ def query(
         print(json.dumps(result.to_dict()))
     else:
         console.print(_answers_table(text, result, 0))
+
+
+@app.command()
+def serve(
+    path: Annotated[Path, typer.Argument(help="Database folder (created if missing).")],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8750,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--api-key",
+            help="An accepted key, KEY[:read|write[:COLLECTION,...]] (repeatable); also "
+            "from --keys-file and LATENTDB_API_KEYS.",
+        ),
+    ] = None,
+    keys_file: Annotated[
+        Path | None, typer.Option("--keys-file", help="A file of keys, one per line.")
+    ] = None,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Serve without keys (loopback hosts only).")
+    ] = False,
+    max_body: Annotated[
+        int, typer.Option("--max-body", help="Largest request body, in bytes (413 above).")
+    ] = 64 * 1024 * 1024,
+    max_batch: Annotated[
+        int,
+        typer.Option("--max-batch", help="Most rows per write or queries per call (413 above)."),
+    ] = 10_000,
+    certfile: Annotated[
+        str | None, typer.Option("--certfile", help="TLS certificate (PEM): serve HTTPS.")
+    ] = None,
+    keyfile: Annotated[str | None, typer.Option("--keyfile", help="TLS private key (PEM).")] = None,
+    access_log: Annotated[
+        bool, typer.Option("--access-log", help="Log every request (off: see /metrics).")
+    ] = False,
+) -> None:
+    """Serve the database in PATH over HTTP: every operation as a REST endpoint, OpenAPI
+    at /docs, /healthz and /metrics. Clients connect with
+    latentdb.connect("http://HOST:PORT", api_key=KEY)."""
+    from latentdb.server import Keyring, check_exposure
+    from latentdb.server import serve as run
+
+    keys = Keyring.load(api_key or [], keys_file=keys_file)
+    check_exposure(host, keys, no_auth=no_auth, max_body=max_body, max_batch=max_batch)
+    scheme = "https" if certfile else "http"
+    access = "without authentication" if no_auth else f"with {len(keys)} API key(s)"
+    Console(stderr=True).print(f"serving {path} at {scheme}://{host}:{port} {access}")
+    run(
+        path,
+        host=host,
+        port=port,
+        keys=keys,
+        no_auth=no_auth,
+        max_body=max_body,
+        max_batch=max_batch,
+        certfile=certfile,
+        keyfile=keyfile,
+        access_log=access_log,
+    )
 
 
 def main() -> None:

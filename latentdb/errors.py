@@ -6,6 +6,7 @@ answers with, so a client can re-raise the very class the embedded engine raised
 
     LatentDBError (code "latentdb_error", 500)
     ├── InvalidArgumentError (400)         bad arguments that fit no narrower class
+    │   ├── PayloadTooLargeError (413)     a request over the server's body or batch limit
     │   ├── InvalidVectorError (400)       non-numeric, ragged, NaN/inf, zero in cosine
     │   ├── DimensionMismatchError (400)   vector width differs from the space's
     │   ├── InvalidIdError (400)           empty or non-string ids
@@ -18,9 +19,13 @@ answers with, so a client can re-raise the very class the embedded engine raised
     │   ├── CollectionNotFoundError (404)
     │   └── RecordNotFoundError (404)      ``update`` of ids that are not stored
     ├── CollectionExistsError (409)
-    ├── AuthError (401)
+    ├── AuthError (401)                    no API key, or one the server does not know
+    │   └── ForbiddenError (403)           the key's scope does not allow the call
     ├── DatabaseClosedError (400)
-    └── StorageError (500)                 the database file cannot be opened or used
+    ├── StorageError (500)                 the database file cannot be opened or used
+    ├── ServerError (500)                  the server failed (details are in its log)
+    └── TransportError (503)               the server cannot be reached, or did not
+                                           answer as a latentdb server
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ __all__ = [
     "DuplicateIdError",
     "EmbedderError",
     "FilterError",
+    "ForbiddenError",
     "InvalidArgumentError",
     "InvalidIdError",
     "InvalidMetadataError",
@@ -42,8 +48,11 @@ __all__ = [
     "LatentDBWarning",
     "ModelMismatchError",
     "NotFoundError",
+    "PayloadTooLargeError",
     "RecordNotFoundError",
+    "ServerError",
     "StorageError",
+    "TransportError",
 ]
 
 
@@ -98,6 +107,13 @@ class FilterError(InvalidArgumentError):
     code = "invalid_filter"
 
 
+class PayloadTooLargeError(InvalidArgumentError):
+    """A request to the server is over its body size or batch size limit."""
+
+    code = "payload_too_large"
+    status = 413
+
+
 class ModelMismatchError(LatentDBError):
     """Vectors or texts come from a latent space other than the collection's."""
 
@@ -145,6 +161,14 @@ class AuthError(LatentDBError):
     status = 401
 
 
+class ForbiddenError(AuthError):
+    """The API key is valid but its scope does not allow this call (read-only, or
+    limited to other collections)."""
+
+    code = "forbidden"
+    status = 403
+
+
 class DatabaseClosedError(LatentDBError):
     """The database was closed; open it again with ``latentdb.connect``."""
 
@@ -157,6 +181,20 @@ class StorageError(LatentDBError):
 
     code = "storage_error"
     status = 500
+
+
+class ServerError(LatentDBError):
+    """The server failed while answering; the reason is in its log, never in the reply."""
+
+    code = "internal_error"
+    status = 500
+
+
+class TransportError(LatentDBError):
+    """The server could not be reached, or its reply was not a latentdb answer."""
+
+    code = "transport_error"
+    status = 503
 
 
 class LatentDBWarning(UserWarning):

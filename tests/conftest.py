@@ -1,4 +1,11 @@
-"""Shared fixtures: temporary databases that are always closed, and test embedders."""
+"""Shared fixtures: temporary databases that are always closed, and test embedders.
+
+Transports: a test module marked ``pytestmark = pytest.mark.transports`` runs each test
+that uses ``db`` or ``open_db`` twice, on the embedded engine ("embedded") and through a
+real uvicorn server on a loopback port ("http"); a test of such a module marked
+``embedded_only`` (reaching into internals, processes or files) runs embedded only.
+One server serves the whole session, over each test's own fresh database folder.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -19,30 +27,97 @@ settings.register_profile("ci", max_examples=60, deadline=None)
 settings.register_profile("nightly", max_examples=1000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from latentdb.server import ServerThread
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TRANSPORTS = ("embedded", "http")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Both transports for tests of modules marked ``transports``."""
+    if "transport" not in metafunc.fixturenames:
+        return
+    marked = metafunc.definition.get_closest_marker("transports") is not None
+    embedded_only = metafunc.definition.get_closest_marker("embedded_only") is not None
+    if marked and not embedded_only:
+        metafunc.parametrize("transport", TRANSPORTS)
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[latentdb.Database]:
-    """A new database in a temporary folder, closed after the test."""
-    database = latentdb.connect(tmp_path / "db")
-    yield database
-    database.close()
+def transport() -> str:
+    """How the test reaches its database: "embedded" unless parametrized."""
+    return "embedded"
 
 
-@pytest.fixture
-def open_db(tmp_path: Path) -> Iterator[Callable[[], latentdb.Database]]:
-    """Opens (and re-opens) one temporary folder; closes every database it opened."""
+class SessionServer:
+    """The session's uvicorn server; each test points it at its own database."""
+
+    def __init__(self, thread: ServerThread, app: FastAPI) -> None:
+        self.thread = thread
+        self.app = app
+        self.url = thread.url
+
+    def serve(self, database: latentdb.Database) -> None:
+        self.app.state.database = database
+
+
+@pytest.fixture(scope="session")
+def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SessionServer]:
+    """One real uvicorn server on a free loopback port for the whole session."""
+    from latentdb.server import ServerThread, create_app, limited
+
+    idle = latentdb.connect(tmp_path_factory.mktemp("server") / "idle")
+    app = create_app(idle, keys=None)
+    with ServerThread(limited(app)) as thread:
+        yield SessionServer(thread, app)
+    idle.close()
+
+
+def _opener(
+    request: pytest.FixtureRequest, transport: str, folder: Path
+) -> Iterator[Callable[[], latentdb.Database]]:
+    """Opens ``folder`` again and again, in process or through the session's server;
+    closes everything it opened."""
     opened: list[latentdb.Database] = []
+    served: list[latentdb.Database] = []
+    server: SessionServer | None = None
+    if transport == "http":
+        server = request.getfixturevalue("http_server")
+        served.append(latentdb.connect(folder))
+        server.serve(served[0])
 
     def open_again() -> latentdb.Database:
-        database = latentdb.connect(tmp_path / "db")
+        database = latentdb.connect(folder if server is None else server.url)
         opened.append(database)
         return database
 
     yield open_again
-    for database in opened:
+    for database in opened + served:
         database.close()
+
+
+@pytest.fixture
+def db(
+    request: pytest.FixtureRequest, transport: str, tmp_path: Path
+) -> Iterator[latentdb.Database]:
+    """A new database in a temporary folder (served over HTTP for the "http"
+    transport), closed after the test."""
+    opener = _opener(request, transport, tmp_path / "db")
+    yield next(opener)()
+    next(opener, None)
+
+
+@pytest.fixture
+def open_db(
+    request: pytest.FixtureRequest, transport: str, tmp_path: Path
+) -> Iterator[Callable[[], latentdb.Database]]:
+    """Opens (and re-opens) one temporary folder; closes every database it opened."""
+    opener = _opener(request, transport, tmp_path / "db")
+    yield next(opener)
+    next(opener, None)
 
 
 class HashingEmbedder:

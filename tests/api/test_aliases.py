@@ -17,6 +17,9 @@ from latentdb import (
     InvalidArgumentError,
 )
 
+# Each test that uses db or open_db runs embedded and over HTTP (tests/conftest.py).
+pytestmark = pytest.mark.transports
+
 DIM = 8
 
 

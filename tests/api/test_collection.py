@@ -26,6 +26,9 @@ from latentdb import (
 )
 from latentdb.api._database import IdsByKey
 
+# Each test that uses db or open_db runs embedded and over HTTP (tests/conftest.py).
+pytestmark = pytest.mark.transports
+
 DIM = 8
 
 

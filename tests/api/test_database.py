@@ -20,6 +20,9 @@ from latentdb import (
     ModelMismatchError,
 )
 
+# Each test that uses db or open_db runs embedded and over HTTP (tests/conftest.py).
+pytestmark = pytest.mark.transports
+
 
 def test_connect_creates_the_folder_and_works_as_context_manager(tmp_path: Path) -> None:
     folder = tmp_path / "a" / "b"

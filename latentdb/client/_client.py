@@ -1,0 +1,708 @@
+"""A Database over HTTP: the embedded API's methods and results, answered by a server.
+
+``latentdb.connect("http://host:8750", api_key=...)`` returns a :class:`RemoteDatabase`.
+It is a :class:`~latentdb.Database` (and its collections are
+:class:`~latentdb.Collection` objects) with the same methods, signatures, result types
+and exception classes; only what cannot cross a network differs:
+
+- ``progress=`` callbacks of ``add``/``upsert``/``update`` are called once, when the
+  server has embedded everything; a migration's ``progress`` is called as the client
+  polls it.
+- ``migrate`` always runs on the server, in the background; ``background=False`` and
+  :meth:`Migration.wait` poll it until it ends.
+- Images are sent as their encoded bytes: a file path is read here, a PIL image is
+  encoded as PNG.
+- ``scroll`` reads one page per request, following a cursor the server keeps for 10
+  minutes between pages.
+- A handle got by a collection's name follows that name (a migration that renames
+  ``docs`` to ``docs-v1`` sends it to the new ``docs``); the embedded one keeps to the
+  renamed collection.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import numpy as np
+
+from latentdb.api import (
+    Collection,
+    Database,
+    GetResult,
+    IndexSpec,
+    IndexStatus,
+    Migration,
+    MigrationStatus,
+    QueryResult,
+    RecallReport,
+)
+from latentdb.client._wire import (
+    VECTOR_HEADER,
+    VectorFormat,
+    encode_array,
+    error_class,
+    error_class_named,
+    get_result_from_wire,
+    index_status_from_wire,
+    migration_status_from_wire,
+    query_result_from_wire,
+    recall_report_from_wire,
+    space_from_wire,
+)
+from latentdb.errors import (
+    DatabaseClosedError,
+    EmbedderError,
+    InvalidArgumentError,
+    ServerError,
+    TransportError,
+)
+from latentdb.space import LatentSpace, Metric
+
+if TYPE_CHECKING:
+    import httpx
+
+    from latentdb.api._collection import Progress, Where
+    from latentdb.api._migration import MigrationProgress
+    from latentdb.embed import ImageInput
+
+__all__ = ["API_KEY_ENV", "RemoteCollection", "RemoteDatabase", "RemoteMigration"]
+
+# The client reads its key from here when connect() is given none.
+API_KEY_ENV = "LATENTDB_API_KEY"
+# Seconds between polls of a migration (each poll also waits on the server up to this).
+_POLL = 1.0
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy arrays and scalars, tuples and mappings made JSON-ready."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+class RemoteDatabase(Database):
+    """A latentdb server, used through the :class:`Database` interface.
+
+    Open one with ``latentdb.connect(url, api_key=...)``.
+
+    Attributes:
+        url: The server's base URL.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float | None = None,
+        vector_format: VectorFormat = "binary",
+        verify: bool | str = True,
+    ) -> None:
+        """Connect, and check that a latentdb server answers at ``url``.
+
+        Raises:
+            TransportError: nothing answers, or not as a latentdb server.
+            InvalidArgumentError: a vector format other than "binary" or "json".
+        """
+        try:
+            import httpx
+        except ImportError:  # pragma: no cover - installed in development
+            raise ImportError(
+                "latentdb.connect(url) needs httpx: pip install 'latentdb[client]'"
+            ) from None
+        if vector_format not in ("binary", "json"):
+            raise InvalidArgumentError(
+                f"vector_format must be 'binary' or 'json'; got {vector_format!r}"
+            )
+        self.url = url.rstrip("/")
+        self.vector_format: VectorFormat = vector_format
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        headers = {VECTOR_HEADER: vector_format, "Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self._http: httpx.Client | None = httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=10.0 if timeout is None else timeout),
+            verify=verify,
+        )
+        self._call("GET", "/healthz")
+
+    # -- transport -----------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        params: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """One request; the server's error re-raised as its latentdb class.
+
+        Raises:
+            DatabaseClosedError: after :meth:`close`.
+            TransportError: the server cannot be reached or answered garbage.
+            LatentDBError: the error the server's engine raised, as the same class.
+        """
+        import httpx
+
+        http = self._http
+        if http is None:
+            raise DatabaseClosedError(f"the connection to {self.url} is closed")
+        content = None if body is None else json.dumps(_plain(body)).encode()
+        try:
+            response = http.request(method, path, content=content, params=params)
+        except httpx.HTTPError as error:
+            raise TransportError(
+                f"cannot reach the latentdb server at {self.url}: {error}"
+            ) from None
+        try:
+            data = response.json()
+        except ValueError:
+            raise TransportError(
+                f"{method} {self.url}{path} answered {response.status_code} with something "
+                f"that is not JSON: {response.text[:200]!r}"
+            ) from None
+        if response.is_success:
+            return data
+        if not isinstance(data, dict) or "code" not in data:
+            raise TransportError(
+                f"{method} {self.url}{path} answered {response.status_code} without a "
+                f"latentdb error: {response.text[:200]!r}"
+            )
+        raised = error_class(data["code"])(str(data.get("message", "")))
+        if raised.status != response.status_code:
+            raised.status = response.status_code
+        raise raised
+
+    def vectors(self, value: object) -> object:
+        """Vectors as they travel: binary when numeric and that form is chosen, else
+        plain lists (anything non-numeric goes as it is, for the server to name)."""
+        if value is None:
+            return None
+        try:
+            array = np.asarray(value)
+        except ValueError:  # ragged: the engine says so
+            return _plain(value)
+        if array.dtype.kind not in "iuf":
+            return _plain(value)
+        if self.vector_format == "json":
+            return array.tolist()
+        with np.errstate(over="ignore"):  # past float32's range: inf, refused by the engine
+            return encode_array(array.astype(np.float32), "binary")
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection; collections obtained from it stop working."""
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    def __repr__(self) -> str:
+        return f"RemoteDatabase({self.url!r})"
+
+    @property
+    def store(self) -> Any:
+        """Not available: the store is on the server."""
+        raise InvalidArgumentError(f"{self.url} is a server: its store is not reachable here")
+
+    # -- collections ---------------------------------------------------------------
+
+    def create_collection(
+        self,
+        name: str,
+        *,
+        dimension: int | None = None,
+        metric: Metric = "cosine",
+        embedder: str | None = "minilm",
+        model: str | None = None,
+        index: str | IndexSpec = "auto",
+        recall_target: float = 0.95,
+    ) -> Collection:
+        """See :meth:`Database.create_collection`."""
+        return self._create(name, dimension, metric, embedder, model, index, recall_target, False)
+
+    def get_or_create_collection(
+        self,
+        name: str,
+        *,
+        dimension: int | None = None,
+        metric: Metric = "cosine",
+        embedder: str | None = "minilm",
+        model: str | None = None,
+        index: str | IndexSpec = "auto",
+        recall_target: float = 0.95,
+    ) -> Collection:
+        """See :meth:`Database.get_or_create_collection`."""
+        return self._create(name, dimension, metric, embedder, model, index, recall_target, True)
+
+    def _create(
+        self,
+        name: str,
+        dimension: int | None,
+        metric: str,
+        embedder: str | None,
+        model: str | None,
+        index: str | IndexSpec,
+        recall_target: float,
+        get_or_create: bool,
+    ) -> Collection:
+        info = self._call(
+            "POST",
+            "/v1/collections",
+            {
+                "name": name,
+                "dimension": dimension,
+                "metric": metric,
+                "embedder": embedder,
+                "model": model,
+                "index": index.to_dict() if isinstance(index, IndexSpec) else index,
+                "recall_target": recall_target,
+                "get_or_create": get_or_create,
+            },
+        )
+        return RemoteCollection(self, name, info)
+
+    def get_collection(self, name: str) -> Collection:
+        """See :meth:`Database.get_collection`."""
+        return RemoteCollection(self, name, self._call("GET", _path(name)))
+
+    def list_collections(self) -> list[str]:
+        """See :meth:`Database.list_collections`."""
+        names: list[str] = self._call("GET", "/v1/collections")
+        return names
+
+    def delete_collection(self, name: str) -> None:
+        """See :meth:`Database.delete_collection`."""
+        self._call("DELETE", _path(name))
+
+    # -- aliases -------------------------------------------------------------------
+
+    def create_alias(self, alias: str, collection: str) -> None:
+        """See :meth:`Database.create_alias`."""
+        self._call("POST", "/v1/aliases", {"alias": alias, "collection": collection})
+
+    def switch_alias(self, alias: str, collection: str) -> None:
+        """See :meth:`Database.switch_alias`."""
+        self._call("PUT", f"/v1/aliases/{quote(str(alias), safe='')}", {"collection": collection})
+
+    def delete_alias(self, alias: str) -> None:
+        """See :meth:`Database.delete_alias`."""
+        self._call("DELETE", f"/v1/aliases/{quote(str(alias), safe='')}")
+
+    def list_aliases(self) -> dict[str, str]:
+        """See :meth:`Database.list_aliases`."""
+        aliases: dict[str, str] = self._call("GET", "/v1/aliases")
+        return aliases
+
+    # -- migrations ----------------------------------------------------------------
+
+    def migrate(
+        self,
+        name: str,
+        *,
+        embedder: str,
+        new_name: str | None = None,
+        background: bool = True,
+        progress: MigrationProgress | None = None,
+    ) -> Migration:
+        """See :meth:`Database.migrate`. It runs on the server; ``background=False``
+        polls it until it ends, calling ``progress(copied, total)`` as it moves."""
+        reply = self._call(
+            "POST", "/v1/migrations", {"name": name, "embedder": embedder, "new_name": new_name}
+        )
+        migration = RemoteMigration(self, reply["id"], migration_status_from_wire(reply["status"]))
+        if not background:
+            migration._follow(None, progress)
+        return migration
+
+    def list_migrations(self) -> list[Migration]:
+        """See :meth:`Database.list_migrations`."""
+        return [
+            RemoteMigration(self, item["id"], migration_status_from_wire(item["status"]))
+            for item in self._call("GET", "/v1/migrations")
+        ]
+
+
+def _path(name: str) -> str:
+    return f"/v1/collections/{quote(str(name), safe='')}"
+
+
+class RemoteCollection(Collection):
+    """A collection on a latentdb server, with :class:`Collection`'s methods.
+
+    Got from :meth:`RemoteDatabase.get_collection` and friends, never built directly.
+    """
+
+    def __init__(self, database: RemoteDatabase, address: str, info: Mapping[str, Any]) -> None:
+        self._remote = database
+        self._path = _path(address)
+        self._info = info
+        self._alias = info.get("alias")
+
+    def _fresh(self) -> Mapping[str, Any]:
+        """What the server says of the collection now (through an alias: its target)."""
+        if self._alias is not None:
+            self._info = self._remote._call("GET", self._path)
+        return self._info
+
+    def __repr__(self) -> str:
+        space = self.space
+        via = "" if self._alias is None else f", alias={self._alias!r}"
+        return (
+            f"Collection({self.name!r}{via}, model={space.model!r}, "
+            f"dimension={space.dimension}, metric={space.metric!r})"
+        )
+
+    @property
+    def name(self) -> str:
+        """See :attr:`Collection.name`."""
+        name: str = self._fresh()["name"]
+        return name
+
+    @property
+    def alias(self) -> str | None:
+        """See :attr:`Collection.alias`."""
+        return self._alias
+
+    @property
+    def space(self) -> LatentSpace:
+        """See :attr:`Collection.space`."""
+        return space_from_wire(self._fresh()["space"])
+
+    @property
+    def embedder(self) -> str | None:
+        """See :attr:`Collection.embedder`."""
+        embedder: str | None = self._fresh()["embedder"]
+        return embedder
+
+    @property
+    def recall_target(self) -> float:
+        """See :attr:`Collection.recall_target` (read from the server)."""
+        self._info = self._remote._call("GET", self._path)
+        return float(self._info["recall_target"])
+
+    def _dimension(self) -> int:
+        return int(self._fresh()["space"]["dimension"])
+
+    def set_recall_target(self, target: float) -> None:
+        """See :meth:`Collection.set_recall_target`."""
+        self._remote._call("PUT", f"{self._path}/recall_target", {"target": target})
+
+    def optimize(self) -> None:
+        """See :meth:`Collection.optimize`."""
+        self._remote._call("POST", f"{self._path}/optimize")
+
+    def index_status(self) -> IndexStatus:
+        """See :meth:`Collection.index_status`."""
+        return index_status_from_wire(self._remote._call("GET", f"{self._path}/index"))
+
+    def evaluate(self, queries: object = None, *, k: int = 10, sample: int = 500) -> RecallReport:
+        """See :meth:`Collection.evaluate`."""
+        body = {"queries": self._remote.vectors(queries), "k": k, "sample": sample}
+        return recall_report_from_wire(self._remote._call("POST", f"{self._path}/evaluate", body))
+
+    def count(self) -> int:
+        """See :meth:`Collection.count`."""
+        return int(self._remote._call("GET", f"{self._path}/count")["count"])
+
+    # -- writes --------------------------------------------------------------------
+
+    def _write_body(
+        self,
+        ids: Sequence[str] | str,
+        vectors: object,
+        documents: Sequence[str | None] | None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None,
+        model: str | None,
+        images: Sequence[ImageInput] | None,
+    ) -> dict[str, Any]:
+        return {
+            "ids": ids,
+            "vectors": self._remote.vectors(vectors),
+            "documents": documents,
+            "metadatas": metadatas,
+            "model": model,
+            "images": _images(images),
+        }
+
+    def _written(
+        self,
+        method: str,
+        body: dict[str, Any],
+        progress: Progress | None,
+        embedded: bool,
+    ) -> None:
+        self._remote._call(method, f"{self._path}/records", body)
+        if progress is not None and embedded:
+            ids = body["ids"]
+            progress(1 if isinstance(ids, str) else len(ids))
+
+    def add(
+        self,
+        ids: Sequence[str] | str,
+        *,
+        vectors: object = None,
+        documents: Sequence[str | None] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        model: str | None = None,
+        progress: Progress | None = None,
+        images: Sequence[ImageInput] | None = None,
+    ) -> None:
+        """See :meth:`Collection.add`; ``progress`` is called once, at the end."""
+        body = self._write_body(ids, vectors, documents, metadatas, model, images)
+        self._written("POST", body, progress, vectors is None)
+
+    def upsert(
+        self,
+        ids: Sequence[str] | str,
+        *,
+        vectors: object = None,
+        documents: Sequence[str | None] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        model: str | None = None,
+        progress: Progress | None = None,
+        images: Sequence[ImageInput] | None = None,
+    ) -> None:
+        """See :meth:`Collection.upsert`; ``progress`` is called once, at the end."""
+        body = self._write_body(ids, vectors, documents, metadatas, model, images)
+        self._written("PUT", body, progress, vectors is None)
+
+    def update(
+        self,
+        ids: Sequence[str] | str,
+        *,
+        vectors: object = None,
+        documents: Sequence[str | None] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        model: str | None = None,
+        progress: Progress | None = None,
+        images: Sequence[ImageInput] | None = None,
+    ) -> None:
+        """See :meth:`Collection.update`; ``progress`` is called once, at the end."""
+        body = self._write_body(ids, vectors, documents, metadatas, model, images)
+        embedded = vectors is None and (documents is not None or images is not None)
+        self._written("PATCH", body, progress, embedded)
+
+    def delete(
+        self,
+        ids: Sequence[str] | str | None = None,
+        *,
+        where: Where | None = None,
+        where_document: Where | None = None,
+    ) -> int:
+        """See :meth:`Collection.delete`."""
+        body = {"ids": ids, "where": where, "where_document": where_document}
+        return int(self._remote._call("POST", f"{self._path}/delete", body)["deleted"])
+
+    # -- reads ---------------------------------------------------------------------
+
+    def get(
+        self,
+        ids: Sequence[str] | str | None = None,
+        *,
+        where: Where | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        include: Sequence[str] = ("documents", "metadatas"),
+        where_document: Where | None = None,
+    ) -> GetResult:
+        """See :meth:`Collection.get`."""
+        body = {
+            "ids": ids,
+            "where": where,
+            "limit": limit,
+            "offset": offset,
+            "include": include,
+            "where_document": where_document,
+        }
+        data = self._remote._call("POST", f"{self._path}/get", body)
+        return get_result_from_wire(data, self._dimension())
+
+    def scroll(
+        self,
+        *,
+        batch: int = 1000,
+        where: Where | None = None,
+        where_document: Where | None = None,
+        include: Sequence[str] = ("documents", "metadatas"),
+    ) -> Iterator[GetResult]:
+        """See :meth:`Collection.scroll`: one request per page."""
+        body: dict[str, Any] = {
+            "batch": batch,
+            "where": where,
+            "where_document": where_document,
+            "include": include,
+            "after": None,
+        }
+        dimension = self._dimension()
+        while True:
+            data = self._remote._call("POST", f"{self._path}/scroll", body)
+            if data["page"] is None:
+                return
+            yield get_result_from_wire(data["page"], dimension)
+            body = {"after": data["after"]}
+
+    def query(
+        self,
+        *,
+        vectors: object = None,
+        texts: Sequence[str] | str | None = None,
+        k: int = 10,
+        where: Where | None = None,
+        include: Sequence[str] = ("distances", "documents", "metadatas"),
+        exact: bool = False,
+        model: str | None = None,
+        params: Mapping[str, int] | None = None,
+        images: Sequence[ImageInput] | None = None,
+        explain: bool = False,
+        where_document: Where | None = None,
+        hybrid: bool = False,
+        hybrid_weights: tuple[float, float] = (1.0, 1.0),
+    ) -> QueryResult:
+        """See :meth:`Collection.query`."""
+        body = {
+            "vectors": self._remote.vectors(vectors),
+            "texts": texts,
+            "k": k,
+            "where": where,
+            "include": include,
+            "exact": exact,
+            "model": model,
+            "params": params,
+            "images": _images(images),
+            "explain": explain,
+            "where_document": where_document,
+            "hybrid": hybrid,
+            "hybrid_weights": hybrid_weights,
+        }
+        data = self._remote._call("POST", f"{self._path}/query", body)
+        return query_result_from_wire(data, self._dimension())
+
+
+def _images(images: object) -> object:
+    """Images as base64 of their encoded bytes: files read here, PIL images as PNG."""
+    if images is None or isinstance(images, str | bytes) or not isinstance(images, Sequence):
+        return images  # not a list: the engine says what it wants
+    import base64
+
+    from PIL import Image
+
+    encoded = []
+    for position, image in enumerate(images):
+        if isinstance(image, str | os.PathLike):
+            try:
+                data = Path(image).read_bytes()
+            except OSError as error:
+                raise EmbedderError(
+                    f"image at position {position}: {image} cannot be read ({error})"
+                ) from None
+        elif isinstance(image, bytes):
+            data = image
+        elif isinstance(image, Image.Image):
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            data = buffer.getvalue()
+        else:
+            raise EmbedderError(
+                f"image at position {position}: expected a file path, encoded bytes or a PIL "
+                f"image; got {type(image).__name__}"
+            )
+        encoded.append(base64.b64encode(data).decode("ascii"))
+    return encoded
+
+
+class RemoteMigration(Migration):
+    """A migration running on a latentdb server, with :class:`Migration`'s methods."""
+
+    def __init__(self, database: RemoteDatabase, migration_id: int, status: MigrationStatus):
+        self._remote = database
+        self._id = migration_id
+        self._last = status
+
+    @property
+    def id(self) -> int:
+        """See :attr:`Migration.id`."""
+        return self._id
+
+    def _poll(self, wait: float) -> bool:
+        """Read the status (waiting on the server up to ``wait`` s); True while running.
+
+        Raises:
+            LatentDBError: the error that stopped the run.
+        """
+        reply = self._remote._call("GET", f"/v1/migrations/{self._id}", params={"wait": wait})
+        self._last = migration_status_from_wire(reply["status"])
+        return bool(reply["running"])
+
+    def status(self) -> MigrationStatus:
+        """See :meth:`Migration.status`."""
+        self._poll(0.0)
+        return self._last
+
+    @property
+    def done(self) -> bool:
+        """See :attr:`Migration.done`."""
+        return self.status().state == "done"
+
+    def start(self, progress: MigrationProgress | None = None) -> Migration:
+        """See :meth:`Migration.start` (``progress`` cannot cross: it is not called)."""
+        status = self._last
+        self._remote._call(
+            "POST",
+            "/v1/migrations",
+            {"name": status.alias, "embedder": status.embedder, "new_name": status.target},
+        )
+        return self
+
+    def wait(self, timeout: float | None = None) -> MigrationStatus:
+        """See :meth:`Migration.wait`.
+
+        Raises:
+            TimeoutError: still running after ``timeout`` seconds.
+            LatentDBError: the error that stopped the run, as the same class.
+        """
+        return self._follow(timeout, None)
+
+    def _follow(self, timeout: float | None, progress: MigrationProgress | None) -> MigrationStatus:
+        """Poll until the run ends, calling ``progress(copied, total)`` as it moves."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen = -1
+        while True:
+            left = _POLL if deadline is None else min(_POLL, deadline - time.monotonic())
+            running = self._poll(max(left, 0.0))
+            status = self._last
+            if progress is not None and status.copied != seen:
+                seen = status.copied
+                progress(seen, max(status.total, seen))
+            if not running:
+                if status.error is not None:
+                    name, _, message = status.error.partition(": ")
+                    raise (error_class_named(name) or ServerError)(message or status.error)
+                return status
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"migration {self._id} still running after {timeout} s")
+
+    def stop(self) -> None:
+        """See :meth:`Migration.stop`."""
+        self._remote._call("POST", f"/v1/migrations/{self._id}/stop")
+
+    def run(self, progress: MigrationProgress | None = None) -> MigrationStatus:
+        """See :meth:`Migration.run`: started on the server, then waited for."""
+        self.start()
+        return self._follow(None, progress)

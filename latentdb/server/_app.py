@@ -1,0 +1,598 @@
+"""The FastAPI application: every Database and Collection operation as an endpoint.
+
+Each endpoint translates JSON to one call of the embedded API and its result back:
+the engine does every check, so errors are the engine's own, sent as
+``{"code", "status", "message"}`` and re-raised by the client as the same class.
+
+Endpoints are plain functions, which FastAPI runs in its thread pool: a long query or
+an ``optimize()`` holds a worker thread, never the event loop. The engine serializes
+its work under its store's lock (one SQLite connection; faiss releases the GIL inside
+a search), and background index builds run outside that lock, so reads go on while a
+segment is built.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse, Response
+from starlette.exceptions import HTTPException
+
+import latentdb
+from latentdb.api import Collection, Database, GetResult
+from latentdb.client._wire import (
+    VECTOR_HEADER,
+    VectorFormat,
+    decode_array,
+    error_to_wire,
+    get_result_to_wire,
+    query_result_to_wire,
+    rows_of,
+    texts_count,
+)
+from latentdb.errors import (
+    InvalidArgumentError,
+    LatentDBError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ServerError,
+)
+from latentdb.server._auth import ApiKey, Keyring
+from latentdb.server._metrics import Metrics
+from latentdb.server._models import (
+    AliasBody,
+    CreateAliasBody,
+    CreateCollectionBody,
+    DeleteBody,
+    EvaluateBody,
+    GetBody,
+    MigrateBody,
+    QueryBody,
+    RecallTargetBody,
+    ScrollBody,
+    WriteBody,
+)
+
+__all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY", "create_app"]
+
+log = logging.getLogger("latentdb.server")
+
+# 64 MiB: 10,000 384-d vectors as JSON lists of floats take ~40 MB, ~20 MB in binary.
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+# Rows per write and queries per query call.
+DEFAULT_MAX_BATCH = 10_000
+# A scroll cursor left alone this long is dropped.
+CURSOR_IDLE_SECONDS = 600.0
+MAX_CURSORS = 1000
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _json(payload: object, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def _error_response(error: LatentDBError) -> Response:
+    return _json(error_to_wire(error), error.status)
+
+
+class Limits:
+    """A pure ASGI middleware: refuses bodies over ``max_body`` bytes with 413 (before
+    reading them, when Content-Length says so), and counts every request for /metrics."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int, metrics: Metrics) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def sending(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            declared = dict(scope["headers"]).get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+                await self._too_large(int(declared), sending)
+                return
+            body, more = bytearray(), True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+                if len(body) > self.max_body:
+                    await self._too_large(None, sending)
+                    return
+            replayed = False
+
+            async def replay() -> MutableMapping[str, Any]:
+                nonlocal replayed
+                if replayed:
+                    return await receive()
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+            await self.app(scope, replay, sending)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe(scope["method"], path, status[0], time.perf_counter() - started)
+
+    async def _too_large(self, size: int | None, send: Send) -> None:
+        said = "" if size is None else f" of {size:,} bytes"
+        error = PayloadTooLargeError(
+            f"request body{said} is over this server's limit of {self.max_body:,} bytes "
+            "(latentdb serve --max-body): send fewer rows per call"
+        )
+        self.metrics.error(error.code)
+        response = _error_response(error)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": [(k.encode(), v.encode()) for k, v in response.headers.items()],
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})
+
+
+class Cursors:
+    """Open ``scroll`` iterations, by an unguessable token; idle ones expire."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[str, tuple[str, Iterator[GetResult], float]] = {}
+
+    def open(self, collection: str, pages: Iterator[GetResult]) -> str:
+        """Keep ``pages`` under a new token."""
+        token = secrets.token_urlsafe(18)
+        now = time.monotonic()
+        with self._lock:
+            for old, (_, _, used) in list(self._open.items()):
+                if now - used > CURSOR_IDLE_SECONDS:
+                    del self._open[old]
+            if len(self._open) >= MAX_CURSORS:
+                oldest = min(self._open, key=lambda t: self._open[t][2])
+                del self._open[oldest]
+            self._open[token] = (collection, pages, now)
+        return token
+
+    def take(self, token: str, collection: str) -> Iterator[GetResult]:
+        """The iteration under ``token`` (taken out while a page is read).
+
+        Raises:
+            InvalidArgumentError: unknown or expired token, or another collection's.
+        """
+        with self._lock:
+            entry = self._open.pop(token, None)
+        if entry is None or entry[0] != collection:
+            raise InvalidArgumentError(
+                "scroll cursor is unknown or expired (cursors live "
+                f"{CURSOR_IDLE_SECONDS:.0f} s unused, and on one server): start the scroll again"
+            )
+        return entry[1]
+
+    def put_back(self, token: str, collection: str, pages: Iterator[GetResult]) -> None:
+        """Keep the iteration again after a page."""
+        with self._lock:
+            self._open[token] = (collection, pages, time.monotonic())
+
+
+def create_app(
+    database: Database,
+    *,
+    keys: Keyring | None,
+    max_body: int = DEFAULT_MAX_BODY,
+    max_batch: int = DEFAULT_MAX_BATCH,
+) -> FastAPI:
+    """The HTTP API over ``database``.
+
+    Args:
+        database: An embedded database (``app.state.database``; the caller closes it).
+        keys: The API keys accepted; None serves without authentication.
+        max_body: Largest request body in bytes (413 above).
+        max_batch: Most rows per write, queries per query, ids per read (413 above).
+
+    Returns:
+        The FastAPI application (wrapped in the body limit at ``app.state.asgi``).
+    """
+    app = FastAPI(
+        title="latentdb",
+        version=latentdb.__version__,
+        description=(
+            "A vector database that indexes a model's latent space. Send the API key as "
+            "`Authorization: Bearer KEY`. Errors are `{code, status, message}`."
+        ),
+    )
+    metrics = Metrics()
+    cursors = Cursors()
+    app.state.database = database
+    app.state.keys = keys
+    app.state.metrics = metrics
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    @app.exception_handler(LatentDBError)
+    async def on_latentdb_error(request: Request, error: LatentDBError) -> Response:
+        metrics.error(error.code)
+        return _error_response(error)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_bad_request(request: Request, error: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        return await on_latentdb_error(request, InvalidArgumentError(problems))
+
+    @app.exception_handler(HTTPException)
+    async def on_http_error(request: Request, error: HTTPException) -> Response:
+        if error.status_code == 404:
+            return await on_latentdb_error(
+                request, NotFoundError(f"no endpoint {request.method} {request.url.path}")
+            )
+        wrapped = InvalidArgumentError(str(error.detail))
+        wrapped.status = error.status_code  # 405 and the like: keep the HTTP status
+        return await on_latentdb_error(request, wrapped)
+
+    @app.exception_handler(Exception)
+    async def on_crash(request: Request, error: Exception) -> Response:
+        # Details go to the log only: a reply never carries a stack trace.
+        log.error("%s %s failed", request.method, request.url.path, exc_info=error)
+        return await on_latentdb_error(
+            request, ServerError("the server failed to answer; the reason is in its log")
+        )
+
+    def db(request: Request) -> Database:
+        found: Database = request.app.state.database
+        return found
+
+    def key_of(request: Request) -> ApiKey | None:
+        keyring: Keyring | None = request.app.state.keys
+        if keyring is None:
+            return None
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        presented = token.strip() if scheme.lower() == "bearer" else None
+        return keyring.find(presented or request.headers.get("x-api-key"))
+
+    def allow(request: Request, *, write: bool, collection: str | None = None) -> ApiKey | None:
+        key = key_of(request)
+        if key is not None:
+            key.check(write=write, collection=collection)
+        return key
+
+    def form(request: Request) -> VectorFormat:
+        return "binary" if request.headers.get(VECTOR_HEADER, "") == "binary" else "json"
+
+    def batch(count: int, what: str) -> None:
+        if count > max_batch:
+            raise PayloadTooLargeError(
+                f"{count:,} {what} in one request is over this server's limit of "
+                f"{max_batch:,} (latentdb serve --max-batch): split the call"
+            )
+
+    def collection(request: Request, name: str, *, write: bool) -> Collection:
+        allow(request, write=write, collection=name)
+        return db(request).get_collection(name)
+
+    def images(value: object) -> Any:
+        if not isinstance(value, list):
+            return value  # the engine names what is wrong
+        decoded = []
+        for position, item in enumerate(value):
+            try:
+                decoded.append(base64.b64decode(item, validate=True))
+            except (TypeError, ValueError):
+                raise InvalidArgumentError(
+                    f"images travel as base64 of their encoded bytes; the one at position "
+                    f"{position} is not (file paths are not read on the server)"
+                ) from None
+        return decoded
+
+    def info(found: Collection) -> dict[str, Any]:
+        return {
+            "name": found.name,
+            "alias": found.alias,
+            "space": found.space.to_dict(),
+            "embedder": found.embedder,
+            "recall_target": found.recall_target,
+        }
+
+    # -- service -----------------------------------------------------------------------
+
+    @app.get("/healthz", tags=["service"], summary="Liveness: 200 while the database is open")
+    def healthz(request: Request) -> Response:
+        db(request).list_collections()  # raises DatabaseClosedError once closed
+        return _json({"status": "ok", "version": latentdb.__version__})
+
+    @app.get("/metrics", tags=["service"], summary="Prometheus metrics (needs a read key)")
+    def prometheus(request: Request) -> Response:
+        key = allow(request, write=False)
+        database = db(request)
+        rows = {
+            name: database.get_collection(name).count()
+            for name in database.list_collections()
+            if key is None or key.allows(name)
+        }
+        return PlainTextResponse(
+            metrics.render(rows), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    # -- collections -------------------------------------------------------------------
+
+    @app.get("/v1/collections", tags=["collections"], summary="list_collections")
+    def list_collections(request: Request) -> Response:
+        key = allow(request, write=False)
+        names = db(request).list_collections()
+        return _json([n for n in names if key is None or key.allows(n)])
+
+    @app.post("/v1/collections", tags=["collections"], summary="create_collection")
+    def create_collection(request: Request, body: CreateCollectionBody) -> Response:
+        allow(request, write=True, collection=str(body.name))
+        database = db(request)
+        make = database.get_or_create_collection if body.get_or_create else None
+        make = make or database.create_collection
+        arguments = body.model_dump(exclude={"name", "get_or_create"})
+        return _json(info(make(body.name, **arguments)))
+
+    @app.get("/v1/collections/{name}", tags=["collections"], summary="get_collection")
+    def get_collection(request: Request, name: str) -> Response:
+        return _json(info(collection(request, name, write=False)))
+
+    @app.delete("/v1/collections/{name}", tags=["collections"], summary="delete_collection")
+    def delete_collection(request: Request, name: str) -> Response:
+        allow(request, write=True, collection=name)
+        db(request).delete_collection(name)
+        return _json({"deleted": name})
+
+    # -- aliases -----------------------------------------------------------------------
+
+    @app.get("/v1/aliases", tags=["aliases"], summary="list_aliases")
+    def list_aliases(request: Request) -> Response:
+        key = allow(request, write=False)
+        aliases = db(request).list_aliases()
+        return _json({a: c for a, c in aliases.items() if key is None or key.allows(a)})
+
+    @app.post("/v1/aliases", tags=["aliases"], summary="create_alias")
+    def create_alias(request: Request, body: CreateAliasBody) -> Response:
+        allow(request, write=True, collection=str(body.alias))
+        allow(request, write=True, collection=str(body.collection))
+        db(request).create_alias(body.alias, body.collection)
+        return _json({"alias": body.alias, "collection": body.collection})
+
+    @app.put("/v1/aliases/{alias}", tags=["aliases"], summary="switch_alias")
+    def switch_alias(request: Request, alias: str, body: AliasBody) -> Response:
+        allow(request, write=True, collection=alias)
+        allow(request, write=True, collection=str(body.collection))
+        db(request).switch_alias(alias, body.collection)
+        return _json({"alias": alias, "collection": body.collection})
+
+    @app.delete("/v1/aliases/{alias}", tags=["aliases"], summary="delete_alias")
+    def delete_alias(request: Request, alias: str) -> Response:
+        allow(request, write=True, collection=alias)
+        db(request).delete_alias(alias)
+        return _json({"deleted": alias})
+
+    # -- migrations --------------------------------------------------------------------
+
+    def migration_reply(migration: latentdb.Migration, *, running: bool) -> Response:
+        status = dataclasses.asdict(migration.status())
+        return _json({"id": migration.id, "running": running, "status": status})
+
+    def find_migration(request: Request, migration_id: int) -> latentdb.Migration:
+        for migration in db(request).list_migrations():
+            if migration.id == migration_id:
+                allow(request, write=False, collection=migration.status().alias)
+                return migration
+        raise NotFoundError(f"no migration {migration_id}")
+
+    @app.post("/v1/migrations", tags=["migrations"], summary="migrate (in the background)")
+    def migrate(request: Request, body: MigrateBody) -> Response:
+        allow(request, write=True, collection=str(body.name))
+        migration = db(request).migrate(
+            body.name, embedder=body.embedder, new_name=body.new_name, background=True
+        )
+        return migration_reply(migration, running=True)
+
+    @app.get("/v1/migrations", tags=["migrations"], summary="list_migrations")
+    def list_migrations(request: Request) -> Response:
+        key = allow(request, write=False)
+        replies = []
+        for migration in db(request).list_migrations():
+            status = migration.status()
+            if key is None or key.allows(status.alias):
+                replies.append({"id": migration.id, "status": dataclasses.asdict(status)})
+        return _json(replies)
+
+    @app.get(
+        "/v1/migrations/{migration_id}",
+        tags=["migrations"],
+        summary="Migration status; ?wait=SECONDS waits for a background run to end",
+    )
+    def migration_status(request: Request, migration_id: int, wait: float = 0.0) -> Response:
+        migration = find_migration(request, migration_id)
+        try:
+            migration.wait(min(max(wait, 0.0), 30.0))
+        except TimeoutError:
+            return migration_reply(migration, running=True)
+        except Exception:  # the run failed: status().error says how
+            pass
+        return migration_reply(migration, running=False)
+
+    @app.post("/v1/migrations/{migration_id}/stop", tags=["migrations"], summary="Migration.stop")
+    def stop_migration(request: Request, migration_id: int) -> Response:
+        migration = find_migration(request, migration_id)
+        allow(request, write=True, collection=migration.status().alias)
+        migration.stop()
+        return migration_reply(migration, running=False)
+
+    # -- records -----------------------------------------------------------------------
+
+    def write_arguments(body: WriteBody) -> dict[str, Any]:
+        ids = body.ids
+        batch(
+            max(
+                len(ids) if isinstance(ids, list) else 1,
+                rows_of(body.vectors),
+                len(body.images) if isinstance(body.images, list) else 0,
+            ),
+            "rows",
+        )
+        return {
+            "vectors": decode_array(body.vectors),
+            "documents": body.documents,
+            "metadatas": body.metadatas,
+            "model": body.model,
+            "images": None if body.images is None else images(body.images),
+        }
+
+    @app.post("/v1/collections/{name}/records", tags=["records"], summary="add")
+    def add(request: Request, name: str, body: WriteBody) -> Response:
+        collection(request, name, write=True).add(body.ids, **write_arguments(body))
+        return _json({"written": True})
+
+    @app.put("/v1/collections/{name}/records", tags=["records"], summary="upsert")
+    def upsert(request: Request, name: str, body: WriteBody) -> Response:
+        collection(request, name, write=True).upsert(body.ids, **write_arguments(body))
+        return _json({"written": True})
+
+    @app.patch("/v1/collections/{name}/records", tags=["records"], summary="update")
+    def update(request: Request, name: str, body: WriteBody) -> Response:
+        collection(request, name, write=True).update(body.ids, **write_arguments(body))
+        return _json({"written": True})
+
+    @app.post("/v1/collections/{name}/delete", tags=["records"], summary="delete")
+    def delete(request: Request, name: str, body: DeleteBody) -> Response:
+        found = collection(request, name, write=True)
+        deleted = found.delete(body.ids, where=body.where, where_document=body.where_document)
+        return _json({"deleted": deleted})
+
+    @app.post("/v1/collections/{name}/get", tags=["records"], summary="get")
+    def get(request: Request, name: str, body: GetBody) -> Response:
+        if isinstance(body.ids, list):
+            batch(len(body.ids), "ids")
+        result = collection(request, name, write=False).get(
+            body.ids,
+            where=body.where,
+            limit=body.limit,
+            offset=body.offset,
+            include=body.include,
+            where_document=body.where_document,
+        )
+        return _json(get_result_to_wire(result, form(request)))
+
+    @app.post("/v1/collections/{name}/scroll", tags=["records"], summary="scroll, a page a call")
+    def scroll(request: Request, name: str, body: ScrollBody) -> Response:
+        found = collection(request, name, write=False)
+        token = body.after
+        if token is None:
+            if isinstance(body.batch, int):
+                batch(body.batch, "rows per page")
+            pages = found.scroll(
+                batch=body.batch,
+                where=body.where,
+                where_document=body.where_document,
+                include=body.include,
+            )
+        else:
+            pages = cursors.take(token, name)
+        page = next(pages, None)  # the first page also checks the arguments
+        if page is None:
+            return _json({"page": None, "after": None})
+        if token is None:
+            token = cursors.open(name, pages)
+        else:
+            cursors.put_back(token, name, pages)
+        return _json({"page": get_result_to_wire(page, form(request)), "after": token})
+
+    @app.get("/v1/collections/{name}/count", tags=["records"], summary="count")
+    def count(request: Request, name: str) -> Response:
+        return _json({"count": collection(request, name, write=False).count()})
+
+    @app.post("/v1/collections/{name}/query", tags=["search"], summary="query")
+    def query(request: Request, name: str, body: QueryBody) -> Response:
+        batch(
+            max(
+                rows_of(body.vectors),
+                texts_count(body.texts) if isinstance(body.texts, list | str) else 0,
+                len(body.images) if isinstance(body.images, list) else 0,
+            ),
+            "queries",
+        )
+        found = collection(request, name, write=False)
+        weights = body.hybrid_weights
+        result = found.query(
+            vectors=decode_array(body.vectors),
+            texts=body.texts,
+            k=body.k,
+            where=body.where,
+            include=body.include,
+            exact=body.exact,
+            model=body.model,
+            params=body.params,
+            images=None if body.images is None else images(body.images),
+            explain=body.explain,
+            where_document=body.where_document,
+            hybrid=body.hybrid,
+            hybrid_weights=tuple(weights) if isinstance(weights, list) else weights,
+        )
+        return _json(query_result_to_wire(result, form(request)))
+
+    # -- index -------------------------------------------------------------------------
+
+    @app.post("/v1/collections/{name}/optimize", tags=["index"], summary="optimize")
+    def optimize(request: Request, name: str) -> Response:
+        collection(request, name, write=True).optimize()
+        return _json({"optimized": True})
+
+    @app.get("/v1/collections/{name}/index", tags=["index"], summary="index_status")
+    def index_status(request: Request, name: str) -> Response:
+        status = collection(request, name, write=False).index_status()
+        return _json(dataclasses.asdict(status))
+
+    @app.post("/v1/collections/{name}/evaluate", tags=["index"], summary="evaluate")
+    def evaluate(request: Request, name: str, body: EvaluateBody) -> Response:
+        batch(rows_of(body.queries), "queries")
+        report = collection(request, name, write=False).evaluate(
+            decode_array(body.queries), k=body.k, sample=body.sample
+        )
+        return _json(dataclasses.asdict(report))
+
+    @app.put("/v1/collections/{name}/recall_target", tags=["index"], summary="set_recall_target")
+    def set_recall_target(request: Request, name: str, body: RecallTargetBody) -> Response:
+        collection(request, name, write=True).set_recall_target(body.target)
+        return _json({"recall_target": body.target})
+
+    return app
+
+
+def limited(app: FastAPI, *, max_body: int = DEFAULT_MAX_BODY) -> ASGIApp:
+    """``app`` behind the body size limit and the request metrics (what uvicorn serves)."""
+    return Limits(app, max_body=max_body, metrics=app.state.metrics)
