@@ -277,7 +277,9 @@ def serve(
     check_exposure(host, keys, no_auth=no_auth, max_body=max_body, max_batch=max_batch)
     scheme = "https" if certfile else "http"
     access = "without authentication" if no_auth else f"with {len(keys)} API key(s)"
-    Console(stderr=True).print(f"serving {path} at {scheme}://{host}:{port} {access}")
+    Console(stderr=True, soft_wrap=True).print(
+        f"serving {path} at {scheme}://{host}:{port} {access}"
+    )
     run(
         path,
         host=host,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import ssl
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -137,7 +138,7 @@ class RemoteDatabase(Database):
             base_url=self.url,
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=10.0 if timeout is None else timeout),
-            verify=verify,
+            verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify,
         )
         self._call("GET", "/healthz")
 

@@ -1,0 +1,154 @@
+"""API keys: 401 without a valid one, 403 past its scope, keys from every source."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import latentdb
+from latentdb import AuthError, ForbiddenError, InvalidArgumentError
+from latentdb.cli import app
+from latentdb.server import ApiKey, Keyring, ServerThread, check_exposure, is_loopback
+from tests.server.conftest import DOCS_READER, DOCS_WRITER, READER, WRITER
+
+DIM = 4
+
+
+@pytest.fixture(scope="module")
+def seeded(keyed: ServerThread) -> Iterator[ServerThread]:
+    """The keyed server with collections "docs" (alias "docs-live") and "other"."""
+    with latentdb.connect(keyed.url, api_key=WRITER) as db:
+        for name in ("docs", "other"):
+            collection = db.create_collection(name, dimension=DIM, embedder=None)
+            collection.add(["a", "b"], vectors=np.eye(DIM)[:2])
+        db.create_alias("docs-live", "docs")
+    yield keyed
+
+
+def test_no_key_is_401_with_a_json_error(seeded: ServerThread) -> None:
+    reply = httpx.get(f"{seeded.url}/v1/collections")
+    assert reply.status_code == 401
+    body = reply.json()
+    assert body["code"] == "unauthorized" and body["status"] == 401
+    assert "API key is required" in body["message"]
+    with latentdb.connect(seeded.url) as db, pytest.raises(AuthError, match="required"):
+        db.list_collections()
+
+
+def test_an_unknown_key_is_401(seeded: ServerThread) -> None:
+    with (
+        latentdb.connect(seeded.url, api_key="not-a-known-key-at-all") as db,
+        pytest.raises(AuthError, match="not valid") as raised,
+    ):
+        db.get_collection("docs").count()
+    assert type(raised.value) is AuthError
+    reply = httpx.get(f"{seeded.url}/v1/collections", headers={"X-API-Key": "wrong-key-12345678"})
+    assert reply.status_code == 401
+
+
+def test_both_headers_carry_a_key(seeded: ServerThread) -> None:
+    for headers in ({"Authorization": f"Bearer {READER}"}, {"X-API-Key": READER}):
+        reply = httpx.get(f"{seeded.url}/v1/collections", headers=headers)
+        assert reply.status_code == 200 and reply.json() == ["docs", "other"]
+
+
+def test_read_only_key_reads_and_gets_403_on_writes(seeded: ServerThread) -> None:
+    with latentdb.connect(seeded.url, api_key=READER) as db:
+        docs = db.get_collection("docs")
+        assert docs.query(vectors=np.eye(DIM)[0], k=1).ids == [["a"]]
+        assert docs.count() == 2 and db.list_aliases() == {"docs-live": "docs"}
+        writes = [
+            lambda: docs.add(["c"], vectors=np.ones(DIM)),
+            lambda: docs.upsert(["a"], vectors=np.ones(DIM)),
+            lambda: docs.update(["a"], metadatas=[{"x": 1}]),
+            lambda: docs.delete(["a"]),
+            lambda: docs.optimize(),
+            lambda: docs.set_recall_target(0.9),
+            lambda: db.create_collection("new", dimension=DIM, embedder=None),
+            lambda: db.delete_collection("other"),
+            lambda: db.create_alias("x", "docs"),
+            lambda: db.switch_alias("docs-live", "other"),
+            lambda: db.delete_alias("docs-live"),
+        ]
+        for write in writes:
+            with pytest.raises(ForbiddenError, match="read-only") as raised:
+                write()
+            assert raised.value.status == 403
+        assert isinstance(raised.value, AuthError)  # catching AuthError catches both
+    with latentdb.connect(seeded.url, api_key=WRITER) as db:
+        assert db.get_collection("docs").count() == 2  # nothing was written
+        assert db.list_collections() == ["docs", "other"]
+
+
+def test_collection_scoped_keys(seeded: ServerThread) -> None:
+    with latentdb.connect(seeded.url, api_key=DOCS_WRITER) as db:
+        assert db.list_collections() == ["docs"]  # only what the key may see
+        assert db.list_aliases() == {"docs-live": "docs"}
+        db.get_collection("docs-live").upsert(["c"], vectors=np.ones(DIM))
+        with pytest.raises(ForbiddenError, match="may not use collection 'other'"):
+            db.get_collection("other")
+        with pytest.raises(ForbiddenError, match="'other'"):
+            db.switch_alias("docs-live", "other")
+        with pytest.raises(ForbiddenError):
+            db.delete_collection("other")
+    with latentdb.connect(seeded.url, api_key=DOCS_READER) as db:
+        assert db.get_collection("docs").count() == 3
+        with pytest.raises(ForbiddenError, match="'docs-live'"):  # the alias is not named
+            db.get_collection("docs-live")
+        with pytest.raises(ForbiddenError, match="read-only"):
+            db.get_collection("docs").delete(["c"])
+    reply = httpx.get(f"{seeded.url}/metrics", headers={"X-API-Key": DOCS_READER})
+    assert 'latentdb_collection_rows{collection="docs"} 3' in reply.text
+    assert 'collection="other"' not in reply.text
+
+
+def test_open_endpoints_and_metrics_needing_a_key(seeded: ServerThread) -> None:
+    assert httpx.get(f"{seeded.url}/healthz").json()["status"] == "ok"
+    assert httpx.get(f"{seeded.url}/openapi.json").status_code == 200
+    assert httpx.get(f"{seeded.url}/metrics").status_code == 401
+
+
+def test_key_syntax_and_sources(tmp_path: Path) -> None:
+    key = ApiKey.parse("k" * 16 + ":read:a,b", "test")
+    assert key.scope == "read" and key.collections == frozenset({"a", "b"})
+    assert ApiKey.parse("k" * 16, "test").scope == "write"
+    with pytest.raises(InvalidArgumentError, match="at least 16"):
+        ApiKey.parse("short", "test")
+    with pytest.raises(InvalidArgumentError, match="scope must be 'read' or 'write'"):
+        ApiKey.parse("k" * 16 + ":admin", "test")
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# readers\n" + "f" * 20 + ":read  # a comment\n\n")
+    ring = Keyring.load(["c" * 20], keys_file=keys_file, environ={"LATENTDB_API_KEYS": "e" * 20})
+    assert len(ring) == 3
+    assert ring.find("f" * 20).scope == "read"
+    assert ring.find("e" * 20).source == "LATENTDB_API_KEYS"
+    with pytest.raises(AuthError):
+        ring.find("c" * 19)
+    with pytest.raises(InvalidArgumentError, match="line 1"):
+        keys_file.write_text("bad:scope:x\n")
+        Keyring.load(keys_file=keys_file, environ={})
+    with pytest.raises(InvalidArgumentError, match="cannot read keys file"):
+        Keyring.load(keys_file=tmp_path / "missing", environ={})
+
+
+def test_no_auth_only_on_loopback(tmp_path: Path) -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+    no_keys = Keyring([])
+    check_exposure("127.0.0.1", no_keys, no_auth=True, max_body=1, max_batch=1)
+    with pytest.raises(InvalidArgumentError, match="only on a loopback host"):
+        check_exposure("0.0.0.0", no_keys, no_auth=True, max_body=1, max_batch=1)
+    with pytest.raises(InvalidArgumentError, match="no API key"):
+        check_exposure("127.0.0.1", no_keys, no_auth=False, max_body=1, max_batch=1)
+    result = CliRunner().invoke(
+        app, ["serve", str(tmp_path / "db"), "--host", "0.0.0.0", "--no-auth"]
+    )
+    assert result.exit_code != 0
+    assert isinstance(result.exception, InvalidArgumentError)
+    assert "loopback" in str(result.exception)
+    assert not (tmp_path / "db").exists()  # refused before anything was opened

@@ -1,0 +1,121 @@
+"""`latentdb serve` as users run it: a subprocess, over TLS, with a key; and many
+clients reading and writing at once."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import latentdb
+from latentdb import IndexSpec, TransportError
+from latentdb.server import ServerThread
+from tests.server.conftest import WRITER, serving
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.mark.slow
+def test_serve_command_over_tls_with_a_key(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+    command = [
+        sys.executable, "-m", "latentdb.cli", "serve", str(tmp_path / "db"),
+        "--port", str(port), "--api-key", WRITER, "--certfile", str(cert), "--keyfile", str(key),
+    ]  # fmt: skip
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"https://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                db = latentdb.connect(url, api_key=WRITER, verify=str(cert))
+                break
+            except TransportError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        with db:
+            collection = db.create_collection("c", dimension=3, embedder=None)
+            collection.add(["x", "y"], vectors=np.eye(3)[:2])
+            assert collection.query(vectors=[0.0, 1.0, 0.0], k=1).ids == [["y"]]
+        with pytest.raises(TransportError):  # plain HTTP to the TLS port
+            latentdb.connect(f"http://127.0.0.1:{port}", api_key=WRITER)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=60)
+    # uvicorn shuts down cleanly, then re-raises the signal it caught.
+    assert server.returncode in (0, -signal.SIGTERM), output
+    assert "Finished server process" in output
+    assert f"serving {tmp_path / 'db'} at https://127.0.0.1:{port} with 1 API key(s)" in output
+    with latentdb.connect(tmp_path / "db") as db:  # closed cleanly, all there
+        assert db.get_collection("c").count() == 2
+
+
+def test_concurrent_writers_and_readers_lose_nothing(tmp_path: Path) -> None:
+    writers, batches, rows, dim = 4, 12, 25, 8
+    spec = IndexSpec(kind="hnsw", seal_rows=300)  # seals (in the background) as writes come
+    failures: list[BaseException] = []
+    written: list[str] = []
+    done = threading.Event()
+
+    def write(server: ServerThread, writer: int) -> None:
+        try:
+            with latentdb.connect(server.url) as db:
+                collection = db.get_collection("c")
+                rng = np.random.default_rng(writer)
+                for batch in range(batches):
+                    ids = [f"w{writer}-{batch}-{i}" for i in range(rows)]
+                    collection.add(ids, vectors=rng.normal(size=(rows, dim)))
+                    written.extend(ids)  # acknowledged
+        except BaseException as error:
+            failures.append(error)
+
+    def read(server: ServerThread) -> None:
+        try:
+            with latentdb.connect(server.url) as db:
+                collection = db.get_collection("c")
+                queries = np.random.default_rng(99).normal(size=(5, dim))
+                while not done.is_set():
+                    result = collection.query(vectors=queries, k=5)
+                    assert len(result.ids) == 5
+        except BaseException as error:
+            failures.append(error)
+
+    with serving(tmp_path / "db", max_batch=5000) as server:
+        with latentdb.connect(server.url) as db:
+            db.create_collection("c", dimension=dim, metric="l2", embedder=None, index=spec)
+        readers = [threading.Thread(target=read, args=(server,)) for _ in range(4)]
+        threads = [threading.Thread(target=write, args=(server, w)) for w in range(writers)]
+        for thread in readers + threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        done.set()
+        for thread in readers:
+            thread.join()
+        assert not failures, failures
+        with latentdb.connect(server.url) as db:
+            collection = db.get_collection("c")
+            assert collection.count() == len(written) == writers * batches * rows
+            assert len(collection.get(written, include=[]).ids) == len(written)
+            collection.optimize()
+            assert collection.index_status().indexed == len(written)
