@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,7 +22,7 @@ from latentdb import Collection, IndexSpec, InvalidArgumentError, LatentDBWarnin
 from latentdb.index import _segments
 from latentdb.index._flat import FlatIndex
 from latentdb.index._sealed import SealedSegment
-from tests.conftest import SHARED_DATA
+from tests._data import pypi_minilm
 
 ROWS = 3000
 QUERIES = 100
@@ -31,12 +30,7 @@ QUERIES = 100
 
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray]:
-    with h5py.File(SHARED_DATA / "pypi-minilm-100k.hdf5", "r") as file:
-        train = file["train"][:ROWS].astype(np.float32)
-        test = file["test"][:QUERIES].astype(np.float32)
-    train /= np.linalg.norm(train, axis=1, keepdims=True)
-    test /= np.linalg.norm(test, axis=1, keepdims=True)
-    return train, test
+    return pypi_minilm(ROWS, QUERIES)
 
 
 def true_neighbours(train: np.ndarray, queries: np.ndarray, alive: np.ndarray, k: int = 10):

@@ -8,14 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import pytest
 
 import latentdb
 from latentdb import Collection, IndexSpec
 from latentdb.query import _planner, _subset
-from tests.conftest import SHARED_DATA
+from tests._data import pypi_minilm
 
 ROWS = 3000
 QUERIES = 60
@@ -23,12 +22,7 @@ QUERIES = 60
 
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray]:
-    with h5py.File(SHARED_DATA / "pypi-minilm-100k.hdf5", "r") as file:
-        train = file["train"][:ROWS].astype(np.float32)
-        test = file["test"][:QUERIES].astype(np.float32)
-    train /= np.linalg.norm(train, axis=1, keepdims=True)
-    test /= np.linalg.norm(test, axis=1, keepdims=True)
-    return train, test
+    return pypi_minilm(ROWS, QUERIES)
 
 
 @pytest.fixture(scope="module")
