@@ -91,6 +91,9 @@ _TUNE_MIN_QUERIES = 50
 _TUNE_MARGIN = 0.01
 # Writes must pause this long before the growing segment is sealed in the background.
 _SEAL_QUIET_SECONDS = 1.0
+# Under writes that never pause, seal anyway once the growing segment holds this many
+# times the seal size (its exact scan costs every query).
+_SEAL_OVERDUE = 2
 # optimize() extends a segment in place unless more than this share of it is dead.
 _MAX_DEAD_FRACTION = 0.1
 # Re-tune once the collection has grown by this factor since the last tuning.
@@ -285,10 +288,13 @@ class SegmentedIndex:
             if self._closed:
                 return
             remaining = self._last_write + _SEAL_QUIET_SECONDS - time.monotonic()
-            if remaining > 0:
+            overdue = len(self.growing) >= _SEAL_OVERDUE * self.spec.seal_rows
+            if remaining > 0 and not overdue:
                 self._arm_timer(remaining)
-            else:
+            else:  # quiet, or writes never pause and the exact scan keeps growing
                 self._maybe_seal()
+                if remaining > 0:
+                    self._arm_timer(remaining)
 
     def _maybe_seal(self) -> None:
         if self._builder is not None or self._closed or self.folder is None:

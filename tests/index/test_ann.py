@@ -384,3 +384,30 @@ def test_auto_keeps_its_index_when_deletes_shrink_it(
     truth = true_neighbours(train, test, np.arange(600, 1200))
     assert recall(collection.query(vectors=test, k=10).ids, truth) >= 0.9
     collection._database.close()
+
+
+def test_writes_that_never_pause_still_get_sealed(
+    tmp_path: Path, data: Any, monkeypatch: pytest.MonkeyPatch, databases: list[latentdb.Database]
+) -> None:
+    monkeypatch.setattr(_segments, "_SEAL_QUIET_SECONDS", 0.5)
+    train, test = data
+    databases.append(latentdb.connect(tmp_path))
+    collection = databases[-1].create_collection(
+        "busy", dimension=384, embedder=None, index=IndexSpec(kind="hnsw", seal_rows=500)
+    )
+    collection.query(vectors=test[0])  # loads the index: its writes schedule seals
+    deadline = time.monotonic() + 60
+    written = 0
+    while collection.index_status().segments == 0 and time.monotonic() < deadline:
+        # A write every 0.1 s: never 0.5 s of quiet, so only the overdue rule seals.
+        batch = min(100, ROWS - written)
+        if batch:
+            ids = [str(i) for i in range(written, written + batch)]
+            collection.add(ids, vectors=train[written : written + batch])
+            written += batch
+        else:
+            collection.update(["0"], vectors=train[0])
+        time.sleep(0.1)
+    status = collection.index_status()
+    assert status.segments >= 1 and status.indexed >= 1000
+    assert written >= 1000  # sealed only once the growing segment was overdue
