@@ -344,28 +344,31 @@ class Collection:
         matrix = self._vectors_for(vectors, document_list, count, model, progress, images)
         database, state = self._database, self._state
         store = database.store
-        with store.write():
-            database.sync(state)
-            if not replace:
-                stored = store.keys_for_ids(state.row.id, id_list)
-                if stored:
-                    first = next(i for i in id_list if i in stored)
-                    raise DuplicateIdError(
-                        f"id {first!r} is already stored in {self.name!r} "
-                        f"({len(stored)} of the {count} ids are): use upsert to replace"
-                    )
-            sequence = store.next_sequence()
-            store.insert_records(
-                state.row.id,
-                ids=id_list,
-                vectors=matrix,
-                documents=document_list or [None] * count,
-                metadatas=metadata_list or [None] * count,
-                sequence=sequence,
-            )
-            key_of = {record_id: key for key, record_id in store.keys_at(state.row.id, sequence)}
-        keys = np.fromiter((key_of[i] for i in id_list), dtype=np.int64, count=count)
-        self._apply(sequence, keys, id_list, matrix)
+        with store.lock:  # held until the commit is mirrored in the index
+            with store.write():
+                database.sync(state)
+                if not replace:
+                    stored = store.keys_for_ids(state.row.id, id_list)
+                    if stored:
+                        first = next(i for i in id_list if i in stored)
+                        raise DuplicateIdError(
+                            f"id {first!r} is already stored in {self.name!r} "
+                            f"({len(stored)} of the {count} ids are): use upsert to replace"
+                        )
+                sequence = store.next_sequence()
+                store.insert_records(
+                    state.row.id,
+                    ids=id_list,
+                    vectors=matrix,
+                    documents=document_list or [None] * count,
+                    metadatas=metadata_list or [None] * count,
+                    sequence=sequence,
+                )
+                key_of = {
+                    record_id: key for key, record_id in store.keys_at(state.row.id, sequence)
+                }
+            keys = np.fromiter((key_of[i] for i in id_list), dtype=np.int64, count=count)
+            self._apply(sequence, keys, id_list, matrix)
 
     def _apply(
         self,
@@ -426,28 +429,29 @@ class Collection:
             self.space.check_model(model)
         database, state = self._database, self._state
         store = database.store
-        with store.write():
-            database.sync(state)
-            key_of = store.keys_for_ids(state.row.id, id_list)
-            missing = [i for i in id_list if i not in key_of]
-            if missing:
-                raise RecordNotFoundError(
-                    f"cannot update ids that are not stored in {self.name!r}: "
-                    f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
+        with store.lock:  # held until the commit is mirrored in the index
+            with store.write():
+                database.sync(state)
+                key_of = store.keys_for_ids(state.row.id, id_list)
+                missing = [i for i in id_list if i not in key_of]
+                if missing:
+                    raise RecordNotFoundError(
+                        f"cannot update ids that are not stored in {self.name!r}: "
+                        f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
+                    )
+                keys = np.fromiter((key_of[i] for i in id_list), dtype=np.int64, count=count)
+                sequence = store.next_sequence()
+                store.update_records(
+                    keys.tolist(),
+                    vectors=matrix,
+                    documents=document_list,
+                    metadatas=metadata_list,
+                    sequence=sequence,
                 )
-            keys = np.fromiter((key_of[i] for i in id_list), dtype=np.int64, count=count)
-            sequence = store.next_sequence()
-            store.update_records(
-                keys.tolist(),
-                vectors=matrix,
-                documents=document_list,
-                metadatas=metadata_list,
-                sequence=sequence,
-            )
-        if matrix is not None:
-            self._apply(sequence, keys, id_list, matrix)
-        else:
-            self._apply(sequence, None, None, None)
+            if matrix is not None:
+                self._apply(sequence, keys, id_list, matrix)
+            else:
+                self._apply(sequence, None, None, None)
 
     def delete(
         self,
@@ -476,15 +480,16 @@ class Collection:
         condition = _sql_filters(where, where_document)
         database, state = self._database, self._state
         store = database.store
-        with store.write():
-            database.sync(state)
-            rows = store.select(state.row.id, ids=id_list, where=condition)
-            if not rows:
-                return 0
-            keys = np.fromiter((key for key, _ in rows), dtype=np.int64, count=len(rows))
-            sequence = store.next_sequence()
-            store.delete_records(state.row.id, keys.tolist(), sequence=sequence)
-        self._apply(sequence, None, None, None, keys)
+        with store.lock:  # held until the commit is mirrored in the index
+            with store.write():
+                database.sync(state)
+                rows = store.select(state.row.id, ids=id_list, where=condition)
+                if not rows:
+                    return 0
+                keys = np.fromiter((key for key, _ in rows), dtype=np.int64, count=len(rows))
+                sequence = store.next_sequence()
+                store.delete_records(state.row.id, keys.tolist(), sequence=sequence)
+            self._apply(sequence, None, None, None, keys)
         return len(rows)
 
     # -- reads ---------------------------------------------------------------------

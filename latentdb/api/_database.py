@@ -168,7 +168,7 @@ class CollectionState:
             raise
         self.ids.update(changes.keys, changes.ids)
         self.ids.discard(changes.deleted)
-        self.applied = changes.sequence
+        self.applied = max(self.applied, changes.sequence)
 
 
 class Database:
