@@ -49,7 +49,10 @@ FILTERED_EF_MAX = 1024
 
 def filtered_ef(ef: int, fraction: float) -> int:
     """The beam width of a graph search where ``fraction`` of the rows are allowed,
-    from the one tuned unfiltered (measured: see the filters issue's closing note)."""
+    from the one tuned unfiltered: ``ef / fraction ** 0.4``. On the PyPI MiniLM graph,
+    recall 0.95 took 1.25x the unfiltered beam with half the rows allowed, 2x at 20%, 3x
+    at 10%; a smaller graph tuned with less margin (3,000 rows, M=16) needed the 1.3x at
+    half. Narrow filters are scanned or get an index of their own instead."""
     return int(min(FILTERED_EF_MAX, max(ef, math.ceil(ef / max(fraction, 1e-3) ** 0.4))))
 
 
