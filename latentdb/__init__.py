@@ -21,6 +21,8 @@ from latentdb.api import (
     MigrationStatus,
     QueryResult,
     RecallReport,
+    SpaceMap,
+    SpaceReport,
 )
 from latentdb.errors import (
     AuthError,
@@ -81,6 +83,8 @@ __all__ = [
     "RecallReport",
     "RecordNotFoundError",
     "ServerError",
+    "SpaceMap",
+    "SpaceReport",
     "StorageError",
     "TransportError",
     "__version__",

@@ -6,6 +6,8 @@ latentdb query PATH COLLECTION "text"  nearest records to a text
 latentdb alias PATH ALIAS COLLECTION   create or switch an alias (--delete removes it)
 latentdb migrate PATH NAME --embedder E  re-embed a collection, switch NAME when done
 latentdb serve PATH                    serve a database over HTTP (API keys, OpenAPI)
+latentdb analyze PATH COLLECTION       the space report: norms, concentration, hubness, advice
+latentdb map PATH COLLECTION -o F      a 2-D map of the records (HTML, or PNG for *.png)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 import latentdb
+from latentdb.analysis import SpaceReport
 from latentdb.api import Collection, QueryResult
 from latentdb.errors import LatentDBError
 
@@ -292,6 +295,133 @@ def serve(
         keyfile=keyfile,
         access_log=access_log,
     )
+
+
+@app.command()
+def analyze(
+    path: Annotated[Path, typer.Argument(help="Database folder.", exists=True)],
+    collection: Annotated[str, typer.Argument(help="Collection name.")],
+    sample: Annotated[int, typer.Option("--sample", help="Rows used as queries.")] = 2000,
+    k: Annotated[int, typer.Option("-k", help="Neighbours per query.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Measure COLLECTION's latent space: norms, distance concentration against Gaussian
+    vectors, intrinsic dimension, hubness, near-duplicates, and advice on metric, index
+    and PCA, each backed by a measurement."""
+    with latentdb.connect(path) as db:
+        report = db.get_collection(collection).analyze(sample=sample, k=k)
+    if as_json:
+        print(json.dumps(report.to_dict()))
+    else:
+        for table in report_tables(report):
+            console.print(table)
+
+
+def report_tables(report: SpaceReport) -> list[Table]:
+    """The space report as rich tables: the measurements, PCA trials, advice."""
+    norms = report.norms
+    facts = Table(
+        title=f"{report.collection}: {report.count:,} x {report.dimension} "
+        f"({report.model}, {report.metric}); {report.sample:,} sampled queries, "
+        f"k={report.k}, {report.seconds:.1f} s",
+        title_justify="left",
+    )
+    facts.add_column("measure")
+    facts.add_column("this collection", justify="right")
+    facts.add_column("Gaussian, same shape", justify="right")
+    facts.add_column("note")
+    facts.add_row(
+        "norms",
+        f"{norms.mean:.4g} ± {norms.std:.2g}",
+        "",
+        f"min {norms.min:.4g}, max {norms.max:.4g}; "
+        + ("unit length" if norms.unit_length else "not unit length"),
+    )
+    facts.add_row(
+        "relative contrast",
+        f"{report.relative_contrast:.3f}",
+        f"{report.gaussian_relative_contrast:.3f}",
+        "mean farthest / mean nearest distance (1 = all points equidistant)",
+    )
+    facts.add_row(
+        "intrinsic dimension",
+        f"{report.intrinsic_dimension:.1f}",
+        "",
+        f"{report.intrinsic_dimension_estimator}; Levina-Bickel MLE "
+        f"{report.levina_bickel_dimension:.1f}",
+    )
+    facts.add_row(
+        "hubness (k-occurrence skew)",
+        f"{report.hubness_skewness:.2f}",
+        f"{report.gaussian_hubness_skewness:.2f}",
+        f"{report.centered_hubness_skewness:.2f} after centering; top hubs: "
+        + ", ".join(f"{hub.id} ({hub.share:.1%})" for hub in report.top_hubs[:3]),
+    )
+    about = "~" if report.near_duplicates_estimated else ""
+    facts.add_row(
+        "near-duplicate pairs",
+        f"{about}{report.near_duplicate_pairs:,}",
+        "",
+        report.near_duplicate_rule
+        + ("; estimated from the sample" if report.near_duplicates_estimated else ""),
+    )
+    if report.index is not None:
+        index = report.index
+        params = ", ".join(f"{name}={value}" for name, value in index.params.items())
+        facts.add_row(
+            "index",
+            f"recall {index.recall:.3f}",
+            "",
+            f"{index.kind} {params} (target {index.recall_target:.2f}, {index.source}); "
+            f"{index.qps:,.0f} q/s, exact {index.exact_qps:,.0f} q/s",
+        )
+    trials = Table(title="PCA to fewer dimensions (exact search)", title_justify="left")
+    for column in ("dimensions", "variance kept", f"recall@{report.k}", "re-ranked", "saves"):
+        trials.add_column(column, justify="right")
+    for trial in report.reductions:
+        trials.add_row(
+            str(trial.dimension),
+            f"{trial.variance_kept:.1%}",
+            f"{trial.recall:.3f}",
+            f"{trial.recall_reranked:.3f} ({trial.rerank * report.k} candidates)",
+            f"{trial.memory_saved / 2**20:,.1f} MiB",
+        )
+    advice = Table(title="advice", title_justify="left", show_header=False)
+    advice.add_column("topic", style="bold")
+    advice.add_column("text")
+    for item in report.advice:
+        advice.add_row(item.topic, item.text)
+    return [facts, trials, advice]
+
+
+@app.command("map")
+def map_command(
+    path: Annotated[Path, typer.Argument(help="Database folder.", exists=True)],
+    collection: Annotated[str, typer.Argument(help="Collection name.")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="File to write: *.html, or *.png for an image.")
+    ] = Path("map.html"),
+    method: Annotated[str, typer.Option("--method", help="pca, umap or tsne.")] = "pca",
+    sample: Annotated[int, typer.Option("--sample", help="Records to place.")] = 5000,
+    color_by: Annotated[
+        str | None, typer.Option("--color-by", help="Metadata field that colours the points.")
+    ] = None,
+    where: Annotated[str | None, typer.Option("--where", help="Metadata filter as JSON.")] = None,
+) -> None:
+    """Draw a 2-D map of COLLECTION: an interactive self-contained HTML page (hover a point
+    for its id, document and metadata) or a PNG image when OUTPUT ends in .png."""
+    from latentdb.analysis import write_map
+
+    condition: Any = None
+    if where is not None:
+        try:
+            condition = json.loads(where)
+        except ValueError as error:
+            raise typer.BadParameter(f"--where is not valid JSON: {error}") from None
+    with latentdb.connect(path) as db:
+        space_map = db.get_collection(collection).map(method=method, sample=sample, where=condition)
+    written = write_map(space_map, output, color_by=color_by)
+    console.print(f"{written}: {len(space_map.ids):,} of {space_map.total:,} records ({method})")
 
 
 def main() -> None:

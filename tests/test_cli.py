@@ -27,7 +27,7 @@ def folder(tmp_path: Path) -> Path:
 def test_every_command_has_help() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("demo", "collections", "query", "alias", "migrate", "serve"):
+    for command in ("demo", "collections", "query", "alias", "migrate", "serve", "analyze", "map"):
         assert command in result.output
         sub = runner.invoke(app, [command, "--help"])
         assert sub.exit_code == 0 and len(sub.output) > 100

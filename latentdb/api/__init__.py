@@ -1,5 +1,6 @@
 """The public interface: Database, Collection and the results they return."""
 
+from latentdb.analysis import SpaceMap, SpaceReport
 from latentdb.api._collection import Collection
 from latentdb.api._database import Database, connect
 from latentdb.api._migration import Migration, MigrationStatus
@@ -16,5 +17,7 @@ __all__ = [
     "MigrationStatus",
     "QueryResult",
     "RecallReport",
+    "SpaceMap",
+    "SpaceReport",
     "connect",
 ]

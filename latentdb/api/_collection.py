@@ -12,6 +12,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from latentdb.analysis import (
+    IndexMeasurement,
+    SpaceMap,
+    SpaceReport,
+    build_report,
+    check_method,
+    project,
+    sample_positions,
+    steps_bar,
+)
 from latentdb.api._database import check_recall_target
 from latentdb.api._progress import progress_bar
 from latentdb.api._results import GetResult, QueryResult, RecallReport
@@ -759,6 +769,137 @@ class Collection:
             scores=scores,
         )
 
+    # -- understanding the space ---------------------------------------------------
+
+    def analyze(self, *, sample: int = 2000, k: int = 10) -> SpaceReport:
+        """Measure the collection's latent space and advise on metric, index and size.
+
+        ``sample`` rows (fixed seed) are queries against every row, exactly: norms,
+        distance concentration next to Gaussian vectors of the same shape, intrinsic
+        dimension, hubness, near-duplicates, recall after PCA to fewer dimensions, and
+        the index's recall now (:meth:`evaluate`). A bar on stderr shows the steps
+        when it is a terminal.
+
+        Args:
+            sample: Rows used as queries (all of them when the collection is smaller).
+            k: Neighbours per query.
+
+        Returns:
+            A :class:`~latentdb.analysis.SpaceReport`.
+
+        Raises:
+            InvalidArgumentError: sample under 3, k under 1, or fewer than k + 2 records.
+        """
+        check_non_negative(sample, "sample", minimum=3)
+        check_non_negative(k, "k", minimum=1)
+        database, state = self._database, self._state
+        with steps_bar(f"analyzing {self.name}", 8) as steps:
+            steps.advance("reading vectors")
+            with database.store.lock:
+                index = database.index(state)
+                keys, rows = _live_rows(index)
+
+            def ids_of(positions: npt.NDArray[np.int64]) -> list[str]:
+                return state.ids.lookup(keys[positions][None, :])[0] if positions.size else []
+
+            def measure_index() -> IndexMeasurement:
+                # 300 queries: recall to about +-0.01, and a flat 100k scan stays ~3 s.
+                report = self.evaluate(sample=300)
+                status = self.index_status()
+                return IndexMeasurement(
+                    kind=report.kind,
+                    spec=status.spec,
+                    params=report.params,
+                    recall=report.recall,
+                    recall_target=report.recall_target,
+                    qps=report.qps,
+                    exact_qps=report.exact_qps,
+                    source=report.source,
+                    pending=status.pending if status.kind != "flat" else 0,
+                )
+
+            return build_report(
+                rows,
+                ids_of,
+                collection=self.name,
+                model=state.space.model,
+                metric=state.space.metric,
+                sample=sample,
+                k=k,
+                measure_index=measure_index,
+                steps=steps,
+            )
+
+    def map(
+        self, *, method: str = "pca", sample: int = 5000, where: Where | None = None
+    ) -> SpaceMap:
+        """Place records on a plane, with their ids, documents and metadata.
+
+        Args:
+            method: "pca" (linear; global distances), "umap" or "tsne" (neighbourhoods;
+                clusters), the last two from the ``maps`` extra.
+            sample: Records to place; more matching records are sampled with a fixed
+                seed, so the same collection gives the same map.
+            where: Metadata filter: only matching records are placed.
+
+        Returns:
+            A :class:`~latentdb.analysis.SpaceMap`; draw it with
+            :func:`latentdb.analysis.write_map` (HTML or PNG).
+
+        Raises:
+            InvalidArgumentError: unknown method, sample under 3, fewer than 3 records.
+            FilterError: malformed ``where``.
+        """
+        method = check_method(method)
+        check_non_negative(sample, "sample", minimum=3)
+        condition = _sql_filters(where, None)
+        database, state = self._database, self._state
+        store = database.store
+        with steps_bar(f"mapping {self.name}", 3) as steps:
+            steps.advance("sampling")
+            with store.read():
+                database.sync(state)
+                index = database.index(state)
+                if condition is None:
+                    keys = _live_rows(index, vectors=False)[0]
+                else:
+                    keys = np.array(
+                        [key for key, _ in store.select(state.row.id, where=condition)],
+                        dtype=np.int64,
+                    )
+                picked = keys[sample_positions(keys.size, sample)]
+                vectors = index.vectors_of(picked)
+                records = store.fetch(
+                    picked.tolist(),
+                    dimension=state.space.dimension,
+                    documents=True,
+                    metadatas=True,
+                )
+            steps.advance(f"{method} of {picked.size:,} records")
+            coordinates = project(vectors, method=method, metric=state.space.metric)
+            steps.advance("done")
+        listed = [records[key] for key in picked.tolist()]
+        return SpaceMap(
+            ids=[record.id for record in listed],
+            coordinates=coordinates,
+            documents=[record.document for record in listed],
+            metadatas=[None if r.metadata is None else dict(r.metadata) for r in listed],
+            method=method,
+            total=int(keys.size),
+            collection=self.name,
+        )
+
+    def project(
+        self, *, method: str = "pca", sample: int = 5000, where: Where | None = None
+    ) -> npt.NDArray[np.float32]:
+        """2-D coordinates of a fixed-seed sample of the records: :meth:`map`'s
+        ``coordinates`` (its ``ids`` say which records they are).
+
+        Returns:
+            float32 (n, 2), n = min(sample, matching records).
+        """
+        return self.map(method=method, sample=sample, where=where).coordinates
+
 
 def _check_weights(weights: object) -> tuple[float, float]:
     """Two finite, non-negative weights, not both zero."""
@@ -790,6 +931,26 @@ def _distances(
         differences = vectors - queries[:, None, :]
         out = np.einsum("qkd,qkd->qk", differences, differences)
     return np.asarray(out, dtype=np.float32)
+
+
+def _live_rows(
+    index: SegmentedIndex, *, vectors: bool = True
+) -> tuple[npt.NDArray[np.int64], FloatMatrix]:
+    """Keys (ascending) and, with ``vectors``, float32 vectors of every live row."""
+    parts = [index.growing.live_rows(copy=not vectors)]
+    for _, segment in index.sealed:
+        rows = np.flatnonzero(segment.alive)
+        matrix = (
+            np.ascontiguousarray(segment.vectors[rows], dtype=np.float32)
+            if vectors
+            else np.empty((rows.size, 0), dtype=np.float32)
+        )
+        parts.append((segment.keys[rows], matrix))
+    keys = np.concatenate([part_keys for part_keys, _ in parts])
+    order = np.argsort(keys, kind="stable")
+    if not vectors:
+        return keys[order], np.empty((keys.size, 0), dtype=np.float32)
+    return keys[order], np.concatenate([matrix for _, matrix in parts])[order]
 
 
 def _sql_filters(where: Where | None, where_document: Where | None) -> SqlFilter | None:

@@ -32,7 +32,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import numpy as np
+import numpy.typing as npt
 
+from latentdb.analysis import SpaceMap, SpaceReport
 from latentdb.api import (
     Collection,
     Database,
@@ -417,6 +419,24 @@ class RemoteCollection(Collection):
         """See :meth:`Collection.evaluate`."""
         body = {"queries": self._remote.vectors(queries), "k": k, "sample": sample}
         return recall_report_from_wire(self._remote._call("POST", f"{self._path}/evaluate", body))
+
+    def analyze(self, *, sample: int = 2000, k: int = 10) -> SpaceReport:
+        """See :meth:`Collection.analyze` (measured on the server)."""
+        body = {"sample": sample, "k": k}
+        return SpaceReport.from_dict(self._remote._call("POST", f"{self._path}/analyze", body))
+
+    def map(
+        self, *, method: str = "pca", sample: int = 5000, where: Where | None = None
+    ) -> SpaceMap:
+        """See :meth:`Collection.map` (projected on the server)."""
+        body = {"method": method, "sample": sample, "where": _plain(where)}
+        return SpaceMap.from_dict(self._remote._call("POST", f"{self._path}/map", body))
+
+    def project(
+        self, *, method: str = "pca", sample: int = 5000, where: Where | None = None
+    ) -> npt.NDArray[np.float32]:
+        """See :meth:`Collection.project`."""
+        return self.map(method=method, sample=sample, where=where).coordinates
 
     def count(self) -> int:
         """See :meth:`Collection.count`."""

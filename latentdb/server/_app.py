@@ -51,11 +51,13 @@ from latentdb.server._auth import ApiKey, Keyring
 from latentdb.server._metrics import Metrics
 from latentdb.server._models import (
     AliasBody,
+    AnalyzeBody,
     CreateAliasBody,
     CreateCollectionBody,
     DeleteBody,
     EvaluateBody,
     GetBody,
+    MapBody,
     MigrateBody,
     QueryBody,
     RecallTargetBody,
@@ -589,6 +591,17 @@ def create_app(
     def set_recall_target(request: Request, name: str, body: RecallTargetBody) -> Response:
         collection(request, name, write=True).set_recall_target(body.target)
         return _json({"recall_target": body.target})
+
+    @app.post("/v1/collections/{name}/analyze", tags=["analysis"], summary="analyze")
+    def analyze(request: Request, name: str, body: AnalyzeBody) -> Response:
+        report = collection(request, name, write=False).analyze(sample=body.sample, k=body.k)
+        return _json(report.to_dict())
+
+    @app.post("/v1/collections/{name}/map", tags=["analysis"], summary="map")
+    def map_records(request: Request, name: str, body: MapBody) -> Response:
+        found = collection(request, name, write=False)
+        space_map = found.map(method=body.method, sample=body.sample, where=body.where)
+        return _json(space_map.to_dict())
 
     return app
 

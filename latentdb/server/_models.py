@@ -14,11 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "AliasBody",
+    "AnalyzeBody",
     "CreateAliasBody",
     "CreateCollectionBody",
     "DeleteBody",
     "EvaluateBody",
     "GetBody",
+    "MapBody",
     "MigrateBody",
     "QueryBody",
     "RecallTargetBody",
@@ -138,6 +140,21 @@ class EvaluateBody(Body):
     queries: Any = Field(None, description=VECTORS)
     k: Any = 10
     sample: Any = 500
+
+
+class AnalyzeBody(Body):
+    """Arguments of ``analyze``."""
+
+    sample: Any = 2000
+    k: Any = 10
+
+
+class MapBody(Body):
+    """Arguments of ``map`` (and ``project``)."""
+
+    method: Any = Field("pca", description="pca, umap or tsne.")
+    sample: Any = 5000
+    where: Any = Field(None, description=WHERE)
 
 
 class RecallTargetBody(Body):

@@ -1,0 +1,65 @@
+"""Understanding a latent space: estimators of its geometry, the space report with
+measured advice, 2-D projections and the maps drawn from them.
+
+The estimators are plain functions over numpy arrays; :meth:`Collection.analyze` and
+:meth:`Collection.map` feed them a collection's vectors.
+"""
+
+from latentdb.analysis._estimators import (
+    NeighbourScan,
+    NormSummary,
+    gaussian_like,
+    hubness_skewness,
+    k_occurrence,
+    levina_bickel,
+    norm_summary,
+    relative_contrast,
+    scan_neighbours,
+    two_nn,
+)
+from latentdb.analysis._map import coloring, write_html, write_map, write_png
+from latentdb.analysis._progress import Steps, steps_bar
+from latentdb.analysis._projection import PROJECTIONS, SpaceMap, check_method, project
+from latentdb.analysis._reduction import Reduction, candidate_dimensions, reduction_trials
+from latentdb.analysis._report import (
+    Advice,
+    Hub,
+    IndexMeasurement,
+    NearDuplicate,
+    SpaceReport,
+    build_report,
+    sample_positions,
+)
+
+__all__ = [
+    "PROJECTIONS",
+    "Advice",
+    "Hub",
+    "IndexMeasurement",
+    "NearDuplicate",
+    "NeighbourScan",
+    "NormSummary",
+    "Reduction",
+    "SpaceMap",
+    "SpaceReport",
+    "Steps",
+    "build_report",
+    "candidate_dimensions",
+    "check_method",
+    "coloring",
+    "gaussian_like",
+    "hubness_skewness",
+    "k_occurrence",
+    "levina_bickel",
+    "norm_summary",
+    "project",
+    "reduction_trials",
+    "relative_contrast",
+    "sample_positions",
+    "scan_neighbours",
+    "steps_bar",
+    "two_nn",
+    "write_html",
+    "write_map",
+    "write_png",
+]

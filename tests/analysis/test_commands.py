@@ -1,0 +1,67 @@
+"""latentdb analyze and latentdb map, run in-process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import latentdb
+from latentdb.cli import app
+
+runner = CliRunner(env={"COLUMNS": "200"})  # rich wraps table cells at 80
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    with latentdb.connect(tmp_path / "db") as db:
+        collection = db.create_collection("v", dimension=16, embedder=None, model="m")
+        collection.add(
+            [f"r{i}" for i in range(200)],
+            vectors=rng.standard_normal((200, 16)),
+            documents=[f"text {i}" for i in range(200)],
+            metadatas=[{"kind": "odd" if i % 2 else "even"} for i in range(200)],
+        )
+    return tmp_path / "db"
+
+
+def test_analyze_prints_the_report(folder: Path) -> None:
+    result = runner.invoke(app, ["analyze", str(folder), "v", "--sample", "100"])
+    assert result.exit_code == 0, result.output
+    for words in ("relative contrast", "intrinsic dimension", "TwoNN", "hubness", "advice"):
+        assert words in result.output
+    assert "unit length" in result.output
+
+
+def test_analyze_json(folder: Path) -> None:
+    result = runner.invoke(app, ["analyze", str(folder), "v", "--json", "-k", "5"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["count"] == 200 and report["k"] == 5 and report["norms"]["unit_length"]
+
+
+def test_map_writes_html_and_png(folder: Path, tmp_path: Path) -> None:
+    html = tmp_path / "map.html"
+    result = runner.invoke(app, ["map", str(folder), "v", "-o", str(html), "--color-by", "kind"])
+    assert result.exit_code == 0, result.output
+    assert "200 of 200 records" in result.output and "odd" in html.read_text()
+    png = tmp_path / "map.png"
+    result = runner.invoke(app, ["map", str(folder), "v", "-o", str(png), "--sample", "50"])
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    result = runner.invoke(
+        app, ["map", str(folder), "v", "-o", str(html), "--where", '{"kind": "odd"}']
+    )
+    assert result.exit_code == 0 and "100 of 100 records" in result.output
+
+
+def test_map_names_a_missing_colour_field(folder: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["map", str(folder), "v", "-o", str(tmp_path / "m.html"), "--color-by", "nope"]
+    )
+    assert result.exit_code != 0
+    assert "no mapped record has metadata field 'nope'" in str(result.exception)
