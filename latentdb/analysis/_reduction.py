@@ -138,13 +138,19 @@ def reduction_trials(
     k = truth.shape[1]
     n, d = rows.shape
     queries_full = np.ascontiguousarray(rows[query_positions])
-    out = []
+    out: list[Reduction] = []
+    if not dimensions:
+        return out
+    # One PCA to the widest dimension: the narrower ones are its leading components.
+    pca = fit_pca(rows, max(dimensions), seed=seed)
+    widest = max(dimensions)
+    eigenvalues = faiss.vector_to_array(pca.eigenvalues).astype(np.float64)
+    total = eigenvalues.sum()
+    matrix = faiss.vector_to_array(pca.A).reshape(widest, d)
+    offset = faiss.vector_to_array(pca.b)
     for dimension in dimensions:
-        pca = fit_pca(rows, dimension, seed=seed)
-        eigenvalues = faiss.vector_to_array(pca.eigenvalues).astype(np.float64)
-        total = eigenvalues.sum()
         kept = float(eigenvalues[:dimension].sum() / total) if total > 0 else 1.0
-        reduced = pca.apply(rows)
+        reduced = np.ascontiguousarray(rows @ matrix[:dimension].T + offset[:dimension])
         if metric == "cosine":
             reduced = _normalized(reduced)
         queries = np.ascontiguousarray(reduced[query_positions])
