@@ -367,12 +367,12 @@ def report_tables(report: SpaceReport) -> list[Table]:
     )
     if report.index is not None:
         index = report.index
-        params = ", ".join(f"{name}={value}" for name, value in index.params.items())
+        params = "".join(f" {name}={value}" for name, value in index.params.items())
         facts.add_row(
             "index",
             f"recall {index.recall:.3f}",
             "",
-            f"{index.kind} {params} (target {index.recall_target:.2f}, {index.source}); "
+            f"{index.kind}{params} (target {index.recall_target:.2f}, {index.source}); "
             f"{index.qps:,.0f} q/s, exact {index.exact_qps:,.0f} q/s",
         )
     trials = Table(title="PCA to fewer dimensions (exact search)", title_justify="left")
