@@ -312,7 +312,12 @@ def build_report(
     trial_queries = positions[:: max(1, nq // _REDUCTION_QUERIES)][:_REDUCTION_QUERIES]
     truth = scan.neighbours[np.searchsorted(positions, trial_queries)]
     reductions = reduction_trials(
-        rows, trial_queries, truth, metric=metric, dimensions=candidate_dimensions(d)
+        rows,
+        trial_queries,
+        truth,
+        metric=metric,
+        # n rows span at most n - 1 directions: faiss refuses more components.
+        dimensions=[dim for dim in candidate_dimensions(d) if dim < n],
     )
     steps.advance("index recall")
     index = measure_index() if measure_index is not None else None
@@ -488,7 +493,7 @@ def _reduction_advice(report: SpaceReport, target: float) -> Advice:
         evidence[f"recall_at_{trial.dimension}"] = trial.recall
         evidence[f"recall_reranked_at_{trial.dimension}"] = trial.recall_reranked
     if not trials:
-        return Advice("reduction", "too few dimensions to reduce", evidence)
+        return Advice("reduction", "too few records or dimensions to try PCA", evidence)
     plain = [t for t in trials if t.recall >= target]
     reranked = [t for t in trials if t.recall_reranked >= target]
     full = report.count * report.dimension * 4

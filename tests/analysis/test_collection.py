@@ -7,7 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from latentdb import Database, FilterError, InvalidArgumentError, SpaceMap, SpaceReport
+from latentdb import (
+    Database,
+    FilterError,
+    IndexSpec,
+    InvalidArgumentError,
+    SpaceMap,
+    SpaceReport,
+)
 
 pytestmark = pytest.mark.transports
 
@@ -122,3 +129,40 @@ def test_nonlinear_maps_keep_clusters_apart(db: Database, method: str) -> None:
     nearest = np.argmin(((xy[:, None] - centres) ** 2).sum(-1), axis=1)
     assert (nearest == labels).mean() > 0.9
     np.testing.assert_allclose(collection.project(method=method, sample=300), xy, atol=1e-4)  # type: ignore[attr-defined]
+
+
+def test_analyze_and_map_read_sealed_segments_without_deleted_rows(db: Database) -> None:
+    collection = db.create_collection(
+        "ann",
+        embedder=None,
+        dimension=DIM,
+        model="m",
+        index=IndexSpec(kind="hnsw", seal_rows=100),
+    )
+    rows = clustered(400)
+    collection.add([f"r{i}" for i in range(400)], vectors=rows)
+    collection.optimize()
+    collection.delete([f"r{i}" for i in range(0, 400, 4)])
+    collection.add([f"new{i}" for i in range(20)], vectors=clustered(20, seed=5))
+    report = collection.analyze(sample=1000)
+    assert report.count == 320 and report.sample == 320
+    assert report.index is not None and report.index.kind == "hnsw" and "ef" in report.index.params
+    (index,) = [a for a in report.advice if a.topic == "index"]
+    assert "hnsw (ef=" in index.text and "recall@10" in index.text
+    deleted = {f"r{i}" for i in range(0, 400, 4)}
+    assert not deleted & {hub.id for hub in report.top_hubs}
+    space_map = collection.map(sample=1000)
+    assert space_map.total == 320 and not deleted & set(space_map.ids)
+    assert {f"new{i}" for i in range(20)} <= set(space_map.ids)
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_analyze_a_tiny_collection_in_each_metric(db: Database, metric: str) -> None:
+    collection = db.create_collection(
+        "tiny", embedder=None, dimension=DIM, metric=metric, model="m"
+    )
+    collection.add([str(i) for i in range(12)], vectors=clustered(12))
+    report = collection.analyze(k=3)
+    assert report.count == 12 and report.metric == metric
+    assert all(0 <= trial.recall <= 1 for trial in report.reductions)
+    json.dumps(report.to_dict(), allow_nan=False)
