@@ -7,6 +7,8 @@ import pytest
 
 from latentdb import InvalidArgumentError
 from latentdb.analysis import (
+    Steps,
+    build_report,
     candidate_dimensions,
     gaussian_like,
     hubness_skewness,
@@ -17,6 +19,7 @@ from latentdb.analysis import (
     relative_contrast,
     sample_positions,
     scan_neighbours,
+    steps_bar,
     two_nn,
 )
 
@@ -150,3 +153,29 @@ def test_sampling_is_fixed_and_covers_small_sets() -> None:
     first = sample_positions(1000, 50)
     assert first.tolist() == sample_positions(1000, 50).tolist()
     assert len(set(first.tolist())) == 50 and first.tolist() == sorted(first.tolist())
+
+
+def test_the_report_announces_each_step() -> None:
+    seen: list[str] = []
+    rows = unit(embedded_gaussian(300, 8, ambient=32))
+    report = build_report(
+        rows,
+        lambda positions: [str(p) for p in positions.tolist()],
+        collection="c",
+        model="m",
+        metric="cosine",
+        sample=100,
+        steps=Steps(seen.append),
+    )
+    assert seen == [
+        "norms",
+        "neighbours of 100 sampled rows among 300",
+        "Gaussian baseline",
+        "hubness",
+        "PCA trials",
+        "index recall",
+        "done",
+    ]
+    assert report.index is None and report.sample == 100 and report.near_duplicates_estimated
+    with steps_bar("quiet", 3) as steps:  # stderr is not a terminal under pytest
+        steps.advance("nothing drawn")
