@@ -42,6 +42,10 @@ class LatentSpace:
         metric: ``"cosine"`` (distance 1 - cos), ``"l2"`` (squared Euclidean) or
             ``"ip"`` (distance -<q, x>).
         normalized: True when the collection stores unit vectors (cosine spaces).
+        reduce: When set, the collection's ANN index searches a PCA projection of the
+            space to this many dimensions, learned from the collection's rows; vectors
+            in and out, and every distance returned, stay in the full space (candidates
+            are re-scored with the original vectors). None: the index is full width.
     """
 
     model: str
@@ -49,6 +53,7 @@ class LatentSpace:
     dimension: int
     metric: Metric
     normalized: bool
+    reduce: int | None = None
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -65,6 +70,15 @@ class LatentSpace:
             )
         if not isinstance(self.model, str) or not self.model:
             raise InvalidArgumentError(f"model must be a non-empty string; got {self.model!r}")
+        if self.reduce is not None and (
+            not isinstance(self.reduce, int)
+            or isinstance(self.reduce, bool)
+            or not 1 <= self.reduce < self.dimension
+        ):
+            raise InvalidArgumentError(
+                f"reduce must be an integer from 1 to {self.dimension - 1} (below the "
+                f"space's dimension, {self.dimension}); got {self.reduce!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the space as a JSON-ready dict."""
@@ -79,6 +93,7 @@ class LatentSpace:
             dimension=int(data["dimension"]),
             metric=data["metric"],
             normalized=bool(data["normalized"]),
+            reduce=data.get("reduce"),
         )
 
     def check_model(self, model: str | None) -> None:

@@ -192,7 +192,9 @@ class Collection:
         database, state = self._database, self._state
         with database.store.lock:
             index = database.index(state)
-            recall, qps, exact_qps, count, source = index.evaluate(matrix, k=k, sample=sample)
+            recall, qps, exact_qps, count, source, plain = index.evaluate(
+                matrix, k=k, sample=sample
+            )
             status = index.status()
         return RecallReport(
             recall=recall,
@@ -204,6 +206,8 @@ class Collection:
             kind=status.kind,
             params=status.params,
             recall_target=state.recall_target,
+            reduce=state.space.reduce if index.sealed else None,
+            recall_without_rerank=plain,
         )
 
     def count(self) -> int:

@@ -95,6 +95,11 @@ class RecallReport:
         kind: The index kind in use ("flat": everything exact).
         params: The search parameters used.
         recall_target: The collection's target.
+        reduce: The dimension the index searches in, for a collection created with
+            ``reduce=``; None when it searches the full vectors.
+        recall_without_rerank: For a reduced collection: recall@k when only the
+            reduced index's own top k are re-scored, with no extra candidates, which is
+            what the reduction alone costs (``recall`` is with the tuned ``rerank``).
     """
 
     recall: float
@@ -106,3 +111,5 @@ class RecallReport:
     kind: str
     params: dict[str, int]
     recall_target: float
+    reduce: int | None = None
+    recall_without_rerank: float | None = None

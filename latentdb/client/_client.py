@@ -236,9 +236,11 @@ class RemoteDatabase(Database):
         model: str | None = None,
         index: str | IndexSpec = "auto",
         recall_target: float = 0.95,
+        reduce: int | None = None,
     ) -> Collection:
         """See :meth:`Database.create_collection`."""
-        return self._create(name, dimension, metric, embedder, model, index, recall_target, False)
+        arguments = (dimension, metric, embedder, model, index, recall_target, reduce)
+        return self._create(name, *arguments, get_or_create=False)
 
     def get_or_create_collection(
         self,
@@ -250,9 +252,11 @@ class RemoteDatabase(Database):
         model: str | None = None,
         index: str | IndexSpec = "auto",
         recall_target: float = 0.95,
+        reduce: int | None = None,
     ) -> Collection:
         """See :meth:`Database.get_or_create_collection`."""
-        return self._create(name, dimension, metric, embedder, model, index, recall_target, True)
+        arguments = (dimension, metric, embedder, model, index, recall_target, reduce)
+        return self._create(name, *arguments, get_or_create=True)
 
     def _create(
         self,
@@ -263,6 +267,8 @@ class RemoteDatabase(Database):
         model: str | None,
         index: str | IndexSpec,
         recall_target: float,
+        reduce: int | None,
+        *,
         get_or_create: bool,
     ) -> Collection:
         info = self._call(
@@ -276,6 +282,7 @@ class RemoteDatabase(Database):
                 "model": model,
                 "index": index.to_dict() if isinstance(index, IndexSpec) else index,
                 "recall_target": recall_target,
+                "reduce": reduce,
                 "get_or_create": get_or_create,
             },
         )

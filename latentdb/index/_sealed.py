@@ -6,6 +6,17 @@ Deleted (or replaced) rows stay in the graph or lists and are skipped at search 
 with an ``IDSelectorBitmap`` of the live rows, so a deleted key is never returned.
 Quantized kinds (hnsw-sq8, ivf-pq) fetch ``rerank`` times more candidates and re-score
 them exactly with the float32 vectors, which are kept beside the index.
+
+A *reduced* segment (a collection created with ``reduce=r``) learns a PCA of its rows
+(faiss ``PCAMatrix``) and indexes their projections on the top ``r`` components; queries
+are projected the same way. Its original vectors are kept beside the index, like a
+quantized kind's, and every candidate is re-scored with them: distances are always the
+exact ones of the collection's space, and only which rows are found depends on the
+reduction. The projection is not centred: the differences of two rows, on which L2 (and
+cosine, on unit rows) depend, do not see the mean, and an inner product with the mean
+left out changes by the same amount for every row. The reduced index ranks by L2 for
+cosine and l2 spaces (projected unit vectors are no longer unit length) and by inner
+product for ip.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ KeyArray = npt.NDArray[np.int64]
 INDEX_FILE = "index.faiss"
 KEYS_FILE = "keys.npy"
 VECTORS_FILE = "vectors.npy"
+PROJECTION_FILE = "projection.npy"
 META_FILE = "segment.json"
 
 # Rows copied out and added to faiss at a time by build(): 15 MB of 384-d float32.
@@ -44,6 +56,9 @@ _ADD_CHUNK = 10_000
 
 # Kinds whose faiss codes are lossy: their candidates are re-scored exactly.
 QUANTIZED_KINDS = frozenset({"hnsw-sq8", "ivf-pq"})
+
+# Candidates per result a reduced segment re-scores when no tuned value exists yet.
+REDUCED_RERANK = 4
 
 # Used when a query names no value and no tuned value exists yet.
 DEFAULT_PARAMS: dict[str, dict[str, int]] = {
@@ -54,8 +69,19 @@ DEFAULT_PARAMS: dict[str, dict[str, int]] = {
 }
 
 
-def _faiss_metric(metric: Metric) -> int:
-    return int(faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT)
+def _faiss_metric(metric: Metric, *, reduced: bool = False) -> int:
+    """faiss's metric for an index of this space's vectors (or of their projections)."""
+    by_l2 = metric == "l2" or (reduced and metric == "cosine")
+    return int(faiss.METRIC_L2 if by_l2 else faiss.METRIC_INNER_PRODUCT)
+
+
+def learn_projection(training: FloatMatrix, dimension: int) -> FloatMatrix:
+    """The top ``dimension`` principal axes of ``training`` (rows), as a float32
+    (dimension, d) matrix with orthonormal rows (faiss's PCA: covariance, eigenvectors)."""
+    pca = faiss.PCAMatrix(training.shape[1], dimension)
+    pca.train(np.ascontiguousarray(training, dtype=np.float32))
+    axes = faiss.vector_to_array(pca.A).reshape(-1, training.shape[1])[:dimension]
+    return np.ascontiguousarray(axes, dtype=np.float32)
 
 
 def _factory_string(kind: str, spec: IndexSpec, rows: int, dimension: int) -> str:
@@ -87,6 +113,7 @@ class SealedSegment:
         index: Any,
         vectors: FloatMatrix,
         sequence: int,
+        projection: FloatMatrix | None = None,
     ) -> None:
         self.kind = kind
         self.metric = metric
@@ -95,6 +122,13 @@ class SealedSegment:
         self.index = index
         self.vectors = vectors
         self.sequence = sequence
+        # Reduced segments: the PCA axes (r, d), and their transpose for projecting.
+        self.projection = projection
+        self._axes = None if projection is None else np.ascontiguousarray(projection.T)
+        # Candidates are re-scored with the kept float32 vectors (quantized or reduced).
+        self.reranks = kind in QUANTIZED_KINDS or projection is not None
+        # Only an unreduced hnsw holds the exact vectors in its own storage.
+        self._in_storage = kind == "hnsw" and projection is None
         self.alive = np.ones(keys.shape[0], dtype=bool)
         self.dead = 0
         self._selector: Any = None
@@ -120,10 +154,13 @@ class SealedSegment:
         rows: npt.NDArray[np.intp] | None = None,
         spare: int = 0,
         consumed: Callable[[npt.NDArray[np.intp]], None] | None = None,
+        reduce: int | None = None,
     ) -> SealedSegment:
         """Build a segment over ``vectors`` (float32 (n, d)) with unique ``keys``.
 
         Args:
+            reduce: Index the rows' PCA projections to this many dimensions (learned
+                from a sample of the rows), re-scoring candidates with the originals.
             rows: Only these rows of ``vectors`` (one per key): they are copied out a
                 chunk at a time, so a build never holds a second copy of the matrix.
             spare: Rows an :meth:`extend` is expected to add soon (hnsw kinds make room
@@ -142,10 +179,12 @@ class SealedSegment:
                 if consumed is not None:  # runs once the index holds the chunk
                     consumed(chunk)
 
-        training = None if kind == "hnsw" else _training_sample(vectors, rows)
+        trains = kind != "hnsw" or reduce is not None
+        training = _training_sample(vectors, rows) if trains else None
         return cls.build_from_parts(
             kind=kind, spec=spec, metric=metric, parts=parts(), count=rows.shape[0],
             dimension=vectors.shape[1], sequence=sequence, spare=spare, training=training,
+            reduce=reduce,
         )  # fmt: skip
 
     @classmethod
@@ -161,15 +200,29 @@ class SealedSegment:
         sequence: int,
         spare: int = 0,
         training: FloatMatrix | None = None,
+        reduce: int | None = None,
     ) -> SealedSegment:
         """Build a segment from ``count`` rows arriving as (keys, vectors) parts, in
         ascending key order: the rows never need to be in memory all at once.
 
         Args:
-            training: A sample for the kinds that train (all but hnsw).
+            training: A sample for the kinds that train (all but hnsw) and for reduced
+                segments (the PCA).
+            reduce: See :meth:`build`.
         """
-        factory = _factory_string(kind, spec, count, dimension)
-        index = faiss.index_factory(dimension, factory, _faiss_metric(metric))
+        projection = axes = None
+        indexed = dimension
+        if reduce is not None:
+            if training is None:
+                raise ValueError("a reduced segment needs a training sample for its PCA")
+            projection = learn_projection(training, reduce)
+            axes = np.ascontiguousarray(projection.T)
+            training = np.ascontiguousarray(training @ axes) if kind != "hnsw" else None
+            indexed = reduce
+        factory = _factory_string(kind, spec, count, indexed)
+        index = faiss.index_factory(
+            indexed, factory, _faiss_metric(metric, reduced=projection is not None)
+        )
         if kind.startswith("hnsw"):
             faiss.downcast_index(index).hnsw.efConstruction = spec.ef_construction
             _reserve_codes(index, count + spare)
@@ -178,10 +231,11 @@ class SealedSegment:
                 raise ValueError(f"a {kind} segment needs a training sample")
             index.train(training)
         # hnsw's flat storage holds the exact vectors; other kinds keep a float copy.
-        kept = None if kind == "hnsw" else np.empty((count, dimension), dtype=np.float32)
+        in_storage = kind == "hnsw" and projection is None
+        kept = None if in_storage else np.empty((count, dimension), dtype=np.float32)
         key_parts, filled = [], 0
         for part_keys, part in parts:
-            index.add(part)
+            index.add(part if axes is None else np.ascontiguousarray(part @ axes))
             if kept is not None:
                 kept[filled : filled + part.shape[0]] = part
             key_parts.append(part_keys)
@@ -191,38 +245,57 @@ class SealedSegment:
         keys = np.concatenate(key_parts) if key_parts else np.empty(0, dtype=np.int64)
         vectors = _storage_view(index, (count, dimension)) if kept is None else kept
         return cls(
-            kind=kind, metric=metric, keys=keys, index=index, vectors=vectors, sequence=sequence
-        )
+            kind=kind, metric=metric, keys=keys, index=index, vectors=vectors, sequence=sequence,
+            projection=projection,
+        )  # fmt: skip
 
     def save(self, folder: Path) -> None:
         """Write the segment's files into a new ``folder`` (renamed into place by callers)."""
         folder.mkdir(parents=True, exist_ok=True)
         faiss.write_index(self.index, str(folder / INDEX_FILE))
         np.save(folder / KEYS_FILE, self.keys)
-        if self.kind != "hnsw":
+        if not self._in_storage:
             np.save(folder / VECTORS_FILE, np.asarray(self.vectors))
+            # From now on read from the file, as a loaded segment does: re-ranking
+            # touches only the candidates' pages, and they are the page cache's to
+            # drop, not this process's memory. (The mapping survives the rename of
+            # the folder into place, and its removal once replaced.)
+            self.vectors = np.load(folder / VECTORS_FILE, mmap_mode="r")
+        if self.projection is not None:
+            np.save(folder / PROJECTION_FILE, self.projection)
         meta = {"kind": self.kind, "metric": self.metric, "rows": int(self.keys.shape[0])}
         meta["sequence"] = self.sequence
+        meta["reduce"] = None if self.projection is None else int(self.projection.shape[0])
         (folder / META_FILE).write_text(json.dumps(meta))
         for file in folder.iterdir():  # durable before the manifest names the folder
             with file.open("rb") as handle:
                 os.fsync(handle.fileno())
 
     @classmethod
-    def load(cls, folder: Path, *, metric: Metric, dimension: int) -> SealedSegment:
-        """Read a saved segment; raises ValueError/OSError/RuntimeError if it is damaged."""
+    def load(
+        cls, folder: Path, *, metric: Metric, dimension: int, reduce: int | None = None
+    ) -> SealedSegment:
+        """Read a saved segment; raises ValueError/OSError/RuntimeError if it is damaged
+        or was built for another space (or another ``reduce``)."""
         meta = json.loads((folder / META_FILE).read_text())
         keys = np.load(folder / KEYS_FILE)
         index = faiss.read_index(str(folder / INDEX_FILE))
         rows = int(meta["rows"])
-        if meta["metric"] != metric or index.d != dimension:
+        if meta["metric"] != metric or meta.get("reduce") != reduce:
+            raise ValueError(f"segment {folder.name} is of another space")
+        projection = None
+        if reduce is not None:
+            projection = np.load(folder / PROJECTION_FILE)
+            if projection.shape != (reduce, dimension) or projection.dtype != np.float32:
+                raise ValueError(f"segment {folder.name} projection has shape {projection.shape}")
+        if index.d != (dimension if reduce is None else reduce):
             raise ValueError(f"segment {folder.name} is of another space")
         if index.ntotal != rows or keys.shape != (rows,) or keys.dtype != np.int64:
             raise ValueError(f"segment {folder.name} has {index.ntotal} vectors for {rows} rows")
         if np.unique(keys).size != rows:
             raise ValueError(f"segment {folder.name} has repeated keys")
         kind = str(meta["kind"])
-        if kind == "hnsw":
+        if kind == "hnsw" and projection is None:
             vectors = _storage_view(index, (rows, dimension))
         else:
             # Memory-mapped: re-ranking touches only the candidates' rows.
@@ -236,6 +309,7 @@ class SealedSegment:
             index=index,
             vectors=vectors,
             sequence=int(meta["sequence"]),
+            projection=projection,
         )
 
     # -- rows -------------------------------------------------------------------
@@ -278,11 +352,11 @@ class SealedSegment:
     def extend(self, keys: KeyArray, vectors: FloatMatrix, *, sequence: int) -> None:
         """Add rows whose keys are not rows here yet (in place)."""
         start = self.keys.shape[0]
-        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        self.index.add(self.indexed(np.ascontiguousarray(vectors, dtype=np.float32)))
         self.keys = np.concatenate([self.keys, keys])
         self._sorted_keys, self._key_order = _key_lookup(self.keys)
         self.alive = np.concatenate([self.alive, np.ones(keys.shape[0], dtype=bool)])
-        if self.kind == "hnsw":  # the storage may have moved when it grew
+        if self._in_storage:  # the storage may have moved when it grew
             self.vectors = _storage_view(self.index, (self.keys.shape[0], vectors.shape[1]))
         else:
             self.vectors = np.concatenate([np.asarray(self.vectors[:start]), vectors])
@@ -300,6 +374,13 @@ class SealedSegment:
         return int(faiss.serialize_index(self.index).nbytes)
 
     # -- search -----------------------------------------------------------------
+
+    def indexed(self, vectors: FloatMatrix) -> FloatMatrix:
+        """``vectors`` as the faiss index sees them: projected when the segment is
+        reduced, else as they are."""
+        if self._axes is None:
+            return vectors
+        return vectors @ self._axes  # a new C-ordered float32 array
 
     def _search_parameters(self, params: Mapping[str, int], selector: Any) -> Any:
         """faiss search parameters, cached: making one costs ~16 us, a tenth of a search.
@@ -371,10 +452,10 @@ class SealedSegment:
         if live == 0:
             nq = queries.shape[0]
             return np.full((nq, 0), np.inf, dtype=np.float32), np.full((nq, 0), -1, np.int64)
-        rerank = int(params.get("rerank", DEFAULT_PARAMS[self.kind].get("rerank", 1)))
+        rerank = int(params.get("rerank", self.default_rerank))
         fetch = min(k * max(rerank, 1), live)
-        raw, rows = self.index.search(queries, fetch, params=parameters)
-        if self.kind in QUANTIZED_KINDS:
+        raw, rows = self.index.search(self.indexed(queries), fetch, params=parameters)
+        if self.reranks:
             return self._rerank(queries, rows, k)
         scores = squared_norms(queries)[:, None] - raw if self.metric == "l2" else raw
         distances = scores_to_distances(queries, scores, self.metric)
@@ -398,7 +479,7 @@ class SealedSegment:
             live, selector = self.keys.shape[0] - self.dead, None
         else:
             selector, live = selected
-        if self.kind in QUANTIZED_KINDS or live == 0:
+        if self.reranks or live == 0:
             distances, keys = self.search(query, k, params, selected=selected)
             found = keys[0] >= 0
             return distances[:, found], keys[:, found]
@@ -424,6 +505,12 @@ class SealedSegment:
         elif raw[0, 0] < 0.0:  # faiss gives squared L2 distances already
             raw[0, 0] = 0.0
         return raw, self.keys[rows]
+
+    @property
+    def default_rerank(self) -> int:
+        """Candidates per result re-scored when the settings name no ``rerank``."""
+        default = DEFAULT_PARAMS[self.kind].get("rerank", 1)
+        return max(default, REDUCED_RERANK) if self.projection is not None else default
 
     def _rerank(
         self, queries: FloatMatrix, rows: npt.NDArray[np.int64], k: int

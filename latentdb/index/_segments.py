@@ -103,6 +103,8 @@ _MAX_DEAD_FRACTION = 0.1
 _RETUNE_GROWTH = 2.0
 # Search-knob ladders, cheapest first.
 _EF_LADDER = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+# Re-rank depths (candidates per result) tried for reduced segments.
+_REDUCED_RERANKS = (2, 4, 8, 16)
 _NPROBE_LADDER = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
 
 
@@ -147,8 +149,16 @@ class SegmentedIndex:
         folder: Path | None,
         lock: threading.RLock,
         recall_target: float = 0.95,
+        reduce: int | None = None,
     ) -> None:
+        """
+        Args:
+            reduce: Sealed segments index PCA projections of the rows to this many
+                dimensions and re-score candidates with the rows themselves (the
+                growing segment is always exact). None: the full dimension.
+        """
         self.dimension = dimension
+        self.reduce = reduce
         self.metric = metric
         self.spec = spec
         self.folder = folder
@@ -193,11 +203,16 @@ class SegmentedIndex:
             manifest = json.loads((self.folder / MANIFEST).read_text())
             if manifest.get("spec") != self.spec.to_dict():
                 return nothing  # built for another spec: rebuild
+            if manifest.get("reduce") != self.reduce:
+                return nothing
             growing_keys = np.asarray(manifest["growing"], dtype=np.int64)
             sealed = []
             for entry in manifest["segments"]:
                 segment = SealedSegment.load(
-                    self.folder / entry["name"], metric=self.metric, dimension=self.dimension
+                    self.folder / entry["name"],
+                    metric=self.metric,
+                    dimension=self.dimension,
+                    reduce=self.reduce,
                 )
                 sealed.append((str(entry["name"]), segment))
         except Exception as error:  # any damage: the store has the truth
@@ -332,7 +347,7 @@ class SegmentedIndex:
             spare = vectors.shape[0] - rows.shape[0] + rows.shape[0] // 100
             segment = SealedSegment.build(
                 kind=kind, spec=self.spec, metric=self.metric, keys=keys, vectors=vectors,
-                rows=rows, sequence=sequence, spare=spare,
+                rows=rows, sequence=sequence, spare=spare, reduce=self.reduce,
             )  # fmt: skip
             if self._closed or generation != self._generation:
                 return  # closed, or optimize() rebuilt everything meanwhile
@@ -422,7 +437,8 @@ class SegmentedIndex:
         training sample; False (nothing done) for others, or if anything is loaded."""
         with self.lock:
             kind = self.spec.built_kind(count)
-            if kind != "hnsw" or self.sealed or len(self.growing):
+            trains = kind != "hnsw" or self.reduce is not None
+            if trains or self.sealed or len(self.growing):
                 return False
             self._generation += 1
             held_out = _holdout(count)
@@ -506,6 +522,7 @@ class SegmentedIndex:
             segment = SealedSegment.build(
                 kind=kind, spec=self.spec, metric=self.metric, keys=keys, vectors=vectors,
                 rows=built, sequence=self.applied, spare=held.size, consumed=consumed,
+                reduce=self.reduce,
             )  # fmt: skip
         except BaseException:
             if consumed is not None:
@@ -543,7 +560,7 @@ class SegmentedIndex:
         goal = min(self.recall_target + _TUNE_MARGIN, 1.0)
         winners: list[tuple[float, dict[str, int], float]] = []
         widest: tuple[dict[str, int], float] | None = None
-        for ladder in _ladders(kind):
+        for ladder in _ladders(kind, reduced=self.reduce is not None):
             for params in ladder:  # cheapest first: the first to meet the goal wins
                 found = self.search(queries, k + 1, params=params)[1]
                 recall = _recall(_without_self(found, query_keys, k), truth)
@@ -560,7 +577,7 @@ class SegmentedIndex:
 
     def evaluate(
         self, queries: FloatMatrix | None, *, k: int, sample: int
-    ) -> tuple[float, float, float, int, str]:
+    ) -> tuple[float, float, float, int, str, float | None]:
         """Recall@k of the default search against exact search over the same rows.
 
         Args:
@@ -571,8 +588,9 @@ class SegmentedIndex:
             (recall, ANN queries per second, exact queries per second, queries used,
             where the queries came from: "given queries", "held-out rows" (rows outside
             the ANN segments, a fair test) or "indexed rows" (rows inside them, which
-            find themselves and their graph neighbours easily: recall reads high)),
-            speeds timed one query at a time.
+            find themselves and their graph neighbours easily: recall reads high),
+            recall with no candidates beyond the k re-scored (reduced indexes: what the
+            reduction alone costs; else None)), speeds timed one query at a time.
         """
         query_keys: KeyArray | None = None
         if queries is None:
@@ -580,17 +598,23 @@ class SegmentedIndex:
             source = "held-out rows" if held_out else "indexed rows"
         else:
             source = "given queries"
+        reduced = self.reduce is not None and bool(self.sealed)
         if queries.shape[0] == 0:
-            return 1.0, 0.0, 0.0, 0, source
+            return 1.0, 0.0, 0.0, 0, source, 1.0 if reduced else None
         width = k if query_keys is None else k + 1
         truth = self.search(queries, width, exact=True)[1]
         found = self.search(queries, width)[1]
+        plain = self.search(queries, width, params={"rerank": 1})[1] if reduced else None
         if query_keys is not None:
             truth = _without_self(truth, query_keys, k)
             found = _without_self(found, query_keys, k)
+            if plain is not None:
+                plain = _without_self(plain, query_keys, k)
         ann = self._seconds_per_query(queries, k, {}, count=queries.shape[0])
         exact = self._seconds_per_query(queries, k, {}, count=min(50, queries.shape[0]), exact=True)
-        return _recall(found, truth), 1.0 / ann, 1.0 / exact, int(queries.shape[0]), source
+        unranked = None if plain is None else _recall(plain, truth)
+        count = int(queries.shape[0])
+        return _recall(found, truth), 1.0 / ann, 1.0 / exact, count, source, unranked
 
     def _seconds_per_query(
         self,
@@ -667,6 +691,7 @@ class SegmentedIndex:
         manifest = {
             "version": 1,
             "spec": self.spec.to_dict(),
+            "reduce": self.reduce,
             "segments": [{"name": n, "sequence": s.sequence} for n, s in self.sealed],
             "params": self.params,
             "tuned_rows": self.tuned_rows,
@@ -691,6 +716,8 @@ class SegmentedIndex:
     def check_params(self, params: Mapping[str, Any]) -> dict[str, int]:
         """Validate query-time knobs against the index kind in use."""
         allowed = SEARCH_PARAMS.get(self.kind(), frozenset())
+        if self.reduce is not None and self.sealed:
+            allowed = allowed | {"rerank"}
         out = {}
         for name, value in params.items():
             if name not in allowed:
@@ -809,7 +836,10 @@ class SegmentedIndex:
         kind = self.sealed[0][1].kind if self.sealed else "flat"
         settings = self._settings
         if settings is None or kind != self._settings_kind:
-            settings = self._settings = {**DEFAULT_PARAMS.get(kind, {}), **self.params}
+            defaults = dict(DEFAULT_PARAMS.get(kind, {}))
+            if self.sealed and self.sealed[0][1].projection is not None:
+                defaults["rerank"] = self.sealed[0][1].default_rerank
+            settings = self._settings = {**defaults, **self.params}
             self._settings_kind = kind
             self._overrides.clear()
         if not params:
@@ -917,8 +947,15 @@ def _holdout(rows: int) -> npt.NDArray[np.bool_]:
     return mask
 
 
-def _ladders(kind: str) -> list[list[dict[str, int]]]:
-    """Search settings to try: one ladder per re-rank depth, each cheapest first."""
+def _ladders(kind: str, *, reduced: bool = False) -> list[list[dict[str, int]]]:
+    """Search settings to try: one ladder per re-rank depth, each cheapest first.
+
+    Reduced segments also try re-scoring 2 to 16 candidates per result: how many the
+    target needs depends on how much of the space the kept dimensions hold.
+    """
+    if reduced:
+        knob, values = ("ef", _EF_LADDER) if kind.startswith("hnsw") else ("nprobe", _NPROBE_LADDER)
+        return [[{knob: value, "rerank": r} for value in values] for r in _REDUCED_RERANKS]
     if kind == "hnsw":
         return [[{"ef": ef} for ef in _EF_LADDER]]
     if kind == "hnsw-sq8":

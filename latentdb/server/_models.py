@@ -51,6 +51,7 @@ class CreateCollectionBody(Body):
     model: Any = Field(None, description="Where the vectors come from (without an embedder).")
     index: Any = Field("auto", description="auto, flat, hnsw, hnsw-sq8, ivf, ivf-pq, or fields.")
     recall_target: Any = Field(0.95, description="Recall@10 approximate search is tuned to.")
+    reduce: Any = Field(None, description="Index a PCA projection to this many dimensions.")
     get_or_create: bool = Field(False, description="Return the collection if it exists.")
 
 
