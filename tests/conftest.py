@@ -1,10 +1,13 @@
 """Shared fixtures: temporary databases that are always closed, and test embedders.
 
 Transports: a test module marked ``pytestmark = pytest.mark.transports`` runs each test
-that uses ``db`` or ``open_db`` twice, on the embedded engine ("embedded") and through a
-real uvicorn server on a loopback port ("http"); a test of such a module marked
-``embedded_only`` (reaching into internals, processes or files) runs embedded only.
-One server serves the whole session, over each test's own fresh database folder.
+that uses ``db`` or ``open_db`` three times: on the embedded engine ("embedded"), through
+a real uvicorn server on a loopback port ("http"), and on collections sharded over Ray
+actors ("sharded", :mod:`latentdb.distributed`); a test of such a module marked
+``embedded_only`` (reaching into internals, processes or files) runs embedded only, and
+one marked ``unsharded`` (a behaviour sharding changes on purpose) skips "sharded".
+One server and one local Ray instance serve the whole session, over each test's own
+fresh database folder.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,17 +36,20 @@ if TYPE_CHECKING:
     from latentdb.server import ServerThread
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-TRANSPORTS = ("embedded", "http")
+TRANSPORTS = ("embedded", "http", "sharded")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Both transports for tests of modules marked ``transports``."""
+    """Every transport for tests of modules marked ``transports``."""
     if "transport" not in metafunc.fixturenames:
         return
     marked = metafunc.definition.get_closest_marker("transports") is not None
     embedded_only = metafunc.definition.get_closest_marker("embedded_only") is not None
+    unsharded = metafunc.definition.get_closest_marker("unsharded") is not None
     if marked and not embedded_only:
-        metafunc.parametrize("transport", TRANSPORTS)
+        metafunc.parametrize(
+            "transport", [t for t in TRANSPORTS if not (unsharded and t == "sharded")]
+        )
 
 
 @pytest.fixture
@@ -76,6 +82,23 @@ def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SessionSer
     idle.close()
 
 
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """One local Ray instance for the whole session (it takes seconds to start): two
+    CPUs, no dashboard, a small object store, workers' logs kept out of the output."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=150 * 2**20,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    yield ray
+    ray.shutdown()
+
+
 def _opener(
     request: pytest.FixtureRequest, transport: str, folder: Path
 ) -> Iterator[Callable[[], latentdb.Database]]:
@@ -88,8 +111,16 @@ def _opener(
         server = request.getfixturevalue("http_server")
         served.append(latentdb.connect(folder))
         server.serve(served[0])
+    if transport == "sharded":
+        request.getfixturevalue("ray_cluster")
 
     def open_again() -> latentdb.Database:
+        if transport == "sharded":
+            from latentdb import distributed
+
+            sharded = distributed.connect(path=folder)
+            opened.append(sharded)
+            return sharded
         database = latentdb.connect(folder if server is None else server.url)
         opened.append(database)
         return database

@@ -80,6 +80,7 @@ def test_get_include_controls_fields_and_missing_ids_are_left_out(l2: Collection
     assert got.vectors is None and got.metadatas is None
 
 
+@pytest.mark.unsharded  # shard by shard there: tests/distributed/test_collection.py
 def test_get_all_in_insertion_order_with_limit_offset_and_where(l2: Collection) -> None:
     assert l2.get(include=[]).ids == [str(i) for i in range(20)]
     assert l2.get(limit=3, offset=2).ids == ["2", "3", "4"]

@@ -117,6 +117,7 @@ def test_images_cross_as_bytes_paths_or_pil(
         collection.query(images="red.png")  # type: ignore[arg-type]
 
 
+@pytest.mark.unsharded  # hybrid search is refused on shards: tests/distributed/
 def test_explain_hybrid_and_document_filters(db: Database, hashing_embedder: Any) -> None:
     collection = db.create_collection("t", embedder="test-hashing")
     documents = [f"topic{i % 5} word{i % 3} item{i}" for i in range(40)]
@@ -141,6 +142,7 @@ def test_explain_hybrid_and_document_filters(db: Database, hashing_embedder: Any
     assert collection.count() == 29
 
 
+@pytest.mark.unsharded  # shard by shard there: tests/distributed/
 def test_scroll_pages_in_order_and_sees_later_writes(db: Database) -> None:
     collection = db.create_collection("s", dimension=2, embedder=None)
     collection.add([f"r{i:02d}" for i in range(25)], vectors=np.ones((25, 2)))
@@ -176,6 +178,7 @@ def test_indexes_tuned_evaluated_and_status(db: Database) -> None:
         collection.set_recall_target(2.0)
 
 
+@pytest.mark.unsharded  # migrate is refused on shards: tests/distributed/
 def test_migration_runs_and_reports(db: Database, hashing_embedder: Any) -> None:
     wider = HashingEmbedder("test-hashing-32", dimension=32)
     register("test-hashing-32", lambda name: wider)

@@ -1,0 +1,768 @@
+"""ShardedCollection: a collection whose records are spread over shard actors.
+
+It is a :class:`~latentdb.Collection` with the same methods, arguments, results and
+errors. The driver checks every argument and embeds texts and images itself (with the
+collection's model, as the embedded engine does), so bad input fails before any shard
+is touched; then it routes records to shards by a hash of their id
+(:func:`~latentdb.distributed.shard_of`), or fans a query out to every shard and merges
+the top k by distance. Each shard computes distances exactly as the embedded engine
+does on the same rows, so an exact search returns the ids and distances a single-node
+collection returns.
+
+What differs from one engine, and why:
+
+- A write is atomic per shard, not across shards: ids are checked on every shard
+  first (duplicates for ``add``, missing ids for ``update``), so bad input writes
+  nothing, but a crash in the middle of a write may leave it on some shards only
+  (it raised, so it was not acknowledged; send it again with ``upsert``).
+- ``get`` without ids and ``scroll`` return shard 0's records in insertion order,
+  then shard 1's, and so on: there is no global insertion order to follow.
+- ``hybrid=True`` is refused: BM25 statistics and reciprocal-rank fusion need the
+  whole corpus in one place.
+- ``analyze`` gathers every vector to the driver (as the embedded engine holds them
+  in memory); ``map`` gathers only its sample.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from latentdb.analysis import (
+    IndexMeasurement,
+    SpaceMap,
+    SpaceReport,
+    build_report,
+    check_method,
+    project,
+    sample_positions,
+    steps_bar,
+)
+from latentdb.api import Collection, GetResult, IndexStatus, QueryResult, RecallReport
+from latentdb.api._collection import GET_FIELDS, QUERY_FIELDS, _sql_filters
+from latentdb.api._database import check_recall_target
+from latentdb.api._validation import (
+    check_documents,
+    check_ids,
+    check_include,
+    check_metadatas,
+    check_non_negative,
+)
+from latentdb.distributed._merge import (
+    assemble,
+    concatenate,
+    merge,
+    merge_plans,
+    slice_page,
+)
+from latentdb.distributed._shards import ShardGroup
+from latentdb.embed import Embedder, ImageInput, get_embedder
+from latentdb.errors import (
+    CollectionNotFoundError,
+    DuplicateIdError,
+    EmbedderError,
+    InvalidArgumentError,
+    ModelMismatchError,
+    RecordNotFoundError,
+)
+from latentdb.query import compile_where_document, parse_where
+from latentdb.space import LatentSpace
+from latentdb.store import CollectionRow
+
+if TYPE_CHECKING:
+    from latentdb.api._collection import Progress, Where
+    from latentdb.distributed._database import ShardedDatabase
+
+__all__ = ["ShardedCollection"]
+
+
+class ShardedCollection(Collection):
+    """A collection split into shards on Ray actors, with :class:`Collection`'s methods.
+
+    Got from :meth:`ShardedDatabase.create_collection` and friends, never built
+    directly. See the module's notes for what differs from one engine.
+    """
+
+    def __init__(
+        self, database: ShardedDatabase, row: CollectionRow, *, alias: str | None = None
+    ) -> None:
+        self._sharded = database
+        self._row = row
+        self._alias = alias
+
+    # -- where it is -----------------------------------------------------------------
+
+    def _current(self) -> CollectionRow:
+        """The collection's catalog row now (through an alias: its target's).
+
+        Raises:
+            CollectionNotFoundError: the collection (or the alias) was deleted.
+            DatabaseClosedError: the database is closed.
+        """
+        database = self._sharded
+        if self._alias is not None:
+            try:
+                self._row = database._resolve(self._alias)
+            except CollectionNotFoundError:
+                raise CollectionNotFoundError(f"alias {self._alias!r} was deleted") from None
+            return self._row
+        row = database.store.collection_by_id(self._row.id)
+        if row is None:
+            raise CollectionNotFoundError(f"collection {self._row.name!r} was deleted")
+        self._row = row
+        return row
+
+    def _group(self) -> ShardGroup:
+        return self._sharded.group(self._current())
+
+    @property
+    def shards(self) -> int:
+        """Number of shards."""
+        return int(self._current().config["shards"])
+
+    @property
+    def replicas(self) -> int:
+        """Copies of each shard."""
+        return int(self._current().config["replicas"])
+
+    def __repr__(self) -> str:
+        row = self._current()
+        space = LatentSpace.from_dict(row.space)
+        via = "" if self._alias is None else f", alias={self._alias!r}"
+        return (
+            f"ShardedCollection({row.name!r}{via}, model={space.model!r}, "
+            f"dimension={space.dimension}, metric={space.metric!r}, "
+            f"shards={row.config['shards']}, replicas={row.config['replicas']})"
+        )
+
+    @property
+    def name(self) -> str:
+        """See :attr:`Collection.name`."""
+        return self._current().name
+
+    @property
+    def alias(self) -> str | None:
+        """See :attr:`Collection.alias`."""
+        return self._alias
+
+    @property
+    def space(self) -> LatentSpace:
+        """See :attr:`Collection.space`."""
+        return LatentSpace.from_dict(self._current().space)
+
+    @property
+    def embedder(self) -> str | None:
+        """See :attr:`Collection.embedder`."""
+        return self._current().embedder
+
+    @property
+    def recall_target(self) -> float:
+        """See :attr:`Collection.recall_target`."""
+        return float(self._current().config["recall_target"])
+
+    def set_recall_target(self, target: float) -> None:
+        """See :meth:`Collection.set_recall_target`: stored, and every shard re-tuned."""
+        target = check_recall_target(target)
+        row = self._current()
+        store = self._sharded.store
+        with store.write():
+            store.update_collection_config(row.id, {**row.config, "recall_target": target})
+        group = self._sharded.group(row)
+        arguments = {"target": target}
+        group.write("set_recall_target", {shard: arguments for shard in range(group.shards)})
+
+    def optimize(self) -> None:
+        """See :meth:`Collection.optimize`: every replica of every shard, in parallel."""
+        group = self._group()
+        group.write("optimize", {shard: {} for shard in range(group.shards)})
+
+    def index_status(self) -> IndexStatus:
+        """See :meth:`Collection.index_status`: rows summed over shards, the kind and
+        parameters of the most demanding shard (each shard is tuned on its own rows)."""
+        statuses: list[IndexStatus] = self._group().read_all("index_status", {})
+        params: dict[str, int] = {}
+        for status in statuses:
+            for key, value in status.params.items():
+                params[key] = max(params.get(key, value), value)
+        tuned = [s.tuned_recall for s in statuses if s.tuned_recall is not None]
+        kinds = [s.kind for s in statuses if s.kind != "flat"]
+        return IndexStatus(
+            kind=kinds[0] if kinds else "flat",
+            spec=statuses[0].spec,
+            indexed=sum(s.indexed for s in statuses),
+            pending=sum(s.pending for s in statuses),
+            deleted=sum(s.deleted for s in statuses),
+            segments=sum(s.segments for s in statuses),
+            building=any(s.building for s in statuses),
+            params=params,
+            recall_target=statuses[0].recall_target,
+            tuned_recall=min(tuned) if tuned else None,
+        )
+
+    def count(self) -> int:
+        """See :meth:`Collection.count`."""
+        return sum(self._group().read_all("count", {}))
+
+    # -- embedding -------------------------------------------------------------------
+
+    def _embedder(self) -> Embedder:
+        """The collection's own model, refusing a drifted one."""
+        name, space = self.embedder, self.space
+        if name is None:
+            raise EmbedderError(
+                f"collection {self.name!r} has no embedder (its vectors come from model "
+                f"{space.model!r}): pass vectors= instead of text or images"
+            )
+        embedder = get_embedder(name)
+        if embedder.fingerprint != space.fingerprint:
+            raise ModelMismatchError(
+                f"embedder {name!r} now has fingerprint {embedder.fingerprint}, but collection "
+                f"{self.name!r} was built with {space.fingerprint}: the model changed; "
+                "re-embed into a new collection"
+            )
+        return embedder
+
+    def _raw_vectors(
+        self,
+        vectors: object,
+        documents: Sequence[str | None] | None,
+        count: int,
+        model: str | None,
+        progress: Progress | None,
+        images: Sequence[ImageInput] | None,
+    ) -> npt.NDArray[Any]:
+        """The vectors of a write, checked here but not yet normalized: each shard
+        prepares its rows exactly as the embedded engine prepares a batch, so both
+        store the same bits.
+
+        Raises:
+            whatever :meth:`LatentSpace.prepare` and the embedder raise.
+        """
+        space = self.space
+        space.check_model(model)
+        if images is not None:
+            if vectors is not None:
+                raise InvalidArgumentError("give vectors= or images=, not both")
+            vectors = self._embed_images(images, count, progress)
+        elif vectors is None:
+            if documents is None and self.embedder is not None:
+                raise InvalidArgumentError("give vectors=, images= or documents= to embed")
+            vectors = self._embed(documents or [], progress)
+        space.prepare(vectors, rows=count)
+        return np.asarray(vectors)
+
+    # -- writes ----------------------------------------------------------------------
+
+    def _shard_rows(
+        self,
+        positions: list[int],
+        ids: list[str],
+        vectors: npt.NDArray[Any] | None,
+        documents: Sequence[str | None] | None,
+        metadatas: Sequence[Any] | None,
+    ) -> dict[str, Any]:
+        """One shard's part of a write."""
+        part: dict[str, Any] = {"ids": [ids[p] for p in positions]}
+        if vectors is not None:
+            if vectors.ndim == 1:
+                part["vectors"] = vectors
+            elif len(positions) == 1 and len(ids) > 1 and vectors.dtype == np.float32:
+                # One row of a batch: as float64 (exact) it takes prepare()'s batch path,
+                # as it did in the whole batch; float32 would take the one-vector path,
+                # which keeps a vector already of unit length within 1e-6 unchanged.
+                part["vectors"] = vectors[positions].astype(np.float64)
+            else:
+                part["vectors"] = vectors[positions]
+        if documents is not None:
+            part["documents"] = [documents[p] for p in positions]
+        if metadatas is not None:
+            part["metadatas"] = [metadatas[p] for p in positions]
+        return part
+
+    def _stored(self, group: ShardGroup, ids: list[str]) -> set[str]:
+        """Those of ``ids`` stored in the collection now."""
+        routed = group.route(ids)
+        found = group.read(
+            "present", {shard: {"ids": [ids[p] for p in rows]} for shard, rows in routed.items()}
+        )
+        return {record_id for present in found.values() for record_id in present}
+
+    def _write(
+        self,
+        ids: object,
+        vectors: object,
+        documents: object,
+        metadatas: object,
+        model: str | None,
+        progress: Progress | None,
+        images: Sequence[ImageInput] | None,
+        *,
+        replace: bool,
+    ) -> None:
+        id_list = check_ids(ids)
+        count = len(id_list)
+        document_list = check_documents(documents, count)
+        check_metadatas(metadatas, count)
+        metadata_list = None if metadatas is None else list(metadatas)  # type: ignore[call-overload]
+        matrix = self._raw_vectors(vectors, document_list, count, model, progress, images)
+        group = self._group()
+        if not replace:
+            stored = self._stored(group, id_list)
+            if stored:
+                first = next(i for i in id_list if i in stored)
+                raise DuplicateIdError(
+                    f"id {first!r} is already stored in {self.name!r} "
+                    f"({len(stored)} of the {count} ids are): use upsert to replace"
+                )
+        parts = {
+            shard: self._shard_rows(rows, id_list, matrix, document_list, metadata_list)
+            for shard, rows in group.route(id_list).items()
+        }
+        if replace:
+            group.write("upsert", parts)
+        else:
+            group.write("add", parts, again="add_again")
+
+    def add(
+        self,
+        ids: Sequence[str] | str,
+        *,
+        vectors: object = None,
+        documents: Sequence[str | None] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        model: str | None = None,
+        progress: Progress | None = None,
+        images: Sequence[ImageInput] | None = None,
+    ) -> None:
+        """See :meth:`Collection.add`. Returns when every replica of every shard that
+        the ids go to has committed its part."""
+        self._write(ids, vectors, documents, metadatas, model, progress, images, replace=False)
+
+    def upsert(
+        self,
+        ids: Sequence[str] | str,
+        *,
+        vectors: object = None,
+        documents: Sequence[str | None] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        model: str | None = None,
+        progress: Progress | None = None,
+        images: Sequence[ImageInput] | None = None,
+    ) -> None:
+        """See :meth:`Collection.upsert`."""
+        self._write(ids, vectors, documents, metadatas, model, progress, images, replace=True)
+
+    def update(
+        self,
+        ids: Sequence[str] | str,
+        *,
+        vectors: object = None,
+        documents: Sequence[str | None] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        model: str | None = None,
+        progress: Progress | None = None,
+        images: Sequence[ImageInput] | None = None,
+    ) -> None:
+        """See :meth:`Collection.update`."""
+        id_list = check_ids(ids)
+        count = len(id_list)
+        document_list = check_documents(documents, count)
+        check_metadatas(metadatas, count)
+        metadata_list = None if metadatas is None else list(metadatas)
+        if vectors is None and images is None and document_list is None and metadata_list is None:
+            raise InvalidArgumentError("update needs vectors=, images=, documents= or metadatas=")
+        matrix = None
+        if (
+            vectors is not None
+            or images is not None
+            or (document_list is not None and self.embedder is not None)
+        ):
+            matrix = self._raw_vectors(vectors, document_list, count, model, progress, images)
+        else:
+            self.space.check_model(model)
+        group = self._group()
+        stored = self._stored(group, id_list)
+        missing = [i for i in id_list if i not in stored]
+        if missing:
+            raise RecordNotFoundError(
+                f"cannot update ids that are not stored in {self.name!r}: "
+                f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
+            )
+        parts = {
+            shard: self._shard_rows(rows, id_list, matrix, document_list, metadata_list)
+            for shard, rows in group.route(id_list).items()
+        }
+        group.write("update", parts)
+
+    def delete(
+        self,
+        ids: Sequence[str] | str | None = None,
+        *,
+        where: Where | None = None,
+        where_document: Where | None = None,
+    ) -> int:
+        """See :meth:`Collection.delete`. A delete retried after a host died counts
+        only what the retry deleted."""
+        if ids is None and where is None and where_document is None:
+            raise InvalidArgumentError(
+                "delete needs ids=, where= or where_document=; to remove everything use "
+                "Database.delete_collection"
+            )
+        id_list = None if ids is None else check_ids(ids, allow_empty=True, distinct=False)
+        _sql_filters(where, where_document)  # a malformed filter fails before any shard
+        group = self._group()
+        filters = {"where": where, "where_document": where_document}
+        if id_list is None:
+            parts: dict[int, dict[str, Any]] = {
+                shard: {"ids": None, **filters} for shard in range(group.shards)
+            }
+        else:
+            parts = {
+                shard: {"ids": [id_list[p] for p in rows], **filters}
+                for shard, rows in group.route(id_list).items()
+            }
+        return sum(group.write("delete", parts).values())
+
+    # -- reads -----------------------------------------------------------------------
+
+    def get(
+        self,
+        ids: Sequence[str] | str | None = None,
+        *,
+        where: Where | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        include: Sequence[str] = ("documents", "metadatas"),
+        where_document: Where | None = None,
+    ) -> GetResult:
+        """See :meth:`Collection.get`. Without ``ids``, records come shard by shard
+        (each shard's in insertion order)."""
+        fields = check_include(include, GET_FIELDS)
+        id_list = None if ids is None else check_ids(ids, allow_empty=True, distinct=False)
+        if limit is not None:
+            check_non_negative(limit, "limit")
+        check_non_negative(offset, "offset")
+        _sql_filters(where, where_document)
+        group = self._group()
+        wanted = tuple(sorted(fields))
+        filters = {"where": where, "where_document": where_document, "include": wanted}
+        dimension = self.space.dimension
+        if id_list is not None:
+            routed = group.route(list(dict.fromkeys(id_list)))
+            unique = list(dict.fromkeys(id_list))
+            found = group.read(
+                "get",
+                {
+                    shard: {"ids": [unique[p] for p in rows], **filters}
+                    for shard, rows in routed.items()
+                },
+            )
+            located = {
+                record_id: (result, row)
+                for result in found.values()
+                for row, record_id in enumerate(result.ids)
+            }
+            picked = [located[i] for i in id_list if i in located]
+            picked = picked[offset : None if limit is None else offset + limit]
+            return assemble(picked, fields, dimension)
+        if limit is None and offset == 0:
+            pages = group.read_all("get", filters)
+            return concatenate(pages, fields, dimension)
+        pages, skip, need = [], offset, limit
+        for shard in range(group.shards):
+            if need == 0:
+                break
+            arguments = {"limit": need, "offset": skip, **filters}
+            page, total = group.read("page", {shard: arguments})[shard]
+            skip = max(skip - total, 0)
+            pages.append(page)
+            if need is not None:
+                need -= len(page)
+        return concatenate(pages, fields, dimension)
+
+    def scroll(
+        self,
+        *,
+        batch: int = 1000,
+        where: Where | None = None,
+        where_document: Where | None = None,
+        include: Sequence[str] = ("documents", "metadatas"),
+    ) -> Iterator[GetResult]:
+        """See :meth:`Collection.scroll`: shard by shard, each in insertion order,
+        ``batch`` records a page (the last one fewer)."""
+        check_non_negative(batch, "batch", minimum=1)
+        fields = check_include(include, GET_FIELDS)
+        _sql_filters(where, where_document)
+        return self._scroll(batch, where, where_document, fields)
+
+    def _scroll(
+        self,
+        batch: int,
+        where: Where | None,
+        where_document: Where | None,
+        fields: frozenset[str],
+    ) -> Iterator[GetResult]:
+        group = self._group()
+        dimension = self.space.dimension
+        held: list[GetResult] = []
+        arguments = {
+            "batch": batch,
+            "where": where,
+            "where_document": where_document,
+            "include": tuple(sorted(fields)),
+        }
+        for shard in range(group.shards):
+            after = 0
+            while True:
+                page, after = group.read("page_after", {shard: {"after": after, **arguments}})[
+                    shard
+                ]
+                if not page.ids:
+                    break
+                held.append(page)
+                while sum(len(part) for part in held) >= batch:
+                    whole = concatenate(held, fields, dimension)
+                    yield slice_page(whole, 0, batch)
+                    held = [slice_page(whole, batch, len(whole))]
+        rest = concatenate(held, fields, dimension)
+        if rest.ids:
+            yield rest
+
+    def query(
+        self,
+        *,
+        vectors: object = None,
+        texts: Sequence[str] | str | None = None,
+        k: int = 10,
+        where: Where | None = None,
+        include: Sequence[str] = ("distances", "documents", "metadatas"),
+        exact: bool = False,
+        model: str | None = None,
+        params: Mapping[str, int] | None = None,
+        images: Sequence[ImageInput] | None = None,
+        explain: bool = False,
+        where_document: Where | None = None,
+        hybrid: bool = False,
+        hybrid_weights: tuple[float, float] = (1.0, 1.0),
+    ) -> QueryResult:
+        """See :meth:`Collection.query`: every shard answers its own top ``k`` and the
+        driver keeps the ``k`` nearest of them (ties in shard order).
+
+        Raises:
+            InvalidArgumentError: ``hybrid=True`` (not available on shards: BM25 and
+                rank fusion need the whole corpus), and what :meth:`Collection.query`
+                raises.
+        """
+        fields = check_include(include, QUERY_FIELDS)
+        check_non_negative(k, "k", minimum=1)
+        if (vectors is not None) + (texts is not None) + (images is not None) != 1:
+            raise InvalidArgumentError("query needs exactly one of vectors=, texts= or images=")
+        if hybrid:
+            raise InvalidArgumentError(
+                "hybrid search is not available on a sharded collection: its BM25 ranking "
+                "and rank fusion need every document in one place; query vectors or texts "
+                "without hybrid=True"
+            )
+        space = self.space
+        space.check_model(model)
+        if images is not None:
+            vectors = self._embed_images(images, None, None)
+        elif texts is not None:
+            text_list = [texts] if isinstance(texts, str) else list(texts)
+            if not text_list:
+                raise InvalidArgumentError("texts must not be empty")
+            vectors = self._embed(text_list, None)
+        count = space.prepare(vectors, copy=False).shape[0]
+        parse_where(where)
+        compile_where_document(where_document)
+        group = self._group()
+        started = time.perf_counter()
+        answers: list[QueryResult] = group.read_all(
+            "query",
+            {
+                "vectors": vectors,
+                "k": k,
+                "where": where,
+                "where_document": where_document,
+                "include": tuple(sorted(fields | {"distances"})),
+                "exact": exact,
+                "params": params,
+                "explain": explain,
+            },
+        )
+        merged = merge(answers, k, count, fields)
+        if explain:
+            plan = merge_plans([a.plan for a in answers if a.plan is not None])
+            timings = {**plan.timings_ms, "shards": (time.perf_counter() - started) * 1e3}
+            merged = replace(merged, plan=replace(plan, timings_ms=timings))
+        return merged
+
+    # -- measuring -------------------------------------------------------------------
+
+    def evaluate(self, queries: object = None, *, k: int = 10, sample: int = 500) -> RecallReport:
+        """See :meth:`Collection.evaluate`, measured through the shards: the default
+        search against an exact search of every shard, merged. Without queries,
+        ``sample`` stored rows are the queries (their own id is not counted), rows
+        that the shards' indexes hold, so recall reads high (``source`` says so).
+        Speeds are one query at a time, fan-out and merge included."""
+        check_non_negative(k, "k", minimum=1)
+        check_non_negative(sample, "sample", minimum=1)
+        own: list[str] | None = None
+        if queries is None:
+            listed = self._all_ids(None)
+            if not listed:
+                raise InvalidArgumentError(f"collection {self.name!r} is empty: nothing to query")
+            own = [listed[p] for p in sample_positions(len(listed), sample).tolist()]
+            found = self.get(own, include=("vectors",))
+            matrix = found.vectors
+            own = found.ids
+            source = "indexed rows"
+        else:
+            matrix = self.space.prepare(queries)
+            source = "given queries"
+        assert matrix is not None
+        depth = k if own is None else k + 1
+        approximate = self.query(vectors=matrix, k=depth, include=())
+        exact = self.query(vectors=matrix, k=depth, include=(), exact=True)
+        timed = matrix[: min(len(matrix), _TIMED_QUERIES)]
+        status = self.index_status()
+        extra: dict[str, Any] = {}
+        reduce = getattr(self.space, "reduce", None)
+        if reduce is not None and status.kind != "flat":
+            # What the reduction alone costs: only each shard's own top k re-scored.
+            plain = self.query(vectors=matrix, k=depth, include=(), params={"rerank": 1})
+            extra = {
+                "reduce": reduce,
+                "recall_without_rerank": _recall(plain.ids, exact.ids, own, k),
+            }
+        return RecallReport(
+            recall=_recall(approximate.ids, exact.ids, own, k),
+            qps=_one_at_a_time(self, timed, k, exact=False),
+            exact_qps=_one_at_a_time(self, timed, k, exact=True),
+            k=k,
+            queries=len(matrix),
+            source=source,
+            kind=status.kind,
+            params=status.params,
+            recall_target=self.recall_target,
+            **extra,
+        )
+
+    def _all_ids(self, where: Where | None) -> list[str]:
+        """Every matching id, shard by shard."""
+        pages = self._group().read_all(
+            "get", {"where": where, "where_document": None, "include": ()}
+        )
+        return [record_id for page in pages for record_id in page.ids]
+
+    def analyze(self, *, sample: int = 2000, k: int = 10) -> SpaceReport:
+        """See :meth:`Collection.analyze`. Every vector is gathered to this process
+        (the report measures queries against every row), so it needs the memory of
+        the whole collection here; the index figures come from :meth:`evaluate`."""
+        check_non_negative(sample, "sample", minimum=3)
+        check_non_negative(k, "k", minimum=1)
+        name, space = self.name, self.space
+        with steps_bar(f"analyzing {name}", 8) as steps:
+            steps.advance("reading vectors")
+            pages = self._group().read_all(
+                "get", {"where": None, "where_document": None, "include": ("vectors",)}
+            )
+            whole = concatenate(pages, frozenset({"vectors"}), space.dimension)
+            assert whole.vectors is not None
+            ids = np.array(whole.ids, dtype=object)
+
+            def ids_of(positions: npt.NDArray[np.int64]) -> list[str]:
+                return [str(i) for i in ids[positions].tolist()]
+
+            def measure_index() -> IndexMeasurement:
+                status = self.index_status()
+                report = self.evaluate(sample=50 if status.kind == "flat" else 300)
+                return IndexMeasurement(
+                    kind=report.kind,
+                    spec=status.spec,
+                    params=report.params,
+                    recall=report.recall,
+                    recall_target=report.recall_target,
+                    qps=report.qps,
+                    exact_qps=report.exact_qps,
+                    source=report.source,
+                    pending=status.pending if status.kind != "flat" else 0,
+                )
+
+            return build_report(
+                whole.vectors,
+                ids_of,
+                collection=name,
+                model=space.model,
+                metric=space.metric,
+                sample=sample,
+                k=k,
+                measure_index=measure_index,
+                steps=steps,
+            )
+
+    def map(
+        self, *, method: str = "pca", sample: int = 5000, where: Where | None = None
+    ) -> SpaceMap:
+        """See :meth:`Collection.map`: a fixed-seed sample of the matching ids (shard
+        by shard), fetched from their shards and projected here."""
+        method = check_method(method)
+        check_non_negative(sample, "sample", minimum=3)
+        _sql_filters(where, None)
+        name, space = self.name, self.space
+        with steps_bar(f"mapping {name}", 3) as steps:
+            steps.advance("sampling")
+            listed = self._all_ids(where)
+            picked = [listed[p] for p in sample_positions(len(listed), sample).tolist()]
+            records = self.get(picked, include=("vectors", "documents", "metadatas"))
+            steps.advance(f"{method} of {len(records):,} records")
+            assert records.vectors is not None
+            coordinates = project(records.vectors, method=method, metric=space.metric)
+            steps.advance("done")
+        return SpaceMap(
+            ids=records.ids,
+            coordinates=coordinates,
+            documents=records.documents or [],
+            metadatas=[None if m is None else dict(m) for m in records.metadatas or []],
+            method=method,
+            total=len(listed),
+            collection=name,
+        )
+
+    def project(
+        self, *, method: str = "pca", sample: int = 5000, where: Where | None = None
+    ) -> npt.NDArray[np.float32]:
+        """See :meth:`Collection.project`."""
+        return self.map(method=method, sample=sample, where=where).coordinates
+
+
+# Queries timed one at a time by evaluate(): each is a round trip to every shard.
+_TIMED_QUERIES = 50
+
+
+def _recall(found: list[list[str]], truth: list[list[str]], own: list[str] | None, k: int) -> float:
+    """Mean recall@k of ``found`` against ``truth``, leaving out each query's own id."""
+    recalls = []
+    for row, (found_ids, true_ids) in enumerate(zip(found, truth, strict=True)):
+        skip = None if own is None else own[row]
+        expected = [i for i in true_ids if i != skip][:k]
+        hits = [i for i in found_ids if i != skip][:k]
+        if expected:
+            recalls.append(len(set(expected) & set(hits)) / len(expected))
+    return float(np.mean(recalls)) if recalls else 1.0
+
+
+def _one_at_a_time(
+    collection: ShardedCollection, queries: npt.NDArray[np.float32], k: int, *, exact: bool
+) -> float:
+    """Queries per second, one query at a time."""
+    started = time.perf_counter()
+    for query in queries:
+        collection.query(vectors=query, k=k, include=(), exact=exact)
+    elapsed = time.perf_counter() - started
+    return len(queries) / elapsed if elapsed > 0 else 0.0

@@ -1,0 +1,343 @@
+"""ShardedDatabase: a Database whose collections are split into shards on Ray actors.
+
+Layout of ``path``::
+
+    path/catalog/                    an embedded database of the collections' names,
+                                     latent spaces, settings and aliases (no records)
+    path/shards/<id>/shard-S-replica-R/
+                                     one embedded database per shard and replica,
+                                     opened by the Ray actor that hosts it
+
+Every node that may host a shard must see ``path`` (a shared file system on a
+cluster; any folder on one machine): a host that Ray restarts elsewhere reopens its
+folders from there.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from latentdb.api import Collection, Database, IndexSpec
+from latentdb.api._database import DEFAULT_RECALL_TARGET, check_recall_target
+from latentdb.api._validation import check_collection_name, check_non_negative
+from latentdb.distributed._collection import ShardedCollection
+from latentdb.distributed._shards import Hosts, ShardGroup, require_ray
+from latentdb.errors import (
+    CollectionExistsError,
+    CollectionNotFoundError,
+    InvalidArgumentError,
+)
+from latentdb.space import LatentSpace, Metric
+from latentdb.store import CollectionRow
+
+if TYPE_CHECKING:
+    from latentdb.api import Migration
+    from latentdb.api._migration import MigrationProgress
+
+__all__ = ["DEFAULT_SHARDS", "ShardedDatabase", "connect"]
+
+# Shards of a collection created without shards=: two, so that routing and merging are
+# always at work, even in a test.
+DEFAULT_SHARDS = 2
+# More shards than this is a typo, not a plan: each shard is a folder per replica and
+# a part of every query.
+MAX_SHARDS = 1024
+CATALOG_FOLDER = "catalog"
+SHARDS_FOLDER = "shards"
+
+# The hosts of this process's Ray job, shared by every ShardedDatabase it opens.
+_hosts: Hosts | None = None
+
+
+class ShardedDatabase(Database):
+    """A latentdb database sharded over a Ray cluster, with :class:`Database`'s methods.
+
+    Open one with :func:`latentdb.distributed.connect`. Collections, aliases and
+    latent spaces behave as in the embedded engine; collections are
+    :class:`ShardedCollection` objects, created with ``shards=`` and ``replicas=``.
+
+    Attributes:
+        root: The database's folder (the catalog and the shard folders).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        hosts: Hosts,
+        shards: int = DEFAULT_SHARDS,
+        replicas: int = 1,
+    ) -> None:
+        self.root = Path(path)
+        self.default_shards = _check_shards(shards)
+        self.default_replicas = _check_replicas(replicas)
+        super().__init__(self.root / CATALOG_FOLDER)
+        self.hosts = hosts
+        # Identifies this database to the hosts, which keep its folders open until
+        # close() releases them.
+        self.holder = uuid.uuid4().hex
+        self._groups: dict[tuple[int, str], ShardGroup] = {}
+
+    def close(self) -> None:
+        """Close the database: the hosts close the shard folders only it had open."""
+        if self._store is not None:
+            self.hosts.release(self.holder)
+        super().close()
+
+    def __repr__(self) -> str:
+        return f"ShardedDatabase({str(self.root)!r})"
+
+    # -- collections -----------------------------------------------------------------
+
+    def group(self, row: CollectionRow) -> ShardGroup:
+        """The shards of the collection of catalog ``row`` (internal)."""
+        key = (row.id, str(row.config["folder"]))
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = ShardGroup(self, row)
+        return group
+
+    def _collection(self, row: CollectionRow, *, alias: str | None = None) -> Collection:
+        if "shards" not in row.config:
+            raise InvalidArgumentError(
+                f"collection {row.name!r} in {self.path} is not sharded: open the folder "
+                "with latentdb.connect"
+            )
+        return ShardedCollection(self, row, alias=alias)
+
+    def create_collection(
+        self,
+        name: str,
+        *,
+        dimension: int | None = None,
+        metric: Metric = "cosine",
+        embedder: str | None = "minilm",
+        model: str | None = None,
+        index: str | IndexSpec = "auto",
+        recall_target: float = DEFAULT_RECALL_TARGET,
+        reduce: int | None = None,
+        shards: int | None = None,
+        replicas: int | None = None,
+    ) -> Collection:
+        """See :meth:`Database.create_collection`; the collection is split in shards.
+
+        Args:
+            shards: Number of shards (default: the database's, 2 unless ``connect``
+                said otherwise). Fixed for the collection's life: ids are routed by
+                a hash modulo this number.
+            replicas: Copies of each shard, on different hosts (default 1). Writes go
+                to every copy; reads to one that answers.
+            index: Each shard's index (``"auto"``: exact while a shard holds under
+                20,000 rows, then HNSW).
+            reduce: Each shard's ANN index searches a PCA projection to this many
+                dimensions, learned from that shard's rows (distances stay exact).
+
+        Raises:
+            InvalidArgumentError: bad shards or replicas, and what
+                :meth:`Database.create_collection` raises.
+        """
+        check_collection_name(name)
+        shard_count = self.default_shards if shards is None else _check_shards(shards)
+        replica_count = self.default_replicas if replicas is None else _check_replicas(replicas)
+        space, embedder_name = self._space_for(dimension, metric, embedder, model)
+        spec = IndexSpec.parse(index).to_dict()
+        target = check_recall_target(recall_target)
+        config = {
+            "index": spec,
+            "recall_target": target,
+            "shards": shard_count,
+            "replicas": replica_count,
+            "folder": uuid.uuid4().hex,
+        }
+        space_dict = space.to_dict()
+        if reduce is not None:
+            if spec["kind"] == "flat":
+                raise InvalidArgumentError(
+                    "reduce= needs an ANN index (auto, hnsw, hnsw-sq8, ivf or ivf-pq): a "
+                    "flat index scans the full vectors"
+                )
+            # The space checks 1 <= reduce < dimension, as the embedded engine's does.
+            space_dict = LatentSpace.from_dict({**space_dict, "reduce": reduce}).to_dict()
+        store = self.store
+        with store.write():
+            row = store.insert_collection(
+                name, space=space_dict, embedder=embedder_name, config=config
+            )
+        group = self.group(row)
+        shard_spec = {
+            "dimension": space.dimension,
+            "metric": space.metric,
+            "model": space.model,
+            "index": spec,
+            "recall_target": target,
+            "reduce": reduce,
+        }
+        try:
+            references = [
+                self.hosts.handle(shard, replica).create.remote(folder, self.holder, shard_spec)
+                for shard, replica, folder in group.places()
+            ]
+            self.hosts.ray.get(references)
+        except BaseException:
+            with store.write():
+                store.drop_collection(row.id)
+            self.hosts.drop(group.places())
+            raise
+        return self._collection(row)
+
+    def get_or_create_collection(
+        self,
+        name: str,
+        *,
+        dimension: int | None = None,
+        metric: Metric = "cosine",
+        embedder: str | None = "minilm",
+        model: str | None = None,
+        index: str | IndexSpec = "auto",
+        recall_target: float = DEFAULT_RECALL_TARGET,
+        reduce: int | None = None,
+        shards: int | None = None,
+        replicas: int | None = None,
+    ) -> Collection:
+        """See :meth:`Database.get_or_create_collection`; an existing collection keeps
+        its shards and replicas.
+
+        Raises:
+            CollectionExistsError: it exists in another latent space than the one asked.
+            and whatever :meth:`create_collection` raises.
+        """
+        try:
+            existing = self.get_collection(name)
+        except CollectionNotFoundError:
+            try:
+                return self.create_collection(
+                    name,
+                    dimension=dimension,
+                    metric=metric,
+                    embedder=embedder,
+                    model=model,
+                    index=index,
+                    recall_target=recall_target,
+                    reduce=reduce,
+                    shards=shards,
+                    replicas=replicas,
+                )
+            except CollectionExistsError:  # another process created it meanwhile
+                existing = self.get_collection(name)
+        wanted, wanted_embedder = self._space_for(dimension, metric, embedder, model)
+        have = existing.space
+        differences = [
+            f"{label} {theirs!r} (asked {mine!r})"
+            for label, theirs, mine in (
+                ("embedder", existing.embedder, wanted_embedder),
+                ("model", have.model, wanted.model),
+                ("dimension", have.dimension, wanted.dimension),
+                ("metric", have.metric, wanted.metric),
+                ("reduce", _reduce(have), _reduce(have) if reduce is None else reduce),
+            )
+            if theirs != mine
+        ]
+        if differences:
+            raise CollectionExistsError(
+                f"collection {name!r} exists with a different latent space: "
+                + ", ".join(differences)
+            )
+        return existing
+
+    def delete_collection(self, name: str) -> None:
+        """See :meth:`Database.delete_collection`: its shard folders are deleted too."""
+        row = self.store.collection_by_name(name)
+        super().delete_collection(name)
+        if row is not None:
+            group = self.group(row)
+            self._groups.pop((row.id, str(row.config["folder"])), None)
+            self.hosts.drop(group.places())
+
+    # -- what a sharded database does not do -----------------------------------------
+
+    def migrate(
+        self,
+        name: str,
+        *,
+        embedder: str,
+        new_name: str | None = None,
+        background: bool = True,
+        progress: MigrationProgress | None = None,
+    ) -> Migration:
+        """Not available on a sharded database.
+
+        Raises:
+            InvalidArgumentError: always. Re-embed with :func:`ingest` into a new
+                collection and :meth:`switch_alias` to it.
+        """
+        raise InvalidArgumentError(
+            "migrate is not available on a sharded database: re-embed into a new sharded "
+            "collection (latentdb.distributed.ingest or `latentdb ingest --ray`), then "
+            "switch_alias to it"
+        )
+
+
+def _reduce(space: Any) -> int | None:
+    reduce: int | None = getattr(space, "reduce", None)
+    return reduce
+
+
+def _check_shards(value: object) -> int:
+    count = check_non_negative(value, "shards", minimum=1)
+    if count > MAX_SHARDS:
+        raise InvalidArgumentError(f"shards must be at most {MAX_SHARDS}; got {count}")
+    return count
+
+
+def _check_replicas(value: object) -> int:
+    return check_non_negative(value, "replicas", minimum=1)
+
+
+def connect(
+    address: str | None = None,
+    *,
+    path: str | os.PathLike[str],
+    shards: int = DEFAULT_SHARDS,
+    replicas: int = 1,
+    host_options: Mapping[str, Any] | None = None,
+    max_restarts: int = -1,
+    retry_timeout: float = 60.0,
+) -> ShardedDatabase:
+    """Open (or create) a sharded database in folder ``path`` on a Ray cluster.
+
+    Args:
+        address: The Ray cluster, when this process has not joined one yet: None
+            for the one ``ray.init()`` finds (``RAY_ADDRESS``, else a new local
+            instance), ``"auto"``, or ``"ray://head:10001"`` (Ray Client). A process
+            already in a cluster (``ray.init()`` called) stays in it.
+        path: The database folder; on a cluster, a file system every node sees.
+        shards: Shards of a collection created without ``shards=``.
+        replicas: Copies of each shard for a collection created without
+            ``replicas=``.
+        host_options: Extra Ray actor options for the shard hosts (``num_cpus``
+            (default 0), ``memory``, ``resources``, ``scheduling_strategy``, ...).
+            The hosts are shared by every sharded database of this process: the
+            first one opened sets them.
+        max_restarts: How often Ray restarts a shard host that died (-1: always).
+        retry_timeout: Seconds a call waits for a dead host to come back.
+
+    Returns:
+        A :class:`ShardedDatabase`, usable as a context manager.
+
+    Raises:
+        ImportError: Ray is not installed (``pip install 'latentdb[ray]'``).
+        InvalidArgumentError: bad shards, replicas or host options.
+    """
+    global _hosts
+    ray = require_ray()
+    _check_shards(shards)
+    _check_replicas(replicas)
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False)
+    if _hosts is None or _hosts.job != ray.get_runtime_context().get_job_id():
+        _hosts = Hosts(options=host_options, max_restarts=max_restarts, retry_timeout=retry_timeout)
+    return ShardedDatabase(path, hosts=_hosts, shards=shards, replicas=replicas)
