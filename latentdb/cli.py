@@ -184,27 +184,39 @@ def migrate(
     path: Annotated[Path, typer.Argument(help="Database folder.", exists=True)],
     name: Annotated[str, typer.Argument(help="Alias or collection to re-embed.")],
     embedder: Annotated[
-        str, typer.Option("--embedder", help="The new embedder, e.g. sentence-transformers:DIR.")
-    ],
+        str | None,
+        typer.Option(
+            "--embedder",
+            help="The new embedder, e.g. sentence-transformers:DIR (default: copy the "
+            "vectors as they are).",
+        ),
+    ] = None,
+    reduce: Annotated[
+        int | None,
+        typer.Option("--reduce", help="Index the new collection's vectors PCA-reduced to N."),
+    ] = None,
     new_name: Annotated[
         str | None, typer.Option("--new-name", help="Name of the new collection.")
     ] = None,
 ) -> None:
-    """Re-embed every document of NAME with EMBEDDER into a new collection, then switch
-    NAME to it. Interrupted (even killed), the same command resumes where it stopped."""
+    """Re-embed every document of NAME with EMBEDDER (or copy its vectors, re-indexed
+    with --reduce) into a new collection, then switch NAME to it. Interrupted (even
+    killed), the same command resumes where it stopped."""
     with latentdb.connect(path) as db, _progress() as progress:
-        task = progress.add_task("re-embedding", total=None)
+        task = progress.add_task("re-embedding" if embedder else "copying", total=None)
         migration = db.migrate(
             name,
             embedder=embedder,
+            reduce=reduce,
             new_name=new_name,
             background=False,
             progress=lambda copied, total: progress.update(task, completed=copied, total=total),
         )
         status = migration.status()
+    how = f"embedded with {status.embedder}" if embedder else "copied"
     console.print(
-        f"{status.alias} -> {status.target} ({status.copied:,} records embedded with "
-        f"{status.embedder}); the old version is {status.source}"
+        f"{status.alias} -> {status.target} ({status.copied:,} records {how}); "
+        f"the old version is {status.source}"
     )
 
 

@@ -502,16 +502,18 @@ def _reduction_advice(report: SpaceReport, target: float) -> Advice:
         text = (
             f"PCA to {best.dimension} dimensions keeps recall@{report.k} "
             f"{best.recall:.3f} (>= {target:.2f}) and saves {_mib(best.memory_saved)} of "
-            f"{_mib(full)} of vectors"
+            f"{_mib(full)} of vectors: create_collection(..., reduce={best.dimension}), or "
+            f"db.migrate(name, reduce={best.dimension}) for this collection"
         )
     elif reranked:
         best = min(reranked, key=lambda t: t.dimension)
         text = (
             f"PCA alone loses recall (to {best.dimension}: {best.recall:.3f}), but "
             f"re-ranking {best.rerank * report.k} candidates with the original vectors "
-            f"gives {best.recall_reranked:.3f} (>= {target:.2f}): an index of "
-            f"{best.dimension}-d vectors saves {_mib(best.memory_saved)} of memory if the "
-            "originals stay on disk"
+            f"gives {best.recall_reranked:.3f} (>= {target:.2f}), which is what "
+            f"reduce={best.dimension} does (db.migrate(name, reduce={best.dimension}) for "
+            f"this collection): its index of {best.dimension}-d vectors saves "
+            f"{_mib(best.memory_saved)} of memory, the originals staying on disk"
         )
     else:
         widest = max(trials, key=lambda t: t.dimension)

@@ -36,6 +36,8 @@ __all__ = ["EXTERNAL_MODEL", "Database", "connect"]
 
 # The model name of a collection whose vectors come from outside, when none is given.
 EXTERNAL_MODEL = "external"
+# The embedder name of a collection whose vectors users bring (stored as None).
+EXTERNAL = "external"
 # Recall@10 that approximate search is tuned to reach unless a collection says otherwise.
 DEFAULT_RECALL_TARGET = 0.95
 INDEX_FOLDER = "indexes"
@@ -418,13 +420,15 @@ class Database:
         self,
         name: str,
         *,
-        embedder: str,
+        embedder: str | None = None,
+        reduce: int | None = None,
         new_name: str | None = None,
         background: bool = True,
         progress: MigrationProgress | None = None,
     ) -> Migration:
-        """Re-embed every document of a collection with another embedder, into a new
-        collection, and switch ``name`` to it when the copy is complete and indexed.
+        """Re-embed every document of a collection with another embedder (or re-index
+        its vectors as they are, with another ``reduce``) into a new collection, and
+        switch ``name`` to it when the copy is complete and indexed.
 
         ``name`` is an alias or a collection. A collection ``docs`` is renamed
         ``docs-v1`` at the switch and ``docs`` becomes an alias of the new one (default
@@ -435,6 +439,10 @@ class Database:
         Args:
             name: The alias or collection to migrate.
             embedder: The new embedder (e.g. ``"sentence-transformers:/models/e5"``).
+                None (or the collection's own): the vectors are copied, not re-embedded,
+                so records without documents are fine; ``reduce`` must then change.
+            reduce: The new collection's ``reduce=`` (see :meth:`create_collection`);
+                None indexes it at full width.
             new_name: The new collection's name (default: the next ``-vN``).
             background: Run in a thread and return at once (``Migration.wait()``);
                 False runs it here and returns when done.
@@ -446,8 +454,10 @@ class Database:
         Raises:
             CollectionNotFoundError: no collection or alias ``name``.
             InvalidArgumentError: records without a document (they cannot be
-                re-embedded; the count is given), the same embedder already, or another
-                migration of ``name`` to a different embedder is running.
+                re-embedded; the count is given), nothing that would change (the same
+                embedder and ``reduce``), a bad ``reduce``, the collection's embedder
+                has drifted from its vectors (copying them would mix spaces), or another
+                migration of ``name`` to a different target is running.
             EmbedderError, CollectionExistsError: bad embedder or ``new_name``.
         """
         from latentdb.api._migration import Migration, version_names
@@ -455,18 +465,24 @@ class Database:
         store = self.store
         with store.write():
             source = self._resolve(name)
+            wanted = (source.embedder or EXTERNAL) if embedder is None else embedder
             for row in store.migrations(state="running"):
                 if row.alias != name:
                     continue
-                if row.embedder != embedder:
+                target = store.collection_by_id(row.target_id)
+                target_reduce = None if target is None else target.space.get("reduce")
+                if row.embedder != wanted or target_reduce != reduce:
                     raise InvalidArgumentError(
-                        f"a migration of {name!r} to embedder {row.embedder!r} is running: "
-                        f"finish it, or delete its target collection to cancel it"
+                        f"a migration of {name!r} to embedder {row.embedder!r} (reduce "
+                        f"{target_reduce}) is running: finish it, or delete its target "
+                        "collection to cancel it"
                     )
                 migration = self._migrations.setdefault(row.id, Migration(self, row))
                 break
             else:
-                migration = self._new_migration(source, name, embedder, new_name, version_names)
+                migration = self._new_migration(
+                    source, name, wanted, reduce, new_name, version_names
+                )
         if background:
             return migration.start(progress)
         migration.run(progress)
@@ -477,23 +493,41 @@ class Database:
         source: CollectionRow,
         name: str,
         embedder: str,
+        reduce: int | None,
         new_name: str | None,
         version_names: Callable[[str, Callable[[str], bool]], tuple[str, str]],
     ) -> Migration:
         from latentdb.api._migration import Migration
 
         store = self.store
-        get_embedder(embedder)  # an unknown name fails before anything else is said
-        if source.embedder == embedder:
-            raise InvalidArgumentError(
-                f"collection {source.name!r} is already embedded with {embedder!r}"
-            )
-        missing = store.count_without_document(source.id)
-        if missing:
-            raise InvalidArgumentError(
-                f"{missing} of the {store.count(source.id)} records of {source.name!r} have no "
-                "document, so they cannot be re-embedded: give them documents or delete them"
-            )
+        space = LatentSpace.from_dict(source.space)
+        copies = embedder == (source.embedder or EXTERNAL)  # the same space: copy vectors
+        if copies:
+            if reduce == space.reduce:
+                width = "at full width" if reduce is None else f"reduced to {reduce}"
+                raise InvalidArgumentError(
+                    f"collection {source.name!r} is already embedded with {embedder!r} and "
+                    f"indexed {width}: pass another embedder= or reduce= to migrate it"
+                )
+            if source.embedder is not None:
+                current = get_embedder(source.embedder).fingerprint
+                if current != space.fingerprint:
+                    raise InvalidArgumentError(
+                        f"embedder {source.embedder!r} has drifted from the vectors of "
+                        f"{source.name!r} (fingerprint {current} now, {space.fingerprint} "
+                        f"stored): copying them into its space would mix two; migrate with "
+                        f"embedder={source.embedder!r} given again after re-registering the "
+                        "old model, or to another embedder to re-embed"
+                    )
+        else:
+            get_embedder(embedder)  # an unknown name fails before anything else is said
+            missing = store.count_without_document(source.id)
+            if missing:
+                raise InvalidArgumentError(
+                    f"{missing} of the {store.count(source.id)} records of {source.name!r} have "
+                    "no document, so they cannot be re-embedded: give them documents or "
+                    "delete them"
+                )
 
         def taken(candidate: str) -> bool:
             try:
@@ -505,13 +539,16 @@ class Database:
         retired, default_new = version_names(source.name, taken)
         is_alias = name in store.aliases()
         state = self._collection(source)._bound
-        space = LatentSpace.from_dict(source.space)
+        external = copies and source.embedder is None
         target = self.create_collection(
             new_name or default_new,
+            dimension=space.dimension if external else None,
             metric=space.metric,
-            embedder=embedder,
+            embedder=None if external else embedder,
+            model=space.model if external else None,
             index=state.spec,
             recall_target=state.recall_target,
+            reduce=reduce,
         )
         migration_id = store.insert_migration(
             alias=name,

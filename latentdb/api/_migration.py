@@ -1,5 +1,6 @@
-"""Migrations: re-embed every document of a collection into a new latent space, behind
-an alias that switches when the copy is complete.
+"""Migrations: re-embed every document of a collection into a new latent space (or copy
+its vectors into a collection of the same space indexed another way, e.g. reduced by
+PCA), behind an alias that switches when the copy is complete.
 
 The copy walks the source's rows in (write sequence, key) order. A row written again
 during the copy gets a new sequence number and so comes round again; the cursor, kept
@@ -14,9 +15,9 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from latentdb.errors import CollectionNotFoundError
 from latentdb.store import MigrationRow
@@ -58,6 +59,12 @@ class MigrationStatus:
     error: str | None = None
 
 
+def _same_space(source: Mapping[str, Any], target: Mapping[str, Any]) -> bool:
+    """Whether two collections' spaces differ at most in ``reduce``."""
+    fields = ("model", "fingerprint", "dimension", "metric", "normalized")
+    return all(source.get(name) == target.get(name) for name in fields)
+
+
 def version_names(name: str, taken: Callable[[str], bool]) -> tuple[str, str]:
     """(name for the retired source, name for the new collection): ``docs`` gives
     ``docs-v1`` and ``docs-v2``, ``docs-v2`` gives ``docs-v3``; the first free ones."""
@@ -89,6 +96,7 @@ class Migration:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._error: BaseException | None = None
+        self._copies = False  # vectors copied as they are, not re-embedded (set by run)
 
     def __repr__(self) -> str:
         status = self.status()
@@ -192,6 +200,9 @@ class Migration:
             return self.status()
         database = self._database
         target = database._collection_by_id(row.target_id)
+        source = database.store.collection_by_id(row.source_id)
+        if source is not None:  # the same space but for reduce: copy the vectors
+            self._copies = _same_space(source.space, target.space.to_dict())
         total = database.store.count(row.source_id)
         copied = row.copied
         while not self._stop.is_set():
@@ -208,17 +219,36 @@ class Migration:
         return self.status()
 
     def _copy_batch(self, target: Collection) -> int:
-        """Embed and write the next batch after the cursor; rows copied (0: none left)."""
+        """Embed (or copy) and write the next batch after the cursor; rows copied (0:
+        none left)."""
         store = self._database.store
         row = self._row
-        rows = store.rows_after(row.source_id, row.cursor, BATCH)
-        if not rows:
-            return 0
-        target.upsert(
-            [r[2] for r in rows],
-            documents=[r[3] for r in rows],
-            metadatas=[r[4] for r in rows],
-        )
+        if not self._copies:
+            rows = store.rows_after(row.source_id, row.cursor, BATCH)
+            if not rows:
+                return 0
+            target.upsert(
+                [r[2] for r in rows],
+                documents=[r[3] for r in rows],
+                metadatas=[r[4] for r in rows],
+            )
+        else:
+            with store.read():  # one snapshot: each row's vector with its document
+                rows = store.rows_after(row.source_id, row.cursor, BATCH)
+                if not rows:
+                    return 0
+                stored = store.rows_by_key([r[1] for r in rows], dimension=target.space.dimension)
+            # Keys come back ascending; a row deleted meanwhile is missing (its delete is
+            # carried over at the switch).
+            position = dict(zip(stored.keys.tolist(), range(len(stored.ids)), strict=True))
+            kept = [r for r in rows if r[1] in position]
+            if kept:
+                target.upsert(
+                    [r[2] for r in kept],
+                    vectors=stored.vectors[[position[r[1]] for r in kept]],
+                    documents=[r[3] for r in kept],
+                    metadatas=[r[4] for r in kept],
+                )
         with store.write():
             store.advance_migration(row.id, (rows[-1][0], rows[-1][1]), len(rows))
         self._current()

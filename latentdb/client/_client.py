@@ -326,16 +326,16 @@ class RemoteDatabase(Database):
         self,
         name: str,
         *,
-        embedder: str,
+        embedder: str | None = None,
+        reduce: int | None = None,
         new_name: str | None = None,
         background: bool = True,
         progress: MigrationProgress | None = None,
     ) -> Migration:
         """See :meth:`Database.migrate`. It runs on the server; ``background=False``
         polls it until it ends, calling ``progress(copied, total)`` as it moves."""
-        reply = self._call(
-            "POST", "/v1/migrations", {"name": name, "embedder": embedder, "new_name": new_name}
-        )
+        body = {"name": name, "embedder": embedder, "reduce": reduce, "new_name": new_name}
+        reply = self._call("POST", "/v1/migrations", body)
         migration = RemoteMigration(self, reply["id"], migration_status_from_wire(reply["status"]))
         if not background:
             migration._follow(None, progress)

@@ -419,7 +419,11 @@ def create_app(
     def migrate(request: Request, body: MigrateBody) -> Response:
         allow(request, write=True, collection=str(body.name))
         migration = db(request).migrate(
-            body.name, embedder=body.embedder, new_name=body.new_name, background=True
+            body.name,
+            embedder=body.embedder,
+            reduce=body.reduce,
+            new_name=body.new_name,
+            background=True,
         )
         return migration_reply(migration, running=True)
 

@@ -72,7 +72,8 @@ class MigrateBody(Body):
     """Arguments of ``migrate`` (always in the background on the server)."""
 
     name: Any
-    embedder: Any
+    embedder: Any = None
+    reduce: Any = None
     new_name: Any = None
 
 

@@ -173,3 +173,48 @@ def test_a_migration_killed_part_way_resumes_where_it_stopped(tmp_path: Path, sl
         assert slow.texts <= 2000 - before.copied + _migration.BATCH
         assert db.list_migrations()[0].status().state == "done"
         check_complete(db, slow)
+
+
+def test_a_migration_can_reduce_a_collection_by_copying_its_vectors(db: Database) -> None:
+    collection = source(db)
+    collection.add(["bare"], vectors=np.ones(8))  # no document: copied all the same
+    before = collection.get(include=["vectors", "documents", "metadatas"])
+    with pytest.raises(InvalidArgumentError, match="already embedded with 'external'"):
+        db.migrate("docs")  # nothing would change
+    with pytest.raises(InvalidArgumentError, match="reduce must be an integer from 1 to 7"):
+        db.migrate("docs", reduce=8)
+    assert db.list_collections() == ["docs"] and not db.list_migrations()
+    status = db.migrate("docs", reduce=4, background=False).status()
+    assert (status.source, status.target, status.state) == ("docs-v1", "docs-v2", "done")
+    assert status.copied == ROWS + 1
+    new = db.get_collection("docs")
+    assert new.name == "docs-v2" and new.space.reduce == 4
+    assert new.space.model == "old/model" and new.space.dimension == 8
+    after = new.get(before.ids, include=["vectors", "documents", "metadatas"])
+    assert after.ids == before.ids
+    np.testing.assert_array_equal(np.stack(after.vectors), np.stack(before.vectors))
+    assert after.documents == before.documents and after.metadatas == before.metadatas
+    new.optimize()
+    query = np.stack(before.vectors)[:5]
+    assert new.query(vectors=query, k=1).ids == [[i] for i in before.ids[:5]]
+    # And back to full width, the same way.
+    db.migrate("docs", reduce=None, background=False)
+    assert db.get_collection("docs").space.reduce is None
+
+
+def test_copying_vectors_refuses_an_embedder_that_has_drifted(
+    db: Database, hashing_embedder: Any
+) -> None:
+    collection = db.create_collection("docs", embedder="test-hashing")
+    collection.add(["a", "b"], documents=["alpha beta", "gamma"])
+    hashing_embedder.salt = "new weights"  # the model changed under the collection
+    with pytest.raises(InvalidArgumentError, match="has drifted"):
+        db.migrate("docs", reduce=4)
+    assert db.list_collections() == ["docs"] and not db.list_migrations()
+    hashing_embedder.salt = ""
+    migration = db.migrate("docs", reduce=4)
+    with pytest.raises(InvalidArgumentError, match="is running"):
+        db.migrate("docs", reduce=8)  # another target while one runs
+    assert migration.wait(timeout=60).state == "done"
+    new = db.get_collection("docs")
+    assert new.space.reduce == 4 and new.query(texts="alpha", k=1).ids == [["a"]]
