@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +51,6 @@ def build(folder: Path, kind: str | IndexSpec, train: np.ndarray, **options: Any
     collection.add([str(i) for i in range(train.shape[0])], vectors=train)
     collection.optimize()
     return collection
-
-
-@pytest.fixture
-def databases() -> Iterator[list[latentdb.Database]]:
-    opened: list[latentdb.Database] = []
-    yield opened
-    for database in opened:
-        database.close()
 
 
 @pytest.mark.slow

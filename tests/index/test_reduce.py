@@ -8,7 +8,6 @@ test queries, like tests/index/test_ann.py.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import latentdb
 from latentdb import Collection, IndexSpec, InvalidArgumentError, LatentDBWarning
 from latentdb.index._sealed import SealedSegment, learn_projection
 from tests._data import pypi_minilm
+from tests.index.test_ann import build as build_collection
 
 ROWS = 3000
 QUERIES = 100
@@ -54,20 +54,9 @@ def recall(result: Any, train: np.ndarray, queries: np.ndarray, metric: str) -> 
 
 
 def build(folder: Path, train: np.ndarray, **options: Any) -> Collection:
+    """An optimized collection of ``train`` (hnsw reduced to REDUCE unless told)."""
     options = {"index": "hnsw", "reduce": REDUCE, **options}
-    db = latentdb.connect(folder)
-    collection = db.create_collection("c", dimension=384, embedder=None, **options)
-    collection.add([str(i) for i in range(train.shape[0])], vectors=train)
-    collection.optimize()
-    return collection
-
-
-@pytest.fixture
-def databases() -> Iterator[list[latentdb.Database]]:
-    opened: list[latentdb.Database] = []
-    yield opened
-    for database in opened:
-        database.close()
+    return build_collection(folder, options.pop("index"), train, **options)
 
 
 @pytest.fixture(scope="module")
