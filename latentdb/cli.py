@@ -5,6 +5,7 @@ latentdb collections PATH              list collections and their latent spaces
 latentdb query PATH COLLECTION "text"  nearest records to a text
 latentdb alias PATH ALIAS COLLECTION   create or switch an alias (--delete removes it)
 latentdb migrate PATH NAME --embedder E  re-embed a collection, switch NAME when done
+latentdb ingest PATH COLLECTION FILES  embed a JSONL/Parquet corpus (--ray: on a Ray cluster)
 latentdb serve PATH                    serve a database over HTTP (API keys, OpenAPI)
 latentdb analyze PATH COLLECTION       the space report: norms, concentration, hubness, advice
 latentdb map PATH COLLECTION -o F      a 2-D map of the records (HTML, or PNG for *.png)
@@ -218,6 +219,151 @@ def migrate(
         f"{status.alias} -> {status.target} ({status.copied:,} records {how}); "
         f"the old version is {status.source}"
     )
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="Database folder (created if missing).")],
+    collection: Annotated[str, typer.Argument(help="Collection to add to (created if missing).")],
+    sources: Annotated[
+        list[Path], typer.Argument(help="JSONL (.jsonl, .jsonl.gz) or Parquet files.", exists=True)
+    ],
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="PATH is a sharded database: embed with Ray Data across the cluster's "
+            "workers and write into the shards (needs the ray extra).",
+        ),
+    ] = False,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address", help="With --ray: the cluster, e.g. ray://head:10001 (default: local)."
+        ),
+    ] = None,
+    shards: Annotated[
+        int, typer.Option("--shards", help="With --ray: shards of a new collection.")
+    ] = 2,
+    replicas: Annotated[
+        int, typer.Option("--replicas", help="With --ray: copies of each shard.")
+    ] = 1,
+    embedder: Annotated[
+        str, typer.Option("--embedder", help="Embedder of a new collection.")
+    ] = "minilm",
+    id_field: Annotated[str, typer.Option("--id-field", help="Column of unique ids.")] = "id",
+    text_field: Annotated[
+        str, typer.Option("--text-field", help="Column embedded and stored as the document.")
+    ] = "text",
+    metadata: Annotated[
+        str | None,
+        typer.Option("--metadata", help="Columns stored as metadata, comma-separated."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Records per batch.")] = 256,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="With --ray: embedding workers (default: the CPUs)."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Read at most N records.")] = None,
+) -> None:
+    """Embed the TEXT_FIELD of every record of SOURCES into COLLECTION, skipping ids
+    already stored: run it again after an interruption and it carries on."""
+    fields = [name.strip() for name in (metadata or "").split(",") if name.strip()]
+    if not ray:
+        if address is not None:
+            raise typer.BadParameter("--address needs --ray")
+        with latentdb.connect(path) as db, _progress() as progress:
+            found = db.get_or_create_collection(collection, embedder=embedder)
+            task = progress.add_task(f"ingesting into {collection}", total=None)
+            counts = _ingest_here(
+                found, sources, id_field, text_field, fields, batch_size, limit,
+                lambda done: progress.update(task, completed=done),
+            )  # fmt: skip
+        read, skipped, seconds = counts
+        console.print(
+            f"{read:,} records read, {skipped:,} already stored, {read - skipped:,} added "
+            f"in {seconds:.1f} s"
+        )
+        return
+    from latentdb import distributed
+
+    with (
+        distributed.connect(address, path=path, shards=shards, replicas=replicas) as db,
+        _progress() as progress,
+    ):
+        found = db.get_or_create_collection(collection, embedder=embedder)
+        task = progress.add_task(f"ingesting into {collection} on Ray", total=None)
+        report = distributed.ingest(
+            found,
+            sources,
+            id_field=id_field,
+            text_field=text_field,
+            metadata_fields=fields,
+            batch_size=batch_size,
+            workers=workers,
+            limit=limit,
+            progress=lambda done: progress.update(task, completed=done),
+        )
+    console.print(
+        f"{report.read:,} records read, {report.skipped:,} already stored, "
+        f"{report.written:,} added in {report.seconds:.1f} s ({report.rate:,.0f} records/s)"
+    )
+
+
+def _ingest_here(
+    collection: Collection,
+    sources: list[Path],
+    id_field: str,
+    text_field: str,
+    fields: list[str],
+    batch_size: int,
+    limit: int | None,
+    progress: Any,
+) -> tuple[int, int, float]:
+    """``ingest`` without Ray: batches read with pyarrow, embedded in this process.
+    Returns (records read, records already stored, seconds)."""
+    try:
+        import pyarrow.json as arrow_json
+        import pyarrow.parquet as parquet
+    except ImportError:  # pragma: no cover - installed in development
+        raise typer.BadParameter("ingest reads files with pyarrow: pip install pyarrow") from None
+    started = time.perf_counter()
+    read = skipped = 0
+    for source in sources:
+        name = source.name.lower()
+        if name.endswith((".parquet", ".pq")):
+            table = parquet.read_table(source)
+        elif name.endswith((".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz")):
+            table = arrow_json.read_json(source)
+        else:
+            raise typer.BadParameter(f"{source}: ingest reads JSONL or Parquet files")
+        missing = [c for c in (id_field, text_field, *fields) if c not in table.column_names]
+        if missing:
+            raise typer.BadParameter(
+                f"{source} has no column {', '.join(map(repr, missing))}; its columns are "
+                + ", ".join(table.column_names)
+            )
+        for batch in table.to_batches(max_chunksize=batch_size):
+            if limit is not None and read >= limit:
+                break
+            rows = batch.to_pylist()[: None if limit is None else limit - read]
+            ids = [str(row[id_field]) for row in rows]
+            stored = set(collection.get(ids, include=()).ids)
+            fresh = [row for row, i in zip(rows, ids, strict=True) if i not in stored]
+            if fresh:
+                collection.add(
+                    [str(row[id_field]) for row in fresh],
+                    documents=[row[text_field] for row in fresh],
+                    metadatas=[
+                        {f: row[f] for f in fields if row[f] is not None} or None for row in fresh
+                    ]
+                    if fields
+                    else None,
+                )
+            read += len(rows)
+            skipped += len(rows) - len(fresh)
+            progress(read)
+    return read, skipped, time.perf_counter() - started
 
 
 @app.command()

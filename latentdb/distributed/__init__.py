@@ -10,14 +10,18 @@ one. Needs the ``ray`` extra (``pip install 'latentdb[ray]'``).
 from latentdb.distributed._collection import ShardedCollection
 from latentdb.distributed._database import DEFAULT_SHARDS, ShardedDatabase, connect
 from latentdb.distributed._host import ShardHost
+from latentdb.distributed._ingest import IngestReport, IngestWorker, ingest
 from latentdb.distributed._shards import host_name, shard_of
 
 __all__ = [
     "DEFAULT_SHARDS",
+    "IngestReport",
+    "IngestWorker",
     "ShardHost",
     "ShardedCollection",
     "ShardedDatabase",
     "connect",
     "host_name",
+    "ingest",
     "shard_of",
 ]

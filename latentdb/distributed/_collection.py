@@ -258,40 +258,6 @@ class ShardedCollection(Collection):
 
     # -- writes ----------------------------------------------------------------------
 
-    def _shard_rows(
-        self,
-        positions: list[int],
-        ids: list[str],
-        vectors: npt.NDArray[Any] | None,
-        documents: Sequence[str | None] | None,
-        metadatas: Sequence[Any] | None,
-    ) -> dict[str, Any]:
-        """One shard's part of a write."""
-        part: dict[str, Any] = {"ids": [ids[p] for p in positions]}
-        if vectors is not None:
-            if vectors.ndim == 1:
-                part["vectors"] = vectors
-            elif len(positions) == 1 and len(ids) > 1 and vectors.dtype == np.float32:
-                # One row of a batch: as float64 (exact) it takes prepare()'s batch path,
-                # as it did in the whole batch; float32 would take the one-vector path,
-                # which keeps a vector already of unit length within 1e-6 unchanged.
-                part["vectors"] = vectors[positions].astype(np.float64)
-            else:
-                part["vectors"] = vectors[positions]
-        if documents is not None:
-            part["documents"] = [documents[p] for p in positions]
-        if metadatas is not None:
-            part["metadatas"] = [metadatas[p] for p in positions]
-        return part
-
-    def _stored(self, group: ShardGroup, ids: list[str]) -> set[str]:
-        """Those of ``ids`` stored in the collection now."""
-        routed = group.route(ids)
-        found = group.read(
-            "present", {shard: {"ids": [ids[p] for p in rows]} for shard, rows in routed.items()}
-        )
-        return {record_id for present in found.values() for record_id in present}
-
     def _write(
         self,
         ids: object,
@@ -312,17 +278,14 @@ class ShardedCollection(Collection):
         matrix = self._raw_vectors(vectors, document_list, count, model, progress, images)
         group = self._group()
         if not replace:
-            stored = self._stored(group, id_list)
+            stored = group.present(id_list)
             if stored:
                 first = next(i for i in id_list if i in stored)
                 raise DuplicateIdError(
                     f"id {first!r} is already stored in {self.name!r} "
                     f"({len(stored)} of the {count} ids are): use upsert to replace"
                 )
-        parts = {
-            shard: self._shard_rows(rows, id_list, matrix, document_list, metadata_list)
-            for shard, rows in group.route(id_list).items()
-        }
+        parts = group.parts(id_list, matrix, document_list, metadata_list)
         if replace:
             group.write("upsert", parts)
         else:
@@ -386,17 +349,14 @@ class ShardedCollection(Collection):
         else:
             self.space.check_model(model)
         group = self._group()
-        stored = self._stored(group, id_list)
+        stored = group.present(id_list)
         missing = [i for i in id_list if i not in stored]
         if missing:
             raise RecordNotFoundError(
                 f"cannot update ids that are not stored in {self.name!r}: "
                 f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
             )
-        parts = {
-            shard: self._shard_rows(rows, id_list, matrix, document_list, metadata_list)
-            for shard, rows in group.route(id_list).items()
-        }
+        parts = group.parts(id_list, matrix, document_list, metadata_list)
         group.write("update", parts)
 
     def delete(

@@ -98,7 +98,9 @@ class ShardedDatabase(Database):
         key = (row.id, str(row.config["folder"]))
         group = self._groups.get(key)
         if group is None:
-            group = self._groups[key] = ShardGroup(self, row)
+            group = self._groups[key] = ShardGroup(
+                self.hosts, self.holder, ShardGroup.folders_of(self.root, row)
+            )
         return group
 
     def _collection(self, row: CollectionRow, *, alias: str | None = None) -> Collection:
@@ -263,7 +265,8 @@ class ShardedDatabase(Database):
         self,
         name: str,
         *,
-        embedder: str,
+        embedder: str | None = None,
+        reduce: int | None = None,
         new_name: str | None = None,
         background: bool = True,
         progress: MigrationProgress | None = None,

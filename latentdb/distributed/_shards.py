@@ -18,17 +18,16 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from latentdb.distributed._host import ShardHost
 from latentdb.errors import InvalidArgumentError, LatentDBError, TransportError
 from latentdb.store import CollectionRow
-
-if TYPE_CHECKING:
-    from latentdb.distributed._database import ShardedDatabase
 
 __all__ = ["Call", "Hosts", "ShardGroup", "host_name", "require_ray", "shard_of"]
 
@@ -237,14 +236,23 @@ class ShardGroup:
         replicas: Copies of each shard, each on its own host.
     """
 
-    def __init__(self, database: ShardedDatabase, row: CollectionRow) -> None:
-        self.database = database
-        self.shards = int(row.config["shards"])
-        self.replicas = int(row.config["replicas"])
-        base = database.root / "shards" / str(row.config["folder"])
-        self.folders = [
-            [str(base / f"shard-{shard}-replica-{replica}") for replica in range(self.replicas)]
-            for shard in range(self.shards)
+    def __init__(self, hosts: Hosts, holder: str, folders: Sequence[Sequence[str]]) -> None:
+        self.hosts = hosts
+        self.holder = holder
+        self.folders = [list(replicas) for replicas in folders]
+        self.shards = len(self.folders)
+        self.replicas = len(self.folders[0])
+
+    @staticmethod
+    def folders_of(root: Path, row: CollectionRow) -> list[list[str]]:
+        """The folders of a collection's shards (by shard, then replica) under ``root``."""
+        base = root / "shards" / str(row.config["folder"])
+        return [
+            [
+                str(base / f"shard-{shard}-replica-{replica}")
+                for replica in range(int(row.config["replicas"]))
+            ]
+            for shard in range(int(row.config["shards"]))
         ]
 
     def places(self) -> list[tuple[int, int, str]]:
@@ -262,9 +270,47 @@ class ShardGroup:
             by_shard.setdefault(shard_of(record_id, self.shards), []).append(position)
         return by_shard
 
+    def parts(
+        self,
+        ids: list[str],
+        vectors: npt.NDArray[Any] | None,
+        documents: Sequence[str | None] | None,
+        metadatas: Sequence[Any] | None,
+    ) -> dict[int, dict[str, Any]]:
+        """A write's records split by shard: ids, vectors (not yet normalized: each
+        shard prepares its rows as one engine prepares the batch), documents, metadata."""
+        parts = {}
+        for shard, positions in self.route(ids).items():
+            part: dict[str, Any] = {"ids": [ids[p] for p in positions]}
+            if vectors is not None:
+                if vectors.ndim == 1:
+                    part["vectors"] = vectors
+                elif len(positions) == 1 and len(ids) > 1 and vectors.dtype == np.float32:
+                    # One row of a batch goes as float64 (exactly), so that prepare()
+                    # divides it by its norm as it divides a batch's rows; one float32
+                    # vector takes its fast path, which multiplies by the reciprocal
+                    # (another rounding) and keeps a near-unit vector as it is.
+                    part["vectors"] = vectors[positions].astype(np.float64)
+                else:
+                    part["vectors"] = vectors[positions]
+            if documents is not None:
+                part["documents"] = [documents[p] for p in positions]
+            if metadatas is not None:
+                part["metadatas"] = [metadatas[p] for p in positions]
+            parts[shard] = part
+        return parts
+
+    def present(self, ids: list[str]) -> set[str]:
+        """Those of ``ids`` stored now."""
+        found = self.read(
+            "present",
+            {shard: {"ids": [ids[p] for p in rows]} for shard, rows in self.route(ids).items()},
+        )
+        return {record_id for stored in found.values() for record_id in stored}
+
     def read(self, method: str, arguments: Mapping[int, Mapping[str, Any]]) -> dict[int, Any]:
         """``method`` on one live replica of each shard in ``arguments``."""
-        hosts = self.database.hosts
+        hosts = self.hosts
         calls = []
         for shard, shard_arguments in arguments.items():
             start = hosts.next_replica(self.replicas)
@@ -273,7 +319,7 @@ class ShardGroup:
                 for replica in np.roll(np.arange(self.replicas), -start).tolist()
             ]
             calls.append(Call(shard, places, method, shard_arguments))
-        results = hosts.run(calls, self.database.holder)
+        results = hosts.run(calls, self.holder)
         return dict(zip(arguments, results, strict=True))
 
     def read_all(self, method: str, arguments: Mapping[str, Any]) -> list[Any]:
@@ -295,7 +341,7 @@ class ShardGroup:
             for shard, shard_arguments in arguments.items()
             for replica in range(self.replicas)
         ]
-        results = self.database.hosts.run(calls, self.database.holder)
+        results = self.hosts.run(calls, self.holder)
         first: dict[int, Any] = {}
         for call, result in zip(calls, results, strict=True):
             first.setdefault(call.shard, result)

@@ -1,0 +1,287 @@
+"""Bulk embedding: a JSONL or Parquet corpus, embedded by Ray Data workers, into shards.
+
+:func:`ingest` reads the corpus with Ray Data and hands batches to a pool of worker
+actors (``map_batches``). Each worker loads the collection's model once, asks the
+shards which ids of its batch are stored already (so a run that stopped half way
+resumes where it was: nothing stored is embedded again), embeds the rest and adds them
+straight to the shards they hash to, with the retries of every sharded write. The
+driver only reads the workers' counts, for progress; vectors never pass through it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from latentdb.api import Collection
+from latentdb.api._validation import check_ids, check_metadatas, check_non_negative
+from latentdb.distributed._collection import ShardedCollection
+from latentdb.distributed._shards import Hosts, ShardGroup, require_ray
+from latentdb.embed import get_embedder
+from latentdb.errors import EmbedderError, InvalidArgumentError
+from latentdb.space import LatentSpace
+
+__all__ = ["IngestReport", "ingest"]
+
+# Suffixes read as newline-delimited JSON (Ray Data decompresses .gz by its suffix).
+_JSON_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+_WORKER_CPUS = 0.5
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """What an :func:`ingest` run did.
+
+    Attributes:
+        read: Records read from the corpus.
+        skipped: Records whose id was stored already (not embedded again).
+        written: Records embedded and added.
+        seconds: Wall time of the run.
+    """
+
+    read: int
+    skipped: int
+    written: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Records read per second."""
+        return self.read / self.seconds if self.seconds > 0 else 0.0
+
+
+class IngestWorker:
+    """One Ray Data worker: skips stored ids, embeds the rest, adds them to the shards.
+
+    Built by Ray Data from plain values (``target``), in the worker's process.
+    """
+
+    def __init__(self, target: Mapping[str, Any]) -> None:
+        self.space = LatentSpace.from_dict(target["space"])
+        self.group = ShardGroup(
+            Hosts(retry_timeout=float(target["retry_timeout"])),
+            str(target["holder"]),
+            target["folders"],
+        )
+        self.id_field = str(target["id_field"])
+        self.text_field = target["text_field"]
+        self.vector_field = target["vector_field"]
+        self.metadata_fields = list(target["metadata_fields"])
+        embedder = target["embedder"]
+        self.embedder = None if self.vector_field is not None else get_embedder(embedder)
+        if self.embedder is not None and self.embedder.fingerprint != self.space.fingerprint:
+            raise EmbedderError(
+                f"embedder {embedder!r} has fingerprint {self.embedder.fingerprint} here, "
+                f"but the collection was built with {self.space.fingerprint}"
+            )
+
+    def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, list[int]]:
+        ids = check_ids([str(value) for value in batch[self.id_field].tolist()])
+        stored = self.group.present(ids)
+        keep = [position for position, record_id in enumerate(ids) if record_id not in stored]
+        counts = {"read": [len(ids)], "skipped": [len(ids) - len(keep)], "written": [len(keep)]}
+        if not keep:
+            return counts
+        kept_ids = [ids[p] for p in keep]
+        documents = None
+        if self.text_field is not None:
+            texts = batch[self.text_field][keep].tolist()
+            documents = [None if text is None else str(text) for text in texts]
+        if self.vector_field is not None:
+            vectors = np.stack(
+                [np.asarray(v, dtype=np.float32) for v in batch[self.vector_field][keep]]
+            )
+        else:
+            assert self.embedder is not None and documents is not None
+            missing = [kept_ids[p] for p, text in enumerate(documents) if text is None]
+            if missing:
+                raise EmbedderError(f"record {missing[0]!r} has no {self.text_field!r} to embed")
+            vectors = self.embedder.embed_texts([str(text) for text in documents])
+        self.space.prepare(vectors, rows=len(keep))  # refuse bad vectors before writing
+        metadatas = None
+        if self.metadata_fields:
+            metadatas = [
+                {
+                    field: _plain(batch[field][p])
+                    for field in self.metadata_fields
+                    if _plain(batch[field][p]) is not None
+                }
+                or None
+                for p in keep
+            ]
+            check_metadatas(metadatas, len(keep))
+        parts = self.group.parts(kept_ids, np.asarray(vectors), documents, metadatas)
+        self.group.write("add", parts, again="add_again")
+        return counts
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as a Python value (None for a missing one)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value != value:  # NaN: Arrow's missing float
+        return None
+    return value
+
+
+def ingest(
+    collection: Collection,
+    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    id_field: str = "id",
+    text_field: str | None = "text",
+    vector_field: str | None = None,
+    metadata_fields: Sequence[str] = (),
+    batch_size: int = 256,
+    workers: int | None = None,
+    limit: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """Embed a corpus with Ray Data across the cluster and add it to a sharded collection.
+
+    Records whose id is stored already are skipped before embedding, so running
+    again after an interruption finishes the job without redoing it.
+
+    Args:
+        collection: A :class:`ShardedCollection` (from
+            :func:`latentdb.distributed.connect`) with an embedder, or any sharded
+            collection when ``vector_field`` is given.
+        source: A JSONL file (``.jsonl``, ``.json``, ``.ndjson``, optionally
+            ``.gz``), a Parquet file or folder (``.parquet``), or a list of them.
+        id_field: The column of unique string (or integer) ids.
+        text_field: The column embedded and stored as each record's document (None:
+            no document; then ``vector_field`` is needed).
+        vector_field: A column of ready vectors to add instead of embedding texts.
+        metadata_fields: Columns stored as each record's metadata (flat scalars).
+        batch_size: Records a worker embeds and writes at a time.
+        workers: Worker actors embedding in parallel, each on one thread with its
+            own copy of the model (default: the cluster's CPUs).
+        limit: Read at most this many records.
+        progress: Called with the number of records handled so far.
+
+    Returns:
+        An :class:`IngestReport`.
+
+    Raises:
+        InvalidArgumentError: not a sharded collection, an unknown file type, a
+            column missing from the corpus, or bad batch_size, workers or limit.
+        DuplicateIdError: an id repeats within a batch.
+        EmbedderError: a record has no text to embed.
+    """
+    if not isinstance(collection, ShardedCollection):
+        raise InvalidArgumentError(
+            "ingest writes into a sharded collection: open the database with "
+            "latentdb.distributed.connect"
+        )
+    check_non_negative(batch_size, "batch_size", minimum=1)
+    if workers is not None:
+        check_non_negative(workers, "workers", minimum=1)
+    if limit is not None:
+        check_non_negative(limit, "limit", minimum=1)
+    if vector_field is None and (text_field is None or collection.embedder is None):
+        raise InvalidArgumentError(
+            "ingest embeds text_field with the collection's embedder: give text_field= and "
+            "a collection with an embedder, or vector_field= for ready vectors"
+        )
+    ray = require_ray()
+    import ray.data  # noqa: F811 - the submodule, loaded on first use
+
+    paths = _paths(source)
+    started = time.perf_counter()
+    context = ray.data.DataContext.get_current()
+    bars, context.enable_progress_bars = context.enable_progress_bars, False
+    try:
+        dataset = _read(ray, paths)
+        wanted = [id_field, text_field, vector_field, *metadata_fields]
+        columns = dataset.schema().names
+        missing = [name for name in wanted if name is not None and name not in columns]
+        if missing:
+            raise InvalidArgumentError(
+                f"{paths[0]}{' ...' if len(paths) > 1 else ''} has no column "
+                f"{', '.join(map(repr, missing))}; its columns are {', '.join(columns)}"
+            )
+        dataset = dataset.select_columns([name for name in wanted if name is not None])
+        if limit is not None:
+            dataset = dataset.limit(limit)
+        pool = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        # Blocks of a few batches: a single big file is one block, which one worker
+        # alone would take.
+        dataset = dataset.repartition(target_num_rows_per_block=4 * batch_size)
+        row = collection._current()
+        database = collection._sharded
+        target = {
+            "space": row.space,
+            "embedder": row.embedder,
+            "folders": ShardGroup.folders_of(database.root, row),
+            "holder": database.holder,
+            "retry_timeout": database.hosts.retry_timeout,
+            "id_field": id_field,
+            "text_field": text_field,
+            "vector_field": vector_field,
+            "metadata_fields": list(metadata_fields),
+        }
+        counted = dataset.map_batches(
+            IngestWorker,
+            fn_constructor_kwargs={"target": target},
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=pool),
+            # Half a CPU each: reserving whole ones for a pool as large as the cluster
+            # leaves none to the read and repartition tasks that feed it, and the run
+            # stalls. Each worker still embeds on one thread (OMP_NUM_THREADS=1).
+            num_cpus=_WORKER_CPUS,
+        )
+        read = skipped = written = 0
+        for counts in counted.iter_batches(batch_size=None, batch_format="numpy"):
+            read += int(counts["read"].sum())
+            skipped += int(counts["skipped"].sum())
+            written += int(counts["written"].sum())
+            if progress is not None:
+                progress(read)
+    finally:
+        context.enable_progress_bars = bars
+    return IngestReport(
+        read=read, skipped=skipped, written=written, seconds=time.perf_counter() - started
+    )
+
+
+def _paths(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
+    """The corpus's files, checked to exist and to be of one known kind."""
+    listed = [source] if isinstance(source, str | os.PathLike) else list(source)
+    if not listed:
+        raise InvalidArgumentError("ingest needs at least one file")
+    paths = [str(Path(path)) for path in listed]
+    kinds = {_kind(path) for path in paths}
+    if len(kinds) != 1:
+        raise InvalidArgumentError("ingest reads JSONL or Parquet files, not both at once")
+    for path in paths:
+        if "://" not in path and not Path(path).exists():
+            raise InvalidArgumentError(f"no such file: {path}")
+    return paths
+
+
+def _kind(path: str) -> str:
+    name = path.lower()
+    if name.endswith(_JSON_SUFFIXES):
+        return "json"
+    if name.endswith(_PARQUET_SUFFIXES) or Path(path).is_dir():
+        return "parquet"
+    raise InvalidArgumentError(
+        f"{path}: ingest reads JSONL ({', '.join(_JSON_SUFFIXES)}) or Parquet "
+        f"({', '.join(_PARQUET_SUFFIXES)}, or a folder of them)"
+    )
+
+
+def _read(ray: Any, paths: list[str]) -> Any:
+    """The corpus as a Ray Dataset."""
+    if _kind(paths[0]) == "json":
+        return ray.data.read_json(paths, num_cpus=0)
+    return ray.data.read_parquet(paths, num_cpus=0)
