@@ -759,7 +759,7 @@ class Collection:
             hit_vectors = None
             if "vectors" in fields:
                 found = index.vectors_of(keys.ravel())
-                hit_vectors = list(found.reshape(keys.shape[0], keys.shape[1], -1))
+                hit_vectors = list(found.reshape(keys.shape[0], keys.shape[1], found.shape[1]))
         if explain and plan is not None:
             timings = {**plan.timings_ms, "fetch": (time.perf_counter() - fetch_started) * 1e3}
             plan = replace(plan, timings_ms=timings)

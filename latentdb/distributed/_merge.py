@@ -80,11 +80,14 @@ def merge(
         if "metadatas" in fields:
             metadatas.append([answer.metadatas[query][row] for answer, row in chosen])
         if "vectors" in fields:
+            # The width from the shards' answers: with no hit there is nothing to infer
+            # it from (reshape(0, -1) raises).
+            width_of = [a.vectors[query].shape[1] for a in answers if a.vectors is not None]
             vectors.append(
                 np.array(
                     [answer.vectors[query][row] for answer, row in chosen],
                     dtype=np.float32,
-                ).reshape(len(chosen), -1)
+                ).reshape(len(chosen), width_of[0] if width_of else 0)
             )
     width = min((len(row) for row in ids), default=0)
     matrix = np.array([row[:width] for row in distances], dtype=np.float32).reshape(count, width)

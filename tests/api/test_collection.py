@@ -125,6 +125,15 @@ def test_query_returns_vectors_when_asked(l2: Collection) -> None:
     assert result.distances is None
 
 
+def test_query_with_no_hits_returns_empty_vectors(l2: Collection) -> None:
+    # A filter nothing passes left no hits to reshape (LangChain's MMR search asks for
+    # vectors: issue 9).
+    result = l2.query(vectors=vectors(20)[[2, 4]], k=3, where={"i": -1}, include=["vectors"])
+    assert result.ids == [[], []]
+    assert result.vectors is not None
+    assert [v.shape for v in result.vectors] == [(0, DIM), (0, DIM)]
+
+
 @pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
 def test_distances_follow_the_metric(db: Database, metric: str) -> None:
     collection = db.create_collection("m", dimension=3, metric=metric, embedder=None)
