@@ -23,7 +23,6 @@ language, Chroma's operators plus ``$not``, ``$exists`` and ``$contains``, and
 
 from __future__ import annotations
 
-import math
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -53,6 +52,7 @@ from latentdb.errors import (
     InvalidArgumentError,
     ModelMismatchError,
 )
+from latentdb.integrations._scores import relevance_function
 
 __all__ = ["LatentDBVectorStore", "embeddings_model_name"]
 
@@ -364,12 +364,7 @@ class LatentDBVectorStore(VectorStore):
         """Relevance (larger is better) from a latentdb distance, per metric: cosine
         1 - d (LangChain's cosine relevance); l2 1 - √d/√2, since latentdb's l2
         distance is squared (in [0, 1] for unit vectors); ip -d, the inner product."""
-        metric = self._collection.space.metric
-        if metric == "cosine":
-            return self._cosine_relevance_score_fn
-        if metric == "l2":
-            return _squared_euclidean_relevance
-        return _inner_product_relevance
+        return relevance_function(self._collection.space.metric)
 
     def max_marginal_relevance_search(
         self,
@@ -502,11 +497,3 @@ def _scored(result: QueryResult) -> list[tuple[Document, float]]:
     documents = _documents(result)
     distances = [] if result.distances is None else result.distances[0].tolist()
     return list(zip(documents, distances, strict=True))
-
-
-def _squared_euclidean_relevance(distance: float) -> float:
-    return 1.0 - math.sqrt(max(distance, 0.0)) / math.sqrt(2)
-
-
-def _inner_product_relevance(distance: float) -> float:
-    return -distance
