@@ -269,3 +269,16 @@ def test_both_transports_answer_the_same(request: pytest.FixtureRequest, tmp_pat
     # HTTP the query vector travels as float32 before it is normalized).
     assert [doc for doc, _ in answers[0]] == [doc for doc, _ in answers[1]]
     assert [d for _, d in answers[0]] == pytest.approx([d for _, d in answers[1]], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_new_collection_embeds_with_minilm_by_default(tmp_path: Path) -> None:
+    with LatentDBVectorStore("notes", path=tmp_path / "db") as store:
+        assert store.collection.embedder == "minilm"
+        store.add_texts(
+            ["a cat sat on the mat", "stock markets fell sharply"], ids=["cat", "stocks"]
+        )
+        assert [d.id for d in store.similarity_search("kitten", k=1)] == ["cat"]
+        # MMR embeds the query here with the collection's own model.
+        mmr = store.max_marginal_relevance_search("kitten", k=2, fetch_k=2)
+        assert [d.id for d in mmr] == ["cat", "stocks"]
