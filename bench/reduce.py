@@ -162,13 +162,13 @@ def main() -> None:
         f"{info['date']} · {info['cpu']} · {info['cpu_count']} CPUs · latentdb "
         f"{latentdb.__version__} · load average at start {loads}",
         "",
-        f"`index=\"hnsw\"` (M=32, efConstruction=200), tuned by `optimize()` for recall 0.95; "
+        f'`index="hnsw"` (M=32, efConstruction=200), tuned by `optimize()` for recall 0.95; '
         f"{xq.shape[0]:,} test queries one at a time through `Collection.query`, best of "
         f"{args.rounds} alternating passes; recall@10 against the file's exact neighbours. "
         "Index MiB: the faiss index serialized (graph + vectors in the indexed dimension). "
         "Anon MiB: the process's anonymous memory after the build minus before it (the "
         "kept 384-d originals of a reduced index are memory-mapped from disk instead). "
-        "Without re-rank: `params={\"rerank\": 1}`, the reduced graph's own top 10.",
+        'Without re-rank: `params={"rerank": 1}`, the reduced graph\'s own top 10.',
         "",
         "| indexed dimension | build s | index MiB | × full | anon MiB | disk MiB | params "
         "| recall@10 | without re-rank | qps1 | × full |",
