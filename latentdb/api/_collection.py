@@ -656,8 +656,8 @@ class Collection:
                 collection's.
             params: Search knobs for this call only, overriding the tuned ones:
                 ``{"ef": 128}`` (hnsw kinds), ``{"nprobe": 64}`` (ivf kinds),
-                ``{"rerank": 4}`` (quantized kinds: candidates re-scored exactly, as a
-                multiple of k).
+                ``{"rerank": 4}`` (quantized kinds and collections made with
+                ``reduce=``: candidates re-scored exactly, as a multiple of k).
 
         Returns:
             A :class:`QueryResult`, distances smaller-is-closer in the space's metric.
