@@ -32,7 +32,7 @@ import faiss as _faiss
 import numpy as np
 import numpy.typing as npt
 
-from latentdb.index._flat import exact_search, scores_to_distances, squared_norms
+from latentdb.index._flat import exact_search, rescore, scores_to_distances, squared_norms
 from latentdb.index._memory import forget
 from latentdb.index._spec import IndexSpec
 from latentdb.space import Metric
@@ -515,20 +515,13 @@ class SealedSegment:
     def _rerank(
         self, queries: FloatMatrix, rows: npt.NDArray[np.int64], k: int
     ) -> tuple[FloatMatrix, KeyArray]:
-        """Exact distances of the candidates, best k kept."""
-        safe = np.maximum(rows, 0)
-        candidates = np.asarray(self.vectors[safe.ravel()], dtype=np.float32)
-        candidates = candidates.reshape(rows.shape[0], rows.shape[1], -1)
-        scores = np.einsum("qd,qcd->qc", queries, candidates)
-        if self.metric == "l2":
-            scores = 2 * scores - np.einsum("qcd,qcd->qc", candidates, candidates)
-        scores[rows < 0] = -np.inf
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        best = np.take_along_axis(scores, order, axis=1).astype(np.float32)
-        best_rows = np.take_along_axis(rows, order, axis=1)
-        distances = scores_to_distances(queries, best, self.metric)
-        distances[best_rows < 0] = np.inf
-        return distances, np.where(best_rows >= 0, self.keys[np.maximum(best_rows, 0)], -1)
+        """Exact distances of the candidates (the bits an exact scan gives), best k."""
+        missing = rows < 0
+        distances, best = rescore(
+            queries, self.vectors, np.maximum(rows, 0), self.metric, missing=missing
+        )
+        distances, best = distances[:, :k], best[:, :k]
+        return distances, np.where(np.isfinite(distances), self.keys[best], -1)
 
     def exact(self, queries: FloatMatrix, k: int) -> tuple[FloatMatrix, KeyArray]:
         """Exact top-k among live rows (the reference for recall)."""
