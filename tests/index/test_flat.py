@@ -88,3 +88,39 @@ def test_empty_and_growth() -> None:
         keys = np.arange(start, start + 1000, dtype=np.int64)
         index.upsert(keys, unit(np.random.default_rng(start).normal(size=(1000, 3))))
     assert len(index) == 5000
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+def test_a_distance_is_the_same_bits_whatever_the_matrix_and_batch(metric: str) -> None:
+    """A row's distance to a query does not depend on which rows it was scanned with
+    (segments, shards), how many queries came along (the numpy and faiss paths), or
+    the BLAS thread count: they change the scan's summation order, not the answer."""
+    from threadpoolctl import threadpool_limits
+
+    from latentdb.index._flat import exact_search
+
+    rng = np.random.default_rng(7)
+    data = rng.normal(size=(3000, 384)).astype(np.float32)
+    queries = rng.normal(size=(40, 384)).astype(np.float32)
+    if metric == "cosine":  # cosine spaces hold unit rows
+        data, queries = unit(data), unit(queries)
+    whole, rows = exact_search(queries, data, 10, metric)  # type: ignore[arg-type]
+    for parts in (2, 3):  # the same rows split as shards would be, merged by distance
+        found = []
+        for part in np.array_split(np.arange(3000), parts):
+            distances, positions = exact_search(queries, data[part], 10, metric)  # type: ignore[arg-type]
+            found.append((distances, part[positions]))
+        merged = np.concatenate([d for d, _ in found], axis=1)
+        merged_rows = np.concatenate([r for _, r in found], axis=1)
+        order = np.argsort(merged, axis=1, kind="stable")[:, :10]
+        np.testing.assert_array_equal(np.take_along_axis(merged_rows, order, 1), rows)
+        assert np.take_along_axis(merged, order, 1).tobytes() == whole.tobytes()
+    with threadpool_limits(1):
+        one_thread = exact_search(queries, data, 10, metric)[0]  # type: ignore[arg-type]
+    singles = [exact_search(queries[i : i + 1], data, 10, metric)[0] for i in range(40)]  # type: ignore[arg-type]
+    assert one_thread.tobytes() == whole.tobytes()
+    assert np.concatenate(singles).tobytes() == whole.tobytes()
+    # And they are the distances themselves, to float32 rounding.
+    np.testing.assert_allclose(
+        whole, np.take_along_axis(brute_force(metric, data, queries), rows, 1), rtol=1e-5, atol=1e-4
+    )
