@@ -238,7 +238,13 @@ def mixed_load(url: str, xb: FloatMatrix, xq: FloatMatrix, clients: int, duratio
         "acknowledged_missing": missing,
         "count_after": count,
         "count_expected": len(xb) + len(acknowledged),
-        "index_after": {"kind": status.kind, "indexed": status.indexed, "pending": status.pending},
+        "index_after": {
+            "kind": status.kind,
+            "indexed": status.indexed,
+            "pending": status.pending,
+            "segments": status.segments,
+            "building": status.building,  # a seal of the rows written meanwhile under way
+        },
     }
 
 
