@@ -50,6 +50,49 @@ def check_recall_target(value: object) -> float:
     return float(value)
 
 
+def reduced_space(space: LatentSpace, spec: IndexSpec, reduce: int | None) -> LatentSpace:
+    """``space`` with ``create_collection``'s ``reduce=`` recorded (checked: an ANN index,
+    and 1 <= reduce < dimension); unchanged when ``reduce`` is None."""
+    if reduce is None:
+        return space
+    if spec.kind == "flat":
+        raise InvalidArgumentError(
+            "reduce= needs an ANN index (auto, hnsw, hnsw-sq8, ivf or ivf-pq): a "
+            "flat index scans the full vectors"
+        )
+    return replace(space, reduce=reduce)  # LatentSpace checks the value
+
+
+def check_same_space(
+    name: str,
+    existing: tuple[LatentSpace, str | None],
+    wanted: tuple[LatentSpace, str | None],
+    reduce: int | None,
+) -> None:
+    """``get_or_create_collection``'s check that an existing collection's (space,
+    embedder) is the one asked for (and its reduction, when ``reduce`` is given).
+
+    Raises:
+        CollectionExistsError: naming each difference.
+    """
+    (have, have_embedder), (want, want_embedder) = existing, wanted
+    differences = [
+        f"{label} {theirs!r} (asked {mine!r})"
+        for label, theirs, mine in (
+            ("embedder", have_embedder, want_embedder),
+            ("model", have.model, want.model),
+            ("dimension", have.dimension, want.dimension),
+            ("metric", have.metric, want.metric),
+            ("reduce", have.reduce, have.reduce if reduce is None else reduce),
+        )
+        if theirs != mine
+    ]
+    if differences:
+        raise CollectionExistsError(
+            f"collection {name!r} exists with a different latent space: " + ", ".join(differences)
+        )
+
+
 class IdsByKey:
     """User ids by row key, for answering queries without SQLite.
 
@@ -278,13 +321,7 @@ class Database:
         check_collection_name(name)
         space, embedder_name = self._space_for(dimension, metric, embedder, model)
         spec = IndexSpec.parse(index)
-        if reduce is not None:
-            if spec.kind == "flat":
-                raise InvalidArgumentError(
-                    "reduce= needs an ANN index (auto, hnsw, hnsw-sq8, ivf or ivf-pq): a "
-                    "flat index scans the full vectors"
-                )
-            space = replace(space, reduce=reduce)  # checks 1 <= reduce < dimension
+        space = reduced_space(space, spec, reduce)
         config = {
             "index": spec.to_dict(),
             "recall_target": check_recall_target(recall_target),
@@ -693,24 +730,8 @@ class Database:
                 if row is None:
                     raise
         existing = self.get_collection(name)
-        wanted, wanted_embedder = self._space_for(dimension, metric, embedder, model)
-        have = existing.space
-        differences = [
-            f"{label} {theirs!r} (asked {mine!r})"
-            for label, theirs, mine in (
-                ("embedder", row.embedder, wanted_embedder),
-                ("model", have.model, wanted.model),
-                ("dimension", have.dimension, wanted.dimension),
-                ("metric", have.metric, wanted.metric),
-                ("reduce", have.reduce, have.reduce if reduce is None else reduce),
-            )
-            if theirs != mine
-        ]
-        if differences:
-            raise CollectionExistsError(
-                f"collection {name!r} exists with a different latent space: "
-                + ", ".join(differences)
-            )
+        wanted = self._space_for(dimension, metric, embedder, model)
+        check_same_space(name, (existing.space, row.embedder), wanted, reduce)
         return existing
 
     def list_collections(self) -> list[str]:

@@ -22,7 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from latentdb.api import Collection, Database, IndexSpec
-from latentdb.api._database import DEFAULT_RECALL_TARGET, check_recall_target
+from latentdb.api._database import (
+    DEFAULT_RECALL_TARGET,
+    check_recall_target,
+    check_same_space,
+    reduced_space,
+)
 from latentdb.api._validation import check_collection_name, check_non_negative
 from latentdb.distributed._collection import ShardedCollection
 from latentdb.distributed._shards import Hosts, ShardGroup, require_ray
@@ -31,7 +36,7 @@ from latentdb.errors import (
     CollectionNotFoundError,
     InvalidArgumentError,
 )
-from latentdb.space import LatentSpace, Metric
+from latentdb.space import Metric
 from latentdb.store import CollectionRow
 
 if TYPE_CHECKING:
@@ -146,7 +151,9 @@ class ShardedDatabase(Database):
         shard_count = self.default_shards if shards is None else _check_shards(shards)
         replica_count = self.default_replicas if replicas is None else _check_replicas(replicas)
         space, embedder_name = self._space_for(dimension, metric, embedder, model)
-        spec = IndexSpec.parse(index).to_dict()
+        parsed = IndexSpec.parse(index)
+        space = reduced_space(space, parsed, reduce)
+        spec = parsed.to_dict()
         target = check_recall_target(recall_target)
         config = {
             "index": spec,
@@ -155,19 +162,10 @@ class ShardedDatabase(Database):
             "replicas": replica_count,
             "folder": uuid.uuid4().hex,
         }
-        space_dict = space.to_dict()
-        if reduce is not None:
-            if spec["kind"] == "flat":
-                raise InvalidArgumentError(
-                    "reduce= needs an ANN index (auto, hnsw, hnsw-sq8, ivf or ivf-pq): a "
-                    "flat index scans the full vectors"
-                )
-            # The space checks 1 <= reduce < dimension, as the embedded engine's does.
-            space_dict = LatentSpace.from_dict({**space_dict, "reduce": reduce}).to_dict()
         store = self.store
         with store.write():
             row = store.insert_collection(
-                name, space=space_dict, embedder=embedder_name, config=config
+                name, space=space.to_dict(), embedder=embedder_name, config=config
             )
         group = self.group(row)
         shard_spec = {
@@ -230,24 +228,8 @@ class ShardedDatabase(Database):
                 )
             except CollectionExistsError:  # another process created it meanwhile
                 existing = self.get_collection(name)
-        wanted, wanted_embedder = self._space_for(dimension, metric, embedder, model)
-        have = existing.space
-        differences = [
-            f"{label} {theirs!r} (asked {mine!r})"
-            for label, theirs, mine in (
-                ("embedder", existing.embedder, wanted_embedder),
-                ("model", have.model, wanted.model),
-                ("dimension", have.dimension, wanted.dimension),
-                ("metric", have.metric, wanted.metric),
-                ("reduce", _reduce(have), _reduce(have) if reduce is None else reduce),
-            )
-            if theirs != mine
-        ]
-        if differences:
-            raise CollectionExistsError(
-                f"collection {name!r} exists with a different latent space: "
-                + ", ".join(differences)
-            )
+        wanted = self._space_for(dimension, metric, embedder, model)
+        check_same_space(name, (existing.space, existing.embedder), wanted, reduce)
         return existing
 
     def delete_collection(self, name: str) -> None:
@@ -282,11 +264,6 @@ class ShardedDatabase(Database):
             "collection (latentdb.distributed.ingest or `latentdb ingest --ray`), then "
             "switch_alias to it"
         )
-
-
-def _reduce(space: Any) -> int | None:
-    reduce: int | None = getattr(space, "reduce", None)
-    return reduce
 
 
 def _check_shards(value: object) -> int:
