@@ -23,6 +23,10 @@ answers with, so a client can re-raise the very class the embedded engine raised
     │   └── ForbiddenError (403)           the key's scope does not allow the call
     ├── DatabaseClosedError (400)
     ├── StorageError (500)                 the database file cannot be opened or used
+    │   ├── DiskFullError (507)            the disk or the file size limit is full
+    │   ├── ReadOnlyError (409)            a write to a database opened read-only
+    │   ├── CorruptDatabaseError (500)     the database file is damaged or truncated
+    │   └── ForeignDatabaseError (500)     the file is not a latentdb database
     ├── ServerError (500)                  the server failed (details are in its log)
     └── TransportError (503)               the server cannot be reached, or did not
                                            answer as a latentdb server
@@ -34,12 +38,15 @@ __all__ = [
     "AuthError",
     "CollectionExistsError",
     "CollectionNotFoundError",
+    "CorruptDatabaseError",
     "DatabaseClosedError",
     "DimensionMismatchError",
+    "DiskFullError",
     "DuplicateIdError",
     "EmbedderError",
     "FilterError",
     "ForbiddenError",
+    "ForeignDatabaseError",
     "InvalidArgumentError",
     "InvalidIdError",
     "InvalidMetadataError",
@@ -49,6 +56,7 @@ __all__ = [
     "ModelMismatchError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "ReadOnlyError",
     "RecordNotFoundError",
     "ServerError",
     "StorageError",
@@ -177,9 +185,56 @@ class DatabaseClosedError(LatentDBError):
 
 
 class StorageError(LatentDBError):
-    """The database file cannot be opened or written (locked past the timeout, corrupt)."""
+    """The database file cannot be opened or used (locked past the timeout, an I/O
+    error). The SQLite or OS error behind it is the ``__cause__``."""
 
     code = "storage_error"
+    status = 500
+
+
+class DiskFullError(StorageError):
+    """A write ran out of space: the disk is full, or the process's file size limit
+    (``RLIMIT_FSIZE``) is reached. The write was rolled back; earlier writes are intact.
+
+    HTTP 507 Insufficient Storage: the server cannot store what the request needs
+    (RFC 4918), and the same request can succeed once space is freed.
+    """
+
+    code = "disk_full"
+    status = 507
+
+
+class ReadOnlyError(StorageError):
+    """A write to a database that can only be read: a read-only file, folder or file
+    system. Reads still work.
+
+    HTTP 409 Conflict, not 403: no other API key would be allowed the write; the
+    database's state refuses it (RFC 9110 15.5.10).
+    """
+
+    code = "read_only"
+    status = 409
+
+
+class CorruptDatabaseError(StorageError):
+    """The database file is damaged: a malformed page, a garbled header, or a file
+    truncated to nothing. Restore it from a backup.
+
+    HTTP 500: the fault is the server's, and retrying will not help.
+    """
+
+    code = "corrupt_database"
+    status = 500
+
+
+class ForeignDatabaseError(StorageError):
+    """The database file is not latentdb's: not SQLite at all, or another
+    application's SQLite database. latentdb refuses it rather than write into it.
+
+    HTTP 500: only ever raised while opening, a fault of the server's setup.
+    """
+
+    code = "foreign_database"
     status = 500
 
 
