@@ -27,6 +27,15 @@ FloatMatrix = npt.NDArray[np.float32]
 # rounding (a normalized 384-d float32 vector lands within ~1e-7 of 1).
 _UNIT_TOLERANCE = 1e-6
 _FLOAT32 = np.dtype(np.float32)
+# Squared norms in this range are summed in float32 without overflow (float32 ends at
+# 3.4e38) and without losing the small components to underflow (normal floats start at
+# 1.2e-38): rows outside it are normalized the careful way, scaled by their largest
+# component first (issue 15: [1e20] * 8 was stored as zeros, 1e-23 refused as zero).
+_SAFE_SQUARED = (1e-30, 1e30)
+# Rows of a float64 (or wider) input whose largest component is outside this range are
+# scaled to it before the cast to float32 in a normalized space: only their direction
+# counts, and float32 cannot hold them as they are.
+_SAFE_PEAK = (1e-15, 1e15)
 
 
 @dataclass(frozen=True)
@@ -134,7 +143,7 @@ class LatentSpace:
             one = self._prepare_one(vectors, copy=copy)
             if one is not None:
                 return one
-        matrix = as_vector_batch(vectors)
+        matrix = as_vector_batch(vectors, directions=self.normalized)
         if matrix.shape[1] != self.dimension:
             raise DimensionMismatchError(
                 f"expected vectors of dimension {self.dimension} "
@@ -145,21 +154,7 @@ class LatentSpace:
                 f"expected {rows} vectors, one per id; got {matrix.shape[0]}"
             )
         if self.normalized:
-            # einsum: half of np.linalg.norm's time on one query (~10 of 20 us).
-            squared = np.einsum("ij,ij->i", matrix, matrix)
-            if not squared.all():
-                zero = np.flatnonzero(squared == 0)
-                raise InvalidVectorError(
-                    f"vector at position {int(zero[0])} is all zeros and cannot be normalized "
-                    f"for a {self.metric} space"
-                )
-            # Rows unit length already stay as they are, bit for bit (as one query does):
-            # preparing stored vectors again, e.g. copying them, changes nothing.
-            off = np.abs(squared - 1.0) > _UNIT_TOLERANCE
-            if off.all():
-                matrix /= np.sqrt(squared)[:, None]
-            elif off.any():
-                matrix[off] /= np.sqrt(squared[off])[:, None]
+            _normalize_rows(matrix, self.metric)
         return matrix
 
     def _prepare_one(self, vector: npt.NDArray[Any], *, copy: bool) -> FloatMatrix | None:
@@ -169,7 +164,9 @@ class LatentSpace:
         if vector.dtype != _FLOAT32 or vector.ndim > 2 or vector.shape[-1] != self.dimension:
             return None
         squared = float(np.vdot(vector, vector))  # finite only if every value is
-        if not math.isfinite(squared) or (self.normalized and squared == 0.0):
+        if not math.isfinite(squared) or (
+            self.normalized and not _SAFE_SQUARED[0] <= squared <= _SAFE_SQUARED[1]
+        ):
             return None
         if not self.normalized or abs(squared - 1.0) <= _UNIT_TOLERANCE:  # unit already
             if not copy and vector.flags.c_contiguous:
@@ -179,8 +176,49 @@ class LatentSpace:
         return scaled if scaled.ndim == 2 else scaled.reshape(1, -1)
 
 
-def as_vector_batch(vectors: object) -> FloatMatrix:
+def _normalize_rows(matrix: FloatMatrix, metric: str) -> None:
+    """Scale each row of a finite float32 (n, d) matrix to unit length, in place.
+
+    Rows unit length already stay as they are, bit for bit (as one query does):
+    preparing stored vectors again, e.g. copying them, changes nothing. Rows whose
+    squared norm would overflow or underflow float32 are divided by their largest
+    component first, in float64.
+
+    Raises:
+        InvalidVectorError: a row is all zeros.
+    """
+    # einsum: half of np.linalg.norm's time on one query (~10 of 20 us).
+    with np.errstate(over="ignore", under="ignore"):
+        squared = np.einsum("ij,ij->i", matrix, matrix)
+    safe = (squared >= _SAFE_SQUARED[0]) & (squared <= _SAFE_SQUARED[1])
+    scale = safe & (np.abs(squared - 1.0) > _UNIT_TOLERANCE)
+    if scale.all():
+        matrix /= np.sqrt(squared)[:, None]
+    elif scale.any():
+        matrix[scale] /= np.sqrt(squared[scale])[:, None]
+    if safe.all():
+        return
+    careful = np.flatnonzero(~safe)
+    rows = matrix[careful].astype(np.float64)
+    peak = np.abs(rows).max(axis=1)
+    if not peak.all():
+        zero = int(careful[np.flatnonzero(peak == 0)[0]])
+        raise InvalidVectorError(
+            f"vector at position {zero} is all zeros and cannot be normalized for a {metric} space"
+        )
+    rows /= peak[:, None]  # the largest component is now +-1: no overflow, no underflow
+    rows /= np.sqrt(np.einsum("ij,ij->i", rows, rows))[:, None]
+    matrix[careful] = rows
+
+
+def as_vector_batch(vectors: object, *, directions: bool = False) -> FloatMatrix:
     """Convert an array-like to a new finite float32 (n, d) array (a (d,) vector → (1, d)).
+
+    Args:
+        vectors: Array-like of shape (n, d) or (d,).
+        directions: Only each row's direction matters (a normalized space): rows of a
+            wider float type beyond float32's comfortable range are scaled into it
+            before the cast, instead of becoming inf or zeros.
 
     Raises:
         InvalidVectorError: non-numeric, ragged, wrong rank, empty, or not finite.
@@ -201,6 +239,8 @@ def as_vector_batch(vectors: object) -> FloatMatrix:
         )
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise InvalidVectorError(f"vectors must not be empty; got shape {tuple(array.shape)}")
+    if directions and array.dtype.kind == "f" and array.dtype.itemsize > 4:
+        array = _scale_wide_rows(array)
     # Always a copy: we normalize in place later and must never touch the caller's array.
     with np.errstate(over="ignore"):  # values past float32's range become inf, refused below
         matrix = np.array(array, dtype=np.float32, order="C", copy=True)
@@ -210,3 +250,17 @@ def as_vector_batch(vectors: object) -> FloatMatrix:
             f"vector at position {bad} contains NaN or infinity (after conversion to float32)"
         )
     return matrix
+
+
+def _scale_wide_rows(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """``array`` (float64 or wider, (n, d)) with each finite row whose largest component
+    is outside ``_SAFE_PEAK`` divided by that component (a new array; the caller's is
+    never modified). Non-finite rows are left for the caller to refuse."""
+    with np.errstate(invalid="ignore"):
+        peak = np.abs(array).max(axis=1)
+    wide = np.isfinite(peak) & (peak > 0) & ((peak < _SAFE_PEAK[0]) | (peak > _SAFE_PEAK[1]))
+    if not wide.any():
+        return array
+    scaled = np.array(array, dtype=np.float64, copy=True)
+    scaled[wide] /= peak[wide, None]
+    return scaled
