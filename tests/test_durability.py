@@ -548,15 +548,18 @@ def test_processes_racing_to_create_the_same_database(tmp_path: Path) -> None:
 
 
 def test_opening_a_new_database_waits_for_a_held_lock(tmp_path: Path) -> None:
-    """The race above, made deterministic: a brand-new database file whose write lock is
-    held by another connection (as a second process holds it while it turns the new file
-    to WAL) must make connect wait for the lock (the store's busy timeout), not fail."""
+    """The race above, made deterministic: a new, still empty SQLite file whose write
+    lock is held by another connection (as a second process holds it while it writes a
+    database) must make connect wait for the lock (the store's busy timeout), not fail.
+    (latentdb creates its own files whole, under another name; a file of 0 bytes is
+    refused, tests/test_faults.py.)"""
     folder = tmp_path / "db"
     folder.mkdir()
     holder = sqlite3.connect(
         folder / "latentdb.sqlite3", isolation_level=None, check_same_thread=False
     )
     try:
+        holder.execute("PRAGMA user_version = 0")  # writes the header: a SQLite file
         holder.execute("BEGIN IMMEDIATE")
         release = threading.Timer(0.5, holder.execute, args=("COMMIT",))
         release.start()

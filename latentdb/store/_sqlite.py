@@ -24,7 +24,22 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from latentdb.errors import CollectionExistsError, FilterError, LatentDBError, StorageError
+from latentdb.errors import (
+    CollectionExistsError,
+    FilterError,
+    ForeignDatabaseError,
+    ReadOnlyError,
+    StorageError,
+)
+from latentdb.store._connection import (
+    GuardedConnection,
+    check_database_file,
+    companion_files,
+    connect,
+    create_database_file,
+    primary_code,
+    storage_error,
+)
 
 __all__ = [
     "DATABASE_FILE",
@@ -39,6 +54,12 @@ __all__ = [
 DATABASE_FILE = "latentdb.sqlite3"
 # Seconds a connection waits for another process's write lock before giving up.
 _BUSY_TIMEOUT = 60.0
+# PRAGMA application_id of a latentdb file ("LtDB"), so that another application's
+# SQLite file is never taken for ours (sqlite.org/fileformat2.html#appid).
+_APPLICATION_ID = 0x4C744442
+# Tables every latentdb schema has had since migration 1.
+_CORE_TABLES = frozenset({"sequence", "collections", "records", "tombstones"})
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_CANTOPEN = 5, 6, 8, 14
 
 # Numbered migrations; PRAGMA user_version records how many have run.
 _MIGRATIONS: tuple[str, ...] = (
@@ -272,47 +293,131 @@ def _json_list(values: Sequence[Any]) -> str:
     return json.dumps(list(values))
 
 
+def _schema_stamp(connection: sqlite3.Connection, path: Path) -> tuple[int, int]:
+    """(application_id, user_version) of a file whose schema is latentdb's, or new.
+
+    Raises:
+        ForeignDatabaseError: the file is another application's SQLite database.
+    """
+    application = int(connection.execute("PRAGMA application_id").fetchone()[0])
+    version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+    tables = {
+        row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    if application == _APPLICATION_ID:
+        return application, version
+    # 0: not stamped yet, by a latentdb from before the stamp, or a new SQLite file.
+    new = version == 0 and not tables
+    if application != 0 or not (new or (version > 0 and tables >= _CORE_TABLES)):
+        shown = ", ".join(sorted(tables)[:5]) or "none"
+        raise ForeignDatabaseError(
+            f"{path} is another application's SQLite database (application_id "
+            f"{application}, user_version {version}, tables: {shown}), not latentdb's"
+        )
+    return application, version
+
+
+def _initialize(connection: sqlite3.Connection) -> None:
+    """Run the migrations the file has not had yet, and stamp it as latentdb's (inside
+    a write transaction)."""
+    version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+    for number in range(version, len(_MIGRATIONS)):
+        for statement in _statements(_MIGRATIONS[number]):
+            connection.execute(statement)
+        connection.execute(f"PRAGMA user_version = {number + 1}")
+    connection.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+
+
+def _opening(error: BaseException, path: Path) -> BaseException:
+    """``error`` met while opening the database at ``path``, saying so."""
+    if isinstance(error, StorageError) and str(path) not in str(error):
+        return type(error)(f"cannot open the database {path}: {error}")
+    if isinstance(error, sqlite3.Error):
+        return StorageError(f"cannot open the database {path}: {error}")
+    return error
+
+
 class Store:
     """A latentdb folder's SQLite database.
 
     One connection, used under a lock so that a Database may be shared by threads.
+    Every statement goes through :class:`GuardedConnection`, so storage failures are
+    named errors (see :mod:`latentdb.store._connection`).
+
+    Attributes:
+        read_only: The database can only be read (a read-only file, folder or file
+            system); every write raises :class:`ReadOnlyError`.
     """
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / DATABASE_FILE
         self.lock = threading.RLock()
+        self.read_only = False
         self._in_transaction = False
         # The WAL index (the "-shm" file SQLite shares between connections), opened to
         # read its header; see data_version().
         self._shm: int | None = None
         self._seen: tuple[bytes, int] | None = None  # (WAL index header, data_version)
+        if not check_database_file(self.path):
+            create_database_file(self.path, _initialize)
+        self._connection = self._open()
         try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-            self._connection = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=_BUSY_TIMEOUT
-            )
-            self._enable_wal()
             # FULL: a commit is on disk before add() returns, even across a power loss.
             self._connection.execute("PRAGMA synchronous = FULL")
             self._connection.execute("PRAGMA foreign_keys = ON")
             self._migrate()
-        except sqlite3.Error as error:
-            raise StorageError(f"cannot open the database {self.path}: {error}") from error
+        except BaseException as error:
+            self._connection.close()
+            raise _opening(error, self.path) from error.__cause__
 
-    def _enable_wal(self) -> None:
+    def _open(self) -> GuardedConnection:
+        """Connect read-write, or read-only when the file or its folder cannot be
+        written.
+
+        SQLite needs the -wal and -shm files beside a WAL database even to read it
+        (sqlite.org/wal.html, "Read-Only Databases"). When they exist (a writer has the
+        database open), a ``mode=ro`` connection reads them. When they do not and the
+        folder cannot be written, nobody can be writing here: ``immutable=1`` reads the
+        file alone, as the snapshot it is.
+        """
+        connection = connect(self.path, files=self.path, timeout=_BUSY_TIMEOUT)
+        try:
+            self._enable_wal(connection)
+            connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except StorageError as error:
+            connection.close()
+            if primary_code(error) not in (_SQLITE_READONLY, _SQLITE_CANTOPEN):
+                raise
+        else:
+            if not os.access(self.path, os.W_OK):  # SQLite opened the file read-only
+                self.read_only = True
+            return connection
+        self.read_only = True
+        wal = Path(f"{self.path}-wal")
+        in_wal = wal.exists() and wal.stat().st_size > 0
+        uri = self.path.absolute().as_uri() + ("?mode=ro" if in_wal else "?mode=ro&immutable=1")
+        connection = connect(uri, files=self.path, uri=True, timeout=_BUSY_TIMEOUT)
+        try:
+            connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _enable_wal(self, connection: GuardedConnection) -> None:
         """Switch to WAL, waiting out another connection that holds the lock meanwhile.
 
         Changing the journal mode of a new file needs an exclusive lock, and SQLite
         answers SQLITE_BUSY at once rather than calling the busy handler when another
-        process is creating the same database (tests/test_durability.py races them).
+        process holds it (tests/test_durability.py races them).
         """
         deadline = time.monotonic() + _BUSY_TIMEOUT
         pause = 0.005
         while True:
             try:
-                mode = self._connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) and "busy" not in str(error):
+                mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except StorageError as error:
+                if primary_code(error) not in (_SQLITE_BUSY, _SQLITE_LOCKED):
                     raise
                 if time.monotonic() > deadline:
                     raise
@@ -328,26 +433,53 @@ class Store:
     def close(self) -> None:
         """Close the connection (idempotent)."""
         with self.lock:
-            self._connection.close()
-            if self._shm is not None:
-                os.close(self._shm)
-                self._shm = None
+            try:
+                self._connection.close()
+            except sqlite3.Error as error:
+                raise (storage_error(error, companion_files(self.path)) or error) from error
+            finally:
+                if self._shm is not None:
+                    os.close(self._shm)
+                    self._shm = None
 
     def _migrate(self) -> None:
-        with self.write():
-            version = self._connection.execute("PRAGMA user_version").fetchone()[0]
-            if version > len(_MIGRATIONS):
-                raise LatentDBError(
-                    f"{self.path} has schema version {version}; this latentdb knows up to "
-                    f"{len(_MIGRATIONS)}: upgrade latentdb to open it"
-                )
-            for number in range(version, len(_MIGRATIONS)):
-                for statement in _statements(_MIGRATIONS[number]):
-                    self._connection.execute(statement)
-                self._connection.execute(f"PRAGMA user_version = {number + 1}")
+        """Check that the file holds latentdb's schema, and bring it up to date.
+
+        Raises:
+            ForeignDatabaseError: another application's SQLite database.
+            StorageError: a schema newer than this latentdb knows.
+            ReadOnlyError: the schema needs an upgrade and the file cannot be written.
+        """
+        application, version = _schema_stamp(self._connection, self.path)
+        if version > len(_MIGRATIONS):
+            raise StorageError(
+                f"{self.path} has schema version {version}; this latentdb knows up to "
+                f"{len(_MIGRATIONS)}: upgrade latentdb to open it"
+            )
+        if version == len(_MIGRATIONS) and (application == _APPLICATION_ID or self.read_only):
+            return
+        if self.read_only:
+            raise ReadOnlyError(
+                f"{self.path} has schema version {version} and needs an upgrade to "
+                f"{len(_MIGRATIONS)}, which needs write access; open it writable once"
+            )
+        with self.write():  # read again under the write lock: another process may
+            _schema_stamp(self._connection, self.path)  # have upgraded it meanwhile
+            _initialize(self._connection)
 
     def write(self) -> AbstractContextManager[None]:
-        """One write transaction: all of it commits, or none of it (re-entrant)."""
+        """One write transaction: all of it commits, or none of it (re-entrant).
+
+        Raises:
+            ReadOnlyError: the database can only be read.
+            StorageError: a subclass naming the failure (disk full, damaged file), after
+                the transaction was rolled back.
+        """
+        if self.read_only:
+            raise ReadOnlyError(
+                f"the database {self.path.parent.name!r} is read-only (its file or folder "
+                "cannot be written): only reads are possible"
+            )
         return self._transaction("BEGIN IMMEDIATE")
 
     def read(self) -> AbstractContextManager[None]:
@@ -363,14 +495,29 @@ class Store:
             self._connection.execute(begin)
             self._in_transaction = True
             try:
-                yield
-            except BaseException:
-                self._connection.execute("ROLLBACK")
-                raise
-            else:
-                self._connection.execute("COMMIT")
+                try:
+                    yield
+                except BaseException as error:
+                    self._roll_back(error)
+                    raise
+                try:
+                    self._connection.execute("COMMIT")
+                except BaseException as error:  # e.g. the disk filled up writing the WAL
+                    self._roll_back(error)
+                    raise
             finally:
                 self._in_transaction = False
+
+    def _roll_back(self, cause: BaseException) -> None:
+        """Undo the open transaction after ``cause``, unless SQLite already has: after
+        some disk-full, I/O and memory errors it rolls back by itself, and a ROLLBACK
+        then fails with "no transaction is active", masking the real cause."""
+        if not self._connection.in_transaction:
+            return
+        try:
+            self._connection.execute("ROLLBACK")
+        except (sqlite3.Error, StorageError) as error:
+            cause.add_note(f"rolling back failed too: {error}")
 
     def data_version(self) -> int:
         """A number that changes when another connection commits (PRAGMA data_version).
