@@ -18,6 +18,14 @@ not the number 1). ``$gt``/``$gte``/``$lt``/``$lte`` take numbers. A list value 
 ``$contains``/``$not_contains`` (and ``$exists``) only; equality never matches a list.
 ``$ne``, ``$nin``, ``$not_contains`` and ``$not`` are negations: they also match records
 without the key.
+
+Limits, so that any filter that parses also runs (SQLite's parser and expression tree
+have fixed depths; Python's recursion too): ``$and``/``$or``/``$not`` nest at most
+``MAX_DEPTH`` (32) deep, and a filter holds at most ``MAX_CONDITIONS`` (1,000) key
+conditions. An ``$in``/``$nin`` list counts as one condition, however long (it is bound
+as one JSON parameter): use it rather than an ``$or`` of equalities. Strings must be
+valid Unicode (no lone surrogates such as ``"\\ud800"``). A filter past a limit raises
+:class:`~latentdb.errors.FilterError`.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ from latentdb.store import SqlFilter
 
 __all__ = [
     "COMPARISONS",
+    "MAX_CONDITIONS",
+    "MAX_DEPTH",
     "All",
     "Any_",
     "Condition",
@@ -50,6 +60,14 @@ _FIELD_OPERATORS = frozenset(
 _LOGICAL_OPERATORS = ("$and", "$or", "$not")
 
 Scalar: TypeAlias = str | int | float | bool
+
+# 32 levels of $and/$or/$not: deeper than any filter written by hand or generated
+# sensibly, and far below SQLite's parser stack ("parser stack overflow" came at ~100
+# nested $and) and Python's recursion limit (~500 gave RecursionError), issue 15.
+MAX_DEPTH = 32
+# Key conditions per filter: each is 1-3 SQL parameters and a few expression nodes, so
+# 1,000 stays far below SQLite's 32,766 parameters and its SQL length limit.
+MAX_CONDITIONS = 1000
 
 
 @dataclass(frozen=True)
@@ -102,7 +120,7 @@ def parse_where(where: Mapping[str, Any] | None) -> Condition | None:
         raise FilterError(f"where must be a dict; got {type(where).__name__}")
     if not where:
         return None
-    return _parse_clause(where)
+    return _Parser().clause(where, 0)
 
 
 def compile_where(where: Mapping[str, Any] | None) -> SqlFilter | None:
@@ -118,78 +136,127 @@ def compile_where(where: Mapping[str, Any] | None) -> SqlFilter | None:
     return None if condition is None else to_sql(condition)
 
 
-def _parse_clause(clause: Any) -> Condition:
-    if not isinstance(clause, Mapping) or not clause:
-        raise FilterError(f"each where clause must be a non-empty dict; got {clause!r}")
-    parts: list[Condition] = []
-    for key, value in clause.items():
-        if not isinstance(key, str):
-            raise FilterError(f"where keys must be strings; got {key!r}")
-        if key in ("$and", "$or"):
-            if not isinstance(value, list) or not value:
-                raise FilterError(f"{key} takes a non-empty list of clauses; got {value!r}")
-            items = tuple(_parse_clause(item) for item in value)
-            parts.append(All(items) if key == "$and" else Any_(items))
-        elif key == "$not":
-            parts.append(Not(_parse_clause(value)))
-        elif key.startswith("$"):
+class _Parser:
+    """Parses one filter, counting its depth and conditions against the limits."""
+
+    def __init__(self) -> None:
+        self.conditions = 0
+
+    def clause(self, clause: Any, depth: int) -> Condition:
+        if depth > MAX_DEPTH:
             raise FilterError(
-                f"unknown operator {key!r} at the top of a clause; expected "
-                f"{', '.join(_LOGICAL_OPERATORS)} or a metadata key"
+                f"where nests $and/$or/$not more than {MAX_DEPTH} deep; flatten it (a "
+                "long $and or $or list, or $in, says the same)"
             )
-        else:
-            parts.append(_parse_field(key, value))
-    return parts[0] if len(parts) == 1 else All(tuple(parts))
+        if not isinstance(clause, Mapping) or not clause:
+            raise FilterError(f"each where clause must be a non-empty dict; got {show(clause)}")
+        parts: list[Condition] = []
+        for key, value in clause.items():
+            if not isinstance(key, str):
+                raise FilterError(f"where keys must be strings; got {show(key)}")
+            if key in ("$and", "$or"):
+                if not isinstance(value, list) or not value:
+                    raise FilterError(f"{key} takes a non-empty list of clauses; got {show(value)}")
+                items = tuple(self.clause(item, depth + 1) for item in value)
+                parts.append(All(items) if key == "$and" else Any_(items))
+            elif key == "$not":
+                parts.append(Not(self.clause(value, depth + 1)))
+            elif key.startswith("$"):
+                raise FilterError(
+                    f"unknown operator {show(key)} at the top of a clause; expected "
+                    f"{', '.join(_LOGICAL_OPERATORS)} or a metadata key"
+                )
+            else:
+                parts.append(self.field(key, value, depth))
+        return parts[0] if len(parts) == 1 else All(tuple(parts))
+
+    def field(self, key: str, condition: Any, depth: int) -> Condition:
+        if '"' in key or "\\" in key or not key or not is_text(key):
+            raise FilterError(
+                f'metadata key {show(key)} cannot be filtered on (empty, has " or \\, or '
+                "is not valid Unicode)"
+            )
+        self.conditions += 1
+        if self.conditions > MAX_CONDITIONS:
+            raise FilterError(
+                f"where holds more than {MAX_CONDITIONS} conditions; use $in/$nin for "
+                "many values of one key"
+            )
+        return self._field(key, condition, depth)
+
+    def _field(self, key: str, condition: Any, depth: int) -> Condition:
+        if not isinstance(condition, Mapping):
+            return Field(key, "$eq", _scalar(key, "$eq", condition))
+        if len(condition) != 1:
+            raise FilterError(
+                f"the condition on {key!r} must have exactly one operator; got {show(condition)}"
+            )
+        ((operator, operand),) = condition.items()
+        if operator not in _FIELD_OPERATORS:
+            raise FilterError(
+                f"unknown operator {show(operator)} on key {key!r}; expected one of "
+                f"{', '.join(sorted(_FIELD_OPERATORS))}"
+            )
+        if operator == "$not":
+            if not isinstance(operand, Mapping):
+                raise FilterError(
+                    f"$not on {key!r} takes a condition such as {{'$gt': 3}}; got {show(operand)}"
+                )
+            if depth >= MAX_DEPTH:
+                raise FilterError(f"where nests $not more than {MAX_DEPTH} deep on {key!r}")
+            return Not(self._field(key, operand, depth + 1))
+        if operator in ("$eq", "$ne"):
+            field = Field(key, "$eq", _scalar(key, operator, operand))
+            return field if operator == "$eq" else Not(field)
+        if operator in ("$in", "$nin"):
+            if not isinstance(operand, list | tuple) or not operand:
+                raise FilterError(
+                    f"{operator} on {key!r} takes a non-empty list; got {show(operand)}"
+                )
+            values = tuple(_scalar(key, operator, item) for item in operand)
+            field = Field(key, "$in", values)
+            return field if operator == "$in" else Not(field)
+        if operator == "$exists":
+            if not isinstance(operand, bool):
+                raise FilterError(f"$exists on {key!r} takes true or false; got {show(operand)}")
+            return Field(key, "$exists", operand)
+        if operator in ("$contains", "$not_contains"):
+            field = Field(key, "$contains", _scalar(key, operator, operand))
+            return field if operator == "$contains" else Not(field)
+        if not is_number(operand):
+            raise FilterError(f"{operator} on {key!r} takes a number; got {show(operand)}")
+        return Field(key, operator, operand)
 
 
-def _parse_field(key: str, condition: Any) -> Condition:
-    if '"' in key or "\\" in key or not key:
-        raise FilterError(f'metadata key {key!r} cannot be filtered on (empty, or has " or \\)')
-    if not isinstance(condition, Mapping):
-        return Field(key, "$eq", _scalar(key, "$eq", condition))
-    if len(condition) != 1:
-        raise FilterError(
-            f"the condition on {key!r} must have exactly one operator; got {dict(condition)!r}"
-        )
-    ((operator, operand),) = condition.items()
-    if operator not in _FIELD_OPERATORS:
-        raise FilterError(
-            f"unknown operator {operator!r} on key {key!r}; expected one of "
-            f"{', '.join(sorted(_FIELD_OPERATORS))}"
-        )
-    if operator == "$not":
-        if not isinstance(operand, Mapping):
-            raise FilterError(
-                f"$not on {key!r} takes a condition such as {{'$gt': 3}}; got {operand!r}"
-            )
-        return Not(_parse_field(key, operand))
-    if operator in ("$eq", "$ne"):
-        field = Field(key, "$eq", _scalar(key, operator, operand))
-        return field if operator == "$eq" else Not(field)
-    if operator in ("$in", "$nin"):
-        if not isinstance(operand, list) or not operand:
-            raise FilterError(f"{operator} on {key!r} takes a non-empty list; got {operand!r}")
-        field = Field(key, "$in", tuple(_scalar(key, operator, item) for item in operand))
-        return field if operator == "$in" else Not(field)
-    if operator == "$exists":
-        if not isinstance(operand, bool):
-            raise FilterError(f"$exists on {key!r} takes true or false; got {operand!r}")
-        return Field(key, "$exists", operand)
-    if operator in ("$contains", "$not_contains"):
-        field = Field(key, "$contains", _scalar(key, operator, operand))
-        return field if operator == "$contains" else Not(field)
-    if not is_number(operand):
-        raise FilterError(f"{operator} on {key!r} takes a number; got {operand!r}")
-    return Field(key, operator, operand)
+def show(value: Any) -> str:
+    """A short repr for messages (a filter may hold 100,000 values)."""
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _scalar(key: str, operator: str, value: Any) -> Scalar:
-    if isinstance(value, bool | str) or is_number(value):
+    if isinstance(value, str):
+        if not is_text(value):
+            raise FilterError(
+                f"the value for {key!r} ({operator}) is not valid Unicode (a lone "
+                f"surrogate?): {show(value)}"
+            )
+        return value
+    if isinstance(value, bool) or is_number(value):
         return value  # type: ignore[no-any-return]
     raise FilterError(
         f"the value for {key!r} ({operator}) must be a str, int, float or bool; got "
-        f"{type(value).__name__} {value!r}"
+        f"{type(value).__name__} {show(value)}"
     )
+
+
+def is_text(value: str) -> bool:
+    """True when ``value`` can be stored: encodable as UTF-8 (no lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def is_number(value: Any) -> bool:
@@ -232,13 +299,13 @@ def _sql(condition: Condition, params: list[Any]) -> str:
         return f"NOT {_sql(condition.item, params)}"
     if isinstance(condition, All | Any_):
         joiner = " AND " if isinstance(condition, All) else " OR "
-        return "(" + joiner.join(_sql(item, params) for item in condition.items) + ")"
+        return join_balanced([_sql(item, params) for item in condition.items], joiner)
     path = f'$."{condition.key}"'
     op, operand = condition.op, condition.operand
     if op == "$eq":
         return _equals(path, operand, params)
     if op == "$in":
-        return "(" + " OR ".join(_equals(path, item, params) for item in operand) + ")"
+        return _one_of(path, operand, params)
     if op == "$exists":
         params.append(path)
         return f"(json_type(metadata, ?) IS {'NOT ' if operand else ''}NULL)"
@@ -255,6 +322,39 @@ def _sql(condition: Condition, params: list[Any]) -> str:
         f"COALESCE(json_type(metadata, ?) IN ('integer', 'real') "
         f"AND json_extract(metadata, ?) {COMPARISONS[op]} ?, 0)"
     )
+
+
+def join_balanced(parts: list[str], joiner: str) -> str:
+    """``parts`` joined as a balanced tree of parenthesized pairs: SQLite's expression
+    tree is at most 1,000 deep, and a flat ``a OR b OR ...`` of 1,000 is that deep."""
+    while len(parts) > 2:
+        parts = [
+            "(" + joiner.join(parts[i : i + 2]) + ")" if i + 1 < len(parts) else parts[i]
+            for i in range(0, len(parts), 2)
+        ]
+    return "(" + joiner.join(parts) + ")"
+
+
+def _one_of(path: str, values: tuple[Scalar, ...], params: list[Any]) -> str:
+    """SQL that is 1 when the key holds one of ``values`` (same kind), else 0.
+
+    The strings and numbers travel as one JSON array parameter read with
+    ``json_each``: one ``?`` per value made SQLite refuse ~1,000 values ("Expression
+    tree is too large") and 32,767 parameters at most (issue 15). A JSON text or number
+    is compared with the list's items without type conversion (neither side has an
+    affinity), so the text "1" never equals the number 1; ``json_extract`` gives 1 and 0
+    for JSON true and false, so the kind is tested as well.
+    """
+    scalars = [v for v in values if not isinstance(v, bool)]
+    terms = []
+    if scalars:
+        params.extend((path, path, json.dumps(scalars, allow_nan=False)))
+        terms.append(
+            "COALESCE(json_type(metadata, ?) IN ('integer', 'real', 'text') AND "
+            "json_extract(metadata, ?) IN (SELECT value FROM json_each(?)), 0)"
+        )
+    terms += [_equals(path, flag, params) for flag in {v for v in values if isinstance(v, bool)}]
+    return terms[0] if len(terms) == 1 else "(" + " OR ".join(terms) + ")"
 
 
 def _json_kind(value: Scalar) -> tuple[str, Scalar]:
