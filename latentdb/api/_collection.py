@@ -154,17 +154,23 @@ class Collection:
         ``auto`` threshold (or with ``index="flat"``) stays exact.
         """
         database, state = self._database, self._state
-        with database.store.lock:
-            if database.build_index(state):  # a bulk load: built from the store
-                return
-            index = database.index(state)
-        try:
-            index.optimize()
-        except BaseException:
+        # One build at a time per collection, across processes: a second caller waits,
+        # then starts from what the first one saved.
+        with database.build_lock(state):
             with database.store.lock:
-                if index.damaged and state.index is index:
+                if database.build_index(state):  # a bulk load: built from the store
+                    return
+                index = database.index(state)
+                if index.saved_elsewhere():
                     state.drop_index()
-            raise
+                    index = database.index(state)
+            try:
+                index.optimize()
+            except BaseException:
+                with database.store.lock:
+                    if index.damaged and state.index is index:
+                        state.drop_index()
+                raise
 
     def index_status(self) -> IndexStatus:
         """Rows indexed, pending in the growing segment and deleted; search settings."""

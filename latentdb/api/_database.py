@@ -23,7 +23,7 @@ from latentdb.errors import (
     InvalidArgumentError,
     ModelMismatchError,
 )
-from latentdb.index import IndexSpec, SegmentedIndex
+from latentdb.index import BuildLock, IndexSpec, SegmentedIndex
 from latentdb.query._planner import FilterCache
 from latentdb.space import METRICS, LatentSpace, Metric
 from latentdb.store import Changes, CollectionRow, Store
@@ -239,18 +239,21 @@ class Database:
         self._aliases: dict[str, int] | None = None
         self._aliases_version = -1
         self._migrations: dict[int, Migration] = {}  # running here, by migration id
+        self._build_locks: dict[int, BuildLock] = {}  # by collection id
 
     # -- lifecycle -----------------------------------------------------------------
 
     def close(self) -> None:
         """Close the database; collections obtained from it stop working."""
         if self._store is not None:
-            for migration in list(self._migrations.values()):
-                migration.stop()  # after its batch: it resumes on the next migrate()
-            for collection_id in list(self._states):
-                self._drop_state(collection_id, wait=True)
-            self._store.close()
-            self._store = None
+            try:
+                for migration in list(self._migrations.values()):
+                    migration.stop()  # after its batch: it resumes on the next migrate()
+                for collection_id in list(self._states):
+                    self._drop_state(collection_id, wait=True)
+            finally:  # the store closes whatever a migration or a build did
+                self._store.close()
+                self._store = None
 
     def __enter__(self) -> Database:
         return self
@@ -826,7 +829,8 @@ class Database:
         self.sync(state)
         if state.index is None:
             index = self._new_index(state)
-            self._install(state, index, *index.load())
+            index.load()
+            self._install(state, index)
         assert state.index is not None  # apply() only drops it when it raises
         return state.index
 
@@ -839,15 +843,13 @@ class Database:
         if state.index is not None:
             return False
         index = self._new_index(state)
-        covered, outside = index.load()
+        index.load()
         built = False
         if not index.sealed:
             dimension = state.space.dimension
-            with self.store.all_rows(state.row.id, dimension=dimension) as (count, now, parts):
-                built = index.build_from_parts(count, parts, now)
-            if built:
-                covered, outside = now, np.empty(0, dtype=np.int64)
-        self._install(state, index, covered, outside)
+            with self.store.all_rows(state.row.id, dimension=dimension) as (count, parts):
+                built = index.build_from_parts(count, parts)
+        self._install(state, index)
         return built
 
     def _new_index(self, state: CollectionState) -> SegmentedIndex:
@@ -857,23 +859,34 @@ class Database:
             spec=state.spec,
             folder=self.path / INDEX_FOLDER / str(state.row.id),
             lock=self.store.lock,
+            build_lock=self.build_lock(state),
             recall_target=state.recall_target,
             reduce=state.space.reduce,
         )
 
-    def _install(
-        self,
-        state: CollectionState,
-        index: SegmentedIndex,
-        covered: int,
-        outside: npt.NDArray[np.int64],
-    ) -> None:
-        """Make ``index`` the collection's, caught up with the store: the rows kept out
-        of its saved segments (``outside``), then every write after ``covered``."""
-        store, dimension = self.store, state.space.dimension
-        state.index, state.ids = index, IdsByKey(store.ids_by_key(state.row.id))
-        state.apply(store.rows_by_key(outside.tolist(), dimension=dimension))
-        state.apply(store.changes_since(state.row.id, covered, dimension=dimension))
+    def build_lock(self, state: CollectionState) -> BuildLock:
+        """The lock that serializes index builds of a collection, one per folder here
+        (take it before the store's lock, see :class:`BuildLock`)."""
+        lock = self._build_locks.get(state.row.id)
+        if lock is None:
+            folder = self.path / INDEX_FOLDER / str(state.row.id)
+            lock = self._build_locks[state.row.id] = BuildLock(folder)
+        return lock
+
+    def _install(self, state: CollectionState, index: SegmentedIndex) -> None:
+        """Make ``index`` (its saved segments loaded) the collection's, reconciled with
+        the store in one snapshot: a segment row is live only while the store holds its
+        key at the sequence it indexed, and every other stored row is read back."""
+        store, dimension, collection_id = self.store, state.space.dimension, state.row.id
+        with store.read():
+            keys, sequences, ids = store.versions(collection_id)
+            missing = index.reconcile(keys, sequences)
+            state.index = index
+            state.ids = IdsByKey(dict(zip(keys.tolist(), ids, strict=True)))
+            if missing.size == keys.size:  # nothing live in a segment: read everything
+                state.apply(store.changes_since(collection_id, 0, dimension=dimension))
+            else:
+                state.apply(store.rows_by_key(missing.tolist(), dimension=dimension))
 
     def _drop_state(self, collection_id: int, *, wait: bool = False) -> None:
         state = self._states.pop(collection_id, None)

@@ -49,6 +49,8 @@ class FlatIndex:
         self.metric = metric
         self._vectors: FloatMatrix = np.empty((0, dimension), dtype=np.float32)
         self._keys: KeyArray = np.empty(0, dtype=np.int64)
+        # The write sequence of each row's version (see SealedSegment.sequences).
+        self._sequences: KeyArray = np.empty(0, dtype=np.int64)
         self._alive = np.empty(0, dtype=bool)
         self._size = 0
         self._masked = 0
@@ -69,9 +71,12 @@ class FlatIndex:
         vectors[: self._size] = self._vectors[: self._size]
         keys = np.empty(capacity, dtype=np.int64)
         keys[: self._size] = self._keys[: self._size]
+        sequences = np.zeros(capacity, dtype=np.int64)
+        sequences[: self._size] = self._sequences[: self._size]
         alive = np.zeros(capacity, dtype=bool)
         alive[: self._size] = self._alive[: self._size]
         self._vectors, self._keys, self._alive = vectors, keys, alive
+        self._sequences = sequences
 
     def _rows_of(self, keys: KeyArray) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
         """Row positions of ``keys`` and which of them are held (alive or masked)."""
@@ -81,12 +86,20 @@ class FlatIndex:
         found[found] = held[rows[found]] == keys[found]
         return rows, found
 
-    def upsert(self, keys: KeyArray, vectors: FloatMatrix, *, adopt: bool = False) -> None:
+    def upsert(
+        self,
+        keys: KeyArray,
+        vectors: FloatMatrix,
+        *,
+        sequences: KeyArray | None = None,
+        adopt: bool = False,
+    ) -> None:
         """Add rows, or overwrite the vectors of keys already held.
 
         Args:
             keys: int64 (n,), unique.
             vectors: float32 (n, dimension), already normalized where the metric wants.
+            sequences: int64 (n,): the write sequence of each row's version (0 if None).
             adopt: The caller hands ``vectors`` over (never uses it again): an empty
                 index keeps that array rather than a copy (a collection read back whole
                 would otherwise be held twice while it loads).
@@ -94,8 +107,11 @@ class FlatIndex:
         keys = np.asarray(keys, dtype=np.int64)
         if keys.size == 0:
             return
+        if sequences is None:
+            sequences = np.zeros(keys.shape[0], dtype=np.int64)
         if adopt and self._size == 0 and _adoptable(keys, vectors, self.dimension):
             self._vectors, self._keys = vectors, keys.copy()
+            self._sequences = np.array(sequences, dtype=np.int64)
             self._alive = np.ones(keys.shape[0], dtype=bool)
             self._size, self._masked, self._norms = keys.shape[0], 0, None
             return
@@ -104,6 +120,7 @@ class FlatIndex:
             held_rows = rows[found]
             self._masked -= int(np.count_nonzero(~self._alive[held_rows]))
             self._vectors[held_rows] = vectors[found]
+            self._sequences[held_rows] = sequences[found]
             self._alive[held_rows] = True
         new = ~found
         count = int(np.count_nonzero(new))
@@ -112,6 +129,7 @@ class FlatIndex:
             start, stop = self._size, self._size + count
             self._vectors[start:stop] = vectors[new]
             self._keys[start:stop] = keys[new]
+            self._sequences[start:stop] = sequences[new]
             self._alive[start:stop] = True
             self._size = stop
             tail = self._keys[max(start - 1, 0) : stop]
@@ -119,6 +137,7 @@ class FlatIndex:
                 order = np.argsort(self._keys[:stop], kind="stable")
                 self._vectors[:stop] = self._vectors[order]
                 self._keys[:stop] = self._keys[order]
+                self._sequences[:stop] = self._sequences[order]
                 self._alive[:stop] = self._alive[order]
         self._norms = None
 
@@ -142,6 +161,7 @@ class FlatIndex:
         count = keep.size
         self._vectors[:count] = self._vectors[keep]
         self._keys[:count] = self._keys[keep]
+        self._sequences[:count] = self._sequences[keep]
         self._alive[:count] = True
         self._alive[count : self._size] = False
         self._size, self._masked = count, 0
@@ -182,6 +202,11 @@ class FlatIndex:
         """A copy of the held vectors of ``keys`` (all must be held)."""
         rows, _ = self._rows_of(np.asarray(keys, dtype=np.int64))
         return self._vectors[rows].copy()
+
+    def sequences_of(self, keys: KeyArray) -> KeyArray:
+        """The write sequences of the held rows of ``keys`` (all must be held)."""
+        rows, _ = self._rows_of(np.asarray(keys, dtype=np.int64))
+        return self._sequences[rows].copy()
 
     # -- search -------------------------------------------------------------------
 

@@ -6,10 +6,15 @@ on meanwhile, and rows changed during the build are masked in the new segment. A
 replaced or deleted row is masked (tombstoned) in the sealed segment that holds it.
 Searches run on every segment and merge the top-k by distance.
 
-Sealed segments are saved under the collection's index folder with the write sequence
-they cover; a manifest names the live ones. On open they are loaded, not rebuilt, and
-the caller replays newer rows from the store. The index is a cache of the store: any
-damaged file is dropped with a warning and rebuilt.
+Sealed segments are saved under the collection's index folder, each row with the write
+sequence of the version it indexed; a manifest names the live segments and the checksum
+of each of their files. On open they are loaded, not rebuilt, and reconciled with the
+store (:meth:`SegmentedIndex.reconcile`): a row is live only while the store holds its
+key at that very sequence, and every stored row that no segment holds live is read back
+into the growing segment. So the store is the truth by construction, whatever order of
+seals, optimizes, deletes, updates and crashes came before (issue 15). The index is a
+cache of the store: a missing, damaged or foreign file is dropped with a warning and its
+rows are rebuilt from the store.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import threading
 import time
 import uuid
 import warnings
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +38,8 @@ import numpy.typing as npt
 
 from latentdb.errors import InvalidArgumentError, LatentDBWarning
 from latentdb.index._flat import FlatIndex, exact_search
-from latentdb.index._sealed import DEFAULT_PARAMS, SealedSegment, merge_hits
+from latentdb.index._lock import BuildLock
+from latentdb.index._sealed import DEFAULT_PARAMS, Checksums, SealedSegment, merge_hits
 from latentdb.index._spec import SEARCH_PARAMS, IndexSpec
 from latentdb.space import Metric
 
@@ -80,6 +87,8 @@ class Selection(Protocol):
 
 
 MANIFEST = "manifest.json"
+# Version 2: per-row write sequences and file checksums. Older manifests are rebuilt.
+_MANIFEST_VERSION = 2
 # Tuning queries: rows held out of the ANN build, kept in the growing segment until the
 # parameters are tuned, so they stand for new queries; then they join the segment (a
 # growing segment scanned beside the graph cost ~50 us a query, bench/ann.py).
@@ -148,11 +157,15 @@ class SegmentedIndex:
         spec: IndexSpec,
         folder: Path | None,
         lock: threading.RLock,
+        build_lock: BuildLock | None = None,
         recall_target: float = 0.95,
         reduce: int | None = None,
     ) -> None:
         """
         Args:
+            lock: The store's lock, held by every caller of a write or a search.
+            build_lock: Serializes builds of ``folder`` across threads and processes
+                (shared by every index object of the folder in this process).
             reduce: Sealed segments index PCA projections of the rows to this many
                 dimensions and re-score candidates with the rows themselves (the
                 growing segment is always exact). None: the full dimension.
@@ -163,6 +176,7 @@ class SegmentedIndex:
         self.spec = spec
         self.folder = folder
         self.lock = lock
+        self.build_lock = build_lock or BuildLock(folder)
         self.recall_target = recall_target
         self.growing = FlatIndex(dimension, metric)
         self.sealed: list[tuple[str, SealedSegment]] = []
@@ -183,51 +197,119 @@ class SegmentedIndex:
         # Set when a failed build left the growing segment unusable: drop this index
         # and load it again from the store.
         self.damaged = False
+        # The manifest on disk as this index last read or wrote it (see saved_elsewhere).
+        self._manifest_seen: tuple[int, int, int] | None = None
+        # Each saved segment's file checksums, by segment name, for the manifest.
+        self._checksums: dict[str, Checksums] = {}
 
     # -- opening and closing -------------------------------------------------------
 
-    def load(self) -> tuple[int, KeyArray]:
-        """Load the saved segments.
+    def load(self) -> None:
+        """Load the saved segments, every row alive until :meth:`reconcile` says.
 
-        Returns:
-            (sequence, keys): the caller must apply the store's rows written after
-            ``sequence``, and first the current rows of ``keys``: rows that were in the
-            growing segment when the manifest was saved (held out of the ANN build).
-            Nothing saved, or anything damaged (dropped with a :class:`LatentDBWarning`),
-            gives (0, no keys): replay everything.
+        A segment that is missing, damaged or foreign is dropped with a
+        :class:`LatentDBWarning` (its rows come back from the store); so is everything
+        when the manifest itself is, or when it was saved for another spec or by an
+        older latentdb (then silently). Temporary files that a killed build left, and
+        segments no manifest names, are swept when no build runs.
         """
-        nothing = (0, np.empty(0, dtype=np.int64))
-        if self.folder is None or not (self.folder / MANIFEST).exists():
-            return nothing
+        if self.folder is None or not self.folder.is_dir():
+            return
+        self._sweep()
+        path = self.folder / MANIFEST
+        if not path.exists():
+            return
         try:
-            manifest = json.loads((self.folder / MANIFEST).read_text())
-            if manifest.get("spec") != self.spec.to_dict():
-                return nothing  # built for another spec: rebuild
-            if manifest.get("reduce") != self.reduce:
-                return nothing
-            growing_keys = np.asarray(manifest["growing"], dtype=np.int64)
-            sealed = []
-            for entry in manifest["segments"]:
+            manifest = _read_manifest(path)
+        except (OSError, ValueError) as error:
+            self._warn_damaged(f"its manifest is unreadable ({error})")
+            return
+        self._manifest_seen = _file_token(path)
+        if (
+            manifest.get("version") != _MANIFEST_VERSION
+            or manifest.get("spec") != self.spec.to_dict()
+            or manifest.get("reduce") != self.reduce
+        ):
+            return  # an older format, or built for another spec: rebuild
+        sealed = []
+        for entry in manifest["segments"]:
+            name = str(entry["name"])
+            try:
                 segment = SealedSegment.load(
-                    self.folder / entry["name"],
+                    self.folder / name,
                     metric=self.metric,
                     dimension=self.dimension,
+                    checksums=entry["files"],
                     reduce=self.reduce,
                 )
-                sealed.append((str(entry["name"]), segment))
-        except Exception as error:  # any damage: the store has the truth
-            warnings.warn(
-                f"index files in {self.folder} are damaged ({type(error).__name__}: {error}); "
-                "rebuilding the index from the store",
-                LatentDBWarning,
-                stacklevel=2,
-            )
-            return nothing
+            except Exception as error:  # any damage: the store has the truth
+                self._warn_damaged(f"segment {name} is damaged ({type(error).__name__}: {error})")
+                continue
+            sealed.append((name, segment))
+            self._checksums[name] = entry["files"]
         self.sealed = sealed
-        self._set_params({str(k): int(v) for k, v in manifest.get("params", {}).items()})
-        self.tuned_rows = int(manifest.get("tuned_rows", 0))
-        self.tuned_recall = manifest.get("tuned_recall")
-        return min((segment.sequence for _, segment in sealed), default=0), growing_keys
+        if sealed:
+            self._set_params({str(k): int(v) for k, v in manifest.get("params", {}).items()})
+            self.tuned_rows = int(manifest.get("tuned_rows", 0))
+            self.tuned_recall = manifest.get("tuned_recall")
+
+    def _warn_damaged(self, what: str) -> None:
+        warnings.warn(
+            f"the index of {self.folder}: {what}; rebuilding it from the store",
+            LatentDBWarning,
+            stacklevel=3,
+        )
+
+    def _sweep(self) -> None:
+        """Remove what killed or failed builds left: temporary files and folders, and
+        segments the manifest does not name. Only while no build holds the folder (a
+        build in another process may be writing its segment right now)."""
+        assert self.folder is not None
+        if not self.build_lock.acquire(blocking=False):
+            return
+        try:
+            try:
+                named = {str(e["name"]) for e in _read_manifest(self.folder / MANIFEST)["segments"]}
+            except (OSError, ValueError, KeyError, TypeError):
+                named = set()
+            for child in self.folder.iterdir():
+                leftover = child.name.endswith(".partial")
+                orphan = (
+                    child.is_dir() and child.name.startswith("seg-") and child.name not in named
+                )
+                if leftover or orphan:
+                    _remove(child)
+        except OSError:
+            pass  # a read-only folder: nothing to sweep, nothing can be built there
+        finally:
+            self.build_lock.release()
+
+    def reconcile(self, stored_keys: KeyArray, stored_sequences: KeyArray) -> KeyArray:
+        """Keep alive only the segment rows whose version the store holds, once each.
+
+        Args:
+            stored_keys: int64 (n,), ascending: every key of the collection in the store.
+            stored_sequences: int64 (n,): the write sequence of each key's version.
+
+        Returns:
+            The stored keys no segment holds live: the caller reads them into the
+            growing segment.
+        """
+        live = np.zeros(stored_keys.shape[0], dtype=bool)
+        for _, segment in self.sealed:
+            segment.reconcile(stored_keys, stored_sequences)
+            segment.remove(stored_keys[live])  # a key live in two segments counts once
+            _, held = segment.rows_of(stored_keys)
+            live |= held
+        missing: KeyArray = stored_keys[~live]
+        return missing
+
+    def saved_elsewhere(self) -> bool:
+        """Whether another index object (here or in another process) has saved a
+        manifest since this one last read or wrote it."""
+        if self.folder is None:
+            return False
+        return _file_token(self.folder / MANIFEST) != self._manifest_seen
 
     def close(self, *, wait: bool) -> None:
         """Stop taking builds; a running one finishes but is not installed.
@@ -235,10 +317,11 @@ class SegmentedIndex:
         Args:
             wait: Wait for it (never while holding the lock: it takes the lock to end).
         """
-        self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-        builder = self._builder
+        with self.lock:  # a seal may be starting its builder thread under the lock
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+            builder = self._builder
         if wait and builder is not None and builder is not threading.current_thread():
             builder.join()
 
@@ -262,15 +345,16 @@ class SegmentedIndex:
             for _, segment in self.sealed:
                 _, held = segment.rows_of(keys)
                 if sequences is not None:
-                    # Already in this segment as of its build: nothing changed.
-                    current = held & (sequences <= segment.sequence)
+                    # This very version is in the segment already: nothing changed.
+                    current = segment.current(keys, sequences)
                     keep &= ~current
                     held &= ~current
                 segment.remove(keys[held])
             if not keep.all():  # a copy of the vectors: only when some rows drop out
                 keys, vectors = keys[keep], vectors[keep]
+                sequences = None if sequences is None else sequences[keep]
         if keys.size:
-            self.growing.upsert(keys, vectors, adopt=adopt)
+            self.growing.upsert(keys, vectors, sequences=sequences, adopt=adopt)
         if deleted.size:
             self.growing.remove(deleted)
             for _, segment in self.sealed:
@@ -323,11 +407,12 @@ class SegmentedIndex:
         if kind == "flat":
             return
         keys, vectors = self.growing.live_rows()  # a snapshot: writes go on meanwhile
+        sequences = self.growing.sequences_of(keys)
         built = np.flatnonzero(~_holdout(keys.shape[0]))  # the rest stay growing
         self._touched = set()
         self._builder = threading.Thread(
             target=self._build_in_background,
-            args=(kind, keys[built], vectors, built, self.applied, self._generation),
+            args=(kind, keys[built], vectors, sequences[built], built, self._generation),
             name="latentdb-seal",
             daemon=True,
         )
@@ -338,8 +423,8 @@ class SegmentedIndex:
         kind: str,
         keys: KeyArray,
         vectors: FloatMatrix,
+        sequences: KeyArray,
         rows: npt.NDArray[np.intp],
-        sequence: int,
         generation: int,
     ) -> None:
         try:
@@ -347,14 +432,15 @@ class SegmentedIndex:
             spare = vectors.shape[0] - rows.shape[0] + rows.shape[0] // 100
             segment = SealedSegment.build(
                 kind=kind, spec=self.spec, metric=self.metric, keys=keys, vectors=vectors,
-                rows=rows, sequence=sequence, spare=spare, reduce=self.reduce,
+                sequences=sequences, rows=rows, spare=spare, reduce=self.reduce,
             )  # fmt: skip
             if self._closed or generation != self._generation:
                 return  # closed, or optimize() rebuilt everything meanwhile
-            name = self._write_segment(segment)  # outside the lock: queries go on
-            with self.lock:
-                if not self._closed and generation == self._generation:
-                    self._install(name, segment, keys)
+            with self.build_lock:  # before the store's lock, as everywhere
+                name = self._write_segment(segment)  # outside the lock: queries go on
+                with self.lock:
+                    if not self._closed and generation == self._generation:
+                        self._install(name, segment, keys)
         except Exception as error:  # a failed build leaves the rows in the growing segment
             warnings.warn(
                 f"building an index segment failed ({error}); rows stay searchable exactly",
@@ -393,7 +479,7 @@ class SegmentedIndex:
         is rebuilt whole. A background build still running is overtaken: its result is
         dropped.
         """
-        with self.lock:
+        with self.build_lock, self.lock:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
@@ -429,40 +515,41 @@ class SegmentedIndex:
         self._save()
 
     def build_from_parts(
-        self, count: int, parts: Iterator[tuple[KeyArray, FloatMatrix]], sequence: int
+        self, count: int, parts: Iterator[tuple[KeyArray, FloatMatrix, KeyArray]]
     ) -> bool:
         """optimize() of an index with nothing loaded, from all ``count`` rows of the
-        collection arriving in key order (read from the store), current at ``sequence``:
-        the rows are never all in memory beside the index. Only for kinds that need no
-        training sample; False (nothing done) for others, or if anything is loaded."""
-        with self.lock:
+        collection arriving in key order (read from the store) as (keys, vectors, write
+        sequences); the caller reconciles with the store afterwards. The rows are never
+        all in memory beside the index. Only for kinds that need no training sample;
+        False (nothing done) for others, or if anything is loaded."""
+        with self.build_lock, self.lock:
             kind = self.spec.built_kind(count)
             trains = kind != "hnsw" or self.reduce is not None
             if trains or self.sealed or len(self.growing):
                 return False
             self._generation += 1
             held_out = _holdout(count)
-            held: list[tuple[KeyArray, FloatMatrix]] = []
+            held: list[tuple[KeyArray, FloatMatrix, KeyArray]] = []
 
-            def built() -> Iterator[tuple[KeyArray, FloatMatrix]]:
+            def built() -> Iterator[tuple[KeyArray, FloatMatrix, KeyArray]]:
                 start = 0
-                for keys, vectors in parts:
+                for keys, vectors, sequences in parts:
                     mask = held_out[start : start + keys.shape[0]]
                     start += keys.shape[0]
                     if mask.any():
-                        held.append((keys[mask], vectors[mask]))
-                        keys, vectors = keys[~mask], np.ascontiguousarray(vectors[~mask])
-                    yield keys, vectors
+                        held.append((keys[mask], vectors[mask], sequences[mask]))
+                        keys, sequences = keys[~mask], sequences[~mask]
+                        vectors = np.ascontiguousarray(vectors[~mask])
+                    yield keys, vectors, sequences
 
             spare = int(np.count_nonzero(held_out))
             segment = SealedSegment.build_from_parts(
                 kind=kind, spec=self.spec, metric=self.metric, parts=built(),
-                count=count - spare, dimension=self.dimension, sequence=sequence, spare=spare,
+                count=count - spare, dimension=self.dimension, spare=spare,
             )  # fmt: skip
             self.sealed = [(self._write_segment(segment), segment)]
-            for keys, vectors in held:
-                self.growing.upsert(keys, vectors)
-            self.applied = max(self.applied, sequence)
+            for keys, vectors, sequences in held:
+                self.growing.upsert(keys, vectors, sequences=sequences)
             self._finish_build(retune=True)
             return True
 
@@ -477,8 +564,9 @@ class SegmentedIndex:
         absent = ~segment.holds(keys)  # a replaced row's key stays growing
         if not absent.any():
             return False
-        segment.extend(keys[absent], vectors[absent], sequence=max(segment.sequence, self.applied))
-        self.growing.remove(keys[absent])
+        moved = keys[absent]
+        segment.extend(moved, vectors[absent], sequences=self.growing.sequences_of(moved))
+        self.growing.remove(moved)
         self.growing.compact()
         return True
 
@@ -498,8 +586,9 @@ class SegmentedIndex:
             added &= ~_holdout(keys.shape[0])
         if not added.any():
             return
-        segment.extend(keys[added], vectors[added], sequence=self.applied)
-        self.growing.remove(keys[added])
+        moved = keys[added]
+        segment.extend(moved, vectors[added], sequences=self.growing.sequences_of(moved))
+        self.growing.remove(moved)
         self.growing.compact()
         self.sealed = [(self._write_segment(segment), segment)]
 
@@ -512,7 +601,9 @@ class SegmentedIndex:
         held_out = _holdout(keys.shape[0])
         built, held = order[~held_out], order[held_out]
         held_keys, held_vectors = keys[held], vectors[held]  # copies, before growing goes
-        keys = keys[built]
+        sequences = self._sequences_of(keys)
+        held_sequences = sequences[held]
+        keys, sequences = keys[built], sequences[built]
         growing = self.growing
         # Everything is in the growing segment, in key order (a bulk load): hand its
         # pages back as the build copies them, so the data is not held twice.
@@ -521,7 +612,7 @@ class SegmentedIndex:
         try:
             segment = SealedSegment.build(
                 kind=kind, spec=self.spec, metric=self.metric, keys=keys, vectors=vectors,
-                rows=built, sequence=self.applied, spare=held.size, consumed=consumed,
+                sequences=sequences, rows=built, spare=held.size, consumed=consumed,
                 reduce=self.reduce,
             )  # fmt: skip
         except BaseException:
@@ -530,11 +621,11 @@ class SegmentedIndex:
             raise
         self.sealed = [(self._write_segment(segment), segment)]
         self.growing = FlatIndex(self.dimension, self.metric)
-        self.growing.upsert(held_keys, held_vectors)
+        self.growing.upsert(held_keys, held_vectors, sequences=held_sequences)
 
     def set_recall_target(self, target: float) -> None:
         """Change the target and re-tune the search parameters for it."""
-        with self.lock:
+        with self.build_lock, self.lock:
             self.recall_target = target
             if self.sealed:
                 self.tune()
@@ -679,33 +770,38 @@ class SegmentedIndex:
         name = f"seg-{uuid.uuid4().hex[:12]}"
         if self.folder is not None:
             partial = self.folder / f"{name}.partial"
-            segment.save(partial)
+            self._checksums[name] = segment.save(partial)
             os.replace(partial, self.folder / name)
         return name
 
     def _save(self) -> None:
-        """Write the manifest atomically; drop the folders it no longer names."""
+        """Write the manifest atomically (under the build lock); drop the segment
+        folders it no longer names."""
         if self.folder is None:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
+        sealed = []
+        for name, segment in self.sealed:
+            if name not in self._checksums or not (self.folder / name).is_dir():
+                # Loaded, then swept by another process's build: write it again.
+                name = self._write_segment(segment)
+            sealed.append((name, segment))
+        self.sealed = sealed
         manifest = {
-            "version": 1,
+            "version": _MANIFEST_VERSION,
             "spec": self.spec.to_dict(),
             "reduce": self.reduce,
-            "segments": [{"name": n, "sequence": s.sequence} for n, s in self.sealed],
+            "segments": [{"name": n, "files": self._checksums[n]} for n, _ in self.sealed],
             "params": self.params,
             "tuned_rows": self.tuned_rows,
             "tuned_recall": self.tuned_recall,
-            # Rows in no segment whose writes are not newer than the segments: on load
-            # they are read back from the store by key.
-            "growing": self.growing.live_rows()[0].tolist(),
         }
-        temporary = self.folder / f"{MANIFEST}.partial"
-        temporary.write_text(json.dumps(manifest))
-        with temporary.open("rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.folder / MANIFEST)
+        _write_manifest(self.folder / MANIFEST, manifest)
+        self._manifest_seen = _file_token(self.folder / MANIFEST)
         names = {name for name, _ in self.sealed}
+        self._checksums = {name: self._checksums[name] for name in names}
+        if not self.build_lock.held():
+            return  # another build may be writing a segment the manifest does not name yet
         for child in self.folder.iterdir():
             # A ".partial" folder may be a segment another thread is writing right now.
             if child.is_dir() and child.name not in names and not child.name.endswith(".partial"):
@@ -915,6 +1011,18 @@ class SegmentedIndex:
                 out[held] = segment.vectors[rows[held]]
         return out
 
+    def _sequences_of(self, keys: KeyArray) -> KeyArray:
+        """The write sequences of live ``keys`` (all must be live)."""
+        out = np.zeros(keys.shape[0], dtype=np.int64)
+        in_growing = self.growing.holds(keys)
+        if in_growing.any():
+            out[in_growing] = self.growing.sequences_of(keys[in_growing])
+        for _, segment in self.sealed:
+            rows, held = segment.rows_of(keys)
+            if held.any():
+                out[held] = segment.sequences[rows[held]]
+        return out
+
     def status(self) -> IndexStatus:
         """Counts and settings for :meth:`Collection.index_status`."""
         kind = self.kind()
@@ -930,6 +1038,51 @@ class SegmentedIndex:
             recall_target=self.recall_target,
             tuned_recall=self.tuned_recall,
         )
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest, whose own checksum (over the rest of it) must match."""
+    manifest = json.loads(path.read_text())
+    if not isinstance(manifest, dict):
+        raise ValueError("the manifest is not a JSON object")
+    expected = manifest.pop("checksum", None)
+    if manifest.get("version") == _MANIFEST_VERSION and expected != _manifest_checksum(manifest):
+        raise ValueError("the manifest fails its checksum")
+    return manifest
+
+
+def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest`` with its checksum through a temporary file of a unique name."""
+    text = json.dumps({**manifest, "checksum": _manifest_checksum(manifest)})
+    temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.partial")
+    try:
+        with temporary.open("w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _manifest_checksum(manifest: dict[str, Any]) -> int:
+    return zlib.crc32(json.dumps(manifest, sort_keys=True).encode())
+
+
+def _file_token(path: Path) -> tuple[int, int, int] | None:
+    """Identifies one version of a file (replaced files get a new inode)."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return (status.st_ino, status.st_mtime_ns, status.st_size)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _ascending(rows: npt.NDArray[np.intp]) -> bool:

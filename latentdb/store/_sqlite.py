@@ -936,28 +936,28 @@ class Store:
     @contextmanager
     def all_rows(
         self, collection_id: int, *, dimension: int
-    ) -> Iterator[tuple[int, int, Iterator[tuple[KeyArray, FloatMatrix]]]]:
-        """Every row of a collection as (keys, vectors) chunks in key order, read while
-        the context is open: (row count, sequence number they are current at, chunks).
-        For building an index without holding the whole collection in memory."""
+    ) -> Iterator[tuple[int, Iterator[tuple[KeyArray, FloatMatrix, KeyArray]]]]:
+        """Every row of a collection as (keys, vectors, write sequences) chunks in key
+        order, read while the context is open: (row count, chunks). For building an
+        index without holding the whole collection in memory."""
         with self.read():
             connection = self._connection
-            now = int(connection.execute("SELECT value FROM sequence").fetchone()[0])
             count = connection.execute(
                 "SELECT COUNT(*) FROM records WHERE collection_id = ?", (collection_id,)
             ).fetchone()[0]
             cursor = connection.execute(
-                "SELECT key, vector FROM records WHERE collection_id = ? ORDER BY key",
+                "SELECT key, vector, seq FROM records WHERE collection_id = ? ORDER BY key",
                 (collection_id,),
             )
 
-            def chunks() -> Iterator[tuple[KeyArray, FloatMatrix]]:
+            def chunks() -> Iterator[tuple[KeyArray, FloatMatrix, KeyArray]]:
                 while rows := cursor.fetchmany(_READ_CHUNK):
                     keys = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
                     blobs = [row[1] for row in rows]
-                    yield keys, np.array(blobs_to_vectors(blobs, dimension))
+                    sequences = np.fromiter((row[2] for row in rows), np.int64, len(rows))
+                    yield keys, np.array(blobs_to_vectors(blobs, dimension)), sequences
 
-            yield int(count), now, chunks()
+            yield int(count), chunks()
 
     def rows_by_key(self, keys: Sequence[int], *, dimension: int) -> Changes:
         """The current rows of some keys (missing keys left out), as Changes."""
@@ -970,13 +970,17 @@ class Store:
             )
             return _changes(cursor, len(keys), np.empty(0, dtype=np.int64), now, dimension)
 
-    def ids_by_key(self, collection_id: int) -> dict[int, str]:
-        """Every record's key and id in a collection."""
-        with self.lock:
+    def versions(self, collection_id: int) -> tuple[KeyArray, KeyArray, list[str]]:
+        """Every record of a collection as (keys int64 (n,) ascending, the write
+        sequence of each, ids), read consistently."""
+        with self.read():
             rows = self._connection.execute(
-                "SELECT key, id FROM records WHERE collection_id = ?", (collection_id,)
+                "SELECT key, seq, id FROM records WHERE collection_id = ? ORDER BY key",
+                (collection_id,),
             ).fetchall()
-        return dict(rows)
+        keys = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        sequences = np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows))
+        return keys, sequences, [row[2] for row in rows]
 
     # -- records: writes (inside write()) ----------------------------------------------
 
