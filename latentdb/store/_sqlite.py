@@ -382,8 +382,8 @@ class Store:
         """
         connection = connect(self.path, files=self.path, timeout=_BUSY_TIMEOUT)
         try:
+            _schema_stamp(connection, self.path)  # before anything is written to it
             self._enable_wal(connection)
-            connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
         except StorageError as error:
             connection.close()
             if primary_code(error) not in (_SQLITE_READONLY, _SQLITE_CANTOPEN):
@@ -398,7 +398,7 @@ class Store:
         uri = self.path.absolute().as_uri() + ("?mode=ro" if in_wal else "?mode=ro&immutable=1")
         connection = connect(uri, files=self.path, uri=True, timeout=_BUSY_TIMEOUT)
         try:
-            connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            _schema_stamp(connection, self.path)
         except BaseException:
             connection.close()
             raise
@@ -471,15 +471,11 @@ class Store:
         """One write transaction: all of it commits, or none of it (re-entrant).
 
         Raises:
-            ReadOnlyError: the database can only be read.
+            ReadOnlyError: the database can only be read (SQLite refuses the first
+                statement that writes).
             StorageError: a subclass naming the failure (disk full, damaged file), after
                 the transaction was rolled back.
         """
-        if self.read_only:
-            raise ReadOnlyError(
-                f"the database {self.path.parent.name!r} is read-only (its file or folder "
-                "cannot be written): only reads are possible"
-            )
         return self._transaction("BEGIN IMMEDIATE")
 
     def read(self) -> AbstractContextManager[None]:
