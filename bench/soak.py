@@ -154,7 +154,9 @@ def batch_effect(
         new = Row(vectors[position], documents[position], metadatas[position])
         if op == "update":
             old = before[key]
-            assert old is not None, "the plan updates only live ids"
+            if old is None:  # not stored (only if a row was lost): update writes nothing
+                after[key] = None
+                continue
             fields = batch.get("fields", "all")
             new = Row(
                 new.vector if fields in ("all", "vectors") else old.vector,
@@ -563,15 +565,18 @@ def play_round(run: Run, number: int, args: argparse.Namespace) -> dict[str, Any
     mode = "optimize" if draw < args.optimize_kills else "open" if draw > 0.9 else "timer"
     # Split each collection's ids between its writers: they never touch the same id.
     pools: list[tuple[list[str], list[str]]] = []
-    for index, name in enumerate(chosen):
+    for name in dict.fromkeys(chosen):
         model = run.models[name]
         live, absent = sorted(model.rows), sorted(model.absent)
         if chosen.count(name) == 2:
             rng.shuffle(live)
             rng.shuffle(absent)
-            half = index if chosen[0] == chosen[1] else 0
-            live, absent = live[half::2], absent[half::2]
-        pools.append((live, absent))
+            pools += [(live[0::2], absent[0::2]), (live[1::2], absent[1::2])]
+        else:
+            pools.append((live, absent))
+    if len(chosen) == 2 and chosen[0] == chosen[1]:
+        shared = set(pools[0][0] + pools[0][1]) & set(pools[1][0] + pools[1][1])
+        assert not shared, "two writers of one collection must not share ids"
     writers: list[Writer] = []
     for index, name in enumerate(chosen):
         live, absent = pools[index]
@@ -813,6 +818,7 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         f"latentdb/ modified in the working tree), latentdb imported from "
         f"`{meta['git']['latentdb_path']}`, `{meta['command']}`. Runtime {s['runtime_s']} s.",
         "",
+        *([s["arguments"]["note"], ""] if s["arguments"]["note"] else []),
         (
             '**Control run: every collection exact (`index="flat"`), no ANN segment.**'
             if s["arguments"]["control_flat"] == "True"
@@ -915,7 +921,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--seed-rows", type=int, default=3000)
     parser.add_argument("--max-rows", type=int, default=8000, help="past this, plans delete more")
-    parser.add_argument("--batches", type=int, default=60, help="batches planned per writer")
+    parser.add_argument("--batches", type=int, default=100, help="batches planned per writer")
     parser.add_argument("--max-delay", type=float, default=2.5, help="timer kills: seconds")
     parser.add_argument("--two-writers", type=float, default=0.4, help="share of rounds")
     parser.add_argument("--optimize-kills", type=float, default=0.3, help="share of rounds")
@@ -924,6 +930,7 @@ def main() -> int:
         action="store_true",
         help="every collection exact (index='flat'): a control run of the checks themselves",
     )
+    parser.add_argument("--note", default="", help="a line for the report (what was tested)")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results")
     parser.add_argument("--name", default="soak")
     parser.add_argument("--workdir", type=Path, default=None)
