@@ -81,6 +81,8 @@ __all__ = ["API_KEY_ENV", "RemoteCollection", "RemoteDatabase", "RemoteMigration
 API_KEY_ENV = "LATENTDB_API_KEY"
 # Seconds between polls of a migration (each poll also waits on the server up to this).
 _POLL = 1.0
+# Methods whose request may be sent twice with the effect of once (RFC 9110, 9.2.2).
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 def _plain(value: Any) -> Any:
@@ -153,8 +155,13 @@ class RemoteDatabase(Database):
         body: Mapping[str, Any] | None = None,
         *,
         params: Mapping[str, Any] | None = None,
+        idempotent: bool | None = None,
     ) -> Any:
         """One request; the server's error re-raised as its latentdb class.
+
+        A request that may safely be sent twice (``idempotent``; by default GET, PUT and
+        DELETE) is sent once more when the connection breaks under it: a keep-alive
+        connection the server closed is found broken only when it is used.
 
         Raises:
             DatabaseClosedError: after :meth:`close`.
@@ -167,12 +174,23 @@ class RemoteDatabase(Database):
         if http is None:
             raise DatabaseClosedError(f"the connection to {self.url} is closed")
         content = None if body is None else json.dumps(_plain(body)).encode()
-        try:
-            response = http.request(method, path, content=content, params=params)
-        except httpx.HTTPError as error:
-            raise TransportError(
-                f"cannot reach the latentdb server at {self.url}: {error}"
-            ) from None
+        tries = 2 if (method in _IDEMPOTENT if idempotent is None else idempotent) else 1
+        for tried in range(1, tries + 1):
+            try:
+                response = http.request(method, path, content=content, params=params)
+                break
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+                if tried < tries:
+                    continue  # the connection broke: once more, on a new one
+                raise TransportError(
+                    f"the connection to the latentdb server at {self.url} broke during "
+                    f"{method} {path}"
+                    + ("" if tries > 1 else " (not sent again: it may have been applied)")
+                ) from None
+            except httpx.HTTPError as error:
+                raise TransportError(
+                    f"cannot reach the latentdb server at {self.url}: {error}"
+                ) from None
         try:
             data = response.json()
         except ValueError:
@@ -416,7 +434,7 @@ class RemoteCollection(Collection):
 
     def optimize(self) -> None:
         """See :meth:`Collection.optimize`."""
-        self._remote._call("POST", f"{self._path}/optimize")
+        self._remote._call("POST", f"{self._path}/optimize", idempotent=True)
 
     def index_status(self) -> IndexStatus:
         """See :meth:`Collection.index_status`."""
@@ -425,19 +443,25 @@ class RemoteCollection(Collection):
     def evaluate(self, queries: object = None, *, k: int = 10, sample: int = 500) -> RecallReport:
         """See :meth:`Collection.evaluate`."""
         body = {"queries": self._remote.vectors(queries), "k": k, "sample": sample}
-        return recall_report_from_wire(self._remote._call("POST", f"{self._path}/evaluate", body))
+        return recall_report_from_wire(
+            self._remote._call("POST", f"{self._path}/evaluate", body, idempotent=True)
+        )
 
     def analyze(self, *, sample: int = 2000, k: int = 10) -> SpaceReport:
         """See :meth:`Collection.analyze` (measured on the server)."""
         body = {"sample": sample, "k": k}
-        return SpaceReport.from_dict(self._remote._call("POST", f"{self._path}/analyze", body))
+        return SpaceReport.from_dict(
+            self._remote._call("POST", f"{self._path}/analyze", body, idempotent=True)
+        )
 
     def map(
         self, *, method: str = "pca", sample: int = 5000, where: Where | None = None
     ) -> SpaceMap:
         """See :meth:`Collection.map` (projected on the server)."""
         body = {"method": method, "sample": sample, "where": _plain(where)}
-        return SpaceMap.from_dict(self._remote._call("POST", f"{self._path}/map", body))
+        return SpaceMap.from_dict(
+            self._remote._call("POST", f"{self._path}/map", body, idempotent=True)
+        )
 
     def project(
         self, *, method: str = "pca", sample: int = 5000, where: Where | None = None
@@ -559,7 +583,7 @@ class RemoteCollection(Collection):
             "include": include,
             "where_document": where_document,
         }
-        data = self._remote._call("POST", f"{self._path}/get", body)
+        data = self._remote._call("POST", f"{self._path}/get", body, idempotent=True)
         return get_result_from_wire(data, self._dimension())
 
     def scroll(
@@ -619,7 +643,7 @@ class RemoteCollection(Collection):
             "hybrid": hybrid,
             "hybrid_weights": hybrid_weights,
         }
-        data = self._remote._call("POST", f"{self._path}/query", body)
+        data = self._remote._call("POST", f"{self._path}/query", body, idempotent=True)
         return query_result_from_wire(data, self._dimension())
 
 
@@ -728,7 +752,7 @@ class RemoteMigration(Migration):
 
     def stop(self) -> None:
         """See :meth:`Migration.stop`."""
-        self._remote._call("POST", f"/v1/migrations/{self._id}/stop")
+        self._remote._call("POST", f"/v1/migrations/{self._id}/stop", idempotent=True)
 
     def run(self, progress: MigrationProgress | None = None) -> MigrationStatus:
         """See :meth:`Migration.run`: started on the server, then waited for."""

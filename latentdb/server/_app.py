@@ -4,6 +4,11 @@ Each endpoint translates JSON to one call of the embedded API and its result bac
 the engine does every check, so errors are the engine's own, sent as
 ``{"code", "status", "message"}`` and re-raised by the client as the same class.
 
+An exception that is not a latentdb error (a bug) is answered in-band as a JSON 500
+by the route itself (:class:`AnsweringRoute`): it never reaches uvicorn, which closes
+a keep-alive connection after any exception that escapes the application (issue 15).
+Messages never carry the database folder's path: it is replaced by ``<database>``.
+
 Endpoints are plain functions, which FastAPI runs in its thread pool: a long query or
 an ``optimize()`` holds a worker thread, never the event loop. The engine serializes
 its work under its store's lock (one SQLite connection; faiss releases the GIL inside
@@ -19,17 +24,21 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 import latentdb
 from latentdb.api import Collection, Database, GetResult
+from latentdb.api._migration import version_names
 from latentdb.client._wire import (
     VECTOR_HEADER,
     VectorFormat,
@@ -64,6 +73,7 @@ from latentdb.server._models import (
     ScrollBody,
     WriteBody,
 )
+from latentdb.server._openapi import document, responses
 
 __all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY", "create_app"]
 
@@ -91,8 +101,56 @@ def _json(payload: object, status: int = 200) -> Response:
     )
 
 
-def _error_response(error: LatentDBError) -> Response:
-    return _json(error_to_wire(error), error.status)
+def _error_response(
+    error: LatentDBError, *, database: object = None, headers: dict[str, str] | None = None
+) -> Response:
+    wire = error_to_wire(error)
+    wire["message"] = scrub(wire["message"], database)
+    response = _json(wire, error.status)
+    response.headers.update(headers or {})
+    return response
+
+
+def scrub(message: str, database: object) -> str:
+    """``message`` with the database folder's path (as given, absolute or resolved)
+    replaced by ``<database>``: replies name collections, never server paths."""
+    path = getattr(database, "path", None)
+    if not isinstance(path, Path):
+        return message
+    forms = {str(path), str(path.absolute()), str(path.resolve())}
+    for form in sorted((f for f in forms if f not in ("", ".")), key=len, reverse=True):
+        message = message.replace(form, "<database>")
+    return message
+
+
+def _crash(method: str, path: str, error: BaseException) -> ServerError:
+    # Details go to the log only: a reply never carries a stack trace.
+    log.error("%s %s failed", method, path, exc_info=error)
+    return ServerError("the server failed to answer; the reason is in its log")
+
+
+class AnsweringRoute(APIRoute):
+    """A route that turns any exception other than a latentdb or HTTP error into a
+    :class:`ServerError`, answered by the app's exception handler like any error.
+
+    Starlette hands other exceptions to its outermost middleware, which sends the 500
+    and then re-raises so the server can log it; uvicorn then closes the connection
+    (the response is already out), and a client's next request on that keep-alive
+    connection races the close and gets a reset (issue 15, defect 4). Here the
+    exception never leaves the route."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        answer = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await answer(request)
+            except (LatentDBError, HTTPException, RequestValidationError):
+                raise
+            except Exception as error:
+                raise _crash(request.method, request.url.path, error) from None
+
+        return guarded
 
 
 class Limits:
@@ -108,12 +166,12 @@ class Limits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        status = [500]
+        started_at = time.perf_counter()
+        status, started = [500], [False]
 
         async def sending(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                status[0] = message["status"]
+                status[0], started[0] = message["status"], True
             await send(message)
 
         try:
@@ -141,10 +199,21 @@ class Limits:
                 return {"type": "http.request", "body": bytes(body), "more_body": False}
 
             await self.app(scope, replay, sending)
+        except Exception as error:
+            # Anything the routes did not answer (a bug in a middleware): answer it here
+            # rather than let it reach uvicorn, which would drop the connection. Once a
+            # reply is out, Starlette re-raises to have it logged: it was, so swallow it.
+            if started[0]:
+                log.debug("%s %s failed after its reply", scope["method"], scope.get("path"))
+            else:
+                crash = _crash(scope["method"], scope.get("path", ""), error)
+                self.metrics.error(crash.code)
+                await self._send(_error_response(crash), sending)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe(scope["method"], path, status[0], time.perf_counter() - started)
+            seconds = time.perf_counter() - started_at
+            self.metrics.observe(scope["method"], path, status[0], seconds)
 
     async def _too_large(self, size: int | None, send: Send) -> None:
         said = "" if size is None else f" of {size:,} bytes"
@@ -153,7 +222,10 @@ class Limits:
             "(latentdb serve --max-body): send fewer rows per call"
         )
         self.metrics.error(error.code)
-        response = _error_response(error)
+        await self._send(_error_response(error), send)
+
+    @staticmethod
+    async def _send(response: Response, send: Send) -> None:
         await send(
             {
                 "type": "http.response.start",
@@ -232,6 +304,8 @@ def create_app(
             "`Authorization: Bearer KEY`. Errors are `{code, status, message}`."
         ),
     )
+    app.router.route_class = AnsweringRoute
+    document(app)
     metrics = Metrics()
     cursors = Cursors()
     app.state.database = database
@@ -240,10 +314,13 @@ def create_app(
 
     # -- plumbing ----------------------------------------------------------------------
 
+    def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+        return responses(*statuses, auth=keys is not None)
+
     @app.exception_handler(LatentDBError)
     async def on_latentdb_error(request: Request, error: LatentDBError) -> Response:
         metrics.error(error.code)
-        return _error_response(error)
+        return _error_response(error, database=request.app.state.database)
 
     @app.exception_handler(RequestValidationError)
     async def on_bad_request(request: Request, error: RequestValidationError) -> Response:
@@ -261,15 +338,25 @@ def create_app(
             )
         wrapped = InvalidArgumentError(str(error.detail))
         wrapped.status = error.status_code  # 405 and the like: keep the HTTP status
-        return await on_latentdb_error(request, wrapped)
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
+        metrics.error(wrapped.code)
+        return _error_response(wrapped, headers=headers)
+
+    def allowed_methods(request: Request) -> str:
+        # Starlette names only the first route of the path; several share one (records).
+        methods: set[str] = set()
+        for route in request.app.router.routes:
+            if route.matches(request.scope)[0] is not Match.NONE:
+                methods |= getattr(route, "methods", None) or set()
+        return ", ".join(sorted(methods))
 
     @app.exception_handler(Exception)
     async def on_crash(request: Request, error: Exception) -> Response:
-        # Details go to the log only: a reply never carries a stack trace.
-        log.error("%s %s failed", request.method, request.url.path, exc_info=error)
-        return await on_latentdb_error(
-            request, ServerError("the server failed to answer; the reason is in its log")
-        )
+        # Only what escapes the routes gets here (AnsweringRoute answers the rest), and
+        # Starlette re-raises it after this reply; Limits keeps it from uvicorn.
+        return await on_latentdb_error(request, _crash(request.method, request.url.path, error))
 
     def db(request: Request) -> Database:
         found: Database = request.app.state.database
@@ -329,12 +416,23 @@ def create_app(
 
     # -- service -----------------------------------------------------------------------
 
-    @app.get("/healthz", tags=["service"], summary="Liveness: 200 while the database is open")
+    @app.get(
+        "/healthz",
+        tags=["service"],
+        summary="Liveness: 200 while the database is open",
+        responses=responses(auth=False),
+    )
     def healthz(request: Request) -> Response:
         db(request).list_collections()  # raises DatabaseClosedError once closed
         return _json({"status": "ok", "version": latentdb.__version__})
 
-    @app.get("/metrics", tags=["service"], summary="Prometheus metrics (needs a read key)")
+    @app.get(
+        "/metrics",
+        tags=["service"],
+        summary="Prometheus metrics (needs a read key)",
+        response_class=PlainTextResponse,
+        responses=errors(),
+    )
     def prometheus(request: Request) -> Response:
         key = allow(request, write=False)
         database = db(request)
@@ -349,13 +447,17 @@ def create_app(
 
     # -- collections -------------------------------------------------------------------
 
-    @app.get("/v1/collections", tags=["collections"], summary="list_collections")
+    @app.get(
+        "/v1/collections", tags=["collections"], summary="list_collections", responses=errors()
+    )
     def list_collections(request: Request) -> Response:
         key = allow(request, write=False)
         names = db(request).list_collections()
         return _json([n for n in names if key is None or key.allows(n)])
 
-    @app.post("/v1/collections", tags=["collections"], summary="create_collection")
+    @app.post(
+        "/v1/collections", tags=["collections"], summary="create_collection", responses=errors(409)
+    )
     def create_collection(request: Request, body: CreateCollectionBody) -> Response:
         allow(request, write=True, collection=str(body.name))
         database = db(request)
@@ -364,11 +466,21 @@ def create_app(
         arguments = body.model_dump(exclude={"name", "get_or_create"})
         return _json(info(make(body.name, **arguments)))
 
-    @app.get("/v1/collections/{name}", tags=["collections"], summary="get_collection")
+    @app.get(
+        "/v1/collections/{name}",
+        tags=["collections"],
+        summary="get_collection",
+        responses=errors(404),
+    )
     def get_collection(request: Request, name: str) -> Response:
         return _json(info(collection(request, name, write=False)))
 
-    @app.delete("/v1/collections/{name}", tags=["collections"], summary="delete_collection")
+    @app.delete(
+        "/v1/collections/{name}",
+        tags=["collections"],
+        summary="delete_collection",
+        responses=errors(404),
+    )
     def delete_collection(request: Request, name: str) -> Response:
         allow(request, write=True, collection=name)
         db(request).delete_collection(name)
@@ -376,27 +488,29 @@ def create_app(
 
     # -- aliases -----------------------------------------------------------------------
 
-    @app.get("/v1/aliases", tags=["aliases"], summary="list_aliases")
+    @app.get("/v1/aliases", tags=["aliases"], summary="list_aliases", responses=errors())
     def list_aliases(request: Request) -> Response:
         key = allow(request, write=False)
         aliases = db(request).list_aliases()
         return _json({a: c for a, c in aliases.items() if key is None or key.allows(a)})
 
-    @app.post("/v1/aliases", tags=["aliases"], summary="create_alias")
+    @app.post("/v1/aliases", tags=["aliases"], summary="create_alias", responses=errors(404, 409))
     def create_alias(request: Request, body: CreateAliasBody) -> Response:
         allow(request, write=True, collection=str(body.alias))
         allow(request, write=True, collection=str(body.collection))
         db(request).create_alias(body.alias, body.collection)
         return _json({"alias": body.alias, "collection": body.collection})
 
-    @app.put("/v1/aliases/{alias}", tags=["aliases"], summary="switch_alias")
+    @app.put("/v1/aliases/{alias}", tags=["aliases"], summary="switch_alias", responses=errors(404))
     def switch_alias(request: Request, alias: str, body: AliasBody) -> Response:
         allow(request, write=True, collection=alias)
         allow(request, write=True, collection=str(body.collection))
         db(request).switch_alias(alias, body.collection)
         return _json({"alias": alias, "collection": body.collection})
 
-    @app.delete("/v1/aliases/{alias}", tags=["aliases"], summary="delete_alias")
+    @app.delete(
+        "/v1/aliases/{alias}", tags=["aliases"], summary="delete_alias", responses=errors(404)
+    )
     def delete_alias(request: Request, alias: str) -> Response:
         allow(request, write=True, collection=alias)
         db(request).delete_alias(alias)
@@ -404,20 +518,75 @@ def create_app(
 
     # -- migrations --------------------------------------------------------------------
 
-    def migration_reply(migration: latentdb.Migration, *, running: bool) -> Response:
-        status = dataclasses.asdict(migration.status())
+    def migration_wire(request: Request, status: latentdb.MigrationStatus) -> dict[str, Any]:
+        wire = dataclasses.asdict(status)
+        if wire["error"] is not None:
+            wire["error"] = scrub(wire["error"], request.app.state.database)
+        return wire
+
+    def migration_reply(
+        request: Request, migration: latentdb.Migration, *, running: bool
+    ) -> Response:
+        status = migration_wire(request, migration.status())
         return _json({"id": migration.id, "running": running, "status": status})
 
-    def find_migration(request: Request, migration_id: int) -> latentdb.Migration:
+    def find_migration(request: Request, migration_id: int, *, write: bool) -> latentdb.Migration:
+        # The key first, the lookup after: without a valid key, every id gets the same
+        # 401, so no answer tells which ids exist (issue 15, defect 6). A migration of a
+        # name the key may not use is as absent to it as in list_migrations.
+        key = allow(request, write=write)
         for migration in db(request).list_migrations():
-            if migration.id == migration_id:
-                allow(request, write=False, collection=migration.status().alias)
+            if migration.id != migration_id:
+                continue
+            status = migration.status()
+            if key is None or key.allows(status.alias):
+                if write:  # stopping it leaves its target part filled
+                    key_check(key, write=True, names={status.alias, status.target})
                 return migration
+            break
         raise NotFoundError(f"no migration {migration_id}")
 
-    @app.post("/v1/migrations", tags=["migrations"], summary="migrate (in the background)")
+    def key_check(key: ApiKey | None, *, write: bool, names: set[str]) -> None:
+        for name in sorted(names):
+            if key is not None:
+                key.check(write=write, collection=name)
+
+    def migration_names(database: Database, name: object, new_name: object) -> set[str]:
+        """Every name ``migrate(name, new_name=)`` creates, renames or writes: ``name``,
+        the new collection and, when ``name`` is a collection rather than an alias, the
+        name it is retired under (``docs`` -> ``docs-v1``); a resumed run's target."""
+        names = {str(name)} | ({str(new_name)} if new_name is not None else set())
+        if not isinstance(name, str):
+            return names  # the engine names what is wrong
+        aliases = database.list_aliases()
+        collections = set(database.list_collections())
+        if name not in aliases and name not in collections:
+            return names  # the engine says it is not found
+        source = aliases.get(name, name)
+        retired, default_new = version_names(
+            source, lambda candidate: candidate in aliases or candidate in collections
+        )
+        if name not in aliases:
+            names.add(retired)
+        for migration in database.list_migrations():
+            status = migration.status()
+            if status.alias == name and status.state == "running":
+                return names | {status.target}  # resumed: new_name is not used
+        return names | {default_new if new_name is None else str(new_name)}
+
+    @app.post(
+        "/v1/migrations",
+        tags=["migrations"],
+        summary="migrate (in the background)",
+        responses=errors(404, 409),
+    )
     def migrate(request: Request, body: MigrateBody) -> Response:
-        allow(request, write=True, collection=str(body.name))
+        key = allow(request, write=True, collection=str(body.name))
+        if key is not None and key.collections is not None:
+            # A key for some names must hold every name the migration touches, or it
+            # could create and rename collections outside them (issue 15, defect 5).
+            names = migration_names(db(request), body.name, body.new_name)
+            key_check(key, write=True, names=names)
         migration = db(request).migrate(
             body.name,
             embedder=body.embedder,
@@ -425,39 +594,48 @@ def create_app(
             new_name=body.new_name,
             background=True,
         )
-        return migration_reply(migration, running=True)
+        return migration_reply(request, migration, running=True)
 
-    @app.get("/v1/migrations", tags=["migrations"], summary="list_migrations")
+    @app.get("/v1/migrations", tags=["migrations"], summary="list_migrations", responses=errors())
     def list_migrations(request: Request) -> Response:
         key = allow(request, write=False)
         replies = []
         for migration in db(request).list_migrations():
             status = migration.status()
             if key is None or key.allows(status.alias):
-                replies.append({"id": migration.id, "status": dataclasses.asdict(status)})
+                replies.append({"id": migration.id, "status": migration_wire(request, status)})
         return _json(replies)
 
     @app.get(
         "/v1/migrations/{migration_id}",
         tags=["migrations"],
         summary="Migration status; ?wait=SECONDS waits for a background run to end",
+        responses=errors(404),
     )
-    def migration_status(request: Request, migration_id: int, wait: float = 0.0) -> Response:
-        migration = find_migration(request, migration_id)
+    def migration_status(
+        request: Request,
+        migration_id: int,
+        wait: float = Query(0.0, ge=0.0, allow_inf_nan=False, description="At most 30 s."),
+    ) -> Response:
+        migration = find_migration(request, migration_id, write=False)
         try:
-            migration.wait(min(max(wait, 0.0), 30.0))
+            migration.wait(min(wait, 30.0))
         except TimeoutError:
-            return migration_reply(migration, running=True)
+            return migration_reply(request, migration, running=True)
         except Exception:  # the run failed: status().error says how
             pass
-        return migration_reply(migration, running=False)
+        return migration_reply(request, migration, running=False)
 
-    @app.post("/v1/migrations/{migration_id}/stop", tags=["migrations"], summary="Migration.stop")
+    @app.post(
+        "/v1/migrations/{migration_id}/stop",
+        tags=["migrations"],
+        summary="Migration.stop",
+        responses=errors(404),
+    )
     def stop_migration(request: Request, migration_id: int) -> Response:
-        migration = find_migration(request, migration_id)
-        allow(request, write=True, collection=migration.status().alias)
+        migration = find_migration(request, migration_id, write=True)
         migration.stop()
-        return migration_reply(migration, running=False)
+        return migration_reply(request, migration, running=False)
 
     # -- records -----------------------------------------------------------------------
 
@@ -479,28 +657,45 @@ def create_app(
             "images": None if body.images is None else images(body.images),
         }
 
-    @app.post("/v1/collections/{name}/records", tags=["records"], summary="add")
+    @app.post(
+        "/v1/collections/{name}/records",
+        tags=["records"],
+        summary="add",
+        responses=errors(404, 409),
+    )
     def add(request: Request, name: str, body: WriteBody) -> Response:
         collection(request, name, write=True).add(body.ids, **write_arguments(body))
         return _json({"written": True})
 
-    @app.put("/v1/collections/{name}/records", tags=["records"], summary="upsert")
+    @app.put(
+        "/v1/collections/{name}/records",
+        tags=["records"],
+        summary="upsert",
+        responses=errors(404, 409),
+    )
     def upsert(request: Request, name: str, body: WriteBody) -> Response:
         collection(request, name, write=True).upsert(body.ids, **write_arguments(body))
         return _json({"written": True})
 
-    @app.patch("/v1/collections/{name}/records", tags=["records"], summary="update")
+    @app.patch(
+        "/v1/collections/{name}/records",
+        tags=["records"],
+        summary="update",
+        responses=errors(404, 409),
+    )
     def update(request: Request, name: str, body: WriteBody) -> Response:
         collection(request, name, write=True).update(body.ids, **write_arguments(body))
         return _json({"written": True})
 
-    @app.post("/v1/collections/{name}/delete", tags=["records"], summary="delete")
+    @app.post(
+        "/v1/collections/{name}/delete", tags=["records"], summary="delete", responses=errors(404)
+    )
     def delete(request: Request, name: str, body: DeleteBody) -> Response:
         found = collection(request, name, write=True)
         deleted = found.delete(body.ids, where=body.where, where_document=body.where_document)
         return _json({"deleted": deleted})
 
-    @app.post("/v1/collections/{name}/get", tags=["records"], summary="get")
+    @app.post("/v1/collections/{name}/get", tags=["records"], summary="get", responses=errors(404))
     def get(request: Request, name: str, body: GetBody) -> Response:
         if isinstance(body.ids, list):
             batch(len(body.ids), "ids")
@@ -514,7 +709,12 @@ def create_app(
         )
         return _json(get_result_to_wire(result, form(request)))
 
-    @app.post("/v1/collections/{name}/scroll", tags=["records"], summary="scroll, a page a call")
+    @app.post(
+        "/v1/collections/{name}/scroll",
+        tags=["records"],
+        summary="scroll, a page a call",
+        responses=errors(404),
+    )
     def scroll(request: Request, name: str, body: ScrollBody) -> Response:
         found = collection(request, name, write=False)
         token = body.after
@@ -538,11 +738,15 @@ def create_app(
             cursors.put_back(token, name, pages)
         return _json({"page": get_result_to_wire(page, form(request)), "after": token})
 
-    @app.get("/v1/collections/{name}/count", tags=["records"], summary="count")
+    @app.get(
+        "/v1/collections/{name}/count", tags=["records"], summary="count", responses=errors(404)
+    )
     def count(request: Request, name: str) -> Response:
         return _json({"count": collection(request, name, write=False).count()})
 
-    @app.post("/v1/collections/{name}/query", tags=["search"], summary="query")
+    @app.post(
+        "/v1/collections/{name}/query", tags=["search"], summary="query", responses=errors(404, 409)
+    )
     def query(request: Request, name: str, body: QueryBody) -> Response:
         batch(
             max(
@@ -573,17 +777,26 @@ def create_app(
 
     # -- index -------------------------------------------------------------------------
 
-    @app.post("/v1/collections/{name}/optimize", tags=["index"], summary="optimize")
+    @app.post(
+        "/v1/collections/{name}/optimize", tags=["index"], summary="optimize", responses=errors(404)
+    )
     def optimize(request: Request, name: str) -> Response:
         collection(request, name, write=True).optimize()
         return _json({"optimized": True})
 
-    @app.get("/v1/collections/{name}/index", tags=["index"], summary="index_status")
+    @app.get(
+        "/v1/collections/{name}/index",
+        tags=["index"],
+        summary="index_status",
+        responses=errors(404),
+    )
     def index_status(request: Request, name: str) -> Response:
         status = collection(request, name, write=False).index_status()
         return _json(dataclasses.asdict(status))
 
-    @app.post("/v1/collections/{name}/evaluate", tags=["index"], summary="evaluate")
+    @app.post(
+        "/v1/collections/{name}/evaluate", tags=["index"], summary="evaluate", responses=errors(404)
+    )
     def evaluate(request: Request, name: str, body: EvaluateBody) -> Response:
         batch(rows_of(body.queries), "queries")
         report = collection(request, name, write=False).evaluate(
@@ -591,17 +804,27 @@ def create_app(
         )
         return _json(dataclasses.asdict(report))
 
-    @app.put("/v1/collections/{name}/recall_target", tags=["index"], summary="set_recall_target")
+    @app.put(
+        "/v1/collections/{name}/recall_target",
+        tags=["index"],
+        summary="set_recall_target",
+        responses=errors(404),
+    )
     def set_recall_target(request: Request, name: str, body: RecallTargetBody) -> Response:
         collection(request, name, write=True).set_recall_target(body.target)
         return _json({"recall_target": body.target})
 
-    @app.post("/v1/collections/{name}/analyze", tags=["analysis"], summary="analyze")
+    @app.post(
+        "/v1/collections/{name}/analyze",
+        tags=["analysis"],
+        summary="analyze",
+        responses=errors(404),
+    )
     def analyze(request: Request, name: str, body: AnalyzeBody) -> Response:
         report = collection(request, name, write=False).analyze(sample=body.sample, k=body.k)
         return _json(report.to_dict())
 
-    @app.post("/v1/collections/{name}/map", tags=["analysis"], summary="map")
+    @app.post("/v1/collections/{name}/map", tags=["analysis"], summary="map", responses=errors(404))
     def map_records(request: Request, name: str, body: MapBody) -> Response:
         found = collection(request, name, write=False)
         space_map = found.map(method=body.method, sample=body.sample, where=body.where)

@@ -14,7 +14,7 @@ import latentdb
 from latentdb import AuthError, ForbiddenError, InvalidArgumentError
 from latentdb.cli import app
 from latentdb.server import ApiKey, Keyring, ServerThread, check_exposure, is_loopback
-from tests.server.conftest import DOCS_READER, DOCS_WRITER, READER, WRITER
+from tests.server.conftest import DOCS_READER, DOCS_WRITER, READER, WRITER, serving
 
 DIM = 4
 
@@ -152,3 +152,82 @@ def test_no_auth_only_on_loopback(tmp_path: Path) -> None:
     assert isinstance(result.exception, InvalidArgumentError)
     assert "loopback" in str(result.exception)
     assert not (tmp_path / "db").exists()  # refused before anything was opened
+
+
+MINE = "mine-writer-0123456789abcdef"
+MINE_ALL = "mine-all-writer-0123456789abcdef"
+OTHER = "other-writer-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def migrating(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """A keyed server with collection "mine" and keys scoped to it (and its versions)."""
+    keys = [
+        WRITER,
+        f"{READER}:read",
+        f"{MINE}:write:mine",
+        f"{MINE_ALL}:write:mine,mine-v1,mine-v2",
+        f"{OTHER}:write:other",
+    ]
+    with serving(tmp_path_factory.mktemp("migrating") / "db", keys=keys) as server:
+        with latentdb.connect(server.url, api_key=WRITER) as db:
+            collection = db.create_collection("mine", dimension=DIM, embedder=None)
+            collection.add(["a", "b", "c"], vectors=np.random.default_rng(0).random((3, DIM)))
+        yield server
+
+
+def test_a_migration_needs_every_name_it_creates_or_renames(migrating: ServerThread) -> None:
+    # Issue 15, defect 5: a key for "mine" created any collection with new_name=, and
+    # renamed "mine" to "mine-v1", neither of which it may touch.
+    with latentdb.connect(migrating.url, api_key=MINE) as db:
+        for new_name, outside in (("elsewhere", "elsewhere"), (None, "mine-v1"), ("x", "mine-v1")):
+            with pytest.raises(ForbiddenError, match=f"'{outside}'"):
+                db.migrate("mine", reduce=2, new_name=new_name)
+    with (
+        latentdb.connect(migrating.url, api_key=MINE_ALL) as db,
+        pytest.raises(ForbiddenError, match="'elsewhere'"),
+    ):
+        db.migrate("mine", reduce=2, new_name="elsewhere")
+    with latentdb.connect(migrating.url, api_key=WRITER) as db:
+        assert db.list_collections() == ["mine"]  # nothing created, nothing renamed
+        assert db.list_aliases() == {} and db.list_migrations() == []
+    with latentdb.connect(migrating.url, api_key=MINE_ALL) as db:
+        status = db.migrate("mine", reduce=2, background=False).status()
+        assert (status.source, status.target, status.state) == ("mine-v1", "mine-v2", "done")
+        assert db.list_aliases() == {"mine": "mine-v2"}
+
+
+def test_migration_routes_authenticate_before_looking_up(migrating: ServerThread) -> None:
+    # Issue 15, defect 6: without a key, an id that exists got 401 and one that does
+    # not got 404.
+    with latentdb.connect(migrating.url, api_key=WRITER) as db:
+        db.create_collection("other", dimension=DIM, embedder=None).add(
+            ["a", "b"], vectors=np.eye(DIM)[:2]
+        )
+        known = db.migrate("other", reduce=2, background=False).id
+    unknown = known + 1000
+    replies: dict[str, set[tuple[int, str]]] = {}
+    for key, label in ((None, "none"), ("not-a-known-key-at-all", "bad"), (READER, "reader")):
+        headers = {} if key is None else {"Authorization": f"Bearer {key}"}
+        for migration_id in (known, unknown):
+            stop = httpx.post(f"{migrating.url}/v1/migrations/{migration_id}/stop", headers=headers)
+            replies.setdefault(f"{label} stop", set()).add((stop.status_code, stop.text))
+            if key is None or label == "bad":
+                status = httpx.get(f"{migrating.url}/v1/migrations/{migration_id}", headers=headers)
+                replies.setdefault(label, set()).add((status.status_code, status.text))
+    # One answer whether the id exists or not.
+    assert all(len(answers) == 1 for answers in replies.values()), replies
+    assert {status for answers in replies.values() for status, _ in answers} == {401, 403}
+    # A key for other names sees no migration of "mine": as absent as an unknown id.
+    with latentdb.connect(migrating.url, api_key=MINE) as db:
+        theirs = [m for m in db.list_migrations() if m.status().alias == "other"]
+        assert theirs == []
+    for migration_id in (known, unknown):
+        reply = httpx.get(
+            f"{migrating.url}/v1/migrations/{migration_id}", headers={"X-API-Key": MINE}
+        )
+        assert (
+            reply.status_code == 404 and reply.json()["message"] == f"no migration {migration_id}"
+        )
+    reply = httpx.get(f"{migrating.url}/v1/migrations/{known}", headers={"X-API-Key": OTHER})
+    assert reply.status_code == 200 and reply.json()["status"]["alias"] == "other"
