@@ -109,8 +109,13 @@ class LatentSpace:
         """Refuse vectors that say they come from another model.
 
         Raises:
+            InvalidArgumentError: ``model`` is not a str.
             ModelMismatchError: ``model`` is given and is not this space's model.
         """
+        if model is not None and not isinstance(model, str):
+            raise InvalidArgumentError(
+                f"model must be a string (a model name) or None; got {type(model).__name__}"
+            )
         if model is not None and model != self.model:
             raise ModelMismatchError(
                 f"vectors from model {model!r} cannot enter a collection of model "

@@ -26,11 +26,16 @@ from latentdb.api._database import check_recall_target
 from latentdb.api._progress import progress_bar
 from latentdb.api._results import GetResult, QueryResult, RecallReport
 from latentdb.api._validation import (
+    MAX_K,
+    check_callable,
     check_documents,
+    check_flag,
     check_ids,
     check_include,
     check_metadatas,
     check_non_negative,
+    check_search_params,
+    check_texts,
 )
 from latentdb.embed import Embedder, ImageInput, get_embedder
 from latentdb.errors import (
@@ -192,7 +197,7 @@ class Collection:
         Returns:
             A :class:`RecallReport`.
         """
-        check_non_negative(k, "k", minimum=1)
+        check_non_negative(k, "k", minimum=1, maximum=MAX_K)
         check_non_negative(sample, "sample", minimum=1)
         matrix = None if queries is None else self.space.prepare(queries)
         database, state = self._database, self._state
@@ -361,6 +366,7 @@ class Collection:
         count = len(id_list)
         document_list = check_documents(documents, count)
         metadata_list = check_metadatas(metadatas, count)
+        check_callable(progress, "progress")
         matrix = self._vectors_for(vectors, document_list, count, model, progress, images)
         database, state = self._database, self._state
         store = database.store
@@ -436,6 +442,7 @@ class Collection:
         count = len(id_list)
         document_list = check_documents(documents, count)
         metadata_list = check_metadatas(metadatas, count)
+        check_callable(progress, "progress")
         if vectors is None and images is None and document_list is None and metadata_list is None:
             raise InvalidArgumentError("update needs vectors=, images=, documents= or metadatas=")
         matrix = None
@@ -675,9 +682,14 @@ class Collection:
         """
         # Written for speed: a one-vector query should cost little beyond the graph walk.
         fields = check_include(include, QUERY_FIELDS)
-        check_non_negative(k, "k", minimum=1)
+        check_non_negative(k, "k", minimum=1, maximum=MAX_K)
         if (vectors is not None) + (texts is not None) + (images is not None) != 1:
             raise InvalidArgumentError("query needs exactly one of vectors=, texts= or images=")
+        exact = check_flag(exact, "exact")
+        explain = check_flag(explain, "explain")
+        hybrid = check_flag(hybrid, "hybrid")
+        params = check_search_params(params)
+        text_list = None if texts is None else check_texts(texts)
         depth = k
         if hybrid:
             if texts is None:
@@ -689,10 +701,7 @@ class Collection:
         space.check_model(model)
         if images is not None:
             vectors = self._embed_images(images, None, None)
-        elif texts is not None:
-            text_list = [texts] if isinstance(texts, str) else list(texts)
-            if not text_list:
-                raise InvalidArgumentError("texts must not be empty")
+        elif text_list is not None:
             vectors = self._embed(text_list, None)
         queries = space.prepare(vectors, copy=False)
         condition = parse_where(where)
@@ -731,8 +740,7 @@ class Collection:
                 )
             scores = None
             if hybrid:
-                assert texts is not None
-                text_list = [texts] if isinstance(texts, str) else list(texts)
+                assert text_list is not None
                 sql = _sql_filters(where, where_document)
                 fused = []
                 for position, text in enumerate(text_list):
@@ -801,7 +809,7 @@ class Collection:
             InvalidArgumentError: sample under 3, k under 1, or fewer than k + 2 records.
         """
         check_non_negative(sample, "sample", minimum=3)
-        check_non_negative(k, "k", minimum=1)
+        check_non_negative(k, "k", minimum=1, maximum=MAX_K)
         database, state = self._database, self._state
         with steps_bar(f"analyzing {self.name}", 8) as steps:
             steps.advance("reading vectors")

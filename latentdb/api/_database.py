@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from latentdb.api._validation import check_collection_name, check_non_negative
+from latentdb.api._validation import (
+    MAX_DIMENSION,
+    check_callable,
+    check_collection_name,
+    check_flag,
+    check_name,
+    check_non_negative,
+    check_text,
+)
 from latentdb.embed import get_embedder
 from latentdb.errors import (
     CollectionExistsError,
@@ -225,6 +233,11 @@ class Database:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        if not isinstance(path, str | os.PathLike):
+            raise InvalidArgumentError(
+                f"path must be a folder (str or path); got {type(path).__name__}"
+            )
+        check_text(os.fspath(path), "path")
         self.path = Path(path)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -343,12 +356,14 @@ class Database:
         embedder: str | None,
         model: str | None,
     ) -> tuple[LatentSpace, str | None]:
-        if metric not in METRICS:
+        if not isinstance(metric, str) or metric not in METRICS:
             raise InvalidArgumentError(
                 f"metric must be one of {', '.join(METRICS)}; got {metric!r}"
             )
         if dimension is not None:
-            check_non_negative(dimension, "dimension", minimum=1)
+            check_non_negative(dimension, "dimension", minimum=1, maximum=MAX_DIMENSION)
+        check_text(embedder, "embedder", optional=True)
+        check_text(model, "model", optional=True)
         if embedder is None or embedder == "external":
             if dimension is None:
                 raise InvalidArgumentError(
@@ -390,7 +405,9 @@ class Database:
 
         Raises:
             CollectionNotFoundError: no collection or alias has that name.
+            InvalidArgumentError: ``name`` is not a string.
         """
+        check_name(name)
         with self.store.lock:
             target = self._alias_targets().get(name)
             if target is not None:
@@ -413,6 +430,7 @@ class Database:
             InvalidArgumentError: a bad name.
         """
         check_collection_name(alias)
+        check_name(collection, "collection")
         store = self.store
         with store.write():
             row = self._alias_target_row(collection)
@@ -426,7 +444,10 @@ class Database:
 
         Raises:
             CollectionNotFoundError: no such alias, or no collection ``collection``.
+            InvalidArgumentError: a name is not a string.
         """
+        check_name(alias, "alias")
+        check_name(collection, "collection")
         store = self.store
         with store.write():
             if alias not in store.aliases():
@@ -440,7 +461,9 @@ class Database:
 
         Raises:
             CollectionNotFoundError: no such alias.
+            InvalidArgumentError: ``alias`` is not a string.
         """
+        check_name(alias, "alias")
         store = self.store
         with store.write():
             if not store.delete_alias(alias):
@@ -502,6 +525,14 @@ class Database:
         """
         from latentdb.api._migration import Migration, version_names
 
+        check_name(name)
+        check_text(embedder, "embedder", optional=True)
+        if reduce is not None:
+            check_non_negative(reduce, "reduce", minimum=1, maximum=MAX_DIMENSION)
+        if new_name is not None:
+            check_collection_name(new_name)
+        background = check_flag(background, "background")
+        check_callable(progress, "progress")
         store = self.store
         with store.write():
             source = self._resolve(name)
@@ -712,6 +743,7 @@ class Database:
             CollectionExistsError: it exists in another latent space than the one asked.
             and whatever :meth:`create_collection` raises.
         """
+        check_collection_name(name)
         try:
             row: CollectionRow | None = self._resolve(name)
         except CollectionNotFoundError:
@@ -747,8 +779,9 @@ class Database:
         Raises:
             CollectionNotFoundError: there is none.
             InvalidArgumentError: ``name`` is an alias, an alias points at the
-                collection, or a migration is re-embedding it.
+                collection, or a migration is re-embedding it; ``name`` is not a string.
         """
+        check_name(name)
         store = self.store
         with store.write():
             row = store.collection_by_name(name)

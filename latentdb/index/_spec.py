@@ -8,7 +8,14 @@ from typing import Any, Literal, get_args
 
 from latentdb.errors import InvalidArgumentError
 
-__all__ = ["AUTO_MIN_ROWS", "INDEX_KINDS", "SEARCH_PARAMS", "IndexKind", "IndexSpec"]
+__all__ = [
+    "AUTO_MIN_ROWS",
+    "FIELD_RANGES",
+    "INDEX_KINDS",
+    "SEARCH_PARAMS",
+    "IndexKind",
+    "IndexSpec",
+]
 
 IndexKind = Literal["auto", "flat", "hnsw", "hnsw-sq8", "ivf", "ivf-pq"]
 INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
@@ -19,6 +26,28 @@ INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
 # 20k rows the scan is fast enough that the build does not pay (bench numbers in the
 # closing note of the ANN issue). The growing segment seals at the same size.
 AUTO_MIN_ROWS = 20_000
+
+# What faiss can build and search, per field (issue 15: m=10**12 was accepted and every
+# later optimize() failed):
+# - m: HNSW keeps 2*m neighbours per node at level 0 (4 bytes each); 256 is 2 KiB per
+#   vector of links, past which the graph costs more than the vectors for any
+#   dimension we hold; hnswlib and faiss advise 4-64.
+# - ef_construction: the build's beam; recall stops improving long before 4,096 (ann-
+#   benchmarks sweeps up to 800) while build time grows in proportion.
+# - nlist: IVF lists; k-means wants >= 39 training rows per list, and the default 4 *
+#   sqrt(rows) reaches 65,536 only at 268M rows, past one machine.
+# - pq_bytes: PQ sub-quantizers of 8 bits; a value that does not divide the dimension
+#   is lowered until it does when the index is built, and 4,096 bytes would not
+#   compress even a 4,096-d float32 vector much.
+# - seal_rows: the growing segment is scanned exactly; past 10M rows a scan of it costs
+#   seconds per query, so a bigger value could never be what anyone wants.
+FIELD_RANGES: dict[str, tuple[int, int]] = {
+    "m": (2, 256),
+    "ef_construction": (2, 4096),
+    "nlist": (1, 65_536),
+    "pq_bytes": (1, 4096),
+    "seal_rows": (2, 10_000_000),
+}
 
 # The knobs query(params=...) accepts, by index kind.
 SEARCH_PARAMS: dict[str, frozenset[str]] = {
@@ -55,19 +84,19 @@ class IndexSpec:
     seal_rows: int = AUTO_MIN_ROWS
 
     def __post_init__(self) -> None:
-        if self.kind not in INDEX_KINDS:
+        if not isinstance(self.kind, str) or self.kind not in INDEX_KINDS:
             raise InvalidArgumentError(
                 f"index kind must be one of {', '.join(INDEX_KINDS)}; got {self.kind!r}"
             )
-        for name in ("m", "ef_construction", "seal_rows"):
+        for name, (low, high) in FIELD_RANGES.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 2:
-                raise InvalidArgumentError(f"index {name} must be an integer >= 2; got {value!r}")
-        for name in ("nlist", "pq_bytes"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is None and name in ("nlist", "pq_bytes"):
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise InvalidArgumentError(
-                    f"index {name} must be a positive integer; got {value!r}"
+                    f"index {name} must be an integer from {low:,} to {high:,}"
+                    f"{' (or None: chosen from the rows)' if name in ('nlist', 'pq_bytes') else ''}"
+                    f"; got {value!r}"
                 )
 
     @classmethod
@@ -78,9 +107,12 @@ class IndexSpec:
         if isinstance(value, str):
             return cls(kind=value)  # type: ignore[arg-type]  # checked in __post_init__
         if isinstance(value, Mapping):
-            unknown = set(value) - set(cls.__dataclass_fields__)
+            unknown = [key for key in value if key not in cls.__dataclass_fields__]
             if unknown:
-                raise InvalidArgumentError(f"unknown index settings {sorted(unknown)}")
+                raise InvalidArgumentError(
+                    f"unknown index settings {', '.join(sorted(map(repr, unknown)))}; "
+                    f"expected any of {', '.join(sorted(cls.__dataclass_fields__))}"
+                )
             return cls(**value)
         raise InvalidArgumentError(f"index must be a kind name or an IndexSpec; got {value!r}")
 
