@@ -38,8 +38,7 @@ from latentdb import (
     ReadOnlyError,
     StorageError,
 )
-from latentdb.store import DATABASE_FILE
-from latentdb.store._connection import storage_error
+from latentdb.store import DATABASE_FILE, storage_error
 
 WORKER_PATH = Path(__file__).parent / "_workers" / "fault_worker.py"
 _spec = importlib.util.spec_from_file_location("_fault_worker", WORKER_PATH)

@@ -1,6 +1,7 @@
 """The durable store (SQLite): collections, records, the write sequence, tombstones,
-aliases and migrations."""
+aliases and migrations. Storage failures come out as named errors (``storage_error``)."""
 
+from latentdb.store._connection import storage_error
 from latentdb.store._sqlite import (
     DATABASE_FILE,
     Changes,
@@ -22,5 +23,6 @@ __all__ = [
     "Store",
     "StoredRecord",
     "blobs_to_vectors",
+    "storage_error",
     "vectors_to_blobs",
 ]

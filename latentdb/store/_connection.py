@@ -174,14 +174,14 @@ class GuardedConnection(sqlite3.Connection):
     files: tuple[Path, ...] = ()
 
     def execute(self, sql: str, parameters: Any = (), /) -> GuardedCursor:
-        cursor = self.cursor(GuardedCursor)
+        cursor = GuardedCursor(self)
         try:
             return cursor.execute(sql, parameters)
         except sqlite3.Error as error:
             raise (storage_error(error, self.files) or error) from error
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> GuardedCursor:
-        cursor = self.cursor(GuardedCursor)
+        cursor = GuardedCursor(self)
         try:
             return cursor.executemany(sql, parameters)
         except sqlite3.Error as error:
