@@ -47,11 +47,16 @@ from latentdb.api import Collection, GetResult, IndexStatus, QueryResult, Recall
 from latentdb.api._collection import GET_FIELDS, QUERY_FIELDS, _sql_filters
 from latentdb.api._database import check_recall_target
 from latentdb.api._validation import (
+    MAX_K,
+    check_callable,
     check_documents,
+    check_flag,
     check_ids,
     check_include,
     check_metadatas,
     check_non_negative,
+    check_search_params,
+    check_texts,
 )
 from latentdb.distributed._merge import (
     assemble,
@@ -274,6 +279,7 @@ class ShardedCollection(Collection):
         count = len(id_list)
         document_list = check_documents(documents, count)
         check_metadatas(metadatas, count)
+        check_callable(progress, "progress")
         metadata_list = None if metadatas is None else list(metadatas)  # type: ignore[call-overload]
         matrix = self._raw_vectors(vectors, document_list, count, model, progress, images)
         group = self._group()
@@ -336,6 +342,7 @@ class ShardedCollection(Collection):
         count = len(id_list)
         document_list = check_documents(documents, count)
         check_metadatas(metadatas, count)
+        check_callable(progress, "progress")
         metadata_list = None if metadatas is None else list(metadatas)
         if vectors is None and images is None and document_list is None and metadata_list is None:
             raise InvalidArgumentError("update needs vectors=, images=, documents= or metadatas=")
@@ -519,10 +526,13 @@ class ShardedCollection(Collection):
                 raises.
         """
         fields = check_include(include, QUERY_FIELDS)
-        check_non_negative(k, "k", minimum=1)
+        check_non_negative(k, "k", minimum=1, maximum=MAX_K)
         if (vectors is not None) + (texts is not None) + (images is not None) != 1:
             raise InvalidArgumentError("query needs exactly one of vectors=, texts= or images=")
-        if hybrid:
+        exact = check_flag(exact, "exact")
+        explain = check_flag(explain, "explain")
+        params = check_search_params(params)
+        if check_flag(hybrid, "hybrid"):
             raise InvalidArgumentError(
                 "hybrid search is not available on a sharded collection: its BM25 ranking "
                 "and rank fusion need every document in one place; query vectors or texts "
@@ -533,10 +543,7 @@ class ShardedCollection(Collection):
         if images is not None:
             vectors = self._embed_images(images, None, None)
         elif texts is not None:
-            text_list = [texts] if isinstance(texts, str) else list(texts)
-            if not text_list:
-                raise InvalidArgumentError("texts must not be empty")
-            vectors = self._embed(text_list, None)
+            vectors = self._embed(check_texts(texts), None)
         count = space.prepare(vectors, copy=False).shape[0]
         parse_where(where)
         compile_where_document(where_document)
@@ -570,7 +577,7 @@ class ShardedCollection(Collection):
         ``sample`` stored rows are the queries (their own id is not counted), rows
         that the shards' indexes hold, so recall reads high (``source`` says so).
         Speeds are one query at a time, fan-out and merge included."""
-        check_non_negative(k, "k", minimum=1)
+        check_non_negative(k, "k", minimum=1, maximum=MAX_K)
         check_non_negative(sample, "sample", minimum=1)
         own: list[str] | None = None
         if queries is None:
@@ -625,7 +632,7 @@ class ShardedCollection(Collection):
         (the report measures queries against every row), so it needs the memory of
         the whole collection here; the index figures come from :meth:`evaluate`."""
         check_non_negative(sample, "sample", minimum=3)
-        check_non_negative(k, "k", minimum=1)
+        check_non_negative(k, "k", minimum=1, maximum=MAX_K)
         name, space = self.name, self.space
         with steps_bar(f"analyzing {name}", 8) as steps:
             steps.advance("reading vectors")
