@@ -43,6 +43,7 @@ from latentdb.errors import (
     EmbedderError,
     InvalidArgumentError,
     ModelMismatchError,
+    ReadOnlyError,
     RecordNotFoundError,
 )
 from latentdb.index import IndexStatus
@@ -159,6 +160,11 @@ class Collection:
         ``auto`` threshold (or with ``index="flat"``) stays exact.
         """
         database, state = self._database, self._state
+        if database.store.read_only:
+            raise ReadOnlyError(
+                f"collection {state.row.name!r} is in a read-only database: optimize() "
+                "writes index files, only reads are possible"
+            )
         # One build at a time per collection, across processes: a second caller waits,
         # then starts from what the first one saved.
         with database.build_lock(state):

@@ -19,6 +19,7 @@ rows are rebuilt from the store.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -36,7 +37,13 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from latentdb.errors import InvalidArgumentError, LatentDBWarning
+from latentdb.errors import (
+    DiskFullError,
+    InvalidArgumentError,
+    LatentDBWarning,
+    ReadOnlyError,
+    StorageError,
+)
 from latentdb.index._flat import FlatIndex, exact_search
 from latentdb.index._lock import BuildLock
 from latentdb.index._sealed import DEFAULT_PARAMS, Checksums, SealedSegment, merge_hits
@@ -343,10 +350,11 @@ class SegmentedIndex:
         if keys.size and self.sealed:
             keep = np.ones(keys.shape[0], dtype=bool)
             for _, segment in self.sealed:
-                _, held = segment.rows_of(keys)
+                rows, held = segment.rows_of(keys)
                 if sequences is not None:
                     # This very version is in the segment already: nothing changed.
-                    current = segment.current(keys, sequences)
+                    current = held.copy()
+                    current[held] = segment.sequences[rows[held]] == sequences[held]
                     keep &= ~current
                     held &= ~current
                 segment.remove(keys[held])
@@ -770,8 +778,12 @@ class SegmentedIndex:
         name = f"seg-{uuid.uuid4().hex[:12]}"
         if self.folder is not None:
             partial = self.folder / f"{name}.partial"
-            self._checksums[name] = segment.save(partial)
-            os.replace(partial, self.folder / name)
+            try:
+                self._checksums[name] = segment.save(partial)
+                os.replace(partial, self.folder / name)
+            except (OSError, RuntimeError) as error:  # faiss's writer raises RuntimeError
+                shutil.rmtree(partial, ignore_errors=True)
+                raise _file_error(error, "writing an index segment") from error
         return name
 
     def _save(self) -> None:
@@ -779,7 +791,6 @@ class SegmentedIndex:
         folders it no longer names."""
         if self.folder is None:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
         sealed = []
         for name, segment in self.sealed:
             if name not in self._checksums or not (self.folder / name).is_dir():
@@ -796,7 +807,11 @@ class SegmentedIndex:
             "tuned_rows": self.tuned_rows,
             "tuned_recall": self.tuned_recall,
         }
-        _write_manifest(self.folder / MANIFEST, manifest)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            _write_manifest(self.folder / MANIFEST, manifest)
+        except OSError as error:
+            raise _file_error(error, "writing the index manifest") from error
         self._manifest_seen = _file_token(self.folder / MANIFEST)
         names = {name for name, _ in self.sealed}
         self._checksums = {name: self._checksums[name] for name in names}
@@ -1038,6 +1053,18 @@ class SegmentedIndex:
             recall_target=self.recall_target,
             tuned_recall=self.tuned_recall,
         )
+
+
+def _file_error(error: OSError | RuntimeError, doing: str) -> StorageError:
+    """The named error for an index file that could not be written."""
+    if not isinstance(error, OSError):
+        return StorageError(f"{doing} failed: {error}")
+    said = f"{doing} failed: {error.strerror or error}"
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return ReadOnlyError(f"{said}; the index folder is read-only, only reads are possible")
+    if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return DiskFullError(f"{said}; the disk is full (the store is untouched)")
+    return StorageError(said)
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

@@ -969,14 +969,23 @@ class Store:
     def versions(self, collection_id: int) -> tuple[KeyArray, KeyArray, list[str]]:
         """Every record of a collection as (keys int64 (n,) ascending, the write
         sequence of each, ids), read consistently."""
+        # Two queries, each answered from an index alone (records_by_seq and the
+        # (collection_id, id) one): one query of all three columns reads the table's
+        # pages, vectors and all, and took 2.4x as long at 100k rows.
         with self.read():
-            rows = self._connection.execute(
-                "SELECT key, seq, id FROM records WHERE collection_id = ? ORDER BY key",
-                (collection_id,),
+            connection = self._connection
+            pairs = connection.execute(
+                "SELECT key, seq FROM records WHERE collection_id = ?", (collection_id,)
             ).fetchall()
-        keys = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        sequences = np.fromiter((row[1] for row in rows), dtype=np.int64, count=len(rows))
-        return keys, sequences, [row[2] for row in rows]
+            named = connection.execute(
+                "SELECT key, id FROM records WHERE collection_id = ?", (collection_id,)
+            ).fetchall()
+        keys = np.fromiter((row[0] for row in pairs), dtype=np.int64, count=len(pairs))
+        sequences = np.fromiter((row[1] for row in pairs), dtype=np.int64, count=len(pairs))
+        order = np.argsort(keys, kind="stable")
+        ids_by_key = dict(named)
+        keys, sequences = keys[order], sequences[order]
+        return keys, sequences, [ids_by_key[key] for key in keys.tolist()]
 
     # -- records: writes (inside write()) ----------------------------------------------
 

@@ -93,6 +93,7 @@ def read_everything(folder: Path) -> dict[str, Any]:
             "create_collection": lambda: db.create_collection(
                 "another", dimension=DIMENSION, embedder=None
             ),
+            "optimize": lambda: first.optimize(),  # writes index files, not the store
         }
         for kind, action in writes.items():
             report["writes"][kind] = attempt(action)

@@ -7,7 +7,9 @@ processes optimizing one collection take turns.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -22,6 +24,7 @@ import pytest
 import latentdb
 from latentdb import LatentDBWarning
 from latentdb.index import _segments
+from latentdb.index._sealed import SealedSegment
 
 ROWS = 3000
 DIMENSION = 16
@@ -306,3 +309,37 @@ def test_two_processes_optimizing_at_once_take_turns(tmp_path: Path) -> None:
             hits = collection.query(vectors=vectors[:20], k=1, exact=True)
             assert [row[0] for row in hits.ids] == [f"r{i}" for i in range(20)]
             assert len(segment_folders(database)) == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        (errno.ENOSPC, latentdb.DiskFullError),
+        (errno.EACCES, latentdb.ReadOnlyError),
+        (errno.EIO, latentdb.StorageError),
+    ],
+)
+def test_an_index_file_that_cannot_be_written_is_a_named_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, error: type[Exception]
+) -> None:
+    vectors = clustered(ROWS)
+    with latentdb.connect(tmp_path) as database:
+        collection = database.create_collection(
+            "c", dimension=DIMENSION, embedder=None, index="hnsw"
+        )
+        collection.add([f"r{i}" for i in range(ROWS)], vectors=vectors)
+
+        def refused(self: SealedSegment, folder: Path) -> None:
+            folder.mkdir(parents=True)
+            raise OSError(code, os.strerror(code))
+
+        monkeypatch.setattr(SealedSegment, "save", refused)
+        with pytest.raises(error) as raised:
+            collection.optimize()
+        assert isinstance(raised.value.__cause__, OSError)
+        assert not list(index_folder(database).glob("*.partial"))
+        assert collection.count() == ROWS  # the store is untouched, and still searched
+        assert collection.query(vectors=vectors[:3], k=1).ids == [["r0"], ["r1"], ["r2"]]
+        monkeypatch.undo()
+        collection.optimize()
+        assert collection.index_status().indexed > 0
