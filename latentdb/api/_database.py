@@ -915,7 +915,7 @@ class Database:
             keys, sequences, ids = store.versions(collection_id)
             missing = index.reconcile(keys, sequences)
             state.index = index
-            state.ids = IdsByKey(dict(zip(keys.tolist(), ids, strict=True)))
+            state.ids = IdsByKey(ids)
             if missing.size == keys.size:  # nothing live in a segment: read everything
                 state.apply(store.changes_since(collection_id, 0, dimension=dimension))
             else:
