@@ -355,3 +355,17 @@ def test_index_settings_at_their_bounds_build(db: Database) -> None:
     collection.optimize()
     assert collection.index_status().kind == "hnsw"
     assert collection.query(vectors=rows(64)[5], k=1, include=[]).ids == [["5"]]
+
+
+@pytest.mark.embedded_only
+def test_migration_methods_check_their_arguments(seeded: tuple[Database, Collection]) -> None:
+    """Defect 10, the Migration that migrate() returns (the client has its own)."""
+    db, _ = seeded
+    migration = db.migrate("c", reduce=4, background=False)
+    for timeout in (-1, "1", float("nan"), True):
+        with pytest.raises(InvalidArgumentError, match="timeout"):
+            migration.wait(timeout=timeout)  # type: ignore[arg-type]
+    for call in (migration.run, migration.start):
+        with pytest.raises(InvalidArgumentError, match="progress"):
+            call(5)  # type: ignore[arg-type]
+    assert migration.wait(timeout=0).state == "done"

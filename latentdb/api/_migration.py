@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from latentdb.errors import CollectionNotFoundError
+from latentdb.api._validation import check_callable
+from latentdb.errors import CollectionNotFoundError, InvalidArgumentError
 from latentdb.store import MigrationRow
 
 if TYPE_CHECKING:
@@ -150,6 +151,7 @@ class Migration:
 
     def start(self, progress: MigrationProgress | None = None) -> Migration:
         """Run in a background thread (see :meth:`run`); returns at once."""
+        check_callable(progress, "progress")
         if self._thread is not None and self._thread.is_alive():
             return self
         self._stop.clear()
@@ -171,7 +173,14 @@ class Migration:
 
         Raises:
             TimeoutError: still running after ``timeout`` seconds.
+            InvalidArgumentError: ``timeout`` is not None or a number >= 0.
         """
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 <= timeout < float("inf")
+        ):
+            raise InvalidArgumentError(f"timeout must be None or seconds >= 0; got {timeout!r}")
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
@@ -194,7 +203,9 @@ class Migration:
         Raises:
             EmbedderError: a source row has no document (written after the start), or
                 the embedder failed; fix the row and run again to resume.
+            InvalidArgumentError: ``progress`` is not callable.
         """
+        check_callable(progress, "progress")
         row = self._current()
         if row.state == "done":
             return self.status()

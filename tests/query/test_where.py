@@ -183,7 +183,8 @@ def field_conditions() -> st.SearchStrategy[dict[str, Any]]:
         st.builds(
             lambda o, v: {o: v},
             st.sampled_from(["$in", "$nin"]),
-            st.lists(scalars, min_size=1, max_size=3),
+            # past 4 values the columns match with np.isin, one pass per kind
+            st.lists(scalars, min_size=1, max_size=8),
         ),
         st.builds(lambda o, v: {o: v}, st.sampled_from(["$gt", "$gte", "$lt", "$lte"]), numbers),
         st.builds(lambda v: {"$exists": v}, st.booleans()),
