@@ -14,6 +14,7 @@ run as) writes through any file mode, so the read-only check drops to another us
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
@@ -23,6 +24,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,9 +37,11 @@ from latentdb import (
     CorruptDatabaseError,
     DiskFullError,
     ForeignDatabaseError,
+    LatentDBWarning,
     ReadOnlyError,
     StorageError,
 )
+from latentdb.index._sealed import SealedSegment
 from latentdb.store import DATABASE_FILE, storage_error
 
 WORKER_PATH = Path(__file__).parent / "_workers" / "fault_worker.py"
@@ -385,3 +389,132 @@ def test_statement_errors_are_left_to_the_caller() -> None:
 
 
 # -- 2. segment files -------------------------------------------------------------------
+
+SEGMENT_ROWS = 3000
+SEGMENT_DIMENSION = 16
+
+
+def clustered(rows: int, seed: int = 0) -> np.ndarray:
+    """Unit vectors around 30 centres: a space with neighbourhoods, like embeddings."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((30, SEGMENT_DIMENSION))
+    points = centres[rng.integers(0, 30, rows)]
+    points = points + 0.3 * rng.standard_normal((rows, SEGMENT_DIMENSION))
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    return points.astype(np.float32)
+
+
+def index_folder(database: latentdb.Database) -> Path:
+    (folder,) = (database.path / "indexes").iterdir()
+    return folder
+
+
+def segment_folders(database: latentdb.Database) -> list[Path]:
+    manifest = json.loads((index_folder(database) / "manifest.json").read_text())
+    return [index_folder(database) / entry["name"] for entry in manifest["segments"]]
+
+
+def garble(path: Path, *, truncate: bool) -> None:
+    data = bytearray(path.read_bytes())
+    if truncate:
+        path.write_bytes(bytes(data[: len(data) // 2]))
+        return
+    start = (len(data) // 2) & ~4095 if len(data) > 8192 else 0
+    block = np.random.default_rng(len(data)).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    data[start : start + 4096] = block[: len(data) - start]
+    path.write_bytes(bytes(data))
+
+
+SEGMENT_FILES = [
+    ("hnsw", {}, "index.faiss"),
+    ("hnsw", {}, "keys.npy"),
+    ("hnsw", {}, "sequences.npy"),
+    ("hnsw", {}, "segment.json"),
+    ("hnsw-sq8", {}, "vectors.npy"),
+    ("hnsw", {"reduce": 8}, "projection.npy"),
+    ("ivf-pq", {}, "index.faiss"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("truncate", [False, True], ids=["garbled", "truncated"])
+@pytest.mark.parametrize(("kind", "options", "file"), SEGMENT_FILES, ids=lambda v: str(v))
+def test_a_damaged_segment_file_is_caught_and_rebuilt(
+    tmp_path: Path, kind: str, options: dict[str, Any], file: str, truncate: bool
+) -> None:
+    vectors = clustered(SEGMENT_ROWS)
+    ids = [f"r{i}" for i in range(SEGMENT_ROWS)]
+    with latentdb.connect(tmp_path) as database:
+        collection = database.create_collection(
+            "c", dimension=SEGMENT_DIMENSION, embedder=None, index=kind, **options
+        )
+        collection.add(ids, vectors=vectors)
+        collection.optimize()
+        (segment,) = segment_folders(database)
+    garble(segment / file, truncate=truncate)
+    with latentdb.connect(tmp_path) as database:
+        collection = database.get_collection("c")
+        with pytest.warns(LatentDBWarning, match="fails its checksum|holds files"):
+            hits = collection.query(vectors=vectors[:50], k=10)
+        assert [row[0] for row in hits.ids] == ids[:50]  # every row is back, from the store
+        assert collection.count() == SEGMENT_ROWS
+        collection.optimize()  # and the index is built again
+        assert collection.index_status().indexed > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with latentdb.connect(tmp_path) as database:
+            collection = database.get_collection("c")
+            assert collection.query(vectors=vectors[:1], k=1).ids == [["r0"]]
+
+
+def test_a_garbled_manifest_is_caught(tmp_path: Path) -> None:
+    vectors = clustered(SEGMENT_ROWS)
+    with latentdb.connect(tmp_path) as database:
+        collection = database.create_collection(
+            "c", dimension=SEGMENT_DIMENSION, embedder=None, index="hnsw"
+        )
+        collection.add([f"r{i}" for i in range(SEGMENT_ROWS)], vectors=vectors)
+        collection.optimize()
+        manifest = index_folder(database) / "manifest.json"
+    text = json.loads(manifest.read_text())
+    text["tuned_rows"] += 1  # still valid JSON, but not what was written
+    manifest.write_text(json.dumps(text))
+    with latentdb.connect(tmp_path) as database:
+        collection = database.get_collection("c")
+        with pytest.warns(LatentDBWarning, match="manifest"):
+            assert collection.count() == SEGMENT_ROWS
+            assert collection.query(vectors=vectors[5:6], k=1).ids == [["r5"]]
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        (errno.ENOSPC, latentdb.DiskFullError),
+        (errno.EACCES, latentdb.ReadOnlyError),
+        (errno.EIO, latentdb.StorageError),
+    ],
+)
+def test_an_index_file_that_cannot_be_written_is_a_named_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, error: type[Exception]
+) -> None:
+    vectors = clustered(SEGMENT_ROWS)
+    with latentdb.connect(tmp_path) as database:
+        collection = database.create_collection(
+            "c", dimension=SEGMENT_DIMENSION, embedder=None, index="hnsw"
+        )
+        collection.add([f"r{i}" for i in range(SEGMENT_ROWS)], vectors=vectors)
+
+        def refused(self: SealedSegment, folder: Path) -> None:
+            folder.mkdir(parents=True)
+            raise OSError(code, os.strerror(code))
+
+        monkeypatch.setattr(SealedSegment, "save", refused)
+        with pytest.raises(error) as raised:
+            collection.optimize()
+        assert isinstance(raised.value.__cause__, OSError)
+        assert not list(index_folder(database).glob("*.partial"))
+        assert collection.count() == SEGMENT_ROWS  # the store is untouched, and still searched
+        assert collection.query(vectors=vectors[:3], k=1).ids == [["r0"], ["r1"], ["r2"]]
+        monkeypatch.undo()
+        collection.optimize()
+        assert collection.index_status().indexed > 0

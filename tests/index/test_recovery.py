@@ -7,9 +7,7 @@ processes optimizing one collection take turns.
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -22,9 +20,7 @@ import numpy as np
 import pytest
 
 import latentdb
-from latentdb import LatentDBWarning
 from latentdb.index import _segments
-from latentdb.index._sealed import SealedSegment
 
 ROWS = 3000
 DIMENSION = 16
@@ -133,78 +129,6 @@ def test_a_segment_row_counts_only_at_the_sequence_it_indexed(tmp_path: Path) ->
             assert [row[0] for row in hits.ids] == ids
 
 
-def garble(path: Path, *, truncate: bool) -> None:
-    data = bytearray(path.read_bytes())
-    if truncate:
-        path.write_bytes(bytes(data[: len(data) // 2]))
-        return
-    start = (len(data) // 2) & ~4095 if len(data) > 8192 else 0
-    block = np.random.default_rng(len(data)).integers(0, 256, 4096, dtype=np.uint8).tobytes()
-    data[start : start + 4096] = block[: len(data) - start]
-    path.write_bytes(bytes(data))
-
-
-SEGMENT_FILES = [
-    ("hnsw", {}, "index.faiss"),
-    ("hnsw", {}, "keys.npy"),
-    ("hnsw", {}, "sequences.npy"),
-    ("hnsw", {}, "segment.json"),
-    ("hnsw-sq8", {}, "vectors.npy"),
-    ("hnsw", {"reduce": 8}, "projection.npy"),
-    ("ivf-pq", {}, "index.faiss"),
-]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("truncate", [False, True], ids=["garbled", "truncated"])
-@pytest.mark.parametrize(("kind", "options", "file"), SEGMENT_FILES, ids=lambda v: str(v))
-def test_a_damaged_segment_file_is_caught_and_rebuilt(
-    tmp_path: Path, kind: str, options: dict[str, Any], file: str, truncate: bool
-) -> None:
-    vectors = clustered(ROWS)
-    ids = [f"r{i}" for i in range(ROWS)]
-    with latentdb.connect(tmp_path) as database:
-        collection = database.create_collection(
-            "c", dimension=DIMENSION, embedder=None, index=kind, **options
-        )
-        collection.add(ids, vectors=vectors)
-        collection.optimize()
-        (segment,) = segment_folders(database)
-    garble(segment / file, truncate=truncate)
-    with latentdb.connect(tmp_path) as database:
-        collection = database.get_collection("c")
-        with pytest.warns(LatentDBWarning, match="fails its checksum|holds files"):
-            hits = collection.query(vectors=vectors[:50], k=10)
-        assert [row[0] for row in hits.ids] == ids[:50]  # every row is back, from the store
-        assert collection.count() == ROWS
-        collection.optimize()  # and the index is built again
-        assert collection.index_status().indexed > 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        with latentdb.connect(tmp_path) as database:
-            collection = database.get_collection("c")
-            assert collection.query(vectors=vectors[:1], k=1).ids == [["r0"]]
-
-
-def test_a_garbled_manifest_is_caught(tmp_path: Path) -> None:
-    vectors = clustered(ROWS)
-    with latentdb.connect(tmp_path) as database:
-        collection = database.create_collection(
-            "c", dimension=DIMENSION, embedder=None, index="hnsw"
-        )
-        collection.add([f"r{i}" for i in range(ROWS)], vectors=vectors)
-        collection.optimize()
-        manifest = index_folder(database) / "manifest.json"
-    text = json.loads(manifest.read_text())
-    text["tuned_rows"] += 1  # still valid JSON, but not what was written
-    manifest.write_text(json.dumps(text))
-    with latentdb.connect(tmp_path) as database:
-        collection = database.get_collection("c")
-        with pytest.warns(LatentDBWarning, match="manifest"):
-            assert collection.count() == ROWS
-            assert collection.query(vectors=vectors[5:6], k=1).ids == [["r5"]]
-
-
 def test_leftovers_of_killed_builds_are_swept_on_open(tmp_path: Path) -> None:
     vectors = clustered(ROWS)
     with latentdb.connect(tmp_path) as database:
@@ -309,37 +233,3 @@ def test_two_processes_optimizing_at_once_take_turns(tmp_path: Path) -> None:
             hits = collection.query(vectors=vectors[:20], k=1, exact=True)
             assert [row[0] for row in hits.ids] == [f"r{i}" for i in range(20)]
             assert len(segment_folders(database)) == 1
-
-
-@pytest.mark.parametrize(
-    ("code", "error"),
-    [
-        (errno.ENOSPC, latentdb.DiskFullError),
-        (errno.EACCES, latentdb.ReadOnlyError),
-        (errno.EIO, latentdb.StorageError),
-    ],
-)
-def test_an_index_file_that_cannot_be_written_is_a_named_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, error: type[Exception]
-) -> None:
-    vectors = clustered(ROWS)
-    with latentdb.connect(tmp_path) as database:
-        collection = database.create_collection(
-            "c", dimension=DIMENSION, embedder=None, index="hnsw"
-        )
-        collection.add([f"r{i}" for i in range(ROWS)], vectors=vectors)
-
-        def refused(self: SealedSegment, folder: Path) -> None:
-            folder.mkdir(parents=True)
-            raise OSError(code, os.strerror(code))
-
-        monkeypatch.setattr(SealedSegment, "save", refused)
-        with pytest.raises(error) as raised:
-            collection.optimize()
-        assert isinstance(raised.value.__cause__, OSError)
-        assert not list(index_folder(database).glob("*.partial"))
-        assert collection.count() == ROWS  # the store is untouched, and still searched
-        assert collection.query(vectors=vectors[:3], k=1).ids == [["r0"], ["r1"], ["r2"]]
-        monkeypatch.undo()
-        collection.optimize()
-        assert collection.index_status().indexed > 0
