@@ -20,30 +20,21 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import logging
-import secrets
-import threading
-import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, MutableMapping
-from pathlib import Path
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
-from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 import latentdb
-from latentdb.api import Collection, Database, GetResult
+from latentdb.api import Collection, Database
 from latentdb.api._migration import version_names
 from latentdb.client._wire import (
     VECTOR_HEADER,
     VectorFormat,
     decode_array,
-    error_to_wire,
     get_result_to_wire,
     query_result_to_wire,
     rows_of,
@@ -54,7 +45,6 @@ from latentdb.errors import (
     LatentDBError,
     NotFoundError,
     PayloadTooLargeError,
-    ServerError,
 )
 from latentdb.server._auth import ApiKey, Keyring
 from latentdb.server._metrics import Metrics
@@ -74,208 +64,26 @@ from latentdb.server._models import (
     WriteBody,
 )
 from latentdb.server._openapi import document, responses
+from latentdb.server._plumbing import (
+    OPEN_PATHS,
+    AnsweringRoute,
+    ASGIApp,
+    Cursors,
+    Limits,
+    crash,
+    error_response,
+    json_response,
+    key_of,
+    scrub,
+)
 
 __all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY", "create_app"]
 
-log = logging.getLogger("latentdb.server")
 
 # 64 MiB: 10,000 384-d vectors as JSON lists of floats take ~40 MB, ~20 MB in binary.
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 # Rows per write and queries per query call.
 DEFAULT_MAX_BATCH = 10_000
-# A scroll cursor left alone this long is dropped.
-CURSOR_IDLE_SECONDS = 600.0
-MAX_CURSORS = 1000
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-def _json(payload: object, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
-        status_code=status,
-        media_type="application/json",
-    )
-
-
-def _error_response(
-    error: LatentDBError, *, database: object = None, headers: dict[str, str] | None = None
-) -> Response:
-    wire = error_to_wire(error)
-    wire["message"] = scrub(wire["message"], database)
-    response = _json(wire, error.status)
-    response.headers.update(headers or {})
-    return response
-
-
-def scrub(message: str, database: object) -> str:
-    """``message`` with the database folder's path (as given, absolute or resolved)
-    replaced by ``<database>``: replies name collections, never server paths."""
-    path = getattr(database, "path", None)
-    if not isinstance(path, Path):
-        return message
-    forms = {str(path), str(path.absolute()), str(path.resolve())}
-    for form in sorted((f for f in forms if f not in ("", ".")), key=len, reverse=True):
-        message = message.replace(form, "<database>")
-    return message
-
-
-def _crash(method: str, path: str, error: BaseException) -> ServerError:
-    # Details go to the log only: a reply never carries a stack trace.
-    log.error("%s %s failed", method, path, exc_info=error)
-    return ServerError("the server failed to answer; the reason is in its log")
-
-
-class AnsweringRoute(APIRoute):
-    """A route that turns any exception other than a latentdb or HTTP error into a
-    :class:`ServerError`, answered by the app's exception handler like any error.
-
-    Starlette hands other exceptions to its outermost middleware, which sends the 500
-    and then re-raises so the server can log it; uvicorn then closes the connection
-    (the response is already out), and a client's next request on that keep-alive
-    connection races the close and gets a reset (issue 15, defect 4). Here the
-    exception never leaves the route."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        answer = super().get_route_handler()
-
-        async def guarded(request: Request) -> Response:
-            try:
-                return await answer(request)
-            except (LatentDBError, HTTPException, RequestValidationError):
-                raise
-            except Exception as error:
-                raise _crash(request.method, request.url.path, error) from None
-
-        return guarded
-
-
-class Limits:
-    """A pure ASGI middleware: refuses bodies over ``max_body`` bytes with 413 (before
-    reading them, when Content-Length says so), and counts every request for /metrics."""
-
-    def __init__(self, app: ASGIApp, *, max_body: int, metrics: Metrics) -> None:
-        self.app = app
-        self.max_body = max_body
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started_at = time.perf_counter()
-        status, started = [500], [False]
-
-        async def sending(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status[0], started[0] = message["status"], True
-            await send(message)
-
-        try:
-            declared = dict(scope["headers"]).get(b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-                await self._too_large(int(declared), sending)
-                return
-            body, more = bytearray(), True
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                body += message.get("body", b"")
-                more = message.get("more_body", False)
-                if len(body) > self.max_body:
-                    await self._too_large(None, sending)
-                    return
-            replayed = False
-
-            async def replay() -> MutableMapping[str, Any]:
-                nonlocal replayed
-                if replayed:
-                    return await receive()
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-
-            await self.app(scope, replay, sending)
-        except Exception as error:
-            # Anything the routes did not answer (a bug in a middleware): answer it here
-            # rather than let it reach uvicorn, which would drop the connection. Once a
-            # reply is out, Starlette re-raises to have it logged: it was, so swallow it.
-            if started[0]:
-                log.debug("%s %s failed after its reply", scope["method"], scope.get("path"))
-            else:
-                crash = _crash(scope["method"], scope.get("path", ""), error)
-                self.metrics.error(crash.code)
-                await self._send(_error_response(crash), sending)
-        finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            seconds = time.perf_counter() - started_at
-            self.metrics.observe(scope["method"], path, status[0], seconds)
-
-    async def _too_large(self, size: int | None, send: Send) -> None:
-        said = "" if size is None else f" of {size:,} bytes"
-        error = PayloadTooLargeError(
-            f"request body{said} is over this server's limit of {self.max_body:,} bytes "
-            "(latentdb serve --max-body): send fewer rows per call"
-        )
-        self.metrics.error(error.code)
-        await self._send(_error_response(error), send)
-
-    @staticmethod
-    async def _send(response: Response, send: Send) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": response.status_code,
-                "headers": [(k.encode(), v.encode()) for k, v in response.headers.items()],
-            }
-        )
-        await send({"type": "http.response.body", "body": response.body})
-
-
-class Cursors:
-    """Open ``scroll`` iterations, by an unguessable token; idle ones expire."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._open: dict[str, tuple[str, Iterator[GetResult], float]] = {}
-
-    def open(self, collection: str, pages: Iterator[GetResult]) -> str:
-        """Keep ``pages`` under a new token."""
-        token = secrets.token_urlsafe(18)
-        now = time.monotonic()
-        with self._lock:
-            for old, (_, _, used) in list(self._open.items()):
-                if now - used > CURSOR_IDLE_SECONDS:
-                    del self._open[old]
-            if len(self._open) >= MAX_CURSORS:
-                oldest = min(self._open, key=lambda t: self._open[t][2])
-                del self._open[oldest]
-            self._open[token] = (collection, pages, now)
-        return token
-
-    def take(self, token: str, collection: str) -> Iterator[GetResult]:
-        """The iteration under ``token`` (taken out while a page is read).
-
-        Raises:
-            InvalidArgumentError: unknown or expired token, or another collection's.
-        """
-        with self._lock:
-            entry = self._open.pop(token, None)
-        if entry is None or entry[0] != collection:
-            raise InvalidArgumentError(
-                "scroll cursor is unknown or expired (cursors live "
-                f"{CURSOR_IDLE_SECONDS:.0f} s unused, and on one server): start the scroll again"
-            )
-        return entry[1]
-
-    def put_back(self, token: str, collection: str, pages: Iterator[GetResult]) -> None:
-        """Keep the iteration again after a page."""
-        with self._lock:
-            self._open[token] = (collection, pages, time.monotonic())
 
 
 def create_app(
@@ -320,7 +128,7 @@ def create_app(
     @app.exception_handler(LatentDBError)
     async def on_latentdb_error(request: Request, error: LatentDBError) -> Response:
         metrics.error(error.code)
-        return _error_response(error, database=request.app.state.database)
+        return error_response(error, database=request.app.state.database)
 
     @app.exception_handler(RequestValidationError)
     async def on_bad_request(request: Request, error: RequestValidationError) -> Response:
@@ -342,7 +150,7 @@ def create_app(
         if error.status_code == 405:
             headers["Allow"] = allowed_methods(request)
         metrics.error(wrapped.code)
-        return _error_response(wrapped, headers=headers)
+        return error_response(wrapped, headers=headers)
 
     def allowed_methods(request: Request) -> str:
         # Starlette names only the first route of the path; several share one (records).
@@ -353,23 +161,14 @@ def create_app(
         return ", ".join(sorted(methods))
 
     @app.exception_handler(Exception)
-    async def on_crash(request: Request, error: Exception) -> Response:
+    async def oncrash(request: Request, error: Exception) -> Response:
         # Only what escapes the routes gets here (AnsweringRoute answers the rest), and
         # Starlette re-raises it after this reply; Limits keeps it from uvicorn.
-        return await on_latentdb_error(request, _crash(request.method, request.url.path, error))
+        return await on_latentdb_error(request, crash(request.method, request.url.path, error))
 
     def db(request: Request) -> Database:
         found: Database = request.app.state.database
         return found
-
-    def key_of(request: Request) -> ApiKey | None:
-        keyring: Keyring | None = request.app.state.keys
-        if keyring is None:
-            return None
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        presented = token.strip() if scheme.lower() == "bearer" else None
-        return keyring.find(presented or request.headers.get("x-api-key"))
 
     def allow(request: Request, *, write: bool, collection: str | None = None) -> ApiKey | None:
         key = key_of(request)
@@ -420,11 +219,11 @@ def create_app(
         "/healthz",
         tags=["service"],
         summary="Liveness: 200 while the database is open",
-        responses=responses(auth=False),
+        responses=responses(auth="/healthz" not in OPEN_PATHS),
     )
     def healthz(request: Request) -> Response:
         db(request).list_collections()  # raises DatabaseClosedError once closed
-        return _json({"status": "ok", "version": latentdb.__version__})
+        return json_response({"status": "ok", "version": latentdb.__version__})
 
     @app.get(
         "/metrics",
@@ -453,7 +252,7 @@ def create_app(
     def list_collections(request: Request) -> Response:
         key = allow(request, write=False)
         names = db(request).list_collections()
-        return _json([n for n in names if key is None or key.allows(n)])
+        return json_response([n for n in names if key is None or key.allows(n)])
 
     @app.post(
         "/v1/collections", tags=["collections"], summary="create_collection", responses=errors(409)
@@ -464,7 +263,7 @@ def create_app(
         make = database.get_or_create_collection if body.get_or_create else None
         make = make or database.create_collection
         arguments = body.model_dump(exclude={"name", "get_or_create"})
-        return _json(info(make(body.name, **arguments)))
+        return json_response(info(make(body.name, **arguments)))
 
     @app.get(
         "/v1/collections/{name}",
@@ -473,7 +272,7 @@ def create_app(
         responses=errors(404),
     )
     def get_collection(request: Request, name: str) -> Response:
-        return _json(info(collection(request, name, write=False)))
+        return json_response(info(collection(request, name, write=False)))
 
     @app.delete(
         "/v1/collections/{name}",
@@ -484,7 +283,7 @@ def create_app(
     def delete_collection(request: Request, name: str) -> Response:
         allow(request, write=True, collection=name)
         db(request).delete_collection(name)
-        return _json({"deleted": name})
+        return json_response({"deleted": name})
 
     # -- aliases -----------------------------------------------------------------------
 
@@ -492,21 +291,21 @@ def create_app(
     def list_aliases(request: Request) -> Response:
         key = allow(request, write=False)
         aliases = db(request).list_aliases()
-        return _json({a: c for a, c in aliases.items() if key is None or key.allows(a)})
+        return json_response({a: c for a, c in aliases.items() if key is None or key.allows(a)})
 
     @app.post("/v1/aliases", tags=["aliases"], summary="create_alias", responses=errors(404, 409))
     def create_alias(request: Request, body: CreateAliasBody) -> Response:
         allow(request, write=True, collection=str(body.alias))
         allow(request, write=True, collection=str(body.collection))
         db(request).create_alias(body.alias, body.collection)
-        return _json({"alias": body.alias, "collection": body.collection})
+        return json_response({"alias": body.alias, "collection": body.collection})
 
     @app.put("/v1/aliases/{alias}", tags=["aliases"], summary="switch_alias", responses=errors(404))
     def switch_alias(request: Request, alias: str, body: AliasBody) -> Response:
         allow(request, write=True, collection=alias)
         allow(request, write=True, collection=str(body.collection))
         db(request).switch_alias(alias, body.collection)
-        return _json({"alias": alias, "collection": body.collection})
+        return json_response({"alias": alias, "collection": body.collection})
 
     @app.delete(
         "/v1/aliases/{alias}", tags=["aliases"], summary="delete_alias", responses=errors(404)
@@ -514,7 +313,7 @@ def create_app(
     def delete_alias(request: Request, alias: str) -> Response:
         allow(request, write=True, collection=alias)
         db(request).delete_alias(alias)
-        return _json({"deleted": alias})
+        return json_response({"deleted": alias})
 
     # -- migrations --------------------------------------------------------------------
 
@@ -528,7 +327,7 @@ def create_app(
         request: Request, migration: latentdb.Migration, *, running: bool
     ) -> Response:
         status = migration_wire(request, migration.status())
-        return _json({"id": migration.id, "running": running, "status": status})
+        return json_response({"id": migration.id, "running": running, "status": status})
 
     def find_migration(request: Request, migration_id: int, *, write: bool) -> latentdb.Migration:
         # The key first, the lookup after: without a valid key, every id gets the same
@@ -604,7 +403,7 @@ def create_app(
             status = migration.status()
             if key is None or key.allows(status.alias):
                 replies.append({"id": migration.id, "status": migration_wire(request, status)})
-        return _json(replies)
+        return json_response(replies)
 
     @app.get(
         "/v1/migrations/{migration_id}",
@@ -665,7 +464,7 @@ def create_app(
     )
     def add(request: Request, name: str, body: WriteBody) -> Response:
         collection(request, name, write=True).add(body.ids, **write_arguments(body))
-        return _json({"written": True})
+        return json_response({"written": True})
 
     @app.put(
         "/v1/collections/{name}/records",
@@ -675,7 +474,7 @@ def create_app(
     )
     def upsert(request: Request, name: str, body: WriteBody) -> Response:
         collection(request, name, write=True).upsert(body.ids, **write_arguments(body))
-        return _json({"written": True})
+        return json_response({"written": True})
 
     @app.patch(
         "/v1/collections/{name}/records",
@@ -685,7 +484,7 @@ def create_app(
     )
     def update(request: Request, name: str, body: WriteBody) -> Response:
         collection(request, name, write=True).update(body.ids, **write_arguments(body))
-        return _json({"written": True})
+        return json_response({"written": True})
 
     @app.post(
         "/v1/collections/{name}/delete", tags=["records"], summary="delete", responses=errors(404)
@@ -693,7 +492,7 @@ def create_app(
     def delete(request: Request, name: str, body: DeleteBody) -> Response:
         found = collection(request, name, write=True)
         deleted = found.delete(body.ids, where=body.where, where_document=body.where_document)
-        return _json({"deleted": deleted})
+        return json_response({"deleted": deleted})
 
     @app.post("/v1/collections/{name}/get", tags=["records"], summary="get", responses=errors(404))
     def get(request: Request, name: str, body: GetBody) -> Response:
@@ -707,7 +506,7 @@ def create_app(
             include=body.include,
             where_document=body.where_document,
         )
-        return _json(get_result_to_wire(result, form(request)))
+        return json_response(get_result_to_wire(result, form(request)))
 
     @app.post(
         "/v1/collections/{name}/scroll",
@@ -731,18 +530,18 @@ def create_app(
             pages = cursors.take(token, name)
         page = next(pages, None)  # the first page also checks the arguments
         if page is None:
-            return _json({"page": None, "after": None})
+            return json_response({"page": None, "after": None})
         if token is None:
             token = cursors.open(name, pages)
         else:
             cursors.put_back(token, name, pages)
-        return _json({"page": get_result_to_wire(page, form(request)), "after": token})
+        return json_response({"page": get_result_to_wire(page, form(request)), "after": token})
 
     @app.get(
         "/v1/collections/{name}/count", tags=["records"], summary="count", responses=errors(404)
     )
     def count(request: Request, name: str) -> Response:
-        return _json({"count": collection(request, name, write=False).count()})
+        return json_response({"count": collection(request, name, write=False).count()})
 
     @app.post(
         "/v1/collections/{name}/query", tags=["search"], summary="query", responses=errors(404, 409)
@@ -773,7 +572,7 @@ def create_app(
             hybrid=body.hybrid,
             hybrid_weights=tuple(weights) if isinstance(weights, list) else weights,
         )
-        return _json(query_result_to_wire(result, form(request)))
+        return json_response(query_result_to_wire(result, form(request)))
 
     # -- index -------------------------------------------------------------------------
 
@@ -782,7 +581,7 @@ def create_app(
     )
     def optimize(request: Request, name: str) -> Response:
         collection(request, name, write=True).optimize()
-        return _json({"optimized": True})
+        return json_response({"optimized": True})
 
     @app.get(
         "/v1/collections/{name}/index",
@@ -792,7 +591,7 @@ def create_app(
     )
     def index_status(request: Request, name: str) -> Response:
         status = collection(request, name, write=False).index_status()
-        return _json(dataclasses.asdict(status))
+        return json_response(dataclasses.asdict(status))
 
     @app.post(
         "/v1/collections/{name}/evaluate", tags=["index"], summary="evaluate", responses=errors(404)
@@ -802,7 +601,7 @@ def create_app(
         report = collection(request, name, write=False).evaluate(
             decode_array(body.queries), k=body.k, sample=body.sample
         )
-        return _json(dataclasses.asdict(report))
+        return json_response(dataclasses.asdict(report))
 
     @app.put(
         "/v1/collections/{name}/recall_target",
@@ -812,7 +611,7 @@ def create_app(
     )
     def set_recall_target(request: Request, name: str, body: RecallTargetBody) -> Response:
         collection(request, name, write=True).set_recall_target(body.target)
-        return _json({"recall_target": body.target})
+        return json_response({"recall_target": body.target})
 
     @app.post(
         "/v1/collections/{name}/analyze",
@@ -822,13 +621,13 @@ def create_app(
     )
     def analyze(request: Request, name: str, body: AnalyzeBody) -> Response:
         report = collection(request, name, write=False).analyze(sample=body.sample, k=body.k)
-        return _json(report.to_dict())
+        return json_response(report.to_dict())
 
     @app.post("/v1/collections/{name}/map", tags=["analysis"], summary="map", responses=errors(404))
     def map_records(request: Request, name: str, body: MapBody) -> Response:
         found = collection(request, name, write=False)
         space_map = found.map(method=body.method, sample=body.sample, where=body.where)
-        return _json(space_map.to_dict())
+        return json_response(space_map.to_dict())
 
     return app
 

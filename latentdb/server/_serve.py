@@ -14,14 +14,9 @@ import uvicorn
 
 from latentdb.api import Database
 from latentdb.errors import InvalidArgumentError, StorageError
-from latentdb.server._app import (
-    DEFAULT_MAX_BATCH,
-    DEFAULT_MAX_BODY,
-    ASGIApp,
-    create_app,
-    limited,
-)
+from latentdb.server._app import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY, create_app, limited
 from latentdb.server._auth import Keyring
+from latentdb.server._plumbing import ASGIApp
 
 __all__ = ["ServerThread", "build", "check_exposure", "is_loopback", "serve"]
 
