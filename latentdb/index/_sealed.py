@@ -97,7 +97,11 @@ def _factory_string(kind: str, spec: IndexSpec, rows: int, dimension: int) -> st
     if kind == "hnsw-sq8":
         return f"HNSW{spec.m},SQ8"
     # faiss wants >= 39 training points per list; 4 * sqrt(n) lists is its own advice.
-    nlist = spec.nlist or max(1, min(int(4 * math.sqrt(rows)), rows // 39))
+    # A set nlist is capped the same way: k-means cannot make more lists than a small
+    # segment (a first seal) has points, and faiss raised on every seal (issue 15).
+    most = max(1, rows // 39)
+    nlist = min(spec.nlist, most) if spec.nlist else min(int(4 * math.sqrt(rows)), most)
+    nlist = max(1, nlist)
     if kind == "ivf":
         return f"IVF{nlist},Flat"
     pq_bytes = spec.pq_bytes or max(1, dimension // 8)

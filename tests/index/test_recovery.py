@@ -233,3 +233,19 @@ def test_two_processes_optimizing_at_once_take_turns(tmp_path: Path) -> None:
             hits = collection.query(vectors=vectors[:20], k=1, exact=True)
             assert [row[0] for row in hits.ids] == [f"r{i}" for i in range(20)]
             assert len(segment_folders(database)) == 1
+
+
+@pytest.mark.parametrize("kind", ["ivf", "ivf-pq"])
+def test_a_set_nlist_larger_than_a_segment_still_builds(tmp_path: Path, kind: str) -> None:
+    """nlist=65,536 on 600 rows: k-means cannot make more lists than it has points, and
+    faiss raised on every seal and optimize(); the lists are capped by the rows."""
+    vectors = clustered(600)
+    with latentdb.connect(tmp_path) as database:
+        collection = database.create_collection(
+            "c", dimension=DIMENSION, embedder=None, index={"kind": kind, "nlist": 65536}
+        )
+        collection.add([f"r{i}" for i in range(600)], vectors=vectors)
+        collection.optimize()
+        assert collection.index_status().indexed > 500
+        hits = collection.query(vectors=vectors[:5], k=1, exact=True)
+        assert [row[0] for row in hits.ids] == [f"r{i}" for i in range(5)]
