@@ -36,6 +36,10 @@ _SAFE_SQUARED = (1e-30, 1e30)
 # scaled to it before the cast to float32 in a normalized space: only their direction
 # counts, and float32 cannot hold them as they are.
 _SAFE_PEAK = (1e-15, 1e15)
+# In an unnormalized space (l2, ip) every distance must be a finite float32: the squared
+# L2 distance of two rows is at most 4x the larger squared norm, so rows past a quarter
+# of float32's largest value are refused (1e20 * 8 gave inf distances, unranked).
+_MAX_SQUARED_NORM = float(np.finfo(np.float32).max) / 4
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,8 @@ class LatentSpace:
             )
         if self.normalized:
             _normalize_rows(matrix, self.metric)
+        else:
+            _check_magnitude(matrix)
         return matrix
 
     def _prepare_one(self, vector: npt.NDArray[Any], *, copy: bool) -> FloatMatrix | None:
@@ -169,8 +175,10 @@ class LatentSpace:
         if vector.dtype != _FLOAT32 or vector.ndim > 2 or vector.shape[-1] != self.dimension:
             return None
         squared = float(np.vdot(vector, vector))  # finite only if every value is
-        if not math.isfinite(squared) or (
-            self.normalized and not _SAFE_SQUARED[0] <= squared <= _SAFE_SQUARED[1]
+        if (
+            not math.isfinite(squared)
+            or squared > _MAX_SQUARED_NORM
+            or (self.normalized and not _SAFE_SQUARED[0] <= squared <= _SAFE_SQUARED[1])
         ):
             return None
         if not self.normalized or abs(squared - 1.0) <= _UNIT_TOLERANCE:  # unit already
@@ -179,6 +187,29 @@ class LatentSpace:
             return np.array(vector, dtype=np.float32, order="C", copy=True).reshape(1, -1)
         scaled: FloatMatrix = vector * np.float32(1.0 / math.sqrt(squared))  # a new array
         return scaled if scaled.ndim == 2 else scaled.reshape(1, -1)
+
+
+def _check_magnitude(matrix: FloatMatrix) -> None:
+    """Refuse rows of a finite float32 (n, d) matrix whose squared norm is past
+    ``_MAX_SQUARED_NORM`` (their distances would overflow to inf).
+
+    Raises:
+        InvalidVectorError: naming the first such row.
+    """
+    peak = np.maximum(matrix.max(axis=1), -matrix.min(axis=1)).astype(np.float64)
+    suspect = np.flatnonzero(peak * peak * matrix.shape[1] > _MAX_SQUARED_NORM)
+    if not suspect.size:
+        return
+    rows = matrix[suspect].astype(np.float64)
+    squared = np.einsum("ij,ij->i", rows, rows)
+    over = suspect[squared > _MAX_SQUARED_NORM]
+    if over.size:
+        row = int(over[0])
+        raise InvalidVectorError(
+            f"vector at position {row} has a squared norm of "
+            f"{float(squared[suspect == row][0]):.3g}, past the {_MAX_SQUARED_NORM:.3g} "
+            "that float32 distances can hold in an unnormalized space: scale it down"
+        )
 
 
 def _normalize_rows(matrix: FloatMatrix, metric: str) -> None:

@@ -285,6 +285,23 @@ def test_cosine_vectors_of_any_finite_scale_are_stored_as_unit_vectors(
         np.testing.assert_allclose(hits.distances[0], 0.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_unnormalized_vectors_whose_distances_would_overflow_are_refused(
+    db: Database, metric: str
+) -> None:
+    """In an l2 or ip space, [1e20] * 8 was accepted and every distance to it was inf.
+    Rows up to a quarter of float32's range are kept, and their distances are finite."""
+    collection = db.create_collection("u", dimension=DIM, metric=metric, embedder=None)
+    collection.add(["big"], vectors=np.full(DIM, 1e18, dtype=np.float32))
+    with pytest.raises(InvalidVectorError, match="squared norm"):
+        collection.add(["huge", "fine"], vectors=[np.full(DIM, 1e20), ONE])
+    with pytest.raises(InvalidVectorError, match="squared norm"):
+        collection.query(vectors=np.full(DIM, 1e20, dtype=np.float32), k=1)
+    assert collection.get().ids == ["big"]
+    hits = collection.query(vectors=np.full(DIM, -1e18, dtype=np.float32), k=1, exact=True)
+    assert hits.distances is not None and np.isfinite(hits.distances).all()
+
+
 @pytest.mark.parametrize("size", [1_000, 100_000])
 def test_in_and_nin_of_many_values_work_in_every_method(
     seeded: tuple[Database, Collection], size: int
