@@ -118,6 +118,9 @@ def project(vectors: object, *, method: str, metric: str = "cosine", seed: int =
             metric=distance,
             random_state=seed,
             n_jobs=1,  # a random_state forces one thread anyway; saying so stops a warning
+            # Its spectral start needs more rows than components + 1 (scipy's eigsh
+            # raises TypeError on 3 rows: found by bench/fuzz_server.py, issue 15).
+            init="spectral" if rows.shape[0] > 3 else "random",
         )
         with warnings.catch_warnings():
             # umap warns that its spectral layout fell back to random on tiny inputs.

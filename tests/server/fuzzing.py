@@ -32,7 +32,7 @@ __all__ = ["FuzzReport", "fuzz"]
 # the caller creates), so that requests get past "not found" into the engine.
 KNOWN_COLLECTION = "c"
 # Never aimed at the known collection: it would be gone for the rest of the run.
-SPARED = {("DELETE", "/v1/collections/{name}")}
+SPARED = frozenset({("DELETE", "/v1/collections/{name}")})
 # Uvicorn closes a keep-alive connection idle this long (its timeout_keep_alive, 5 s,
 # less a margin): schemathesis can take that long to prepare an operation's strategy.
 KEEP_ALIVE_SECONDS = 4.0
@@ -129,9 +129,11 @@ def fuzz(
     cases: int,
     seconds: float,
     seed: int = 0,
+    spared: frozenset[tuple[str, str]] = SPARED,
 ) -> FuzzReport:
     """Fuzz the server at ``url`` with about ``cases`` requests, stopping after
-    ``seconds``. ``headers`` go with every request (an API key)."""
+    ``seconds``. ``headers`` go with every request (an API key); operations in
+    ``spared`` (method, path) are never aimed at the known collection."""
     document = httpx.get(f"{url}/openapi.json", timeout=30).json()
     schema = schemathesis.openapi.from_dict(document)
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -150,7 +152,7 @@ def fuzz(
                     continue  # hypothesis would search seconds for what cannot exist
                 named = "{name}" in operation.path and (operation.method.upper(), operation.path)
                 strategies = [operation.as_strategy(generation_mode=mode)]
-                if named and named not in SPARED:
+                if named and named not in spared:
                     strategies.append(
                         operation.as_strategy(
                             generation_mode=mode, path_parameters={"name": KNOWN_COLLECTION}
