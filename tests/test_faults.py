@@ -43,6 +43,7 @@ from latentdb import (
 )
 from latentdb.index._sealed import SealedSegment
 from latentdb.store import DATABASE_FILE, storage_error
+from tests._segments import clustered, index_folder, segment_folders
 
 WORKER_PATH = Path(__file__).parent / "_workers" / "fault_worker.py"
 _spec = importlib.util.spec_from_file_location("_fault_worker", WORKER_PATH)
@@ -392,26 +393,6 @@ def test_statement_errors_are_left_to_the_caller() -> None:
 
 SEGMENT_ROWS = 3000
 SEGMENT_DIMENSION = 16
-
-
-def clustered(rows: int, seed: int = 0) -> np.ndarray:
-    """Unit vectors around 30 centres: a space with neighbourhoods, like embeddings."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((30, SEGMENT_DIMENSION))
-    points = centres[rng.integers(0, 30, rows)]
-    points = points + 0.3 * rng.standard_normal((rows, SEGMENT_DIMENSION))
-    points /= np.linalg.norm(points, axis=1, keepdims=True)
-    return points.astype(np.float32)
-
-
-def index_folder(database: latentdb.Database) -> Path:
-    (folder,) = (database.path / "indexes").iterdir()
-    return folder
-
-
-def segment_folders(database: latentdb.Database) -> list[Path]:
-    manifest = json.loads((index_folder(database) / "manifest.json").read_text())
-    return [index_folder(database) / entry["name"] for entry in manifest["segments"]]
 
 
 def garble(path: Path, *, truncate: bool) -> None:

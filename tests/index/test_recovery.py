@@ -7,7 +7,6 @@ processes optimizing one collection take turns.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ import pytest
 
 import latentdb
 from latentdb.index import _segments
+from tests._segments import clustered, index_folder, segment_folders
 
 ROWS = 3000
 DIMENSION = 16
@@ -31,25 +31,6 @@ KINDS: list[tuple[str, dict[str, Any]]] = [
     ("ivf-pq", {}),
     ("hnsw", {"reduce": 8}),
 ]
-
-
-def clustered(rows: int, seed: int = 0) -> np.ndarray:
-    """Unit vectors around 30 centres: a space with neighbourhoods, like embeddings."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((30, DIMENSION))
-    points = centres[rng.integers(0, 30, rows)] + 0.3 * rng.standard_normal((rows, DIMENSION))
-    points /= np.linalg.norm(points, axis=1, keepdims=True)
-    return points.astype(np.float32)
-
-
-def index_folder(database: latentdb.Database) -> Path:
-    (folder,) = (database.path / "indexes").iterdir()
-    return folder
-
-
-def segment_folders(database: latentdb.Database) -> list[Path]:
-    manifest = json.loads((index_folder(database) / "manifest.json").read_text())
-    return [index_folder(database) / entry["name"] for entry in manifest["segments"]]
 
 
 def churned(folder: Path, kind: str, options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
