@@ -107,7 +107,10 @@ def rows_of(value: object) -> int:
     """How many rows a wire array holds (0 when it cannot tell: the engine will say)."""
     if is_binary(value):
         shape = value.get("shape") if isinstance(value, Mapping) else None
-        return int(shape[0]) if isinstance(shape, list) and len(shape) == 2 else 1
+        if isinstance(shape, list) and len(shape) == 2:
+            rows = shape[0]
+            return rows if isinstance(rows, int) and not isinstance(rows, bool) else 0
+        return 1
     if isinstance(value, list) and value and isinstance(value[0], list):
         return len(value)
     return 1 if isinstance(value, list) else 0

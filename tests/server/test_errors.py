@@ -188,6 +188,16 @@ def test_a_request_that_does_not_parse_is_a_400(server: ServerThread) -> None:
     for path in ("/v1/migrations/not-a-number", "/v1/migrations/1?wait=nan"):
         reply = httpx.get(server.url + path)
         assert reply.status_code == 400 and reply.json()["code"] == "invalid_argument"
+    for shape in ([None, 4], [{}, 4], ["1", 4], [True, 4]):  # found by bench/fuzz_server.py
+        vectors = {"dtype": "float32", "shape": shape, "data": ""}
+        for method, route, body in (
+            ("PUT", "records", {"ids": ["a"], "vectors": vectors}),
+            ("POST", "evaluate", {"queries": vectors}),
+            ("POST", "query", {"vectors": vectors}),
+        ):
+            reply = httpx.request(method, f"{server.url}/v1/collections/c/{route}", json=body)
+            assert reply.status_code == 400, reply.text
+            assert reply.json()["code"] == "invalid_vector"
 
 
 def _operations(schema: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
