@@ -167,7 +167,7 @@ class Collection:
             )
         # One build at a time per collection, across processes: a second caller waits,
         # then starts from what the first one saved.
-        with database.build_lock(state):
+        with database._build_lock(state):
             with database.store.lock:
                 if database.build_index(state):  # a bulk load: built from the store
                     return

@@ -892,12 +892,12 @@ class Database:
             spec=state.spec,
             folder=self.path / INDEX_FOLDER / str(state.row.id),
             lock=self.store.lock,
-            build_lock=self.build_lock(state),
+            build_lock=self._build_lock(state),
             recall_target=state.recall_target,
             reduce=state.space.reduce,
         )
 
-    def build_lock(self, state: CollectionState) -> BuildLock:
+    def _build_lock(self, state: CollectionState) -> BuildLock:
         """The lock that serializes index builds of a collection, one per folder here
         (take it before the store's lock, see :class:`BuildLock`)."""
         lock = self._build_locks.get(state.row.id)

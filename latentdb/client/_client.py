@@ -46,6 +46,7 @@ from latentdb.api import (
     QueryResult,
     RecallReport,
 )
+from latentdb.api._validation import check_callable, check_flag, check_name
 from latentdb.client._wire import (
     VECTOR_HEADER,
     VectorFormat,
@@ -66,7 +67,8 @@ from latentdb.errors import (
     ServerError,
     TransportError,
 )
-from latentdb.space import LatentSpace, Metric
+from latentdb.query import compile_where_document, parse_where
+from latentdb.space import LatentSpace, Metric, as_vector_batch
 
 if TYPE_CHECKING:
     import httpx
@@ -210,9 +212,14 @@ class RemoteDatabase(Database):
             raised.status = response.status_code
         raise raised
 
-    def vectors(self, value: object) -> object:
+    def vectors(self, value: object, *, directions: bool = False) -> object:
         """Vectors as they travel: binary when numeric and that form is chosen, else
-        plain lists (anything non-numeric goes as it is, for the server to name)."""
+        plain lists (anything non-numeric goes as it is, for the server to name).
+
+        Args:
+            directions: Only each row's direction matters (a normalized space): float64
+                rows past float32's range are scaled into it first, as the engine does.
+        """
         if value is None:
             return None
         try:
@@ -221,6 +228,8 @@ class RemoteDatabase(Database):
             return _plain(value)
         if array.dtype.kind not in "iuf":
             return _plain(value)
+        if directions and array.dtype.kind == "f" and array.dtype.itemsize > 4:
+            array = as_vector_batch(array, directions=True)
         if self.vector_format == "json":
             return array.tolist()
         with np.errstate(over="ignore"):  # past float32's range: inf, refused by the engine
@@ -308,7 +317,7 @@ class RemoteDatabase(Database):
 
     def get_collection(self, name: str) -> Collection:
         """See :meth:`Database.get_collection`."""
-        return RemoteCollection(self, name, self._call("GET", _path(name)))
+        return RemoteCollection(self, name, self._call("GET", _path(check_name(name))))
 
     def list_collections(self) -> list[str]:
         """See :meth:`Database.list_collections`."""
@@ -317,7 +326,7 @@ class RemoteDatabase(Database):
 
     def delete_collection(self, name: str) -> None:
         """See :meth:`Database.delete_collection`."""
-        self._call("DELETE", _path(name))
+        self._call("DELETE", _path(check_name(name)))
 
     # -- aliases -------------------------------------------------------------------
 
@@ -327,11 +336,12 @@ class RemoteDatabase(Database):
 
     def switch_alias(self, alias: str, collection: str) -> None:
         """See :meth:`Database.switch_alias`."""
-        self._call("PUT", f"/v1/aliases/{quote(str(alias), safe='')}", {"collection": collection})
+        alias, collection = check_name(alias, "alias"), check_name(collection, "collection")
+        self._call("PUT", f"/v1/aliases/{quote(alias, safe='')}", {"collection": collection})
 
     def delete_alias(self, alias: str) -> None:
         """See :meth:`Database.delete_alias`."""
-        self._call("DELETE", f"/v1/aliases/{quote(str(alias), safe='')}")
+        self._call("DELETE", f"/v1/aliases/{quote(check_name(alias, 'alias'), safe='')}")
 
     def list_aliases(self) -> dict[str, str]:
         """See :meth:`Database.list_aliases`."""
@@ -352,6 +362,10 @@ class RemoteDatabase(Database):
     ) -> Migration:
         """See :meth:`Database.migrate`. It runs on the server; ``background=False``
         polls it until it ends, calling ``progress(copied, total)`` as it moves."""
+        # Checked here too: the server runs a migration in the background whatever
+        # this side then does with the reply.
+        background = check_flag(background, "background")
+        check_callable(progress, "progress")
         body = {"name": name, "embedder": embedder, "reduce": reduce, "new_name": new_name}
         reply = self._call("POST", "/v1/migrations", body)
         migration = RemoteMigration(self, reply["id"], migration_status_from_wire(reply["status"]))
@@ -486,7 +500,7 @@ class RemoteCollection(Collection):
     ) -> dict[str, Any]:
         return {
             "ids": ids,
-            "vectors": self._remote.vectors(vectors),
+            "vectors": self._remote.vectors(vectors, directions=self.space.normalized),
             "documents": documents,
             "metadatas": metadatas,
             "model": model,
@@ -500,6 +514,7 @@ class RemoteCollection(Collection):
         progress: Progress | None,
         embedded: bool,
     ) -> None:
+        check_callable(progress, "progress")
         self._remote._call(method, f"{self._path}/records", body)
         if progress is not None and embedded:
             ids = body["ids"]
@@ -559,6 +574,7 @@ class RemoteCollection(Collection):
         where_document: Where | None = None,
     ) -> int:
         """See :meth:`Collection.delete`."""
+        _check_filters(where, where_document)
         body = {"ids": ids, "where": where, "where_document": where_document}
         return int(self._remote._call("POST", f"{self._path}/delete", body)["deleted"])
 
@@ -575,6 +591,7 @@ class RemoteCollection(Collection):
         where_document: Where | None = None,
     ) -> GetResult:
         """See :meth:`Collection.get`."""
+        _check_filters(where, where_document)
         body = {
             "ids": ids,
             "where": where,
@@ -595,6 +612,7 @@ class RemoteCollection(Collection):
         include: Sequence[str] = ("documents", "metadatas"),
     ) -> Iterator[GetResult]:
         """See :meth:`Collection.scroll`: one request per page."""
+        _check_filters(where, where_document)
         body: dict[str, Any] = {
             "batch": batch,
             "where": where,
@@ -628,8 +646,9 @@ class RemoteCollection(Collection):
         hybrid_weights: tuple[float, float] = (1.0, 1.0),
     ) -> QueryResult:
         """See :meth:`Collection.query`."""
+        _check_filters(where, where_document)
         body = {
-            "vectors": self._remote.vectors(vectors),
+            "vectors": self._remote.vectors(vectors, directions=self.space.normalized),
             "texts": texts,
             "k": k,
             "where": where,
@@ -645,6 +664,13 @@ class RemoteCollection(Collection):
         }
         data = self._remote._call("POST", f"{self._path}/query", body, idempotent=True)
         return query_result_from_wire(data, self._dimension())
+
+
+def _check_filters(where: Where | None, where_document: Where | None) -> None:
+    """Parse the filters here as the engine will: a malformed one (or one past the
+    depth limit, which would not even serialize) is refused before anything is sent."""
+    parse_where(where)
+    compile_where_document(where_document)
 
 
 def _images(images: object) -> object:

@@ -35,7 +35,7 @@ from tests.conftest import HashingEmbedder, SessionServer
 pytestmark = pytest.mark.transports
 
 # Methods of the embedded classes that only the engine uses (the store, its lock).
-INTERNAL = {"sync", "index", "build_index", "build_lock", "follow_alias", "run"}
+INTERNAL = {"sync", "index", "build_index", "follow_alias", "run"}
 
 
 def _signature(member: Any) -> list[tuple[str, Any, Any, Any]]:
