@@ -48,6 +48,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 import latentdb
 from latentdb import DuplicateIdError, RecordNotFoundError
 from latentdb.index import _segments
+from latentdb.index._sealed import min_build_rows
 
 WORKER_PATH = Path(__file__).parent / "_workers" / "lifecycle_worker.py"
 _spec = importlib.util.spec_from_file_location("_lifecycle_worker", WORKER_PATH)
@@ -69,11 +70,6 @@ RECALL_K = 10
 # Seconds of quiet after a write before the growing segment seals in the background
 # (1 s by default): short, so that seals happen between steps, under the rules' feet.
 SEAL_QUIET = 0.05
-# The fewest rows optimize() can build each index from (faiss refuses fewer: PQ trains
-# 256 centroids per sub-vector, SQ8 needs one row, PCA as many rows as it keeps axes).
-# Below these optimize() raises faiss's RuntimeError instead of staying exact: a defect
-# of its own, reported with issue 15, kept out of this machine's way.
-PQ_TRAINING_ROWS = 256
 # How long a child may take to say its next line before the test fails.
 CHILD_TIMEOUT = 60.0
 
@@ -472,13 +468,12 @@ def configurations(draw: st.DrawFn) -> dict[str, Any]:
     kind = draw(st.sampled_from(["hnsw", "hnsw-sq8", "ivf-pq"]))
     dimension = draw(st.sampled_from([8, 12, 16]))
     spec: dict[str, Any] = {"kind": kind, "m": 16, "ef_construction": 100}
+    # Seals and optimize() under ivf-pq's 256 training rows (or reduce='s r) leave the
+    # rows exact: small seal sizes take that path too.
+    spec["seal_rows"] = draw(st.integers(64, 320))
     if kind == "ivf-pq":
-        # Every seal trains PQ: at least PQ_TRAINING_ROWS rows.
-        spec["seal_rows"] = draw(st.integers(PQ_TRAINING_ROWS + 20, PQ_TRAINING_ROWS + 80))
         spec["nlist"] = draw(st.sampled_from([2, 4, 8]))
         spec["pq_bytes"] = dimension // 4
-    else:
-        spec["seal_rows"] = draw(st.integers(64, 200))
     return {
         "index": spec,
         "metric": draw(st.sampled_from(["cosine", "l2", "ip"])),
@@ -550,12 +545,6 @@ class LifecycleMachine(RuleBasedStateMachine):
         if op["op"].startswith("delete"):
             assert removed == expected, f"{op['op']} removed {removed} rows, expected {expected}"
 
-    def optimizable(self, rows: int) -> bool:
-        """Whether optimize() can build this collection's index over ``rows`` rows."""
-        kind, reduce = self.config["index"]["kind"], self.config["reduce"]
-        least = {"hnsw": 0, "hnsw-sq8": 1, "ivf-pq": PQ_TRAINING_ROWS}[kind]
-        return rows >= max(least, reduce or 0)
-
     # -- writes ----------------------------------------------------------------------
 
     @rule(size=sizes, seed=seeds, reborn=st.integers(0, 5), duplicate=st.booleans())
@@ -608,21 +597,20 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @rule()
     def optimize(self) -> None:
-        # Checked here, not in a precondition: which rules run must not depend on the
-        # model, which a kill's timing decides (hypothesis replays draws exactly).
-        if not self.optimizable(len(self.model.records)):
-            return
         self.collection.optimize()
         assert not self.collection.index_status().building
 
     @rule()
     def wait_for_seal(self) -> None:
-        """Wait until no seal runs and the growing segment is under the seal size."""
+        """Wait until no seal runs and the growing segment is under the seal size (or
+        too small to train the index kind on: then it stays exact)."""
         seal_rows = self.config["index"]["seal_rows"]
+        least = min_build_rows(self.config["index"]["kind"], self.config["reduce"])
         deadline = time.monotonic() + 60
         while True:
             status = self.collection.index_status()
-            if not status.building and status.pending < seal_rows:
+            trainable = _segments._built_rows(status.pending) >= least
+            if not status.building and (status.pending < seal_rows or not trainable):
                 return
             assert time.monotonic() < deadline, f"no seal after 60 s: {status}"
             time.sleep(0.01)
@@ -673,7 +661,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 op = planned.delete_op(1 + seed % 30, seed, unknown=1)
             elif kind == "delete_where":
                 op = {"op": "delete_where", "where": {"group": GROUPS[seed % 3]}}
-            elif kind == "optimize" and self.optimizable(len(planned.records)):
+            elif kind == "optimize":
                 op = {"op": "optimize"}
             else:
                 continue
@@ -804,7 +792,7 @@ def test_machine_replays_defect_1(kind: str, rows: int, reduce: int | None) -> N
     try:
         spec = {"kind": kind, "m": 16, "ef_construction": 100, "seal_rows": 64}
         if kind == "ivf-pq":
-            spec.update(seal_rows=PQ_TRAINING_ROWS + 20, nlist=4, pq_bytes=2)
+            spec.update(seal_rows=276, nlist=4, pq_bytes=2)
         config = {"index": spec, "metric": "l2", "dimension": 8, "reduce": reduce}
         machine.create(config=config, size=rows, seed=0)
         machine.optimize()

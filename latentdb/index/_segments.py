@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import os
 import shutil
 import threading
@@ -46,7 +45,15 @@ from latentdb.errors import (
 )
 from latentdb.index._flat import FlatIndex, exact_search
 from latentdb.index._lock import BuildLock
-from latentdb.index._sealed import DEFAULT_PARAMS, Checksums, SealedSegment, merge_hits
+from latentdb.index._sealed import (
+    DEFAULT_PARAMS,
+    FILTERED_EF_MAX,
+    Checksums,
+    SealedSegment,
+    filtered_ef,
+    merge_hits,
+    min_build_rows,
+)
 from latentdb.index._spec import SEARCH_PARAMS, IndexSpec
 from latentdb.space import Metric
 
@@ -55,19 +62,6 @@ __all__ = ["FILTERED_EF_MAX", "IndexStatus", "SegmentedIndex", "Selection", "fil
 FloatMatrix = npt.NDArray[np.float32]
 KeyArray = npt.NDArray[np.int64]
 Hits = tuple[FloatMatrix, KeyArray]
-
-# A filtered graph search keeps only allowed rows as results but walks the whole graph:
-# with a fraction f of the rows allowed it needs a wider beam to find k of them.
-FILTERED_EF_MAX = 1024
-
-
-def filtered_ef(ef: int, fraction: float) -> int:
-    """The beam width of a graph search where ``fraction`` of the rows are allowed,
-    from the one tuned unfiltered: ``ef / fraction ** 0.4``. On the PyPI MiniLM graph,
-    recall 0.95 took 1.25x the unfiltered beam with half the rows allowed, 2x at 20%, 3x
-    at 10%; a smaller graph tuned with less margin (3,000 rows, M=16) needed the 1.3x at
-    half. Narrow filters are scanned or get an index of their own instead."""
-    return int(min(FILTERED_EF_MAX, max(ef, math.ceil(ef / max(fraction, 1e-3) ** 0.4))))
 
 
 class Selection(Protocol):
@@ -414,6 +408,8 @@ class SegmentedIndex:
         kind = self._kind_to_build()
         if kind == "flat":
             return
+        if _built_rows(len(self.growing)) < min_build_rows(kind, self.reduce):
+            return  # a seal too small to train (seal_rows under ivf-pq's 256, say)
         keys, vectors = self.growing.live_rows()  # a snapshot: writes go on meanwhile
         sequences = self.growing.sequences_of(keys)
         built = np.flatnonzero(~_holdout(keys.shape[0]))  # the rest stay growing
@@ -510,7 +506,9 @@ class SegmentedIndex:
         tombstones still get compacted, and it does not flip between kinds."""
         kind = self.spec.built_kind(self.live)
         if kind == "flat" and self.sealed:
-            return self.sealed[0][1].kind
+            kind = self.sealed[0][1].kind
+        if kind != "flat" and _built_rows(self.live) < min_build_rows(kind, self.reduce):
+            return "flat"  # too few rows to train on: they stay exact for now
         return kind
 
     def _finish_build(self, *, retune: bool) -> None:
@@ -1116,13 +1114,24 @@ def _ascending(rows: npt.NDArray[np.intp]) -> bool:
     return bool(np.all(rows[1:] > rows[:-1]))
 
 
+def _held_out_count(rows: int) -> int:
+    """How many of ``rows`` rows :func:`_holdout` keeps out of a build."""
+    count = min(_TUNE_SAMPLE, rows // 10)
+    return count if count >= _TUNE_MIN_QUERIES else 0
+
+
+def _built_rows(rows: int) -> int:
+    """How many of ``rows`` rows a build indexes (the rest are tuning queries)."""
+    return rows - _held_out_count(rows)
+
+
 def _holdout(rows: int) -> npt.NDArray[np.bool_]:
     """Which of ``rows`` rows to keep out of an ANN build as tuning queries (fixed seed):
     a tenth of them, at most ``_TUNE_SAMPLE``; none if that is under ``_TUNE_MIN_QUERIES``.
     """
     mask = np.zeros(rows, dtype=bool)
-    count = min(_TUNE_SAMPLE, rows // 10)
-    if count >= _TUNE_MIN_QUERIES:
+    count = _held_out_count(rows)
+    if count:
         mask[np.random.default_rng(rows).choice(rows, count, replace=False)] = True
     return mask
 
