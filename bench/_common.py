@@ -62,9 +62,25 @@ def unit_rows(matrix: npt.NDArray[Any]) -> FloatMatrix:
     return np.ascontiguousarray(rows / np.linalg.norm(rows, axis=1, keepdims=True))
 
 
+def require_data(path: Path) -> Path:
+    """``path`` if it is a file; else exit with a message naming it and where data comes from.
+
+    Raises:
+        SystemExit: ``path`` is missing (a bare clone has no ``../shared``).
+    """
+    if not path.is_file():
+        raise SystemExit(
+            f"benchmark data not found: {path}\n"
+            "The benchmarks read the shared PyPI MiniLM set from ../shared/data/ beside the "
+            "repository (see bench/README.md); pass --data to point elsewhere. "
+            "Tests do not need it: they read tests/data/ only."
+        )
+    return path
+
+
 def load_dataset(path: Path, queries: int) -> Dataset:
     """Train vectors, the first ``queries`` test vectors, and their true top-K (ids, dists)."""
-    with h5py.File(path, "r") as f:
+    with h5py.File(require_data(path), "r") as f:
         xb = unit_rows(f["train"][:])
         xq = unit_rows(f["test"][:queries])
         true_ids = np.asarray(f["neighbors"][:queries, :K], dtype=np.int64)

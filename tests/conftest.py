@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
     from latentdb.server import ServerThread
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TRANSPORTS = ("embedded", "http", "sharded")
 
 

@@ -18,17 +18,10 @@ from latentdb import InvalidArgumentError, distributed
 from latentdb.cli import app
 from latentdb.distributed import ShardedCollection, ShardedDatabase, ingest
 from latentdb.embed import MINILM_MODEL
-from tests._data import pypi_minilm
-from tests.conftest import SHARED_DATA
+from tests._data import pypi_minilm, pypi_texts
 
 ROWS = 150
 runner = CliRunner()
-
-
-def pypi_texts(rows: int) -> list[dict[str, Any]]:
-    """The first PyPI summaries of the shared corpus (id, split, name, text)."""
-    with gzip.open(SHARED_DATA / "pypi-minilm-100k.texts.jsonl.gz", "rt") as lines:
-        return [json.loads(line) for _, line in zip(range(rows), lines, strict=False)]
 
 
 @pytest.mark.slow  # loads MiniLM in a Ray worker

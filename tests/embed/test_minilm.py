@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-import gzip
-import json
-from itertools import islice
-
-import h5py
 import numpy as np
 import pytest
 
 from latentdb import Database, EmbedderError, ModelMismatchError
 from latentdb.embed import MINILM_MODEL, get_embedder, register, unregister
-from tests.conftest import SHARED_DATA
+from tests._data import pypi_minilm, pypi_texts
 
 pytestmark = pytest.mark.slow
 
 
 def test_minilm_reproduces_the_benchmark_vectors() -> None:
-    """The shared data set was embedded with the same model: we must land on its vectors."""
+    """The benchmark data (its slice in tests/data/) was embedded with the same model: we
+    must land on its vectors."""
     embedder = get_embedder("minilm")
     assert (embedder.model, embedder.dimension, embedder.normalized) == (MINILM_MODEL, 384, True)
-    with gzip.open(SHARED_DATA / "pypi-minilm-100k.texts.jsonl.gz", "rt") as lines:
-        texts = [json.loads(line)["text"] for line in islice(lines, 40)]
-    with h5py.File(SHARED_DATA / "pypi-minilm-100k.hdf5", "r") as data:
-        reference = data["train"][:40].astype(np.float32)
-    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    texts = [record["text"] for record in pypi_texts(40)]
+    reference, _ = pypi_minilm(40, 0)
     ours = embedder.embed_texts(texts)
     assert ours.dtype == np.float32 and ours.shape == (40, 384)
     cosine = (ours * reference).sum(1)

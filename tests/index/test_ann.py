@@ -1,6 +1,6 @@
 """ANN collections: each index kind, sealing, tombstones, save/load, recovery, tuning.
 
-Runs on 3,000 real MiniLM vectors of the shared PyPI data set (enough that 300 rows are
+Runs on 3,000 real MiniLM vectors of the PyPI data set (tests/data/, enough that 300 rows are
 held out for tuning, then added to the index) and its held-out test queries.
 """
 

@@ -1,7 +1,7 @@
 """Reduced collections (``reduce=``): a PCA-projected index, exact distances from the
 original vectors, tuned re-rank depth, saved projections, and every search path.
 
-Runs on 3,000 real MiniLM vectors (384-d) of the shared PyPI data set and its held-out
+Runs on 3,000 real MiniLM vectors (384-d) of the PyPI data set (tests/data/) and its held-out
 test queries, like tests/index/test_ann.py.
 """
 
