@@ -19,7 +19,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from _common import DEFAULT_DATA, MODEL, REPO, machine_info
+from _common import DEFAULT_DATA, MODEL, REPO, machine_info, require_data
 from rich.console import Console
 
 import latentdb
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--index", choices=("flat", "hnsw"), default="flat")
     parser.add_argument("--out", type=Path, default=RESULTS / "analyze")
     args = parser.parse_args()
-    with h5py.File(args.data, "r") as file:
+    with h5py.File(require_data(args.data), "r") as file:
         train = np.asarray(file["train"][:], dtype=np.float32)
     with tempfile.TemporaryDirectory() as folder:
         db = latentdb.connect(Path(folder) / "db")

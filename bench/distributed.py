@@ -48,6 +48,7 @@ from _common import (
     load_dataset,
     machine_info,
     package_versions,
+    require_data,
 )
 
 import latentdb
@@ -176,7 +177,7 @@ def vectors_run(xb: np.ndarray, xq: np.ndarray, true_ids: np.ndarray, tmp: Path)
 def texts_run(path: Path, count: int, tmp: Path) -> list[Result]:
     """The same texts embedded in process and by Ray Data workers into 2 shards."""
     corpus = tmp / "texts.jsonl"
-    with gzip.open(path, "rt") as lines, corpus.open("w") as out:
+    with gzip.open(require_data(path), "rt") as lines, corpus.open("w") as out:
         for _, line in zip(range(count), lines, strict=False):
             out.write(line)
     records = [json.loads(line) for line in corpus.read_text().splitlines()]

@@ -56,7 +56,7 @@ import numpy as np
 import psutil
 
 # Shared with exact.py and ann.py; run as a script, bench/ is on sys.path.
-from _common import REPO, FloatMatrix, Result, load_average, max_rss_mib
+from _common import REPO, FloatMatrix, Result, load_average, max_rss_mib, require_data
 from _common import machine_info as _machine_info
 
 # Before torch and sentence-transformers are imported (huggingface_hub reads them then):
@@ -132,7 +132,7 @@ Measure = Callable[[list[str]], tuple[Timing, FloatMatrix]]
 
 def load_texts(path: Path, count: int, seed: int) -> list[str]:
     """``count`` texts of the data set's train split, a sample fixed by ``seed``."""
-    with gzip.open(path, "rt", encoding="utf-8") as lines:
+    with gzip.open(require_data(path), "rt", encoding="utf-8") as lines:
         texts = [row["text"] for row in map(json.loads, lines) if row["split"] == "train"]
     if count > len(texts):
         raise SystemExit(f"--texts {count}: the file has only {len(texts)} train texts")
