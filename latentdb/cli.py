@@ -557,7 +557,10 @@ def map_command(
     path: Annotated[Path, typer.Argument(help="Database folder.", exists=True)],
     collection: Annotated[str, typer.Argument(help="Collection name.")],
     output: Annotated[
-        Path, typer.Option("-o", "--output", help="File to write: *.html, or *.png for an image.")
+        Path,
+        typer.Option(
+            "-o", "--output", help="File to write: *.html (or *.htm), or *.png for an image."
+        ),
     ] = Path("map.html"),
     method: Annotated[str, typer.Option("--method", help="pca, umap or tsne.")] = "pca",
     sample: Annotated[int, typer.Option("--sample", help="Records to place.")] = 5000,
@@ -568,8 +571,9 @@ def map_command(
 ) -> None:
     """Draw a 2-D map of COLLECTION: an interactive self-contained HTML page (hover a point
     for its id, document and metadata) or a PNG image when OUTPUT ends in .png."""
-    from latentdb.analysis import write_map
+    from latentdb.analysis import check_map_path, write_map
 
+    check_map_path(output)  # before the map is computed
     condition: Any = None
     if where is not None:
         try:

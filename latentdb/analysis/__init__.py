@@ -17,7 +17,7 @@ from latentdb.analysis._estimators import (
     scan_neighbours,
     two_nn,
 )
-from latentdb.analysis._map import coloring, write_html, write_map, write_png
+from latentdb.analysis._map import check_map_path, coloring, write_html, write_map, write_png
 from latentdb.analysis._progress import Steps, steps_bar
 from latentdb.analysis._projection import PROJECTIONS, SpaceMap, check_method, project
 from latentdb.analysis._reduction import Reduction, candidate_dimensions, reduction_trials
@@ -45,6 +45,7 @@ __all__ = [
     "Steps",
     "build_report",
     "candidate_dimensions",
+    "check_map_path",
     "check_method",
     "coloring",
     "gaussian_like",

@@ -14,7 +14,7 @@ import numpy as np
 from latentdb.analysis._projection import SpaceMap
 from latentdb.errors import InvalidArgumentError
 
-__all__ = ["Coloring", "coloring", "write_html", "write_map", "write_png"]
+__all__ = ["Coloring", "check_map_path", "coloring", "write_html", "write_map", "write_png"]
 
 # Categories beyond this many share one "other" colour: past a dozen, colours blur.
 MAX_CATEGORIES = 12
@@ -228,8 +228,33 @@ def write_png(space_map: SpaceMap, path: str | Path, *, color_by: str | None = N
     return target
 
 
+# What write_map writes, by the file's suffix (`latentdb map -o x.svg` used to write HTML
+# into x.svg, issue 16).
+MAP_SUFFIXES = (".html", ".htm", ".png")
+
+
+def check_map_path(path: str | Path) -> Path:
+    """``path`` as a Path, if its suffix is one :func:`write_map` writes.
+
+    Raises:
+        InvalidArgumentError: any other suffix (say which ones work).
+    """
+    target = Path(path)
+    if target.suffix.lower() not in MAP_SUFFIXES:
+        raise InvalidArgumentError(
+            f"a map is written as an HTML page (.html, .htm) or a PNG image (.png); "
+            f"{target.name!r} is neither"
+        )
+    return target
+
+
 def write_map(space_map: SpaceMap, path: str | Path, *, color_by: str | None = None) -> Path:
-    """A PNG when ``path`` ends in ``.png``, else the interactive HTML page."""
-    if str(path).lower().endswith(".png"):
+    """A PNG when ``path`` ends in ``.png``, the interactive HTML page for ``.html`` or
+    ``.htm``.
+
+    Raises:
+        InvalidArgumentError: another suffix.
+    """
+    if check_map_path(path).suffix.lower() == ".png":
         return write_png(space_map, path, color_by=color_by)
     return write_html(space_map, path, color_by=color_by)

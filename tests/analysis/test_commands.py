@@ -65,3 +65,12 @@ def test_map_names_a_missing_colour_field(folder: Path, tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "no mapped record has metadata field 'nope'" in str(result.exception)
+
+
+def test_map_refuses_a_file_it_cannot_write(folder: Path, tmp_path: Path) -> None:
+    """`-o x.svg` wrote HTML into x.svg (issue 16): now refused before any work."""
+    target = tmp_path / "x.svg"
+    result = runner.invoke(app, ["map", str(folder), "v", "-o", str(target)])
+    assert result.exit_code != 0
+    assert "'x.svg' is neither" in str(result.exception)
+    assert not target.exists()
