@@ -216,14 +216,24 @@ class SegmentedIndex:
         """
         if self.folder is None or not self.folder.is_dir():
             return
-        self._sweep()
         path = self.folder / MANIFEST
-        if not path.exists():
-            return
-        try:
-            manifest = _read_manifest(path)
-        except (OSError, ValueError) as error:
-            self._warn_damaged(f"its manifest is unreadable ({error})")
+        manifest: dict[str, Any] | None = None
+        damage = None
+        if path.exists():
+            try:
+                manifest = _read_manifest(path)
+            except (OSError, ValueError) as error:
+                damage = error
+        if self.build_lock.acquire(blocking=False):  # else a build may be writing now
+            try:
+                self._sweep(_segment_names(manifest))
+            except OSError:
+                pass  # a read-only folder: nothing to sweep, nothing can be built there
+            finally:
+                self.build_lock.release()
+        if damage is not None:
+            self._warn_damaged(f"its manifest is unreadable ({damage})")
+        if manifest is None:
             return
         self._manifest_seen = _file_token(path)
         if (
@@ -261,29 +271,16 @@ class SegmentedIndex:
             stacklevel=3,
         )
 
-    def _sweep(self) -> None:
-        """Remove what killed or failed builds left: temporary files and folders, and
-        segments the manifest does not name. Only while no build holds the folder (a
-        build in another process may be writing its segment right now)."""
-        assert self.folder is not None
-        if not self.build_lock.acquire(blocking=False):
-            return
-        try:
-            try:
-                named = {str(e["name"]) for e in _read_manifest(self.folder / MANIFEST)["segments"]}
-            except (OSError, ValueError, KeyError, TypeError):
-                named = set()
-            for child in self.folder.iterdir():
-                leftover = child.name.endswith(".partial")
-                orphan = (
-                    child.is_dir() and child.name.startswith("seg-") and child.name not in named
-                )
-                if leftover or orphan:
-                    _remove(child)
-        except OSError:
-            pass  # a read-only folder: nothing to sweep, nothing can be built there
-        finally:
-            self.build_lock.release()
+    def _sweep(self, named: set[str]) -> None:
+        """Remove what killed, failed or replaced builds left: temporary files and
+        folders, and segments not ``named`` by the manifest. Only under the build lock:
+        a build elsewhere may be writing its segment right now."""
+        assert self.folder is not None and self.build_lock.held()
+        for child in self.folder.iterdir():
+            leftover = child.name.endswith(".partial")
+            orphan = child.is_dir() and child.name.startswith("seg-") and child.name not in named
+            if leftover or orphan:
+                _remove(child)
 
     def reconcile(self, stored_keys: KeyArray, stored_sequences: KeyArray) -> KeyArray:
         """Keep alive only the segment rows whose version the store holds, once each.
@@ -813,12 +810,8 @@ class SegmentedIndex:
         self._manifest_seen = _file_token(self.folder / MANIFEST)
         names = {name for name, _ in self.sealed}
         self._checksums = {name: self._checksums[name] for name in names}
-        if not self.build_lock.held():
-            return  # another build may be writing a segment the manifest does not name yet
-        for child in self.folder.iterdir():
-            # A ".partial" folder may be a segment another thread is writing right now.
-            if child.is_dir() and child.name not in names and not child.name.endswith(".partial"):
-                shutil.rmtree(child, ignore_errors=True)
+        if self.build_lock.held():  # else another build may be writing a segment now
+            self._sweep(names)
 
     # -- reads (under the lock) ----------------------------------------------------
 
@@ -1092,6 +1085,14 @@ def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
 
 def _manifest_checksum(manifest: dict[str, Any]) -> int:
     return zlib.crc32(json.dumps(manifest, sort_keys=True).encode())
+
+
+def _segment_names(manifest: dict[str, Any] | None) -> set[str]:
+    """The segment folders a manifest names (none when there is none, or it is odd)."""
+    try:
+        return {str(entry["name"]) for entry in (manifest or {}).get("segments", [])}
+    except (KeyError, TypeError):
+        return set()
 
 
 def _file_token(path: Path) -> tuple[int, int, int] | None:
