@@ -13,15 +13,20 @@ latentdb map PATH COLLECTION -o F      a 2-D map of the records (HTML, or PNG fo
 
 from __future__ import annotations
 
+import inspect
 import json
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.core
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 import latentdb
 from latentdb.analysis import SpaceReport
@@ -30,7 +35,41 @@ from latentdb.errors import LatentDBError
 
 __all__ = ["app", "main"]
 
+
+def _without_flag_types(params: list[Any]) -> list[Any]:
+    """Flags take no value, but typer 0.29's rich help prints a type after every option
+    (``--help <bool>``, issue 16): an empty metavar leaves the flag bare."""
+    for param in params:
+        if isinstance(param, typer.core.TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class _Group(typer.core.TyperGroup):
+    """The ``latentdb`` group, whose help shows flags without a value type."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _without_flag_types(super().get_params(ctx))
+
+
+class _Command(typer.core.TyperCommand):
+    """A ``latentdb`` command, whose help shows flags without a value type and wraps its
+    docstring at the terminal's width."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # typer keeps the docstring's line breaks after its first paragraph, which
+        # breaks lines raggedly on a terminal narrower than the source.
+        if self.help:
+            paragraphs = inspect.cleandoc(self.help).split("\n\n")
+            self.help = "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _without_flag_types(super().get_params(ctx))
+
+
 app = typer.Typer(
+    cls=_Group,
     help="latentdb: a vector database for Python that indexes a model's latent space.",
     no_args_is_help=True,
     add_completion=False,
@@ -56,10 +95,11 @@ def _root(
     """latentdb: a vector database for Python that indexes a model's latent space."""
 
 
-@app.command()
+@app.command(cls=_Command)
 def demo(
     questions: Annotated[
-        list[str] | None, typer.Argument(help="Questions to ask (default: a few examples).")
+        list[str] | None,
+        typer.Argument(metavar="QUESTIONS", help="Questions to ask (default: a few examples)."),
     ] = None,
     path: Annotated[Path, typer.Option("--path", help="Database folder for the demo.")] = Path(
         "latentdb-demo"
@@ -68,20 +108,36 @@ def demo(
 ) -> None:
     """Embed the Python standard library's docstrings and search them in plain English.
 
-    The first run builds the collection (about a minute on 2 cores); later runs reuse it.
+    The first run builds the collection; later runs reuse it. Every step prints how long
+    it took on this machine.
     """
     from latentdb.demo import DEMO_QUESTIONS, stdlib_docstrings
 
     started = time.perf_counter()
+    say = Console(soft_wrap=True, markup=False, highlight=False).print  # paths, names as is
+    measured: list[str] = []
     with latentdb.connect(path) as db:
-        collection = db.get_or_create_collection(DEMO_COLLECTION)
+        if DEMO_COLLECTION in db.list_collections():  # built earlier, whatever its model
+            collection = db.get_collection(DEMO_COLLECTION)
+        else:
+            collection = db.create_collection(DEMO_COLLECTION)
+        space = collection.space
+        records = []
         if collection.count() == 0:
-            console.print("Reading docstrings of the Python standard library...")
+            reading = time.perf_counter()
             records = stdlib_docstrings()
-            console.print(
-                f"Embedding {len(records):,} docstrings with {collection.space.model} "
-                f"into {path}/ (first run only)"
+            say(
+                f"Read {len(records):,} docstrings of the Python standard library in "
+                f"{_took(time.perf_counter() - reading)}."
             )
+        else:
+            say(f"Using the collection built earlier in {path}/.")
+        loading = _load_model(collection.embedder)
+        say(f"Loaded {space.model} in {_took(loading)}.")
+        measured.append(f"model load {_took(loading)}")
+        if records:
+            say(f"Embedding {len(records):,} docstrings into {path}/ (first run only)")
+            embedding = time.perf_counter()
             with _progress() as progress:
                 task = progress.add_task("embedding", total=len(records))
                 collection.add(
@@ -90,18 +146,55 @@ def demo(
                     metadatas=[dict(r.metadata) for r in records],
                     progress=lambda done: progress.update(task, completed=done),
                 )
-            console.print(f"Built in {time.perf_counter() - started:.0f} s.")
-        else:
-            console.print(f"Using the collection built earlier in {path}/.")
-        console.print(
-            f"[bold]{collection.count():,}[/] docstrings, {collection.space.dimension}-d "
-            f"{collection.space.metric} space of {collection.space.model}\n"
+            embedded = time.perf_counter() - embedding
+            say(
+                f"Embedded and stored {len(records):,} docstrings in {_took(embedded)} "
+                f"({len(records) / embedded:,.0f} texts/s)."
+            )
+            measured.append(f"embedding {len(records):,} texts {_took(embedded)}")
+        say(
+            f"{collection.count():,} docstrings, {space.dimension}-d {space.metric} space "
+            f"of {space.model}\n"
         )
-        asked = list(questions or DEMO_QUESTIONS)
-        result = collection.query(texts=asked, k=k)
-        for position, question in enumerate(asked):
-            console.print(_answers_table(question, result, position))
-    console.print(f"Done in {time.perf_counter() - started:.1f} s.")
+        answered = []
+        for question in questions or DEMO_QUESTIONS:
+            asking = time.perf_counter()
+            result = collection.query(texts=question, k=k)
+            answered.append(1000 * (time.perf_counter() - asking))
+            title = f"{question}  (answered in {answered[-1]:.0f} ms)"
+            console.print(_answers_table(title, result, 0))
+    fastest, slowest = f"{min(answered):.0f}", f"{max(answered):.0f}"
+    spread = fastest if fastest == slowest else f"{fastest}-{slowest}"
+    measured.append(f"each question {spread} ms, its embedding included")
+    say(
+        f"Measured on this machine ({_cpus()} CPUs): {'; '.join(measured)}; "
+        f"{_took(time.perf_counter() - started)} in all."
+    )
+
+
+def _load_model(embedder: str | None) -> float:
+    """Seconds to load a collection's embedder: its fingerprint and a first text (the
+    model loads on first use), so that later timings are of embedding alone."""
+    from latentdb.embed import get_embedder
+
+    if embedder is None:
+        return 0.0
+    started = time.perf_counter()
+    model = get_embedder(embedder)
+    _ = model.fingerprint
+    model.embed_texts(["a first text loads the model"])
+    return time.perf_counter() - started
+
+
+def _took(seconds: float) -> str:
+    """A duration as people read it: "12 ms" under a second, else "38.2 s"."""
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
+def _cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def _progress() -> Progress:
@@ -115,57 +208,86 @@ def _progress() -> Progress:
 
 
 def _answers_table(title: str, result: QueryResult, position: int) -> Table:
-    table = Table(title=title, title_justify="left", show_lines=False)
+    # Text, not markup: a stored document or id with "[/x]" in it is not a rich tag.
+    table = Table(title=Text(title), title_justify="left", show_lines=False)
     table.add_column("distance", justify="right")
-    table.add_column("id")
-    table.add_column("document")
+    table.add_column("id", overflow="fold")  # whole ids, never an ellipsis
+    table.add_column("document", overflow="fold")
     distances = result.distances
     documents = result.documents
     for rank, record_id in enumerate(result.ids[position]):
         distance = "" if distances is None else f"{distances[position, rank]:.3f}"
         document = "" if documents is None else str(documents[position][rank] or "")
-        table.add_row(distance, record_id, document[:100])
+        table.add_row(distance, Text(record_id), Text(document[:100]))
     return table
 
 
-@app.command()
+@app.command(cls=_Command)
 def collections(
-    path: Annotated[Path, typer.Argument(help="Database folder.", exists=True)],
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="Database folder.", exists=True)],
 ) -> None:
     """List the collections of a database with their latent spaces and sizes."""
     with latentdb.connect(path) as db:
-        table = Table()
-        for column in ("name", "records", "model", "dimension", "metric", "embedder"):
-            table.add_column(column)
+        rows = []
         for name in db.list_collections():
             collection = db.get_collection(name)
             space = collection.space
-            table.add_row(
-                name,
-                f"{collection.count():,}",
-                space.model,
-                str(space.dimension),
-                space.metric,
-                collection.embedder or "-",
+            rows.append(
+                {
+                    "name": name,
+                    "records": f"{collection.count():,}",
+                    "model": space.model,
+                    "dimension": str(space.dimension),
+                    "metric": space.metric,
+                    "embedder": collection.embedder or "-",
+                }
             )
-        console.print(table)
         aliases = db.list_aliases()
-        if aliases:
-            console.print(
-                "aliases: " + ", ".join(f"{alias} -> {name}" for alias, name in aliases.items())
-            )
+    _print_collections(rows)
+    if aliases:
+        console.print(
+            Text("aliases: " + ", ".join(f"{alias} -> {name}" for alias, name in aliases.items())),
+            soft_wrap=True,
+        )
 
 
-@app.command()
+def _print_collections(rows: list[dict[str, str]]) -> None:
+    """A table of the collections when it fits the terminal whole; else a few lines per
+    collection, never cut (a pipe or CI is 80 columns wide, and a model name is often
+    longer than its column: issue 16)."""
+    table = Table()
+    for column in ("name", "records", "model", "dimension", "metric", "embedder"):
+        table.add_column(column, no_wrap=True, justify="right" if column == "records" else "left")
+    for row in rows:
+        table.add_row(*(Text(value) for value in row.values()))
+    natural = Measurement.get(console, console.options.update_width(1_000_000), table)
+    if natural.maximum <= console.width:
+        console.print(table)
+        return
+    for position, row in enumerate(rows):
+        lines = [
+            Text.assemble((row["name"], "bold"), f"  {row['records']} records"),
+            Text(f"  model     {row['model']}"),
+            Text(f"  space     {row['dimension']}-d {row['metric']}"),
+            Text(f"  embedder  {row['embedder']}"),
+        ]
+        if position:
+            console.print()
+        for line in lines:
+            console.print(line, soft_wrap=True)  # the terminal wraps; rich cuts nothing
+
+
+@app.command(cls=_Command)
 def alias(
-    path: Annotated[Path, typer.Argument(help="Database folder.", exists=True)],
-    name: Annotated[str, typer.Argument(help="The alias.")],
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="Database folder.", exists=True)],
+    name: Annotated[str, typer.Argument(metavar="ALIAS", help="The alias.")],
     collection: Annotated[
-        str | None, typer.Argument(help="The collection it names (not with --delete).")
+        str | None,
+        typer.Argument(metavar="COLLECTION", help="The collection it names (not with --delete)."),
     ] = None,
     delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
 ) -> None:
-    """Create the alias NAME for COLLECTION, or switch it there if it exists."""
+    """Point ALIAS at COLLECTION: create the alias, or switch it if it exists."""
     with latentdb.connect(path) as db:
         if delete:
             db.delete_alias(name)
@@ -180,10 +302,10 @@ def alias(
         console.print(f"{name} -> {collection}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def migrate(
-    path: Annotated[Path, typer.Argument(help="Database folder.", exists=True)],
-    name: Annotated[str, typer.Argument(help="Alias or collection to re-embed.")],
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="Database folder.", exists=True)],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Alias or collection to re-embed.")],
     embedder: Annotated[
         str | None,
         typer.Option(
@@ -200,9 +322,11 @@ def migrate(
         str | None, typer.Option("--new-name", help="Name of the new collection.")
     ] = None,
 ) -> None:
-    """Re-embed every document of NAME with EMBEDDER (or copy its vectors, re-indexed
-    with --reduce) into a new collection, then switch NAME to it. Interrupted (even
-    killed), the same command resumes where it stopped."""
+    """Re-embed (or copy) NAME into a new collection, then switch NAME to it.
+
+    Every document of NAME is embedded with EMBEDDER (or, without --embedder, its
+    vectors are copied, re-indexed with --reduce). Interrupted (even killed), the same
+    command resumes where it stopped."""
     with latentdb.connect(path) as db, _progress() as progress:
         task = progress.add_task("re-embedding" if embedder else "copying", total=None)
         migration = db.migrate(
@@ -221,12 +345,19 @@ def migrate(
     )
 
 
-@app.command()
+@app.command(cls=_Command)
 def ingest(
-    path: Annotated[Path, typer.Argument(help="Database folder (created if missing).")],
-    collection: Annotated[str, typer.Argument(help="Collection to add to (created if missing).")],
+    path: Annotated[
+        Path, typer.Argument(metavar="PATH", help="Database folder (created if missing).")
+    ],
+    collection: Annotated[
+        str, typer.Argument(metavar="COLLECTION", help="Collection to add to (created if missing).")
+    ],
     sources: Annotated[
-        list[Path], typer.Argument(help="JSONL (.jsonl, .jsonl.gz) or Parquet files.", exists=True)
+        list[Path],
+        typer.Argument(
+            metavar="FILES", help="JSONL (.jsonl, .jsonl.gz) or Parquet files.", exists=True
+        ),
     ],
     ray: Annotated[
         bool,
@@ -266,8 +397,10 @@ def ingest(
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Read at most N records.")] = None,
 ) -> None:
-    """Embed the TEXT_FIELD of every record of SOURCES into COLLECTION, skipping ids
-    already stored: run it again after an interruption and it carries on."""
+    """Embed a JSONL or Parquet corpus into COLLECTION (resumable).
+
+    The --text-field of every record of FILES is embedded, skipping ids already stored:
+    run it again after an interruption and it carries on."""
     fields = [name.strip() for name in (metadata or "").split(",") if name.strip()]
     if not ray:
         if address is not None:
@@ -366,11 +499,11 @@ def _ingest_here(
     return read, skipped, time.perf_counter() - started
 
 
-@app.command()
+@app.command(cls=_Command)
 def query(
-    path: Annotated[Path, typer.Argument(help="Database folder.", exists=True)],
-    collection: Annotated[str, typer.Argument(help="Collection name.")],
-    text: Annotated[str, typer.Argument(help="Text to search for.")],
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="Database folder.", exists=True)],
+    collection: Annotated[str, typer.Argument(metavar="COLLECTION", help="Collection name.")],
+    text: Annotated[str, typer.Argument(metavar="TEXT", help="Text to search for.")],
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 5,
     where: Annotated[
         str | None,
@@ -394,9 +527,11 @@ def query(
         console.print(_answers_table(text, result, 0))
 
 
-@app.command()
+@app.command(cls=_Command)
 def serve(
-    path: Annotated[Path, typer.Argument(help="Database folder (created if missing).")],
+    path: Annotated[
+        Path, typer.Argument(metavar="PATH", help="Database folder (created if missing).")
+    ],
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8750,
     api_key: Annotated[
@@ -428,9 +563,10 @@ def serve(
         bool, typer.Option("--access-log", help="Log every request (off: see /metrics).")
     ] = False,
 ) -> None:
-    """Serve the database in PATH over HTTP: every operation as a REST endpoint, OpenAPI
-    at /docs, /healthz and /metrics. Clients connect with
-    latentdb.connect("http://HOST:PORT", api_key=KEY)."""
+    """Serve the database in PATH over HTTP.
+
+    Every operation is a REST endpoint, with OpenAPI at /docs, /healthz and /metrics.
+    Clients connect with latentdb.connect("http://HOST:PORT", api_key=KEY)."""
     from latentdb.server import Keyring, check_exposure
     from latentdb.server import serve as run
 
@@ -455,17 +591,18 @@ def serve(
     )
 
 
-@app.command()
+@app.command(cls=_Command)
 def analyze(
-    path: Annotated[Path, typer.Argument(help="Database folder.", exists=True)],
-    collection: Annotated[str, typer.Argument(help="Collection name.")],
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="Database folder.", exists=True)],
+    collection: Annotated[str, typer.Argument(metavar="COLLECTION", help="Collection name.")],
     sample: Annotated[int, typer.Option("--sample", help="Rows used as queries.")] = 2000,
     k: Annotated[int, typer.Option("-k", help="Neighbours per query.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
-    """Measure COLLECTION's latent space: norms, distance concentration against Gaussian
-    vectors, intrinsic dimension, hubness, near-duplicates, and advice on metric, index
-    and PCA, each backed by a measurement."""
+    """Measure COLLECTION's latent space and advise on metric, index and PCA.
+
+    The report gives norms, distance concentration against Gaussian vectors, intrinsic
+    dimension, hubness and near-duplicates; each piece of advice cites a measurement."""
     with latentdb.connect(path) as db:
         report = db.get_collection(collection).analyze(sample=sample, k=k)
     if as_json:
@@ -523,15 +660,24 @@ def report_tables(report: SpaceReport) -> list[Table]:
         report.near_duplicate_rule
         + ("; estimated from the sample" if report.near_duplicates_estimated else ""),
     )
-    if report.index is not None:
-        index = report.index
+    index = report.index
+    if index is not None and index.kind == "flat":
+        # One scan, which evaluate() times twice (as the index and as exact): one figure.
+        facts.add_row(
+            "index",
+            "exact",
+            "",
+            f"flat scan of every row (index={index.spec!r}); "
+            f"{index.exact_qps:,.0f} q/s one at a time",
+        )
+    elif index is not None:
         params = "".join(f" {name}={value}" for name, value in index.params.items())
         facts.add_row(
             "index",
             f"recall {index.recall:.3f}",
             "",
             f"{index.kind}{params} (target {index.recall_target:.2f}, {index.source}); "
-            f"{index.qps:,.0f} q/s, exact {index.exact_qps:,.0f} q/s",
+            f"{index.qps:,.0f} q/s, exact scan {index.exact_qps:,.0f} q/s",
         )
     trials = Table(title="PCA to fewer dimensions (exact search)", title_justify="left")
     for column in ("dimensions", "variance kept", f"recall@{report.k}", "re-ranked", "saves"):
@@ -552,10 +698,10 @@ def report_tables(report: SpaceReport) -> list[Table]:
     return [facts, trials, advice]
 
 
-@app.command("map")
+@app.command("map", cls=_Command)
 def map_command(
-    path: Annotated[Path, typer.Argument(help="Database folder.", exists=True)],
-    collection: Annotated[str, typer.Argument(help="Collection name.")],
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="Database folder.", exists=True)],
+    collection: Annotated[str, typer.Argument(metavar="COLLECTION", help="Collection name.")],
     output: Annotated[
         Path,
         typer.Option(
@@ -569,8 +715,10 @@ def map_command(
     ] = None,
     where: Annotated[str | None, typer.Option("--where", help="Metadata filter as JSON.")] = None,
 ) -> None:
-    """Draw a 2-D map of COLLECTION: an interactive self-contained HTML page (hover a point
-    for its id, document and metadata) or a PNG image when OUTPUT ends in .png."""
+    """Draw a 2-D map of COLLECTION as an HTML page or a PNG image.
+
+    The HTML page is interactive and self-contained (hover a point for its id, document
+    and metadata); OUTPUT ending in .png gives an image."""
     from latentdb.analysis import check_map_path, write_map
 
     check_map_path(output)  # before the map is computed

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+import typer.main
 from typer.testing import CliRunner
 
 import latentdb
 from latentdb import demo as demo_corpus
 from latentdb.cli import app
 
+from .conftest import HashingEmbedder
+
 runner = CliRunner()
+README = Path(__file__).resolve().parents[1] / "README.md"
+COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -27,10 +33,43 @@ def folder(tmp_path: Path) -> Path:
 def test_every_command_has_help() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("demo", "collections", "query", "alias", "migrate", "serve", "analyze", "map"):
+    assert set(COMMANDS) >= {
+        "demo", "collections", "query", "alias", "migrate", "ingest", "serve", "analyze", "map"
+    }  # fmt: skip
+    for command in COMMANDS:
         assert command in result.output
         sub = runner.invoke(app, [command, "--help"])
         assert sub.exit_code == 0 and len(sub.output) > 100
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_shows_flags_without_a_value_type(command: str | None) -> None:
+    """typer 0.29 printed `--help <bool>`, `--json <bool>` (issue 16): a flag takes no
+    value, so its help names none; options that take one still show its type."""
+    result = runner.invoke(
+        app, ["--help"] if command is None else [command, "--help"], env={"COLUMNS": "100"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "<bool>" not in result.output
+    assert re.search(r"--help +Show this message and exit", result.output), result.output
+    if command == "query":
+        assert re.search(r"--json +Print JSON", result.output)
+        assert re.search(r"--where +<str> +Metadata filter", result.output)
+        assert "{PATH} {COLLECTION} {TEXT}" in result.output  # as the help text names them
+
+
+def test_command_list_gives_each_command_one_line() -> None:
+    """Docstrings spanning lines showed their line breaks in the command list."""
+    result = runner.invoke(app, ["--help"], env={"COLUMNS": "120"})
+    listed = [line for line in result.output.splitlines() if re.match(r"│ [a-z]+ {2,}\S", line)]
+    assert sorted(line.split()[1] for line in listed) == COMMANDS, result.output
+
+
+def test_readme_lists_every_command() -> None:
+    block = README.read_text(encoding="utf-8").split("The command line:", 1)[1]
+    block = block.split("```bash", 1)[1].split("```", 1)[0]
+    listed = sorted({line.split()[1] for line in block.splitlines() if line.strip()})
+    assert listed == COMMANDS
 
 
 def test_version() -> None:
@@ -39,9 +78,28 @@ def test_version() -> None:
 
 
 def test_collections_lists_spaces(folder: Path) -> None:
-    result = runner.invoke(app, ["collections", str(folder)])
+    result = runner.invoke(app, ["collections", str(folder)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "vectors" in result.output and "cosine" in result.output and "2" in result.output
+    assert "┃ name" in result.output  # a table when it fits
+
+
+def test_collections_never_cuts_a_model_name_at_80_columns(tmp_path: Path) -> None:
+    """At 80 columns (a pipe, CI) the table cut "sentence-transformers/all-MiniLM-L6-v2"
+    with an ellipsis (issue 16); now a collection takes a few uncut lines."""
+    model = "sentence-transformers/all-MiniLM-L6-v2"
+    with latentdb.connect(tmp_path / "db") as db:
+        db.create_collection("pypi-minilm-vectors", dimension=4, embedder=None, model=model)
+        db.create_collection("openai", dimension=8, embedder=None, model="openai/te-3-small")
+        db.create_alias("live", "openai")
+    result = runner.invoke(app, ["collections", str(tmp_path / "db")], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    lines = result.output.splitlines()
+    assert f"  model     {model}" in lines
+    assert "pypi-minilm-vectors  0 records" in lines and "  space     4-d cosine" in lines
+    assert "  model     openai/te-3-small" in lines and "aliases: live -> openai" in lines
+    assert all(len(line) <= 80 for line in lines)
 
 
 def test_query_on_a_collection_without_embedder_fails_clearly(folder: Path) -> None:
@@ -61,6 +119,37 @@ def test_stdlib_corpus_is_real_and_stable() -> None:
     assert by_id["json.dumps"].document.startswith("json.dumps: Serialize")
     assert len(by_id) == len(records)
     assert not any(r.id.startswith(("test.", "idlelib")) for r in records)
+
+
+def test_demo_prints_what_it_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hashing_embedder: HashingEmbedder
+) -> None:
+    """The demo says how long each step took here, rather than promising a number
+    (issue 16); the hashing embedder stands in for MiniLM to keep this fast."""
+    small = demo_corpus.stdlib_docstrings()[:40]
+    monkeypatch.setattr(demo_corpus, "stdlib_docstrings", lambda: small)
+    path = tmp_path / "demo"
+    with latentdb.connect(path) as db:
+        db.create_collection("stdlib", embedder="test-hashing")
+    first = runner.invoke(app, ["demo", "--path", str(path), "-k", "1"], env={"COLUMNS": "200"})
+    assert first.exit_code == 0, first.output
+    out, seconds, ms = first.output, r"(\d+ ms|\d+\.\d s)", r"\d+ ms"
+    assert re.search(rf"Read 40 docstrings of the Python standard library in {seconds}\.", out)
+    assert re.search(rf"Loaded test/hashing-16 in {seconds}\.", out)
+    assert re.search(rf"Embedded and stored 40 docstrings in {seconds} \(\d+ texts/s\)", out)
+    questions = demo_corpus.DEMO_QUESTIONS
+    assert len(re.findall(rf"\(answered in {ms}\)", out)) == len(questions)
+    assert re.search(
+        rf"Measured on this machine \(\d+ CPUs\): model load {seconds}; embedding 40 texts "
+        rf"{seconds}; each question \d+(-\d+)? ms, its embedding included; {seconds} in all\.",
+        out,
+    ), out
+    assert hashing_embedder.calls == 2 + len(questions)  # a first text, the corpus, each question
+    second = runner.invoke(app, ["demo", "gzip", "--path", str(path)], env={"COLUMNS": "200"})
+    assert second.exit_code == 0, second.output
+    assert "Using the collection built earlier" in second.output
+    assert "Embedded" not in second.output and "embedding 40 texts" not in second.output
+    assert re.search(rf"model load {seconds}; each question {ms}, its", second.output)
 
 
 @pytest.mark.slow

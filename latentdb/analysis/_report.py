@@ -47,6 +47,9 @@ SEED = 0
 _REDUCTION_QUERIES = 500
 _TOP_HUBS = 5
 _DUPLICATE_EXAMPLES = 5
+# Rows from which index="auto" builds an ANN index: latentdb.index.AUTO_MIN_ROWS, which
+# this layer (below index/) cannot import; tests/analysis/test_report.py checks they agree.
+AUTO_ANN_ROWS = 20_000
 
 
 def sample_positions(count: int, sample: int, *, seed: int = SEED) -> KeyArray:
@@ -451,6 +454,7 @@ def _metric_advice(report: SpaceReport, agreement: float) -> Advice:
 def _index_advice(index: IndexMeasurement, count: int) -> Advice:
     evidence: dict[str, float | str] = {
         "kind": index.kind,
+        "spec": index.spec,
         "recall": index.recall,
         "recall_target": index.recall_target,
         "qps": index.qps,
@@ -458,17 +462,12 @@ def _index_advice(index: IndexMeasurement, count: int) -> Advice:
         **{name: float(value) for name, value in index.params.items()},
     }
     if index.kind == "flat":
+        # One exact scan, timed twice by evaluate() (as "the index" and as "exact"):
+        # only the second, warm figure is quoted.
         text = (
             f"exact search over {count:,} rows answers {index.exact_qps:,.0f} queries/s "
-            "one at a time at recall 1.0"
+            f"one at a time at recall 1.0; {_why_exact(index.spec, count)}"
         )
-        if count >= 20_000:
-            text += (
-                "; an ANN index (index='auto' or 'hnsw', then optimize()) trades a "
-                "little recall for far more speed at this size"
-            )
-        else:
-            text += ": below 20,000 rows a scan beats building an ANN index"
         return Advice("index", text, evidence)
     params = ", ".join(f"{name}={value}" for name, value in index.params.items())
     text = (
@@ -486,7 +485,31 @@ def _index_advice(index: IndexMeasurement, count: int) -> Advice:
     return Advice("index", text, evidence)
 
 
+def _why_exact(spec: str, count: int) -> str:
+    """Why a collection whose index is "flat" has no ANN index, and when it gets one."""
+    if spec == "flat":
+        if count >= AUTO_ANN_ROWS:
+            return (
+                "at this size an ANN index (index='auto' or 'hnsw', then optimize()) "
+                "trades a little recall for far more speed"
+            )
+        return f"index='flat' keeps it so (below {AUTO_ANN_ROWS:,} rows a scan beats an ANN index)"
+    if spec == "auto":
+        if count < AUTO_ANN_ROWS:
+            return (
+                f"index='auto' stays exact below {AUTO_ANN_ROWS:,} rows (per shard when "
+                "sharded), where a scan beats building an ANN index"
+            )
+        return (
+            "index='auto' builds its ANN index when the growing segment seals (each "
+            f"shard at {AUTO_ANN_ROWS:,} rows when sharded), or now with optimize()"
+        )
+    return f"no {spec} segment is built yet: optimize() builds one now"
+
+
 def _reduction_advice(report: SpaceReport, target: float) -> Advice:
+    """What PCA to fewer dimensions would keep, and whether ``reduce=`` can use it now:
+    it shrinks an ANN index, so a collection searched exactly has nothing to reduce."""
     trials = report.reductions
     evidence: dict[str, float | str] = {"intrinsic_dimension": report.intrinsic_dimension}
     for trial in trials:
@@ -494,6 +517,10 @@ def _reduction_advice(report: SpaceReport, target: float) -> Advice:
         evidence[f"recall_reranked_at_{trial.dimension}"] = trial.recall_reranked
     if not trials:
         return Advice("reduction", "too few records or dimensions to try PCA", evidence)
+    index = report.index
+    if index is not None and index.kind == "flat":
+        evidence["index_kind"] = index.kind
+        return Advice("reduction", _no_index_to_reduce(report, index, target), evidence)
     plain = [t for t in trials if t.recall >= target]
     reranked = [t for t in trials if t.recall_reranked >= target]
     full = report.count * report.dimension * 4
@@ -523,3 +550,35 @@ def _reduction_advice(report: SpaceReport, target: float) -> Advice:
             f"re-ranked), under the target {target:.2f}"
         )
     return Advice("reduction", text, evidence)
+
+
+def _no_index_to_reduce(report: SpaceReport, index: IndexMeasurement, target: float) -> str:
+    """The reduction advice of a collection searched exactly: no ``reduce=`` now (it
+    shrinks an ANN index, and there is none), and what the PCA trials found meanwhile."""
+    if index.spec == "flat":
+        when = "index='flat' never builds one"
+    elif index.spec == "auto":
+        when = (
+            f"index='auto' builds one from {AUTO_ANN_ROWS:,} rows; measure again then, "
+            "as the PCA of a larger collection differs"
+        )
+    else:
+        when = f"the {index.spec} index is not built yet (optimize() builds it)"
+    text = (
+        f"no reduce= for now: the {report.count:,} rows are searched exactly, and reduce= "
+        f"only shrinks an ANN index ({when})"
+    )
+    good = [t for t in report.reductions if max(t.recall, t.recall_reranked) >= target]
+    if good:
+        best = min(good, key=lambda t: t.dimension)
+        return text + (
+            f". At this size PCA to {best.dimension} dimensions keeps recall@{report.k} "
+            f"{best.recall:.3f} alone, {best.recall_reranked:.3f} with "
+            f"{best.rerank * report.k} candidates re-ranked (target {target:.2f})"
+        )
+    widest = max(report.reductions, key=lambda t: t.dimension)
+    return text + (
+        f". At this size PCA to {widest.dimension} dimensions gives recall@{report.k} "
+        f"{widest.recall:.3f} ({widest.recall_reranked:.3f} re-ranked), under the target "
+        f"{target:.2f}"
+    )

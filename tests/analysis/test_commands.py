@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,23 @@ def test_analyze_prints_the_report(folder: Path) -> None:
     for words in ("relative contrast", "intrinsic dimension", "TwoNN", "hubness", "advice"):
         assert words in result.output
     assert "unit length" in result.output
+
+
+def test_analyze_of_an_exact_collection_shows_one_scan_speed_and_no_reduce(
+    folder: Path,
+) -> None:
+    """200 rows under index="auto" are scanned exactly: the index row printed
+    "flat 125 q/s, exact 176 q/s" for that one scan, and the advice offered reduce=,
+    which only shrinks an ANN index (issue 16)."""
+    result = runner.invoke(app, ["analyze", str(folder), "v", "--sample", "100"])
+    assert result.exit_code == 0, result.output
+    (row,) = [line for line in result.output.splitlines() if "flat scan of every row" in line]
+    assert re.match(
+        r"│ index +│ +exact │ +│ flat scan of every row \(index='auto'\); [\d,]+ q/s", row
+    )
+    assert result.output.count("q/s") == 1, result.output
+    assert "no reduce= for now: the 200 rows are searched exactly" in result.output
+    assert "create_collection(..., reduce=" not in result.output
 
 
 def test_analyze_json(folder: Path) -> None:
