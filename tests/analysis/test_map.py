@@ -166,7 +166,10 @@ def browser() -> Iterator[DevTools]:
     if CHROMIUM is None:
         if os.environ.get("CI"):
             pytest.fail("Chromium is not installed: .ci/run installs Debian's chromium package")
-        pytest.skip("Chromium is not installed (apt-get install chromium; .ci/run does)")
+        pytest.skip(
+            "Chromium is not installed (apt-get install chromium; .ci/run does; README: "
+            "Running the tests)"
+        )
     with tempfile.TemporaryDirectory() as profile:
         tools = DevTools(Path(profile))
         try:
