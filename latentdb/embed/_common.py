@@ -5,17 +5,19 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = ["DirectoryModel", "FloatMatrix", "ImageInput", "directory_fingerprint"]
 
 FloatMatrix: TypeAlias = npt.NDArray[np.float32]
 # A path to an image file, the encoded bytes of one (PNG, JPEG, ...), or a decoded image.
-ImageInput: TypeAlias = str | os.PathLike[str] | bytes | Image.Image
+ImageInput: TypeAlias = "str | os.PathLike[str] | bytes | Image.Image"
 
 # Files that do not change the vectors, left out of the fingerprint.
 _NOT_FINGERPRINTED = frozenset({"README.md", ".gitattributes", "data_config.json"})

