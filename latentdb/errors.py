@@ -14,6 +14,8 @@ answers with, so a client can re-raise the very class the embedded engine raised
     │   ├── InvalidMetadataError (400)     metadata that is not a flat JSON object
     │   └── FilterError (400)              malformed ``where``
     ├── ModelMismatchError (409)           vectors or texts from another latent space
+    │   └── ModelRequiredError (409)       vectors without model= where the collection
+    │                                      requires their model to be named
     ├── EmbedderError (400)                no embedder, or it cannot be loaded
     ├── NotFoundError (404)
     │   ├── CollectionNotFoundError (404)
@@ -54,6 +56,7 @@ __all__ = [
     "LatentDBError",
     "LatentDBWarning",
     "ModelMismatchError",
+    "ModelRequiredError",
     "NotFoundError",
     "PayloadTooLargeError",
     "ReadOnlyError",
@@ -127,6 +130,18 @@ class ModelMismatchError(LatentDBError):
 
     code = "model_mismatch"
     status = 409
+
+
+class ModelRequiredError(ModelMismatchError):
+    """Vectors were written without ``model=`` to a collection that requires it
+    (``require_model=True``, the default for new collections): vectors of unknown
+    origin could be of another model, so they are refused rather than mixed in.
+
+    HTTP 409 Conflict, as its parent: the collection's setting refuses the write; the
+    same vectors with their model named are accepted.
+    """
+
+    code = "model_required"
 
 
 class EmbedderError(LatentDBError):

@@ -22,8 +22,14 @@ from latentdb import (
     InvalidMetadataError,
     InvalidVectorError,
     LatentDBError,
+    ModelMismatchError,
+    ModelRequiredError,
 )
 from latentdb.query._where import MAX_CONDITIONS, MAX_DEPTH
+
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
 
 pytestmark = pytest.mark.transports
 
@@ -42,12 +48,13 @@ def rows(n: int = ROWS, seed: int = 0) -> np.ndarray:
 def seeded(db: Database) -> tuple[Database, Collection]:
     """A cosine collection "c" of 12 records (ids "0".."11", metadata i/tag, documents)
     and an alias "a" of it."""
-    collection = db.create_collection("c", dimension=DIM, embedder=None)
+    collection = db.create_collection("c", dimension=DIM, embedder=None, model=MODEL)
     collection.add(
         [str(i) for i in range(ROWS)],
         vectors=rows(),
         documents=[f"word{i} common" for i in range(ROWS)],
         metadatas=[{"i": i, "tag": "ab"[i % 2]} for i in range(ROWS)],
+        model=MODEL,
     )
     db.create_alias("a", "c")
     return db, collection
@@ -97,17 +104,20 @@ def delete(**kwargs: Any) -> Call:
 
 def add(ids: Any = "new", **kwargs: Any) -> Call:
     kwargs.setdefault("vectors", ONE)
+    kwargs.setdefault("model", MODEL)
     return lambda db, c: c.add(ids, **kwargs)
 
 
 def upsert(ids: Any = "0", **kwargs: Any) -> Call:
     kwargs.setdefault("vectors", ONE)
+    kwargs.setdefault("model", MODEL)
     return lambda db, c: c.upsert(ids, **kwargs)
 
 
 def create(**kwargs: Any) -> Call:
     kwargs.setdefault("dimension", DIM)
     kwargs.setdefault("embedder", None)
+    kwargs.setdefault("model", MODEL)
     return lambda db, c: db.create_collection("new", **kwargs)
 
 
@@ -203,6 +213,16 @@ CASES: list[tuple[str, Call, type[LatentDBError]]] = [
     ("metadata-nested", upsert(metadatas=[{"x": {"y": 1}}]), InvalidMetadataError),
     ("documents-number", add(documents=[5]), InvalidArgumentError),
     ("model-list", add(model=["external"]), InvalidArgumentError),
+    # issue 16: vectors of unknown or another model never enter a collection that
+    # requires their model named (the default), whatever else the call carries
+    ("model-missing", add(model=None), ModelRequiredError),
+    ("model-missing-upsert", upsert(["0", "new"], vectors=rows(2), model=None), ModelRequiredError),
+    ("model-missing-update", lambda db, c: c.update("0", vectors=ONE), ModelRequiredError),
+    ("model-other", add(["x", "y"], vectors=rows(2), model="other/model"), ModelMismatchError),
+    ("model-other-update", lambda db, c: c.update("0", vectors=ONE, model="x"), ModelMismatchError),
+    ("model-missing-at-create", create(model=None), InvalidArgumentError),
+    ("require-model-string", create(require_model="yes"), InvalidArgumentError),
+    ("require-model-none", create(require_model=None, model=None), InvalidArgumentError),
     ("progress-number", add(progress=5), InvalidArgumentError),
     ("vectors-strings", add(vectors=["a"] * DIM), InvalidVectorError),
     ("vectors-ragged", add(["x", "y"], vectors=[[1.0] * DIM, [1.0]]), InvalidVectorError),
@@ -272,7 +292,9 @@ def test_cosine_vectors_of_any_finite_scale_are_stored_as_unit_vectors(
     for name, scale in scales.items():
         given = direction * scale
         collection.add(
-            name, vectors=given if name.startswith("float64") else given.astype(np.float32)
+            name,
+            vectors=given if name.startswith("float64") else given.astype(np.float32),
+            model=MODEL,
         )
     got = collection.get(list(scales), include=["vectors"])
     assert got.ids == list(scales)
@@ -291,10 +313,10 @@ def test_unnormalized_vectors_whose_distances_would_overflow_are_refused(
 ) -> None:
     """In an l2 or ip space, [1e20] * 8 was accepted and every distance to it was inf.
     Rows up to a quarter of float32's range are kept, and their distances are finite."""
-    collection = db.create_collection("u", dimension=DIM, metric=metric, embedder=None)
-    collection.add(["big"], vectors=np.full(DIM, 1e18, dtype=np.float32))
+    collection = db.create_collection("u", dimension=DIM, metric=metric, embedder=None, model=MODEL)
+    collection.add(["big"], vectors=np.full(DIM, 1e18, dtype=np.float32), model=MODEL)
     with pytest.raises(InvalidVectorError, match="squared norm"):
-        collection.add(["huge", "fine"], vectors=[np.full(DIM, 1e20), ONE])
+        collection.add(["huge", "fine"], vectors=[np.full(DIM, 1e20), ONE], model=MODEL)
     with pytest.raises(InvalidVectorError, match="squared norm"):
         collection.query(vectors=np.full(DIM, 1e20, dtype=np.float32), k=1)
     assert collection.get().ids == ["big"]
@@ -367,8 +389,9 @@ def test_index_settings_at_their_bounds_build(db: Database) -> None:
         dimension=DIM,
         embedder=None,
         index={"kind": "hnsw", "m": 256, "ef_construction": 4096, "seal_rows": 2},
+        model=MODEL,
     )
-    collection.add([str(i) for i in range(64)], vectors=rows(64))
+    collection.add([str(i) for i in range(64)], vectors=rows(64), model=MODEL)
     collection.optimize()
     assert collection.index_status().kind == "hnsw"
     assert collection.query(vectors=rows(64)[5], k=1, include=[]).ids == [["5"]]

@@ -17,6 +17,10 @@ from latentdb.cli import app
 
 from .conftest import HashingEmbedder
 
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
+
 runner = CliRunner()
 README = Path(__file__).resolve().parents[1] / "README.md"
 COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
@@ -25,8 +29,8 @@ COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-def
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     with latentdb.connect(tmp_path / "db") as db:
-        collection = db.create_collection("vectors", dimension=3, embedder=None, model="m")
-        collection.add(["a", "b"], vectors=np.eye(3)[:2])
+        collection = db.create_collection("vectors", dimension=3, embedder=None, model=MODEL)
+        collection.add(["a", "b"], vectors=np.eye(3)[:2], model=MODEL)
     return tmp_path / "db"
 
 
@@ -178,7 +182,7 @@ def test_demo_builds_once_then_reuses(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_alias_command_creates_switches_and_deletes(folder: Path) -> None:
     with latentdb.connect(folder) as db:
-        db.create_collection("other", dimension=3, embedder=None, model="m")
+        db.create_collection("other", dimension=3, embedder=None, model=MODEL)
     for target in ("vectors", "other"):
         result = runner.invoke(app, ["alias", str(folder), "live", target])
         assert result.exit_code == 0, result.output
@@ -193,10 +197,11 @@ def test_alias_command_creates_switches_and_deletes(folder: Path) -> None:
 @pytest.mark.slow
 def test_migrate_command_re_embeds_with_the_default_model(folder: Path) -> None:
     with latentdb.connect(folder) as db:
-        db.create_collection("notes", dimension=3, embedder=None, model="m").add(
+        db.create_collection("notes", dimension=3, embedder=None, model=MODEL).add(
             ["cat", "json"],
             vectors=np.eye(3)[:2],
             documents=["A cat sleeps on the sofa.", "Parse a JSON file in Python."],
+            model=MODEL,
         )
     result = runner.invoke(app, ["migrate", str(folder), "notes", "--embedder", "minilm"])
     assert result.exit_code == 0, result.output

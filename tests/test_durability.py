@@ -268,7 +268,7 @@ def test_sigkill_keeps_acknowledged_batches_whole(tmp_path: Path, seed: int) -> 
 
         # The database takes writes again, and they last.
         fresh = np.full(DIMENSION, 99.5, dtype=np.float32)
-        collection.add(["after-crash"], vectors=fresh[None], documents=["new"])
+        collection.add(["after-crash"], vectors=fresh[None], documents=["new"], model=worker.MODEL)
         assert collection.count() == len(got.ids) + 1
         found = collection.query(vectors=fresh, k=1)
         assert found.ids == [["after-crash"]]
@@ -287,7 +287,13 @@ def test_sigkill_keeps_acknowledged_batches_whole(tmp_path: Path, seed: int) -> 
 
 def rows(prefix: str, batch: int, size: int) -> dict[str, Any]:
     ids, vectors, documents, metadatas = worker.batch_rows(prefix, batch, size)
-    return {"ids": ids, "vectors": vectors, "documents": documents, "metadatas": metadatas}
+    return {
+        "ids": ids,
+        "vectors": vectors,
+        "documents": documents,
+        "metadatas": metadatas,
+        "model": worker.MODEL,
+    }
 
 
 def child_get(child: Child, ids: list[str] | None) -> latentdb.GetResult:
@@ -372,7 +378,9 @@ def test_second_process_sees_writes_and_deletes(tmp_path: Path) -> None:
 
             # Parent updates a vector -> the child finds the record at its new place only.
             moved = np.full(DIMENSION, -7.25, dtype=np.float32)
-            collection.update(["a0-4"], vectors=moved[None], documents=["moved"])
+            collection.update(
+                ["a0-4"], vectors=moved[None], documents=["moved"], model=worker.MODEL
+            )
             got = child_get(child, ["a0-4"])
             assert got.vectors is not None
             assert np.array_equal(got.vectors[0], moved)
@@ -653,7 +661,13 @@ def test_reopen_returns_exactly_the_acknowledged_records(tmp_path: Path, seed: i
                 matrix = vectors(len(ids))
                 documents = [random_document(chance) for _ in ids]
                 metadatas = [random_metadata(chance) for _ in ids]
-                collection.add(ids, vectors=matrix, documents=documents, metadatas=metadatas)
+                collection.add(
+                    ids,
+                    vectors=matrix,
+                    documents=documents,
+                    metadatas=metadatas,
+                    model=worker.MODEL,
+                )
                 for i, record_id in enumerate(ids):
                     model[record_id] = (matrix[i], documents[i], metadatas[i])
             elif op == "upsert":
@@ -663,10 +677,16 @@ def test_reopen_returns_exactly_the_acknowledged_records(tmp_path: Path, seed: i
                 documents = [random_document(chance) for _ in ids]
                 metadatas = [random_metadata(chance) for _ in ids]
                 if chance.random() < 0.5:  # upsert replaces every field, even unsent ones
-                    collection.upsert(ids, vectors=matrix)
+                    collection.upsert(ids, vectors=matrix, model=worker.MODEL)
                     documents, metadatas = [None] * len(ids), [None] * len(ids)
                 else:
-                    collection.upsert(ids, vectors=matrix, documents=documents, metadatas=metadatas)
+                    collection.upsert(
+                        ids,
+                        vectors=matrix,
+                        documents=documents,
+                        metadatas=metadatas,
+                        model=worker.MODEL,
+                    )
                 for i, record_id in enumerate(ids):
                     model[record_id] = (matrix[i], documents[i], metadatas[i])
             elif op == "update":
@@ -677,7 +697,13 @@ def test_reopen_returns_exactly_the_acknowledged_records(tmp_path: Path, seed: i
                 matrix = vectors(len(ids)) if "v" in fields else None
                 documents = [random_document(chance) for _ in ids] if "d" in fields else None
                 metadatas = [random_metadata(chance) for _ in ids] if "m" in fields else None
-                collection.update(ids, vectors=matrix, documents=documents, metadatas=metadatas)
+                collection.update(
+                    ids,
+                    vectors=matrix,
+                    documents=documents,
+                    metadatas=metadatas,
+                    model=worker.MODEL,
+                )
                 for i, record_id in enumerate(ids):
                     vector, document, metadata = model[record_id]
                     model[record_id] = (
@@ -702,7 +728,7 @@ def test_reopen_returns_exactly_the_acknowledged_records(tmp_path: Path, seed: i
                 before = list(model)
                 ids = [*new_ids(3), chance.choice(before)]
                 with pytest.raises(latentdb.DuplicateIdError):
-                    collection.add(ids, vectors=vectors(len(ids)))
+                    collection.add(ids, vectors=vectors(len(ids)), model=worker.MODEL)
                 with pytest.raises(latentdb.RecordNotFoundError):
                     collection.update([before[0], "never-stored"], documents=["x", "y"])
                 assert collection.get(ids[:3]).ids == []

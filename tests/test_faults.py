@@ -45,6 +45,10 @@ from latentdb.index._sealed import SealedSegment
 from latentdb.store import DATABASE_FILE, storage_error
 from tests._segments import clustered, index_folder, segment_folders
 
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
+
 WORKER_PATH = Path(__file__).parent / "_workers" / "fault_worker.py"
 _spec = importlib.util.spec_from_file_location("_fault_worker", WORKER_PATH)
 assert _spec is not None and _spec.loader is not None
@@ -99,7 +103,7 @@ def assert_rows_intact(
 def new_database(folder: Path, *, batches: int = 3, index: str = "flat") -> Path:
     with latentdb.connect(folder) as db:
         collection = db.create_collection(
-            "rows", dimension=DIMENSION, embedder=None, metric="l2", index=index
+            "rows", dimension=DIMENSION, embedder=None, metric="l2", index=index, model=MODEL
         )
         fill(collection, "r", batches)
     return folder
@@ -427,9 +431,9 @@ def test_a_damaged_segment_file_is_caught_and_rebuilt(
     ids = [f"r{i}" for i in range(SEGMENT_ROWS)]
     with latentdb.connect(tmp_path) as database:
         collection = database.create_collection(
-            "c", dimension=SEGMENT_DIMENSION, embedder=None, index=kind, **options
+            "c", dimension=SEGMENT_DIMENSION, embedder=None, model=MODEL, index=kind, **options
         )
-        collection.add(ids, vectors=vectors)
+        collection.add(ids, vectors=vectors, model=MODEL)
         collection.optimize()
         (segment,) = segment_folders(database)
     garble(segment / file, truncate=truncate)
@@ -452,9 +456,9 @@ def test_a_garbled_manifest_is_caught(tmp_path: Path) -> None:
     vectors = clustered(SEGMENT_ROWS)
     with latentdb.connect(tmp_path) as database:
         collection = database.create_collection(
-            "c", dimension=SEGMENT_DIMENSION, embedder=None, index="hnsw"
+            "c", dimension=SEGMENT_DIMENSION, embedder=None, index="hnsw", model=MODEL
         )
-        collection.add([f"r{i}" for i in range(SEGMENT_ROWS)], vectors=vectors)
+        collection.add([f"r{i}" for i in range(SEGMENT_ROWS)], vectors=vectors, model=MODEL)
         collection.optimize()
         manifest = index_folder(database) / "manifest.json"
     text = json.loads(manifest.read_text())
@@ -481,9 +485,9 @@ def test_an_index_file_that_cannot_be_written_is_a_named_error(
     vectors = clustered(SEGMENT_ROWS)
     with latentdb.connect(tmp_path) as database:
         collection = database.create_collection(
-            "c", dimension=SEGMENT_DIMENSION, embedder=None, index="hnsw"
+            "c", dimension=SEGMENT_DIMENSION, embedder=None, index="hnsw", model=MODEL
         )
-        collection.add([f"r{i}" for i in range(SEGMENT_ROWS)], vectors=vectors)
+        collection.add([f"r{i}" for i in range(SEGMENT_ROWS)], vectors=vectors, model=MODEL)
 
         def refused(self: SealedSegment, folder: Path) -> None:
             folder.mkdir(parents=True)

@@ -534,6 +534,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             embedder=None,
             index=config["index"],
             reduce=config["reduce"],
+            model=worker.MODEL,
         )
         if size:
             self.write(self.model.write_op("add", size, seed, stored=0, reborn=0))

@@ -19,6 +19,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 import latentdb
 from latentdb import DuplicateIdError, RecordNotFoundError
 
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
+
 DIM = 4
 id_strategy = st.sampled_from([f"id{i}" for i in range(12)])
 vector_strategy = st.lists(st.integers(-8, 8).map(float), min_size=DIM, max_size=DIM).filter(
@@ -40,7 +44,7 @@ class CollectionMachine(RuleBasedStateMachine):
         self.metric = metric
         self.db = latentdb.connect(self.folder)
         self.collection = self.db.create_collection(
-            "p", dimension=DIM, metric=metric, embedder=None
+            "p", dimension=DIM, metric=metric, embedder=None, model=MODEL
         )
 
     def teardown(self) -> None:
@@ -69,6 +73,7 @@ class CollectionMachine(RuleBasedStateMachine):
             "vectors": [r[1] for r in records],
             "documents": [r[2] for r in records],
             "metadatas": [r[3] for r in records],
+            "model": MODEL,
         }
         if not upsert and any(i in self.model for i in ids):
             try:
@@ -88,11 +93,11 @@ class CollectionMachine(RuleBasedStateMachine):
         )
         if any(i not in self.model for i in ids):
             try:
-                self.collection.update(ids, metadatas=metadatas, vectors=new_vectors)
+                self.collection.update(ids, metadatas=metadatas, vectors=new_vectors, model=MODEL)
             except RecordNotFoundError:
                 return
             raise AssertionError("update of a missing id must raise RecordNotFoundError")
-        self.collection.update(ids, metadatas=metadatas, vectors=new_vectors)
+        self.collection.update(ids, metadatas=metadatas, vectors=new_vectors, model=MODEL)
         for position, record_id in enumerate(ids):
             vector, document, _ = self.model[record_id]
             if new_vectors is not None:

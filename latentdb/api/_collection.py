@@ -22,7 +22,7 @@ from latentdb.analysis import (
     sample_positions,
     steps_bar,
 )
-from latentdb.api._database import check_recall_target
+from latentdb.api._database import check_recall_target, collection_requires_model
 from latentdb.api._progress import progress_bar
 from latentdb.api._results import GetResult, QueryResult, RecallReport
 from latentdb.api._validation import (
@@ -36,6 +36,7 @@ from latentdb.api._validation import (
     check_non_negative,
     check_search_params,
     check_texts,
+    check_vectors_model,
 )
 from latentdb.embed import Embedder, ImageInput, get_embedder
 from latentdb.errors import (
@@ -134,6 +135,14 @@ class Collection:
     def recall_target(self) -> float:
         """The recall@10 approximate search is tuned to reach."""
         return self._state.recall_target
+
+    @property
+    def require_model(self) -> bool:
+        """Whether every write of vectors must name their model (``model=``, the
+        space's): True for collections created with ``require_model=True`` (the
+        default), False for those created with ``require_model=False`` and for those
+        of databases made before the setting existed."""
+        return collection_requires_model(self._state.row.config)
 
     def set_recall_target(self, target: float) -> None:
         """Change the recall target (stored) and re-tune the index for it now.
@@ -296,10 +305,15 @@ class Collection:
         progress: Progress | None,
         images: Sequence[ImageInput] | None = None,
     ) -> FloatMatrix:
-        self.space.check_model(model)
+        if images is not None and vectors is not None:
+            raise InvalidArgumentError("give vectors= or images=, not both")
+        if vectors is not None:
+            check_vectors_model(
+                self.space, model, required=self.require_model, collection=self.name
+            )
+        else:
+            self.space.check_model(model)
         if images is not None:
-            if vectors is not None:
-                raise InvalidArgumentError("give vectors= or images=, not both")
             vectors = self._embed_images(images, count, progress)
         elif vectors is None:
             if documents is None and self.embedder is not None:
@@ -328,12 +342,17 @@ class Collection:
             documents: One text (or None) per id; with ``images``, stored as captions.
             metadatas: One flat dict of str/int/float/bool (or None) per id.
             model: The model the vectors came from; refused if not the collection's.
+                Required with ``vectors=`` when the collection's
+                :attr:`require_model` is set (the default for new collections);
+                texts and images the collection embeds need none.
             progress: Called with the number of documents (or images) embedded so far.
             images: One image per id (file path, encoded bytes or PIL image), embedded
                 with the collection's model when it takes images (``"clip:..."``).
 
         Raises:
             DuplicateIdError: an id repeats, or is already stored.
+            ModelRequiredError: ``vectors=`` without ``model=`` where the collection
+                requires it; nothing written.
             DimensionMismatchError, InvalidVectorError, InvalidMetadataError,
             InvalidIdError, ModelMismatchError, EmbedderError: bad input; nothing written.
         """

@@ -58,6 +58,32 @@ def check_recall_target(value: object) -> float:
     return float(value)
 
 
+def check_require_model(value: object, embedder: str | None, model: str | None) -> bool:
+    """``create_collection``'s ``require_model=``: a bool, and when True for a
+    collection without an embedder, a ``model=`` naming its vectors' model (writes
+    must then name it; "external", the name of no model, would check nothing).
+
+    Raises:
+        InvalidArgumentError: not a bool, or no model named.
+    """
+    required = check_flag(value, "require_model")
+    if required and embedder is None and model is None:
+        raise InvalidArgumentError(
+            "a collection without an embedder needs model= naming the model its vectors "
+            "come from (e.g. model='openai/text-embedding-3-small'): every write of "
+            "vectors must then say model= the same, so that vectors of another model "
+            "cannot slip in. To accept vectors without a model name, create it with "
+            "require_model=False"
+        )
+    return required
+
+
+def collection_requires_model(config: Mapping[str, object]) -> bool:
+    """Whether a collection's stored config requires ``model=`` with vectors: collections
+    created before the setting existed have none and keep accepting vectors without."""
+    return config.get("require_model") is True
+
+
 def reduced_space(space: LatentSpace, spec: IndexSpec, reduce: int | None) -> LatentSpace:
     """``space`` with ``create_collection``'s ``reduce=`` recorded (checked: an ANN index,
     and 1 <= reduce < dimension); unchanged when ``reduce`` is None."""
@@ -302,6 +328,7 @@ class Database:
         index: str | IndexSpec = "auto",
         recall_target: float = DEFAULT_RECALL_TARGET,
         reduce: int | None = None,
+        require_model: bool = True,
     ) -> Collection:
         """Create a collection bound to one latent space.
 
@@ -324,13 +351,22 @@ class Database:
                 tuned with the other knobs to reach ``recall_target``. Saves index
                 memory and time per distance; :meth:`Collection.evaluate` shows what
                 it costs in recall. Needs an ANN index (not ``"flat"``).
+            require_model: Every write of vectors (``vectors=`` in ``add``,
+                ``upsert`` and ``update``) must name their model with ``model=``, the
+                collection's, so that vectors of another model can never slip in;
+                a collection without an embedder then needs ``model=`` here. Texts
+                and images the collection embeds itself need no ``model=``. False
+                accepts vectors without a model name (a ``model=`` given is still
+                checked). Fixed for the collection's life (see
+                :attr:`Collection.require_model`).
 
         Returns:
             The new :class:`Collection`.
 
         Raises:
             CollectionExistsError: the name is taken.
-            InvalidArgumentError: bad name, metric, dimension or ``reduce``.
+            InvalidArgumentError: bad name, metric, dimension or ``reduce``; no
+                ``model=`` for a collection without an embedder that requires it.
             DimensionMismatchError, ModelMismatchError: they contradict the embedder.
             EmbedderError: unknown embedder.
         """
@@ -341,6 +377,7 @@ class Database:
         config = {
             "index": spec.to_dict(),
             "recall_target": check_recall_target(recall_target),
+            "require_model": check_require_model(require_model, embedder_name, model),
         }
         store = self.store
         with store.write():
@@ -620,6 +657,7 @@ class Database:
             index=state.spec,
             recall_target=state.recall_target,
             reduce=reduce,
+            require_model=collection_requires_model(source.config),
         )
         migration_id = store.insert_migration(
             alias=name,
@@ -733,17 +771,20 @@ class Database:
         index: str | IndexSpec = "auto",
         recall_target: float = DEFAULT_RECALL_TARGET,
         reduce: int | None = None,
+        require_model: bool = True,
     ) -> Collection:
         """The collection called ``name``, created with these arguments if missing.
 
         An existing collection must be in the latent space asked for (and reduced to
-        ``reduce`` dimensions, when that is given); its index settings stay as they are.
+        ``reduce`` dimensions, when that is given); its index settings and its
+        ``require_model`` stay as they are (:attr:`Collection.require_model` says which).
 
         Raises:
             CollectionExistsError: it exists in another latent space than the one asked.
             and whatever :meth:`create_collection` raises.
         """
         check_collection_name(name)
+        check_flag(require_model, "require_model")
         try:
             row: CollectionRow | None = self._resolve(name)
         except CollectionNotFoundError:
@@ -759,6 +800,7 @@ class Database:
                     index=index,
                     recall_target=recall_target,
                     reduce=reduce,
+                    require_model=require_model,
                 )
             except CollectionExistsError:  # another process created it meanwhile
                 row = self.store.collection_by_name(name)

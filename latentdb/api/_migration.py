@@ -259,6 +259,7 @@ class Migration:
                     vectors=stored.vectors[[position[r[1]] for r in kept]],
                     documents=[r[3] for r in kept],
                     metadatas=[r[4] for r in kept],
+                    model=target.space.model,  # the source's: same space, copied
                 )
         with store.write():
             store.advance_migration(row.id, (rows[-1][0], rows[-1][1]), len(rows))

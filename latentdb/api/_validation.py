@@ -14,7 +14,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -23,7 +23,11 @@ from latentdb.errors import (
     InvalidArgumentError,
     InvalidIdError,
     InvalidMetadataError,
+    ModelRequiredError,
 )
+
+if TYPE_CHECKING:
+    from latentdb.space import LatentSpace
 
 __all__ = [
     "MAX_DIMENSION",
@@ -42,6 +46,7 @@ __all__ = [
     "check_search_params",
     "check_text",
     "check_texts",
+    "check_vectors_model",
 ]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -132,6 +137,30 @@ def check_flag(value: object, name: str) -> bool:
     if isinstance(value, bool | np.bool_):
         return bool(value)
     raise InvalidArgumentError(f"{name} must be True or False; got {_show(value)}")
+
+
+def check_vectors_model(
+    space: LatentSpace, model: object, *, required: bool, collection: str
+) -> None:
+    """The ``model=`` of a write that brings its own vectors (``vectors=``, not texts
+    or images the collection embeds): the collection's model, and given at all when
+    the collection requires it (``require_model``), so that vectors of unknown origin
+    cannot mix another latent space into the stored data.
+
+    Raises:
+        InvalidArgumentError: ``model`` is not a str.
+        ModelMismatchError: ``model`` names another model than the collection's.
+        ModelRequiredError: ``model`` is None and ``required``.
+    """
+    space.check_model(model)  # type: ignore[arg-type]  # it refuses a non-str itself
+    if model is None and required:
+        raise ModelRequiredError(
+            f"vectors= without model= cannot enter collection {collection!r}: it holds "
+            f"vectors of model {space.model!r} and requires every write of vectors to "
+            f"name their model. Pass model={space.model!r} if they come from it; a "
+            "collection created with require_model=False accepts vectors without a "
+            "model name"
+        )
 
 
 def check_callable(value: object, name: str) -> None:

@@ -264,10 +264,11 @@ class RemoteDatabase(Database):
         index: str | IndexSpec = "auto",
         recall_target: float = 0.95,
         reduce: int | None = None,
+        require_model: bool = True,
     ) -> Collection:
         """See :meth:`Database.create_collection`."""
         arguments = (dimension, metric, embedder, model, index, recall_target, reduce)
-        return self._create(name, *arguments, get_or_create=False)
+        return self._create(name, *arguments, require_model, get_or_create=False)
 
     def get_or_create_collection(
         self,
@@ -280,10 +281,11 @@ class RemoteDatabase(Database):
         index: str | IndexSpec = "auto",
         recall_target: float = 0.95,
         reduce: int | None = None,
+        require_model: bool = True,
     ) -> Collection:
         """See :meth:`Database.get_or_create_collection`."""
         arguments = (dimension, metric, embedder, model, index, recall_target, reduce)
-        return self._create(name, *arguments, get_or_create=True)
+        return self._create(name, *arguments, require_model, get_or_create=True)
 
     def _create(
         self,
@@ -295,6 +297,7 @@ class RemoteDatabase(Database):
         index: str | IndexSpec,
         recall_target: float,
         reduce: int | None,
+        require_model: bool,
         *,
         get_or_create: bool,
     ) -> Collection:
@@ -310,6 +313,7 @@ class RemoteDatabase(Database):
                 "index": index.to_dict() if isinstance(index, IndexSpec) else index,
                 "recall_target": recall_target,
                 "reduce": reduce,
+                "require_model": require_model,
                 "get_or_create": get_or_create,
             },
         )
@@ -438,6 +442,12 @@ class RemoteCollection(Collection):
         """See :attr:`Collection.recall_target` (read from the server)."""
         self._info = self._remote._call("GET", self._path)
         return float(self._info["recall_target"])
+
+    @property
+    def require_model(self) -> bool:
+        """See :attr:`Collection.require_model` (False from a server older than the
+        setting, which checks ``model=`` only when given)."""
+        return self._fresh().get("require_model") is True
 
     def _dimension(self) -> int:
         return int(self._fresh()["space"]["dimension"])

@@ -45,7 +45,7 @@ from latentdb.analysis import (
 )
 from latentdb.api import Collection, GetResult, IndexStatus, QueryResult, RecallReport
 from latentdb.api._collection import GET_FIELDS, QUERY_FIELDS, _sql_filters
-from latentdb.api._database import check_recall_target
+from latentdb.api._database import check_recall_target, collection_requires_model
 from latentdb.api._validation import (
     MAX_K,
     check_callable,
@@ -57,6 +57,7 @@ from latentdb.api._validation import (
     check_non_negative,
     check_search_params,
     check_texts,
+    check_vectors_model,
 )
 from latentdb.distributed._merge import (
     assemble,
@@ -170,6 +171,12 @@ class ShardedCollection(Collection):
         """See :attr:`Collection.recall_target`."""
         return float(self._current().config["recall_target"])
 
+    @property
+    def require_model(self) -> bool:
+        """See :attr:`Collection.require_model` (the driver checks it; the shards do
+        not)."""
+        return collection_requires_model(self._current().config)
+
     def set_recall_target(self, target: float) -> None:
         """See :meth:`Collection.set_recall_target`: stored, and every shard re-tuned."""
         target = check_recall_target(target)
@@ -248,11 +255,16 @@ class ShardedCollection(Collection):
         Raises:
             whatever :meth:`LatentSpace.prepare` and the embedder raise.
         """
-        space = self.space
-        space.check_model(model)
+        row = self._current()
+        space = LatentSpace.from_dict(row.space)
+        if images is not None and vectors is not None:
+            raise InvalidArgumentError("give vectors= or images=, not both")
+        if vectors is not None:
+            required = collection_requires_model(row.config)
+            check_vectors_model(space, model, required=required, collection=row.name)
+        else:
+            space.check_model(model)
         if images is not None:
-            if vectors is not None:
-                raise InvalidArgumentError("give vectors= or images=, not both")
             vectors = self._embed_images(images, count, progress)
         elif vectors is None:
             if documents is None and self.embedder is not None:

@@ -25,10 +25,11 @@ from latentdb.api import Collection, Database, IndexSpec
 from latentdb.api._database import (
     DEFAULT_RECALL_TARGET,
     check_recall_target,
+    check_require_model,
     check_same_space,
     reduced_space,
 )
-from latentdb.api._validation import check_collection_name, check_non_negative
+from latentdb.api._validation import check_collection_name, check_flag, check_non_negative
 from latentdb.distributed._collection import ShardedCollection
 from latentdb.distributed._shards import Hosts, ShardGroup, require_ray
 from latentdb.errors import (
@@ -127,6 +128,7 @@ class ShardedDatabase(Database):
         index: str | IndexSpec = "auto",
         recall_target: float = DEFAULT_RECALL_TARGET,
         reduce: int | None = None,
+        require_model: bool = True,
         shards: int | None = None,
         replicas: int | None = None,
     ) -> Collection:
@@ -158,6 +160,7 @@ class ShardedDatabase(Database):
         config = {
             "index": spec,
             "recall_target": target,
+            "require_model": check_require_model(require_model, embedder_name, model),
             "shards": shard_count,
             "replicas": replica_count,
             "folder": uuid.uuid4().hex,
@@ -200,16 +203,18 @@ class ShardedDatabase(Database):
         index: str | IndexSpec = "auto",
         recall_target: float = DEFAULT_RECALL_TARGET,
         reduce: int | None = None,
+        require_model: bool = True,
         shards: int | None = None,
         replicas: int | None = None,
     ) -> Collection:
         """See :meth:`Database.get_or_create_collection`; an existing collection keeps
-        its shards and replicas.
+        its shards, replicas and ``require_model``.
 
         Raises:
             CollectionExistsError: it exists in another latent space than the one asked.
             and whatever :meth:`create_collection` raises.
         """
+        check_flag(require_model, "require_model")
         try:
             existing = self.get_collection(name)
         except CollectionNotFoundError:
@@ -223,6 +228,7 @@ class ShardedDatabase(Database):
                     index=index,
                     recall_target=recall_target,
                     reduce=reduce,
+                    require_model=require_model,
                     shards=shards,
                     replicas=replicas,
                 )

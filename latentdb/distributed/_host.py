@@ -82,6 +82,8 @@ class ShardHost:
                         model=spec["model"],
                         index=IndexSpec.parse(spec["index"]),
                         recall_target=float(spec["recall_target"]),
+                        # The driver checks model= before any shard is written to.
+                        require_model=False,
                         **reduce,
                     )
                 except BaseException:

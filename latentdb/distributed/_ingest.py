@@ -21,7 +21,12 @@ import numpy as np
 import numpy.typing as npt
 
 from latentdb.api import Collection
-from latentdb.api._validation import check_ids, check_metadatas, check_non_negative
+from latentdb.api._validation import (
+    check_ids,
+    check_metadatas,
+    check_non_negative,
+    check_vectors_model,
+)
 from latentdb.distributed._collection import ShardedCollection
 from latentdb.distributed._shards import Hosts, ShardGroup, require_ray
 from latentdb.embed import get_embedder
@@ -139,6 +144,7 @@ def ingest(
     id_field: str = "id",
     text_field: str | None = "text",
     vector_field: str | None = None,
+    model: str | None = None,
     metadata_fields: Sequence[str] = (),
     batch_size: int = 256,
     workers: int | None = None,
@@ -160,6 +166,9 @@ def ingest(
         text_field: The column embedded and stored as each record's document (None:
             no document; then ``vector_field`` is needed).
         vector_field: A column of ready vectors to add instead of embedding texts.
+        model: The model the ``vector_field`` vectors come from: the collection's,
+            and required when the collection's ``require_model`` is set (as for
+            ``add(vectors=...)``).
         metadata_fields: Columns stored as each record's metadata (flat scalars).
         batch_size: Records a worker embeds and writes at a time.
         workers: Worker actors embedding in parallel, each on one thread with its
@@ -173,6 +182,8 @@ def ingest(
     Raises:
         InvalidArgumentError: not a sharded collection, an unknown file type, a
             column missing from the corpus, or bad batch_size, workers or limit.
+        ModelMismatchError: ``model`` is not the collection's (ModelRequiredError:
+            none given for ``vector_field`` where the collection requires it).
         DuplicateIdError: an id repeats within a batch.
         EmbedderError: a record has no text to embed.
     """
@@ -191,6 +202,12 @@ def ingest(
             "ingest embeds text_field with the collection's embedder: give text_field= and "
             "a collection with an embedder, or vector_field= for ready vectors"
         )
+    if vector_field is not None:
+        check_vectors_model(
+            collection.space, model, required=collection.require_model, collection=collection.name
+        )
+    else:
+        collection.space.check_model(model)
     ray = require_ray()
     import ray.data  # noqa: F811 - the submodule, loaded on first use
 

@@ -211,6 +211,7 @@ def create_app(
             "space": found.space.to_dict(),
             "embedder": found.embedder,
             "recall_target": found.recall_target,
+            "require_model": found.require_model,
         }
 
     # -- service -----------------------------------------------------------------------

@@ -107,6 +107,12 @@ class CreateCollectionBody(Body):
     reduce: Any = _documented(
         None, _nullable(_INTEGER), "Index a PCA projection to this many dimensions."
     )
+    require_model: Any = _documented(
+        True,
+        _BOOLEAN,
+        "Writes of vectors must name their model (model=, the collection's); false "
+        "accepts vectors without one. True needs model= without an embedder.",
+    )
     get_or_create: bool = Field(False, description="Return the collection if it exists.")
 
 

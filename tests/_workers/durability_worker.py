@@ -110,7 +110,7 @@ def write(argv: list[str]) -> None:
     batch = 0
     while total == 0 or batch < total:
         ids, vectors, documents, metadatas = batch_rows(prefix, batch, int(size))
-        collection.add(ids, vectors=vectors, documents=documents, metadatas=metadatas)
+        collection.add(ids, vectors=vectors, documents=documents, metadatas=metadatas, model=MODEL)
         say(f"ACK {batch}")
         batch += 1
     db.close()
@@ -130,7 +130,9 @@ def race(argv: list[str]) -> None:
             with db:
                 for batch in range(int(batches)):
                     ids, vectors, documents, metadatas = batch_rows(prefix, batch, int(size))
-                    collection.add(ids, vectors=vectors, documents=documents, metadatas=metadatas)
+                    collection.add(
+                        ids, vectors=vectors, documents=documents, metadatas=metadatas, model=MODEL
+                    )
         except (latentdb.LatentDBError, sqlite3.Error) as error:
             where = traceback.extract_tb(error.__traceback__)[-1]
             say(
@@ -188,6 +190,7 @@ def run(collection: Any, command: dict[str, Any]) -> Any:
             vectors=None if vectors is None else np.asarray(vectors, dtype=np.float32),
             documents=command.get("documents"),
             metadatas=command.get("metadatas"),
+            model=MODEL,
         )
         return None
     if op == "delete":

@@ -32,17 +32,23 @@ import numpy as np
 
 import latentdb
 
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
+
 DIMENSION = 16
 BATCH = 100
 NOBODY = 65534
 
 
 def batch(prefix: str, number: int, size: int = BATCH) -> dict[str, Any]:
-    """The ids, vectors and documents of one batch, the same in parent and child."""
+    """The ids, vectors (and their model) and documents of one batch, the same in
+    parent and child."""
     rng = np.random.default_rng([sum(map(ord, prefix)), number])
     return {
         "ids": [f"{prefix}{number}-{row}" for row in range(size)],
         "vectors": rng.standard_normal((size, DIMENSION)).astype(np.float32),
+        "model": MODEL,
         "documents": [f"{prefix} batch {number} row {row}" for row in range(size)],
         "metadatas": [{"batch": number, "row": row} for row in range(size)],
     }
@@ -91,7 +97,7 @@ def read_everything(folder: Path) -> dict[str, Any]:
             "update": lambda: first.update(first.get(limit=1).ids, documents=["changed"]),
             "delete": lambda: first.delete(first.get(limit=1).ids),
             "create_collection": lambda: db.create_collection(
-                "another", dimension=DIMENSION, embedder=None
+                "another", dimension=DIMENSION, embedder=None, model=MODEL
             ),
             "optimize": lambda: first.optimize(),  # writes index files, not the store
         }
@@ -107,7 +113,7 @@ def warm_up() -> None:
         with latentdb.connect(scratch) as db:
             for index in ("flat", "hnsw"):
                 collection = db.create_collection(
-                    index, dimension=DIMENSION, embedder=None, metric="l2", index=index
+                    index, dimension=DIMENSION, embedder=None, metric="l2", index=index, model=MODEL
                 )
                 collection.add(**batch(index, 0))
                 collection.optimize()
@@ -130,7 +136,7 @@ def fill(folder: Path, batches: int) -> None:
     report: dict[str, Any] = {"acknowledged": 0}
     with latentdb.connect(folder) as db:
         collection = db.get_or_create_collection(
-            "fill", dimension=DIMENSION, embedder=None, metric="l2"
+            "fill", dimension=DIMENSION, embedder=None, metric="l2", model=MODEL
         )
         largest = max(path.stat().st_size for path in folder.iterdir() if path.is_file())
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG

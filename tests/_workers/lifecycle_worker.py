@@ -27,6 +27,9 @@ from typing import Any
 
 import numpy as np
 
+# The model of every vector written (the collection requires writes of vectors to name it).
+MODEL = "test/lifecycle"
+
 
 def say(line: str) -> None:
     sys.stdout.write(line + "\n")
@@ -43,6 +46,7 @@ def run_op(collection: Any, op: dict[str, Any]) -> int | None:
             vectors=None if vectors is None else np.asarray(vectors, dtype=np.float32),
             documents=op.get("documents"),
             metadatas=op.get("metadatas"),
+            model=MODEL,
         )
         return None
     if kind == "delete":

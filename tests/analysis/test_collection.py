@@ -16,6 +16,10 @@ from latentdb import (
     SpaceReport,
 )
 
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
+
 pytestmark = pytest.mark.transports
 
 DIM = 32
@@ -29,7 +33,7 @@ def clustered(n: int, seed: int = 0) -> np.ndarray:
 
 
 def filled(db: Database, n: int = 600, metric: str = "cosine") -> object:
-    collection = db.create_collection("c", embedder=None, dimension=DIM, metric=metric, model="m")
+    collection = db.create_collection("c", embedder=None, dimension=DIM, metric=metric, model=MODEL)
     rows = clustered(n)
     rows[1] = rows[0] * 1.0001  # one planted near-duplicate pair
     collection.add(
@@ -37,6 +41,7 @@ def filled(db: Database, n: int = 600, metric: str = "cosine") -> object:
         vectors=rows,
         documents=[f"document number {i}" for i in range(n)],
         metadatas=[{"cluster": i % 4, "even": i % 2 == 0} for i in range(n)],
+        model=MODEL,
     )
     return collection
 
@@ -49,7 +54,7 @@ def test_analyze_measures_the_space(db: Database) -> None:
         600,
         DIM,
         "cosine",
-        "m",
+        MODEL,
     )
     assert report.sample == 600 and not report.near_duplicates_estimated
     assert report.norms.unit_length  # a cosine collection stores unit vectors
@@ -66,9 +71,9 @@ def test_analyze_measures_the_space(db: Database) -> None:
 
 
 def test_analyze_advises_cosine_when_norms_vary_under_ip(db: Database) -> None:
-    collection = db.create_collection("ip", embedder=None, dimension=DIM, metric="ip", model="m")
+    collection = db.create_collection("ip", embedder=None, dimension=DIM, metric="ip", model=MODEL)
     rows = clustered(300) * np.random.default_rng(1).uniform(0.2, 5, size=(300, 1))
-    collection.add([str(i) for i in range(300)], vectors=rows.astype(np.float32))
+    collection.add([str(i) for i in range(300)], vectors=rows.astype(np.float32), model=MODEL)
     report = collection.analyze(sample=300)
     assert not report.norms.unit_length
     (metric,) = [a for a in report.advice if a.topic == "metric"]
@@ -136,14 +141,14 @@ def test_analyze_and_map_read_sealed_segments_without_deleted_rows(db: Database)
         "ann",
         embedder=None,
         dimension=DIM,
-        model="m",
+        model=MODEL,
         index=IndexSpec(kind="hnsw", seal_rows=100),
     )
     rows = clustered(400)
-    collection.add([f"r{i}" for i in range(400)], vectors=rows)
+    collection.add([f"r{i}" for i in range(400)], vectors=rows, model=MODEL)
     collection.optimize()
     collection.delete([f"r{i}" for i in range(0, 400, 4)])
-    collection.add([f"new{i}" for i in range(20)], vectors=clustered(20, seed=5))
+    collection.add([f"new{i}" for i in range(20)], vectors=clustered(20, seed=5), model=MODEL)
     report = collection.analyze(sample=1000)
     assert report.count == 320 and report.sample == 320
     assert report.index is not None and report.index.kind == "hnsw" and "ef" in report.index.params
@@ -159,9 +164,9 @@ def test_analyze_and_map_read_sealed_segments_without_deleted_rows(db: Database)
 @pytest.mark.parametrize("metric", ["l2", "ip"])
 def test_analyze_a_tiny_collection_in_each_metric(db: Database, metric: str) -> None:
     collection = db.create_collection(
-        "tiny", embedder=None, dimension=DIM, metric=metric, model="m"
+        "tiny", embedder=None, dimension=DIM, metric=metric, model=MODEL
     )
-    collection.add([str(i) for i in range(12)], vectors=clustered(12))
+    collection.add([str(i) for i in range(12)], vectors=clustered(12), model=MODEL)
     report = collection.analyze(k=3)
     assert report.count == 12 and report.metric == metric
     assert all(0 <= trial.recall <= 1 for trial in report.reductions)

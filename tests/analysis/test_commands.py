@@ -13,6 +13,10 @@ from typer.testing import CliRunner
 import latentdb
 from latentdb.cli import app
 
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
+
 runner = CliRunner(env={"COLUMNS": "200"})  # rich wraps table cells at 80
 
 
@@ -20,12 +24,13 @@ runner = CliRunner(env={"COLUMNS": "200"})  # rich wraps table cells at 80
 def folder(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     with latentdb.connect(tmp_path / "db") as db:
-        collection = db.create_collection("v", dimension=16, embedder=None, model="m")
+        collection = db.create_collection("v", dimension=16, embedder=None, model=MODEL)
         collection.add(
             [f"r{i}" for i in range(200)],
             vectors=rng.standard_normal((200, 16)),
             documents=[f"text {i}" for i in range(200)],
             metadatas=[{"kind": "odd" if i % 2 else "even"} for i in range(200)],
+            model=MODEL,
         )
     return tmp_path / "db"
 

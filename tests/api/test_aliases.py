@@ -17,6 +17,10 @@ from latentdb import (
     InvalidArgumentError,
 )
 
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
+
 # Each test that uses db or open_db runs embedded and over HTTP (tests/conftest.py).
 pytestmark = pytest.mark.transports
 
@@ -27,11 +31,12 @@ def two_versions(db: Database, rows: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """Collections v1 and v2 with the same vectors under different id prefixes."""
     vectors = np.random.default_rng(3).normal(size=(rows, DIM)).astype(np.float32)
     for name in ("v1", "v2"):
-        collection = db.create_collection(name, dimension=DIM, embedder=None)
+        collection = db.create_collection(name, dimension=DIM, embedder=None, model=MODEL)
         collection.add(
             [f"{name}-{i}" for i in range(rows)],
             vectors=vectors,
             documents=[f"{name} doc {i}" for i in range(rows)],
+            model=MODEL,
         )
     return vectors, vectors[:5]
 
@@ -44,9 +49,9 @@ def test_alias_is_a_second_name(db: Database) -> None:
     live = db.get_collection("live")
     assert (live.name, live.alias) == ("v1", "live")
     assert live.get(["v1-3"]).documents == ["v1 doc 3"]
-    live.add(["new"], vectors=np.ones(DIM))  # writes go to the target too
+    live.add(["new"], vectors=np.ones(DIM), model=MODEL)  # writes go to the target too
     assert db.get_collection("v1").count() == 51
-    again = db.get_or_create_collection("live", dimension=DIM, embedder=None)
+    again = db.get_or_create_collection("live", dimension=DIM, embedder=None, model=MODEL)
     assert again.name == "v1"
 
 
@@ -58,7 +63,7 @@ def test_alias_names_are_checked(db: Database) -> None:
     with pytest.raises(CollectionExistsError, match="an alias named 'live'"):
         db.create_alias("live", "v2")
     with pytest.raises(CollectionExistsError, match="an alias named 'live'"):
-        db.create_collection("live", dimension=DIM, embedder=None)
+        db.create_collection("live", dimension=DIM, embedder=None, model=MODEL)
     with pytest.raises(CollectionNotFoundError, match="an alias must name a collection"):
         db.create_alias("other", "live")
     with pytest.raises(CollectionNotFoundError, match="'nope'"):

@@ -22,9 +22,14 @@ from latentdb import (
     InvalidVectorError,
     LatentDBError,
     ModelMismatchError,
+    ModelRequiredError,
     RecordNotFoundError,
 )
 from latentdb.api._database import IdsByKey
+
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
 
 # Each test that uses db or open_db runs embedded and over HTTP (tests/conftest.py).
 pytestmark = pytest.mark.transports
@@ -50,12 +55,13 @@ def snapshot(collection: Collection) -> tuple[Any, ...]:
 @pytest.fixture
 def l2(db: Database) -> Collection:
     """An l2 collection with 20 records (ids "0".."19")."""
-    collection = db.create_collection("l2", dimension=DIM, metric="l2", embedder=None, model="m")
+    collection = db.create_collection("l2", dimension=DIM, metric="l2", embedder=None, model=MODEL)
     collection.add(
         [str(i) for i in range(20)],
         vectors=vectors(20),
         documents=[f"doc {i}" for i in range(20)],
         metadatas=[{"i": i, "even": i % 2 == 0, "tag": "ab"[i % 2]} for i in range(20)],
+        model=MODEL,
     )
     return collection
 
@@ -136,9 +142,9 @@ def test_query_with_no_hits_returns_empty_vectors(l2: Collection) -> None:
 
 @pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
 def test_distances_follow_the_metric(db: Database, metric: str) -> None:
-    collection = db.create_collection("m", dimension=3, metric=metric, embedder=None)
+    collection = db.create_collection("m", dimension=3, metric=metric, embedder=None, model=MODEL)
     stored = np.array([[1, 0, 0], [0, 2, 0], [1, 1, 0]], dtype=np.float32)
-    collection.add(["x", "y", "xy"], vectors=stored)
+    collection.add(["x", "y", "xy"], vectors=stored, model=MODEL)
     query = np.array([3, 1, 0], dtype=np.float32)
     result = collection.query(vectors=query, k=3)
     assert result.distances is not None
@@ -156,15 +162,15 @@ def test_distances_follow_the_metric(db: Database, metric: str) -> None:
 
 
 def test_cosine_space_stores_unit_vectors(db: Database) -> None:
-    collection = db.create_collection("c", dimension=2, embedder=None)
-    collection.add("a", vectors=[3.0, 4.0])
+    collection = db.create_collection("c", dimension=2, embedder=None, model=MODEL)
+    collection.add("a", vectors=[3.0, 4.0], model=MODEL)
     got = collection.get("a", include=["vectors"]).vectors
     assert got is not None
     np.testing.assert_allclose(got, [[0.6, 0.8]], rtol=1e-6)
 
 
 def test_upsert_replaces_every_field_and_adds_new(l2: Collection) -> None:
-    l2.upsert(["1", "new"], vectors=vectors(2, seed=9), documents=["one", None])
+    l2.upsert(["1", "new"], vectors=vectors(2, seed=9), documents=["one", None], model=MODEL)
     got = l2.get(["1", "new"], include=["vectors", "documents", "metadatas"])
     assert got.documents == ["one", None]
     assert got.metadatas == [None, None]
@@ -182,7 +188,7 @@ def test_update_changes_only_given_fields(l2: Collection) -> None:
     assert got.documents == ["doc 2"]
     assert got.vectors is not None
     np.testing.assert_array_equal(got.vectors[0], vectors(20)[2])
-    l2.update("2", vectors=np.full(DIM, 100, dtype=np.float32))
+    l2.update("2", vectors=np.full(DIM, 100, dtype=np.float32), model=MODEL)
     assert l2.query(vectors=np.full(DIM, 99, dtype=np.float32), k=1).ids == [["2"]]
 
 
@@ -211,9 +217,9 @@ def test_delete_needs_ids_or_where(l2: Collection) -> None:
 
 
 def test_many_deletes_then_query_is_still_exact(db: Database) -> None:
-    collection = db.create_collection("big", dimension=DIM, metric="l2", embedder=None)
+    collection = db.create_collection("big", dimension=DIM, metric="l2", embedder=None, model=MODEL)
     data = vectors(2000, seed=4)
-    collection.add([str(i) for i in range(2000)], vectors=data)
+    collection.add([str(i) for i in range(2000)], vectors=data, model=MODEL)
     collection.query(vectors=data[0], k=1)  # load the index, then delete through it
     for start in range(0, 1000, 100):
         collection.delete([str(i) for i in range(start, start + 100, 2)])
@@ -229,7 +235,7 @@ def test_many_deletes_then_query_is_still_exact(db: Database) -> None:
 def test_add_twice_is_a_duplicate_and_writes_nothing(l2: Collection) -> None:
     before = snapshot(l2)
     with pytest.raises(DuplicateIdError, match="'5' is already stored"):
-        l2.add(["new", "5"], vectors=vectors(2))
+        l2.add(["new", "5"], vectors=vectors(2), model=MODEL)
     assert snapshot(l2) == before
 
 
@@ -304,6 +310,12 @@ BAD_ADDS: list[tuple[str, dict[str, Any], type[LatentDBError], str]] = [
         "keys",
     ),
     ("model", {"vectors": np.zeros((2, DIM)), "model": "other"}, ModelMismatchError, "'other'"),
+    (
+        "no model",
+        {"vectors": np.ones((2, DIM)), "model": None},
+        ModelRequiredError,
+        f"Pass model='{MODEL}'.*require_model=False",
+    ),
 ]
 
 
@@ -318,7 +330,7 @@ def test_bad_input_raises_a_named_error_and_writes_nothing(
 ) -> None:
     before = snapshot(l2)
     with pytest.raises(error, match=message):
-        getattr(l2, method)(["new1", "new2"], **arguments)
+        getattr(l2, method)(["new1", "new2"], **{"model": MODEL, **arguments})
     assert snapshot(l2) == before
 
 
@@ -335,21 +347,21 @@ def test_bad_input_raises_a_named_error_and_writes_nothing(
 def test_bad_ids(l2: Collection, ids: Any, error: type[LatentDBError], message: str) -> None:
     before = snapshot(l2)
     with pytest.raises(error, match=message):
-        l2.add(ids, vectors=np.zeros((max(len(ids or []), 1), DIM)))
+        l2.add(ids, vectors=np.zeros((max(len(ids or []), 1), DIM)), model=MODEL)
     assert snapshot(l2) == before
 
 
 def test_zero_vector_in_cosine_space_is_refused(db: Database) -> None:
-    collection = db.create_collection("c", dimension=2, embedder=None)
+    collection = db.create_collection("c", dimension=2, embedder=None, model=MODEL)
     with pytest.raises(InvalidVectorError, match="all zeros"):
-        collection.add(["a", "b"], vectors=[[1.0, 0.0], [0.0, 0.0]])
+        collection.add(["a", "b"], vectors=[[1.0, 0.0], [0.0, 0.0]], model=MODEL)
     assert collection.count() == 0
 
 
 def test_callers_array_is_never_modified(db: Database) -> None:
-    collection = db.create_collection("c", dimension=2, embedder=None)
+    collection = db.create_collection("c", dimension=2, embedder=None, model=MODEL)
     data = np.array([[3.0, 4.0]], dtype=np.float32)
-    collection.add(["a"], vectors=data)
+    collection.add(["a"], vectors=data, model=MODEL)
     collection.query(vectors=data)
     np.testing.assert_array_equal(data, [[3.0, 4.0]])
 
@@ -385,7 +397,7 @@ def test_get_rejects_bad_paging_and_include(l2: Collection) -> None:
 
 
 def test_query_empty_collection(db: Database) -> None:
-    collection = db.create_collection("e", dimension=DIM, embedder=None)
+    collection = db.create_collection("e", dimension=DIM, embedder=None, model=MODEL)
     result = collection.query(vectors=vectors(3), k=5)
     assert result.ids == [[], [], []]
     assert result.distances is not None and result.distances.shape == (3, 0)
@@ -422,7 +434,7 @@ def test_changed_embedder_fingerprint_is_refused(
 
 def test_closed_database_refuses_use(tmp_path: Any) -> None:
     database = latentdb.connect(tmp_path / "x")
-    collection = database.create_collection("c", dimension=2, embedder=None)
+    collection = database.create_collection("c", dimension=2, embedder=None, model=MODEL)
     database.close()
     with pytest.raises(latentdb.DatabaseClosedError):
         collection.count()
@@ -430,7 +442,7 @@ def test_closed_database_refuses_use(tmp_path: Any) -> None:
 
 def test_two_handles_share_state(db: Database, l2: Collection) -> None:
     other = db.get_collection("l2")
-    other.add(["z"], vectors=vectors(1, seed=8))
+    other.add(["z"], vectors=vectors(1, seed=8), model=MODEL)
     assert l2.count() == 21
     assert l2.query(vectors=vectors(1, seed=8), k=1).ids == [["z"]]
 
@@ -440,16 +452,16 @@ def test_deleted_collection_handle_raises(db: Database, l2: Collection) -> None:
     with pytest.raises(latentdb.CollectionNotFoundError):
         l2.count()
     with pytest.raises(latentdb.CollectionNotFoundError):
-        l2.add(["a"], vectors=vectors(1))
+        l2.add(["a"], vectors=vectors(1), model=MODEL)
 
 
 def test_two_databases_on_one_folder_see_each_other(open_db: Callable[[], Database]) -> None:
     first, second = open_db(), open_db()
-    a = first.create_collection("c", dimension=DIM, metric="l2", embedder=None)
-    a.add(["1"], vectors=vectors(1))
+    a = first.create_collection("c", dimension=DIM, metric="l2", embedder=None, model=MODEL)
+    a.add(["1"], vectors=vectors(1), model=MODEL)
     b = second.get_collection("c")
     assert b.query(vectors=vectors(1), k=5).ids == [["1"]]  # loads b's index
-    a.add(["2"], vectors=vectors(1, seed=2))
+    a.add(["2"], vectors=vectors(1, seed=2), model=MODEL)
     a.delete(["1"])
     assert b.count() == 1
     assert b.query(vectors=vectors(1), k=5).ids == [["2"]]
@@ -463,8 +475,8 @@ def test_two_databases_on_one_folder_see_each_other(open_db: Callable[[], Databa
 def test_one_query_vector_takes_the_same_answer_as_a_batch(
     db: Database, shape: tuple[int, ...], scale: float
 ) -> None:
-    collection = db.create_collection("c", dimension=2, embedder=None)
-    collection.add(["a", "b", "c"], vectors=[[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    collection = db.create_collection("c", dimension=2, embedder=None, model=MODEL)
+    collection.add(["a", "b", "c"], vectors=[[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]], model=MODEL)
     query = (np.array([0.8, 0.6], dtype=np.float32) * scale).reshape(shape)
     one = collection.query(vectors=query, k=3)
     batch = collection.query(vectors=np.vstack([query.reshape(1, 2)] * 2), k=3)
@@ -476,8 +488,8 @@ def test_one_query_vector_takes_the_same_answer_as_a_batch(
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_one_non_finite_query_vector_is_refused(db: Database, bad: float) -> None:
-    collection = db.create_collection("c", dimension=2, embedder=None)
-    collection.add(["a"], vectors=[[1.0, 0.0]])
+    collection = db.create_collection("c", dimension=2, embedder=None, model=MODEL)
+    collection.add(["a"], vectors=[[1.0, 0.0]], model=MODEL)
     with pytest.raises(InvalidVectorError, match="NaN or infinity"):
         collection.query(vectors=np.array([bad, 1.0], dtype=np.float32))
 

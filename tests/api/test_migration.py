@@ -19,6 +19,9 @@ from latentdb import CollectionNotFoundError, Database, InvalidArgumentError
 from latentdb.api import _migration
 from latentdb.embed import unregister
 
+# The model of the source collection's vectors (every write of vectors names it).
+MODEL = "old/model"
+
 WORKER_PATH = Path(__file__).parents[1] / "_workers" / "migration_worker.py"
 _spec = importlib.util.spec_from_file_location("_migration_worker", WORKER_PATH)
 assert _spec is not None and _spec.loader is not None
@@ -42,12 +45,13 @@ def documents(count: int, prefix: str = "") -> list[str]:
 
 def source(db: Database, rows: int = ROWS) -> latentdb.Collection:
     """Vectors from elsewhere (random, 8-d), with documents and metadata."""
-    collection = db.create_collection("docs", dimension=8, embedder=None, model="old/model")
+    collection = db.create_collection("docs", dimension=8, embedder=None, model=MODEL)
     collection.add(
         [f"id{i}" for i in range(rows)],
         vectors=np.random.default_rng(1).normal(size=(rows, 8)),
         documents=documents(rows),
         metadatas=[{"n": i} for i in range(rows)],
+        model=MODEL,
     )
     return collection
 
@@ -88,7 +92,7 @@ def test_migrating_a_collection_switches_its_name_to_the_new_space(db: Database,
 
 def test_records_without_documents_are_refused_up_front(db: Database, slow: Any) -> None:
     collection = source(db)
-    collection.add(["bare1", "bare2"], vectors=np.ones((2, 8)))
+    collection.add(["bare1", "bare2"], vectors=np.ones((2, 8)), model=MODEL)
     with pytest.raises(
         InvalidArgumentError, match=r"2 of the 602 records of 'docs' have no document"
     ):
@@ -115,7 +119,7 @@ def test_reads_stay_on_the_old_version_and_writes_are_carried_over(
     assert migration.status().state == "running"
     assert live.name == "docs" and live.space.model == "old/model"  # not switched yet
     # Writes through the alias during the copy: all of them reach the new collection.
-    live.add(["late"], vectors=np.ones(8), documents=["late topic1 arrival"])
+    live.add(["late"], vectors=np.ones(8), documents=["late topic1 arrival"], model=MODEL)
     live.update(["id0", "id599"], documents=["changed topic5", "changed again topic6"])
     live.delete(["id1", "id598"])
     status = migration.wait(timeout=60)
@@ -177,7 +181,7 @@ def test_a_migration_killed_part_way_resumes_where_it_stopped(tmp_path: Path, sl
 
 def test_a_migration_can_reduce_a_collection_by_copying_its_vectors(db: Database) -> None:
     collection = source(db)
-    collection.add(["bare"], vectors=np.ones(8))  # no document: copied all the same
+    collection.add(["bare"], vectors=np.ones(8), model=MODEL)  # no document: copied all the same
     before = collection.get(include=["vectors", "documents", "metadatas"])
     with pytest.raises(InvalidArgumentError, match="already embedded with 'external'"):
         db.migrate("docs")  # nothing would change
@@ -190,6 +194,7 @@ def test_a_migration_can_reduce_a_collection_by_copying_its_vectors(db: Database
     new = db.get_collection("docs")
     assert new.name == "docs-v2" and new.space.reduce == 4
     assert new.space.model == "old/model" and new.space.dimension == 8
+    assert new.require_model  # the source's setting, carried over
     after = new.get(before.ids, include=["vectors", "documents", "metadatas"])
     assert after.ids == before.ids
     np.testing.assert_array_equal(np.stack(after.vectors), np.stack(before.vectors))
@@ -200,6 +205,16 @@ def test_a_migration_can_reduce_a_collection_by_copying_its_vectors(db: Database
     # And back to full width, the same way.
     db.migrate("docs", reduce=None, background=False)
     assert db.get_collection("docs").space.reduce is None
+
+
+def test_a_collection_that_takes_vectors_without_a_model_migrates_as_one(db: Database) -> None:
+    collection = db.create_collection("loose", dimension=8, embedder=None, require_model=False)
+    collection.add(["a", "b"], vectors=np.eye(8)[:2])
+    db.migrate("loose", reduce=4, background=False)
+    new = db.get_collection("loose")
+    assert new.name == "loose-v2" and not new.require_model
+    new.add(["c"], vectors=np.eye(8)[2])
+    assert new.count() == 3
 
 
 def test_copying_vectors_refuses_an_embedder_that_has_drifted(

@@ -11,6 +11,10 @@ import pytest
 
 from latentdb import CollectionExistsError, Database, IndexSpec, InvalidArgumentError
 
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
+
 # Each test that uses db or open_db runs embedded and over HTTP (tests/conftest.py).
 pytestmark = pytest.mark.transports
 
@@ -27,14 +31,19 @@ def clustered(n: int, seed: int) -> np.ndarray:
 
 def test_the_space_records_the_reduction(db: Database) -> None:
     spec = IndexSpec(kind="hnsw", seal_rows=500)
-    collection = db.create_collection("r", dimension=DIM, embedder=None, index=spec, reduce=8)
+    collection = db.create_collection(
+        "r", dimension=DIM, embedder=None, index=spec, reduce=8, model=MODEL
+    )
     assert collection.space.reduce == 8 and collection.space.dimension == DIM
     assert db.get_collection("r").space.reduce == 8
-    plain = db.create_collection("p", dimension=DIM, embedder=None)
+    plain = db.create_collection("p", dimension=DIM, embedder=None, model=MODEL)
     assert plain.space.reduce is None
-    assert db.get_or_create_collection("r", dimension=DIM, embedder=None).space.reduce == 8
+    assert (
+        db.get_or_create_collection("r", dimension=DIM, embedder=None, model=MODEL).space.reduce
+        == 8
+    )
     with pytest.raises(CollectionExistsError, match="reduce 8"):
-        db.get_or_create_collection("r", dimension=DIM, embedder=None, reduce=16)
+        db.get_or_create_collection("r", dimension=DIM, embedder=None, reduce=16, model=MODEL)
 
 
 @pytest.mark.parametrize(
@@ -53,16 +62,18 @@ def test_bad_reductions_are_refused_and_create_nothing(
     db: Database, reduce: object, index: str, message: str
 ) -> None:
     with pytest.raises(InvalidArgumentError, match=message):
-        db.create_collection("r", dimension=DIM, embedder=None, index=index, reduce=reduce)  # type: ignore[arg-type]
+        db.create_collection(
+            "r", dimension=DIM, embedder=None, index=index, reduce=reduce, model=MODEL
+        )  # type: ignore[arg-type]
     assert db.list_collections() == []
 
 
 def test_reduced_queries_are_full_width_with_exact_distances(db: Database) -> None:
     train, queries = clustered(ROWS, 0), clustered(20, 1)
     collection = db.create_collection(
-        "r", dimension=DIM, metric="l2", embedder=None, index="hnsw", reduce=8
+        "r", dimension=DIM, metric="l2", embedder=None, index="hnsw", reduce=8, model=MODEL
     )
-    collection.add([str(i) for i in range(ROWS)], vectors=train)
+    collection.add([str(i) for i in range(ROWS)], vectors=train, model=MODEL)
     collection.optimize()
     result = collection.query(vectors=queries, k=5, include=["distances", "vectors"])
     for ids, distances, query in zip(result.ids, result.distances, queries, strict=True):
@@ -80,8 +91,10 @@ def test_reduced_queries_are_full_width_with_exact_distances(db: Database) -> No
 
 def test_reduced_collections_survive_reopening(open_db: object, tmp_path: Path) -> None:
     db = open_db()  # type: ignore[operator]
-    collection = db.create_collection("r", dimension=DIM, embedder=None, index="hnsw", reduce=4)
-    collection.add([str(i) for i in range(600)], vectors=clustered(600, 2))
+    collection = db.create_collection(
+        "r", dimension=DIM, embedder=None, index="hnsw", reduce=4, model=MODEL
+    )
+    collection.add([str(i) for i in range(600)], vectors=clustered(600, 2), model=MODEL)
     collection.optimize()
     before = collection.query(vectors=clustered(3, 3), k=3)
     db.close()

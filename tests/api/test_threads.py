@@ -9,11 +9,20 @@ import numpy as np
 
 from latentdb import Database, IndexSpec
 
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
+
 
 def test_threads_writing_and_querying_one_database(db: Database) -> None:
     writers, batches, rows, dim = 8, 30, 10, 8
     collection = db.create_collection(
-        "c", dimension=dim, metric="l2", embedder=None, index=IndexSpec(kind="hnsw", seal_rows=300)
+        "c",
+        dimension=dim,
+        metric="l2",
+        embedder=None,
+        index=IndexSpec(kind="hnsw", seal_rows=300),
+        model=MODEL,
     )
     failures: list[BaseException] = []
     written: list[str] = []
@@ -24,7 +33,7 @@ def test_threads_writing_and_querying_one_database(db: Database) -> None:
             rng = np.random.default_rng(writer)
             for batch in range(batches):
                 ids = [f"w{writer}-{batch}-{i}" for i in range(rows)]
-                collection.add(ids, vectors=rng.normal(size=(rows, dim)))
+                collection.add(ids, vectors=rng.normal(size=(rows, dim)), model=MODEL)
                 if batch % 3 == 0:
                     collection.update(ids[:2], metadatas=[{"b": batch}] * 2)
                 written.extend(ids)

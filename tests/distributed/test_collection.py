@@ -7,6 +7,8 @@ collections too; these tests cover what only sharding has.
 from __future__ import annotations
 
 import inspect
+import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,15 @@ from latentdb import (
     DimensionMismatchError,
     DuplicateIdError,
     InvalidArgumentError,
+    ModelRequiredError,
     RecordNotFoundError,
     distributed,
 )
 from latentdb.distributed import ShardedCollection, ShardedDatabase, shard_of
+
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
 
 DIM = 12
 
@@ -54,9 +61,9 @@ def test_shard_of_is_a_stable_hash_spread_evenly() -> None:
 def test_records_live_in_the_shard_their_id_hashes_to(
     sharded: ShardedDatabase, tmp_path: Path
 ) -> None:
-    collection = sharded.create_collection("c", dimension=DIM, embedder=None, shards=3)
+    collection = sharded.create_collection("c", dimension=DIM, embedder=None, shards=3, model=MODEL)
     ids = [f"id-{i}" for i in range(60)]
-    collection.add(ids, vectors=vectors(60))
+    collection.add(ids, vectors=vectors(60), model=MODEL)
     folders = sorted((tmp_path / "sharded" / "shards").glob("*/shard-*-replica-0"))
     assert len(folders) == 3
     for shard, folder in enumerate(folders):
@@ -73,8 +80,10 @@ def test_exact_queries_equal_one_engine_ids_and_distances(
     metadatas = [{"i": i, "odd": i % 2 == 1} for i in range(300)]
     documents = [f"document {i}" for i in range(300)]
     one = latentdb.connect(tmp_path / "one")
-    single = one.create_collection("c", dimension=DIM, metric=metric, embedder=None)
-    spread = sharded.create_collection("c", dimension=DIM, metric=metric, embedder=None, shards=4)
+    single = one.create_collection("c", dimension=DIM, metric=metric, embedder=None, model=MODEL)
+    spread = sharded.create_collection(
+        "c", dimension=DIM, metric=metric, embedder=None, shards=4, model=MODEL
+    )
     for collection in (single, spread):
         for start in range(0, 300, 70):  # several batches, some rows alone in a shard
             stop = start + 70
@@ -83,6 +92,7 @@ def test_exact_queries_equal_one_engine_ids_and_distances(
                 vectors=rows[start:stop],
                 documents=documents[start:stop],
                 metadatas=metadatas[start:stop],
+                model=MODEL,
             )
         # Two rows of one batch in two shards: each shard normalizes its one row as
         # the single engine normalizes the batch (not by the one-vector path).
@@ -91,7 +101,7 @@ def test_exact_queries_equal_one_engine_ids_and_distances(
             for i in range(99)
             if shard_of(f"x{i}", 4) != shard_of(f"x{i + 1}", 4)
         )
-        collection.add(list(pair), vectors=vectors(2, seed=5) * 1e-3 + rows[:2])
+        collection.add(list(pair), vectors=vectors(2, seed=5) * 1e-3 + rows[:2], model=MODEL)
     include = ["distances", "documents", "metadatas", "vectors"]
     for where in (None, {"odd": True}, {"i": {"$lt": 40}}):
         want = single.query(vectors=queries, k=15, where=where, exact=True, include=include)
@@ -112,9 +122,11 @@ def test_exact_queries_equal_one_engine_ids_and_distances(
 def test_get_and_scroll_go_shard_by_shard_and_page_consistently(
     sharded: ShardedDatabase,
 ) -> None:
-    collection = sharded.create_collection("c", dimension=DIM, embedder=None, shards=3)
+    collection = sharded.create_collection("c", dimension=DIM, embedder=None, shards=3, model=MODEL)
     ids = [str(i) for i in range(50)]
-    collection.add(ids, vectors=vectors(50), metadatas=[{"even": i % 2 == 0} for i in range(50)])
+    collection.add(
+        ids, vectors=vectors(50), metadatas=[{"even": i % 2 == 0} for i in range(50)], model=MODEL
+    )
     order = collection.get(include=[]).ids
     shards = [shard_of(i, 3) for i in order]
     assert sorted(order) == sorted(ids) and shards == sorted(shards)
@@ -132,14 +144,14 @@ def test_get_and_scroll_go_shard_by_shard_and_page_consistently(
 
 
 def test_bad_input_and_conflicts_write_nothing_on_any_shard(sharded: ShardedDatabase) -> None:
-    collection = sharded.create_collection("c", dimension=DIM, embedder=None, shards=3)
-    collection.add(["a", "b"], vectors=vectors(2))
+    collection = sharded.create_collection("c", dimension=DIM, embedder=None, shards=3, model=MODEL)
+    collection.add(["a", "b"], vectors=vectors(2), model=MODEL)
     batch = [str(i) for i in range(30)]
     wide = np.zeros((30, DIM + 1), dtype=np.float32)
     with pytest.raises(DimensionMismatchError, match=f"dimension {DIM}"):
-        collection.add(batch, vectors=wide)
+        collection.add(batch, vectors=wide, model=MODEL)
     with pytest.raises(DuplicateIdError, match="'b' is already stored"):
-        collection.add([*batch, "b"], vectors=vectors(31))
+        collection.add([*batch, "b"], vectors=vectors(31), model=MODEL)
     with pytest.raises(RecordNotFoundError, match="'nope'"):
         collection.update(["a", "nope"], metadatas=[{"x": 1}, {"x": 2}])
     assert collection.count() == 2
@@ -161,13 +173,17 @@ def test_hybrid_and_migrate_are_refused_by_name(
 def test_shards_and_replicas_are_checked_and_kept(sharded: ShardedDatabase) -> None:
     for bad in (0, -1, 2.5, True, 5000):
         with pytest.raises(InvalidArgumentError, match="shards"):
-            sharded.create_collection("c", dimension=DIM, embedder=None, shards=bad)  # type: ignore[arg-type]
+            sharded.create_collection("c", dimension=DIM, embedder=None, shards=bad, model=MODEL)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="replicas"):
-        sharded.create_collection("c", dimension=DIM, embedder=None, replicas=0)
+        sharded.create_collection("c", dimension=DIM, embedder=None, replicas=0, model=MODEL)
     assert sharded.list_collections() == []
-    made = sharded.create_collection("c", dimension=DIM, embedder=None, shards=3, replicas=2)
+    made = sharded.create_collection(
+        "c", dimension=DIM, embedder=None, shards=3, replicas=2, model=MODEL
+    )
     assert isinstance(made, ShardedCollection) and (made.shards, made.replicas) == (3, 2)
-    again = sharded.get_or_create_collection("c", dimension=DIM, embedder=None, shards=5)
+    again = sharded.get_or_create_collection(
+        "c", dimension=DIM, embedder=None, shards=5, model=MODEL
+    )
     assert isinstance(again, ShardedCollection) and again.shards == 3
     assert "shards=3, replicas=2" in repr(again)
 
@@ -175,8 +191,10 @@ def test_shards_and_replicas_are_checked_and_kept(sharded: ShardedDatabase) -> N
 def test_deleting_a_collection_deletes_its_shard_folders(
     sharded: ShardedDatabase, tmp_path: Path
 ) -> None:
-    collection = sharded.create_collection("c", dimension=DIM, embedder=None, replicas=2)
-    collection.add(["a"], vectors=vectors(1))
+    collection = sharded.create_collection(
+        "c", dimension=DIM, embedder=None, replicas=2, model=MODEL
+    )
+    collection.add(["a"], vectors=vectors(1), model=MODEL)
     shards = tmp_path / "sharded" / "shards"
     assert len(list(shards.glob("*/shard-*"))) == 4
     sharded.delete_collection("c")
@@ -186,10 +204,12 @@ def test_deleting_a_collection_deletes_its_shard_folders(
 
 
 def test_replicas_each_hold_every_write(sharded: ShardedDatabase, tmp_path: Path) -> None:
-    collection = sharded.create_collection("c", dimension=DIM, embedder=None, replicas=2)
-    collection.add([str(i) for i in range(40)], vectors=vectors(40))
+    collection = sharded.create_collection(
+        "c", dimension=DIM, embedder=None, replicas=2, model=MODEL
+    )
+    collection.add([str(i) for i in range(40)], vectors=vectors(40), model=MODEL)
     collection.delete(["0", "1"])
-    collection.upsert(["new"], vectors=vectors(1))
+    collection.upsert(["new"], vectors=vectors(1), model=MODEL)
     folders = sorted((tmp_path / "sharded" / "shards").glob("*/shard-*"))
     assert len(folders) == 4
     for shard in (0, 1):
@@ -200,13 +220,43 @@ def test_replicas_each_hold_every_write(sharded: ShardedDatabase, tmp_path: Path
 
 def test_reopening_the_folder_finds_the_collections(ray_cluster: Any, tmp_path: Path) -> None:
     with distributed.connect(path=tmp_path / "db", shards=3) as database:
-        collection = database.create_collection("c", dimension=DIM, embedder=None)
-        collection.add(["a", "b", "c"], vectors=vectors(3))
+        collection = database.create_collection("c", dimension=DIM, embedder=None, model=MODEL)
+        collection.add(["a", "b", "c"], vectors=vectors(3), model=MODEL)
         database.create_alias("current", "c")
     with distributed.connect(path=tmp_path / "db") as database:
         again = database.get_collection("current")
         assert isinstance(again, ShardedCollection) and again.shards == 3
         assert sorted(again.get(include=[]).ids) == ["a", "b", "c"]
+
+
+def test_the_driver_requires_the_model_and_an_older_catalog_does_not(
+    sharded: ShardedDatabase, tmp_path: Path
+) -> None:
+    collection = sharded.create_collection("c", dimension=DIM, embedder=None, model=MODEL)
+    assert collection.require_model
+    with pytest.raises(ModelRequiredError, match=f"model='{MODEL}'"):
+        collection.add(["a", "b", "c"], vectors=vectors(3))
+    assert collection.count() == 0  # refused before any shard was written to
+    collection.add(["a", "b", "c"], vectors=vectors(3), model=MODEL)
+    # The shards' own collections take what the driver checked.
+    folders = sorted((tmp_path / "sharded" / "shards").glob("*/shard-*"))
+    assert len(folders) == 2
+    for folder in folders:
+        with latentdb.connect(folder) as shard:
+            assert not shard.get_collection("shard").require_model
+    sharded.close()
+    # A catalog written before the setting existed stores none: the collection accepts
+    # vectors without a model name, as it did.
+    with sqlite3.connect(tmp_path / "sharded" / "catalog" / "latentdb.sqlite3") as catalog:
+        (config,) = catalog.execute("SELECT config FROM collections").fetchone()
+        old = {k: v for k, v in json.loads(config).items() if k != "require_model"}
+        catalog.execute("UPDATE collections SET config = ?", (json.dumps(old),))
+    catalog.close()
+    with distributed.connect(path=tmp_path / "sharded") as again:
+        reopened = again.get_collection("c")
+        assert not reopened.require_model
+        reopened.add(["d"], vectors=vectors(1, seed=1))
+        assert reopened.count() == 4
 
 
 def _parameters(member: Any) -> list[tuple[str, Any, Any]]:

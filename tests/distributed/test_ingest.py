@@ -14,11 +14,15 @@ import pytest
 from typer.testing import CliRunner
 
 import latentdb
-from latentdb import InvalidArgumentError, distributed
+from latentdb import InvalidArgumentError, ModelMismatchError, ModelRequiredError, distributed
 from latentdb.cli import app
 from latentdb.distributed import ShardedCollection, ShardedDatabase, ingest
 from latentdb.embed import MINILM_MODEL
 from tests._data import pypi_minilm, pypi_texts
+
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
 
 ROWS = 150
 runner = CliRunner()
@@ -67,16 +71,23 @@ def test_ingest_adds_ready_vectors_from_parquet(sharded: ShardedDatabase, tmp_pa
         }
     )
     pq.write_table(table, tmp_path / "vectors.parquet")
-    collection = sharded.create_collection("v", dimension=8, metric="l2", embedder=None)
-    report = ingest(
-        collection,
-        tmp_path / "vectors.parquet",
-        id_field="key",
-        text_field=None,
-        vector_field="embedding",
-        metadata_fields=["group"],
-        workers=1,
+    collection = sharded.create_collection(
+        "v", dimension=8, metric="l2", embedder=None, model=MODEL
     )
+    arguments: dict[str, Any] = {
+        "id_field": "key",
+        "text_field": None,
+        "vector_field": "embedding",
+        "metadata_fields": ["group"],
+        "workers": 1,
+    }
+    # Ready vectors are vectors of some model: named, as add(vectors=) names them.
+    with pytest.raises(ModelRequiredError, match=f"model='{MODEL}'"):
+        ingest(collection, tmp_path / "vectors.parquet", **arguments)
+    with pytest.raises(ModelMismatchError, match="other/model"):
+        ingest(collection, tmp_path / "vectors.parquet", model="other/model", **arguments)
+    assert collection.count() == 0
+    report = ingest(collection, tmp_path / "vectors.parquet", model=MODEL, **arguments)
     assert (report.read, report.written) == (40, 40)
     got = collection.get(["k5"], include=["vectors", "metadatas", "documents"])
     assert got.vectors is not None
@@ -99,7 +110,7 @@ def test_ingest_refuses_what_it_cannot_read_and_writes_nothing(
     with pytest.raises(InvalidArgumentError, match="batch_size"):
         ingest(collection, corpus, batch_size=0)
     with latentdb.connect(tmp_path / "plain") as plain:
-        one = plain.create_collection("c", dimension=4, embedder=None)
+        one = plain.create_collection("c", dimension=4, embedder=None, model=MODEL)
         with pytest.raises(InvalidArgumentError, match="sharded collection"):
             ingest(one, corpus)
     assert collection.count() == 0

@@ -21,6 +21,10 @@ import latentdb
 from latentdb import distributed
 from latentdb.distributed import ShardedDatabase, host_name
 
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
+
 DIM = 16
 BATCH = 20
 # Enough adds after the kill to prove the stream resumed on the restarted host.
@@ -43,7 +47,7 @@ class Writer(threading.Thread):
         while not self.stop.is_set() and batch < 2000:
             ids = [f"b{batch}-{i}" for i in range(BATCH)]
             try:
-                self.collection.add(ids, vectors=rng.normal(size=(BATCH, DIM)))
+                self.collection.add(ids, vectors=rng.normal(size=(BATCH, DIM)), model=MODEL)
             except Exception as error:  # not acknowledged: allowed, but recorded
                 self.errors.append(error)
             else:
@@ -91,7 +95,9 @@ def test_killed_shard_host_restarts_and_loses_no_acknowledged_write(
     ray_cluster: Any, tmp_path: Path
 ) -> None:
     with distributed.connect(path=tmp_path / "db") as database:
-        collection = database.create_collection("c", dimension=DIM, embedder=None, shards=2)
+        collection = database.create_collection(
+            "c", dimension=DIM, embedder=None, shards=2, model=MODEL
+        )
         writer = stream_and_kill(ray_cluster, database, collection, no_restart=False)
         assert writer.errors == []  # every add was retried to completion
         stored = collection.get(writer.acknowledged, include=[]).ids
@@ -104,7 +110,7 @@ def test_killed_shard_host_restarts_and_loses_no_acknowledged_write(
 def test_replicas_survive_a_host_killed_for_good(ray_cluster: Any, tmp_path: Path) -> None:
     with distributed.connect(path=tmp_path / "db") as database:
         collection = database.create_collection(
-            "c", dimension=DIM, embedder=None, shards=2, replicas=2
+            "c", dimension=DIM, embedder=None, shards=2, replicas=2, model=MODEL
         )
         # no_restart=True: Ray does not bring it back; the next call starts a new host
         # by name, which reopens the folders.
@@ -123,8 +129,8 @@ def test_replicas_survive_a_host_killed_for_good(ray_cluster: Any, tmp_path: Pat
 
 @pytest.mark.parametrize("method", ["upsert", "delete"])
 def test_writes_sent_again_are_idempotent(sharded: ShardedDatabase, method: str) -> None:
-    collection = sharded.create_collection("c", dimension=DIM, embedder=None, shards=1)
-    collection.add(["a", "b"], vectors=np.ones((2, DIM)))
+    collection = sharded.create_collection("c", dimension=DIM, embedder=None, shards=1, model=MODEL)
+    collection.add(["a", "b"], vectors=np.ones((2, DIM)), model=MODEL)
     group = sharded.group(sharded.store.collection_by_name("c"))  # type: ignore[arg-type]
     if method == "upsert":
         arguments = {"ids": ["a"], "vectors": np.full((1, DIM), 2.0)}

@@ -17,6 +17,10 @@ from PIL import Image
 from latentdb import Database, EmbedderError, InvalidArgumentError
 from latentdb.embed import Embedder, clip_architecture_name, get_embedder
 
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
+
 slow = pytest.mark.slow
 
 # What clip_architecture_name makes of the tiny model below: vision width 384 is open_clip's
@@ -338,7 +342,7 @@ def test_collection_holds_images_and_answers_text_and_image_queries(
 def test_collections_of_text_models_refuse_images(
     db: Database, images: list[Image.Image], hashing_embedder: Any
 ) -> None:
-    vectors_only = db.create_collection("v", dimension=4, embedder=None)
+    vectors_only = db.create_collection("v", dimension=4, embedder=None, model=MODEL)
     with pytest.raises(EmbedderError, match="no embedder"):
         vectors_only.query(images=images[:1])
     text = db.create_collection("t", embedder="test-hashing")

@@ -23,6 +23,10 @@ from latentdb.index._flat import FlatIndex
 from latentdb.index._sealed import SealedSegment
 from tests._data import pypi_minilm
 
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
+
 ROWS = 3000
 QUERIES = 100
 
@@ -47,8 +51,10 @@ def recall(found: list[list[str]], truth: np.ndarray) -> float:
 
 def build(folder: Path, kind: str | IndexSpec, train: np.ndarray, **options: Any) -> Collection:
     db = latentdb.connect(folder)
-    collection = db.create_collection("c", dimension=384, embedder=None, index=kind, **options)
-    collection.add([str(i) for i in range(train.shape[0])], vectors=train)
+    collection = db.create_collection(
+        "c", dimension=384, embedder=None, model=MODEL, index=kind, **options
+    )
+    collection.add([str(i) for i in range(train.shape[0])], vectors=train, model=MODEL)
     collection.optimize()
     return collection
 
@@ -120,8 +126,8 @@ def test_rows_written_after_the_save_are_replayed(
     hnsw: Collection, data: Any, databases: list[latentdb.Database]
 ) -> None:
     train, _ = data
-    hnsw.add(["new"], vectors=-train[0])
-    hnsw.update(["5"], vectors=-train[1])
+    hnsw.add(["new"], vectors=-train[0], model=MODEL)
+    hnsw.update(["5"], vectors=-train[1], model=MODEL)
     hnsw.delete(["7"])
     folder = hnsw._database.path
     hnsw._database.close()
@@ -166,7 +172,7 @@ def test_deleted_and_replaced_rows_are_never_returned(hnsw: Collection, data: An
     doomed = rng.choice(ROWS, size=ROWS * 3 // 10, replace=False)
     hnsw.delete([str(i) for i in doomed])
     fresh = rng.choice(np.setdiff1d(np.arange(ROWS), doomed), size=ROWS // 10, replace=False)
-    hnsw.upsert([str(i) for i in fresh], vectors=train[fresh][:, ::-1].copy())
+    hnsw.upsert([str(i) for i in fresh], vectors=train[fresh][:, ::-1].copy(), model=MODEL)
     alive = np.setdiff1d(np.arange(ROWS), np.concatenate([doomed, fresh]))
     result = hnsw.query(vectors=test, k=10)
     assert all(len(row) == 10 for row in result.ids)
@@ -219,9 +225,14 @@ def test_filtered_query_on_an_ann_collection_is_exact(
 ) -> None:
     train, test = data
     databases.append(latentdb.connect(tmp_path))
-    collection = databases[-1].create_collection("f", dimension=384, embedder=None, index="hnsw")
+    collection = databases[-1].create_collection(
+        "f", dimension=384, embedder=None, index="hnsw", model=MODEL
+    )
     collection.add(
-        [str(i) for i in range(ROWS)], vectors=train, metadatas=[{"b": i % 10} for i in range(ROWS)]
+        [str(i) for i in range(ROWS)],
+        vectors=train,
+        metadatas=[{"b": i % 10} for i in range(ROWS)],
+        model=MODEL,
     )
     collection.optimize()
     result = collection.query(vectors=test, k=10, where={"b": 3})
@@ -260,15 +271,19 @@ def test_background_sealing_keeps_answering(
     train, test = data
     databases.append(latentdb.connect(tmp_path))
     collection = databases[-1].create_collection(
-        "bg", dimension=384, embedder=None, index=IndexSpec(kind="hnsw", seal_rows=1000)
+        "bg",
+        dimension=384,
+        embedder=None,
+        index=IndexSpec(kind="hnsw", seal_rows=1000),
+        model=MODEL,
     )
-    collection.add([str(i) for i in range(2000)], vectors=train[:2000])
+    collection.add([str(i) for i in range(2000)], vectors=train[:2000], model=MODEL)
     collection.query(vectors=test[0])  # loads the index: its writes schedule the seal
-    collection.add([str(i) for i in range(2000, ROWS)], vectors=train[2000:])
+    collection.add([str(i) for i in range(2000, ROWS)], vectors=train[2000:], model=MODEL)
     deadline = time.monotonic() + 60
     while collection.index_status().segments == 0 and time.monotonic() < deadline:
         # Writes and queries go on while the segment builds.
-        collection.update(["0"], vectors=train[0])
+        collection.update(["0"], vectors=train[0], model=MODEL)
         assert collection.query(vectors=train[1], k=1, include=[]).ids == [["1"]]
         time.sleep(0.05)
     status = collection.index_status()
@@ -282,11 +297,13 @@ def test_bad_index_settings(tmp_path: Path, databases: list[latentdb.Database]) 
     databases.append(latentdb.connect(tmp_path))
     db = databases[-1]
     with pytest.raises(InvalidArgumentError, match="index kind"):
-        db.create_collection("x", dimension=4, embedder=None, index="annoy")
+        db.create_collection("x", dimension=4, embedder=None, index="annoy", model=MODEL)
     with pytest.raises(InvalidArgumentError, match="recall_target"):
-        db.create_collection("x", dimension=4, embedder=None, recall_target=0)
+        db.create_collection("x", dimension=4, embedder=None, recall_target=0, model=MODEL)
     with pytest.raises(InvalidArgumentError, match="m must"):
-        db.create_collection("x", dimension=4, embedder=None, index=IndexSpec(kind="hnsw", m=1))
+        db.create_collection(
+            "x", dimension=4, embedder=None, index=IndexSpec(kind="hnsw", m=1), model=MODEL
+        )
     assert db.list_collections() == []
 
 
@@ -295,7 +312,7 @@ def test_evaluate_says_where_its_sampled_queries_come_from(hnsw: Collection, dat
     report = hnsw.evaluate(sample=100)
     assert (report.source, report.queries) == ("indexed rows", 100)
     train, _ = data
-    hnsw.add([f"new{i}" for i in range(60)], vectors=train[:60, ::-1].copy())
+    hnsw.add([f"new{i}" for i in range(60)], vectors=train[:60, ::-1].copy(), model=MODEL)
     report = hnsw.evaluate(sample=100)  # fresh rows, outside the graph: a fair test
     assert (report.source, report.queries) == ("held-out rows", 60)
     assert 0.5 <= report.recall <= 1.0
@@ -306,8 +323,10 @@ def added_not_optimized(
 ) -> Collection:
     """An hnsw collection holding the train rows, its index not loaded yet."""
     databases.append(latentdb.connect(folder))
-    collection = databases[-1].create_collection("c", dimension=384, embedder=None, index="hnsw")
-    collection.add([str(i) for i in range(ROWS)], vectors=train)
+    collection = databases[-1].create_collection(
+        "c", dimension=384, embedder=None, index="hnsw", model=MODEL
+    )
+    collection.add([str(i) for i in range(ROWS)], vectors=train, model=MODEL)
     return collection
 
 
@@ -357,7 +376,7 @@ def test_a_bulk_load_is_built_from_the_store_without_loading_it_first(
     assert (status.kind, status.indexed, status.pending, status.segments) == ("hnsw", ROWS, 0, 1)
     truth = true_neighbours(train, test, np.arange(ROWS))
     assert recall(collection.query(vectors=test, k=10).ids, truth) >= 0.93
-    collection.add(["late"], vectors=train[:1])  # the index is live: writes reach it
+    collection.add(["late"], vectors=train[:1], model=MODEL)  # the index is live: writes reach it
     assert collection.query(vectors=train[0], k=2).ids[0][:2] in (["0", "late"], ["late", "0"])
 
 
@@ -384,7 +403,11 @@ def test_writes_that_never_pause_still_get_sealed(
     train, test = data
     databases.append(latentdb.connect(tmp_path))
     collection = databases[-1].create_collection(
-        "busy", dimension=384, embedder=None, index=IndexSpec(kind="hnsw", seal_rows=500)
+        "busy",
+        dimension=384,
+        embedder=None,
+        index=IndexSpec(kind="hnsw", seal_rows=500),
+        model=MODEL,
     )
     collection.query(vectors=test[0])  # loads the index: its writes schedule seals
     deadline = time.monotonic() + 60
@@ -394,10 +417,10 @@ def test_writes_that_never_pause_still_get_sealed(
         batch = min(100, ROWS - written)
         if batch:
             ids = [str(i) for i in range(written, written + batch)]
-            collection.add(ids, vectors=train[written : written + batch])
+            collection.add(ids, vectors=train[written : written + batch], model=MODEL)
             written += batch
         else:
-            collection.update(["0"], vectors=train[0])
+            collection.update(["0"], vectors=train[0], model=MODEL)
         time.sleep(0.1)
     status = collection.index_status()
     assert status.segments >= 1 and status.indexed >= 1000

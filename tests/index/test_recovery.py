@@ -22,6 +22,10 @@ import latentdb
 from latentdb.index import _segments
 from tests._segments import clustered, index_folder, segment_folders
 
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
+
 ROWS = 3000
 DIMENSION = 16
 
@@ -40,14 +44,14 @@ def churned(folder: Path, kind: str, options: dict[str, Any]) -> tuple[np.ndarra
     vectors = clustered(ROWS)
     database = latentdb.connect(folder)
     collection = database.create_collection(
-        "c", dimension=DIMENSION, embedder=None, index=kind, **options
+        "c", dimension=DIMENSION, embedder=None, model=MODEL, index=kind, **options
     )
-    collection.add([f"r{i}" for i in range(ROWS)], vectors=vectors)
+    collection.add([f"r{i}" for i in range(ROWS)], vectors=vectors, model=MODEL)
     collection.optimize()
     collection.delete([f"r{i}" for i in range(10)])
     moved = clustered(1, seed=99)
-    collection.update(["r20"], vectors=moved)
-    collection.add([f"n{i}" for i in range(40)], vectors=clustered(40, seed=7))
+    collection.update(["r20"], vectors=moved, model=MODEL)
+    collection.add([f"n{i}" for i in range(40)], vectors=clustered(40, seed=7), model=MODEL)
     collection.optimize()
     database.close()
     return vectors, moved
@@ -81,9 +85,13 @@ def test_a_segment_row_counts_only_at_the_sequence_it_indexed(tmp_path: Path) ->
     vectors = clustered(1500)
     with latentdb.connect(tmp_path) as database:
         collection = database.create_collection(
-            "c", dimension=DIMENSION, embedder=None, index={"kind": "hnsw", "seal_rows": 200}
+            "c",
+            dimension=DIMENSION,
+            embedder=None,
+            index={"kind": "hnsw", "seal_rows": 200},
+            model=MODEL,
         )
-        collection.add([f"r{i}" for i in range(1500)], vectors=vectors)
+        collection.add([f"r{i}" for i in range(1500)], vectors=vectors, model=MODEL)
         collection.optimize()
     rng = np.random.default_rng(1)
     expected = {f"r{i}": vectors[i] for i in range(1500)}
@@ -96,7 +104,7 @@ def test_a_segment_row_counts_only_at_the_sequence_it_indexed(tmp_path: Path) ->
                 del expected[key]
             moved = sorted(expected)[step * 7 : step * 7 + 5]
             new = clustered(5, seed=100 + step)
-            collection.update(moved, vectors=new)
+            collection.update(moved, vectors=new, model=MODEL)
             expected.update(zip(moved, new, strict=True))
             if step % 2:
                 collection.optimize()
@@ -114,9 +122,9 @@ def test_leftovers_of_killed_builds_are_swept_on_open(tmp_path: Path) -> None:
     vectors = clustered(ROWS)
     with latentdb.connect(tmp_path) as database:
         collection = database.create_collection(
-            "c", dimension=DIMENSION, embedder=None, index="hnsw"
+            "c", dimension=DIMENSION, embedder=None, index="hnsw", model=MODEL
         )
-        collection.add([f"r{i}" for i in range(ROWS)], vectors=vectors)
+        collection.add([f"r{i}" for i in range(ROWS)], vectors=vectors, model=MODEL)
         collection.optimize()
         folder = index_folder(database)
         (segment,) = segment_folders(database)
@@ -148,9 +156,13 @@ def test_close_while_a_seal_is_starting(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(_segments.threading, "Thread", SlowToStart)
     database = latentdb.connect(tmp_path)
     collection = database.create_collection(
-        "c", dimension=DIMENSION, embedder=None, index={"kind": "hnsw", "seal_rows": 500}
+        "c",
+        dimension=DIMENSION,
+        embedder=None,
+        index={"kind": "hnsw", "seal_rows": 500},
+        model=MODEL,
     )
-    collection.add([f"r{i}" for i in range(600)], vectors=clustered(600))
+    collection.add([f"r{i}" for i in range(600)], vectors=clustered(600), model=MODEL)
     index = database.index(collection._state)
 
     def seal() -> None:
@@ -183,9 +195,9 @@ def test_two_processes_optimizing_at_once_take_turns(tmp_path: Path) -> None:
     vectors = clustered(8000)
     with latentdb.connect(tmp_path) as database:
         collection = database.create_collection(
-            "c", dimension=DIMENSION, embedder=None, index="hnsw"
+            "c", dimension=DIMENSION, embedder=None, index="hnsw", model=MODEL
         )
-        collection.add([f"r{i}" for i in range(8000)], vectors=vectors)
+        collection.add([f"r{i}" for i in range(8000)], vectors=vectors, model=MODEL)
     children = [
         subprocess.Popen(
             [sys.executable, "-W", "error", "-c", OPTIMIZER, str(tmp_path)],
@@ -223,9 +235,13 @@ def test_a_set_nlist_larger_than_a_segment_still_builds(tmp_path: Path, kind: st
     vectors = clustered(600)
     with latentdb.connect(tmp_path) as database:
         collection = database.create_collection(
-            "c", dimension=DIMENSION, embedder=None, index={"kind": kind, "nlist": 65536}
+            "c",
+            dimension=DIMENSION,
+            embedder=None,
+            index={"kind": kind, "nlist": 65536},
+            model=MODEL,
         )
-        collection.add([f"r{i}" for i in range(600)], vectors=vectors)
+        collection.add([f"r{i}" for i in range(600)], vectors=vectors, model=MODEL)
         collection.optimize()
         assert collection.index_status().indexed > 500
         hits = collection.query(vectors=vectors[:5], k=1, exact=True)

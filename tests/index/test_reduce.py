@@ -20,6 +20,10 @@ from latentdb.index._sealed import SealedSegment, learn_projection
 from tests._data import pypi_minilm
 from tests.index.test_ann import build as build_collection
 
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
+
 ROWS = 3000
 QUERIES = 100
 REDUCE = 96
@@ -200,7 +204,9 @@ def test_writes_deletes_and_filters_on_a_reduced_index(reduced: Collection, data
     rng = np.random.default_rng(5)
     doomed = rng.choice(ROWS, size=600, replace=False)
     reduced.delete([str(i) for i in doomed])
-    reduced.upsert(["new"], vectors=test[0])  # growing: searched exactly beside the graph
+    reduced.upsert(
+        ["new"], vectors=test[0], model=MODEL
+    )  # growing: searched exactly beside the graph
     found = reduced.query(vectors=test, k=10)
     assert not {str(i) for i in doomed} & {i for ids in found.ids for i in ids}
     assert found.ids[0][0] == "new"

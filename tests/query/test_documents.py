@@ -12,6 +12,10 @@ import pytest
 import latentdb
 from latentdb import Collection, Database, FilterError, InvalidArgumentError
 
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
+
 DOCUMENTS = [
     "How to parse JSON files in Python",
     "Reading CSV data with pandas",
@@ -24,12 +28,13 @@ DOCUMENTS = [
 
 @pytest.fixture
 def docs(db: Database) -> Collection:
-    collection = db.create_collection("d", dimension=4, embedder=None)
+    collection = db.create_collection("d", dimension=4, embedder=None, model=MODEL)
     collection.add(
         [f"r{i}" for i in range(len(DOCUMENTS))],
         vectors=np.eye(6, 4, dtype=np.float32) + 0.1,
         documents=DOCUMENTS,
         metadatas=[{"n": i} for i in range(len(DOCUMENTS))],
+        model=MODEL,
     )
     return collection
 
@@ -72,9 +77,9 @@ def test_document_and_metadata_filters_combine(docs: Collection) -> None:
 
 def test_full_text_index_follows_writes(docs: Collection) -> None:
     docs.update(["r3"], documents=["Parsing JSON quickly"])
-    docs.upsert(["r2"], vectors=np.ones(4), documents=["A YAML validator"])
+    docs.upsert(["r2"], vectors=np.ones(4), documents=["A YAML validator"], model=MODEL)
     docs.delete(["r0"])
-    docs.add(["new"], vectors=np.ones(4), documents=["json lines"])
+    docs.add(["new"], vectors=np.ones(4), documents=["json lines"], model=MODEL)
     assert ids(docs, where_document={"$match": "json"}) == ["r3", "new"]
     assert ids(docs, where_document={"$match": "yaml"}) == ["r2"]
 
@@ -100,8 +105,8 @@ def test_malformed_document_filters(docs: Collection, where_document: Any, messa
 
 def test_a_database_from_before_full_text_gets_its_index(tmp_path: Path) -> None:
     with latentdb.connect(tmp_path) as db:
-        db.create_collection("d", dimension=2, embedder=None).add(
-            ["a", "b"], vectors=np.eye(2), documents=["alpha beta", "gamma"]
+        db.create_collection("d", dimension=2, embedder=None, model=MODEL).add(
+            ["a", "b"], vectors=np.eye(2), documents=["alpha beta", "gamma"], model=MODEL
         )
     connection = sqlite3.connect(tmp_path / "latentdb.sqlite3")
     for trigger in ("insert", "delete", "update_old", "update_new"):
@@ -165,17 +170,20 @@ def test_hybrid_needs_text_and_sane_weights(texts: Collection) -> None:
 
 
 def test_scroll_pages_through_everything_in_order_while_others_write(db: Database) -> None:
-    collection = db.create_collection("s", dimension=2, embedder=None)
+    collection = db.create_collection("s", dimension=2, embedder=None, model=MODEL)
     collection.add(
         [f"{i:04d}" for i in range(2500)],
         vectors=np.ones((2500, 2)),
         metadatas=[{"even": i % 2 == 0} for i in range(2500)],
+        model=MODEL,
     )
     seen: list[str] = []
     for page in collection.scroll(batch=1000, include=["metadatas"]):
         assert len(page.ids) <= 1000 and page.metadatas is not None
         if not seen:
-            collection.add(["late"], vectors=np.ones(2))  # after the first page: comes last
+            collection.add(
+                ["late"], vectors=np.ones(2), model=MODEL
+            )  # after the first page: comes last
             collection.delete(["0001"])  # already seen: no effect on the pages
         seen += page.ids
     assert seen == [f"{i:04d}" for i in range(2500)] + ["late"]

@@ -16,6 +16,10 @@ from latentdb import Collection, IndexSpec
 from latentdb.query import _planner, _subset
 from tests._data import pypi_minilm
 
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
+
 ROWS = 3000
 QUERIES = 60
 
@@ -30,12 +34,17 @@ def collection(tmp_path_factory: pytest.TempPathFactory, data: Any) -> Any:
     train, _ = data
     db = latentdb.connect(tmp_path_factory.mktemp("planner"))
     collection = db.create_collection(
-        "c", dimension=384, embedder=None, index=IndexSpec(kind="hnsw", m=16, ef_construction=64)
+        "c",
+        dimension=384,
+        embedder=None,
+        index=IndexSpec(kind="hnsw", m=16, ef_construction=64),
+        model=MODEL,
     )
     collection.add(
         [str(i) for i in range(ROWS)],
         vectors=train,
         metadatas=[{"bucket": i % 100, "even": i % 2 == 0} for i in range(ROWS)],
+        model=MODEL,
     )
     collection.optimize()
     yield collection
@@ -122,11 +131,12 @@ def test_k_results_whenever_k_rows_match(
 def test_writes_change_what_a_cached_filter_allows(tmp_path: Path, data: Any) -> None:
     train, test = data
     with latentdb.connect(tmp_path) as db:
-        c = db.create_collection("w", dimension=384, embedder=None, index="hnsw")
+        c = db.create_collection("w", dimension=384, embedder=None, index="hnsw", model=MODEL)
         c.add(
             [str(i) for i in range(600)],
             vectors=train[:600],
             metadatas=[{"b": i % 10} for i in range(600)],
+            model=MODEL,
         )
         c.optimize()
         where = {"b": 3}
@@ -135,7 +145,7 @@ def test_writes_change_what_a_cached_filter_allows(tmp_path: Path, data: Any) ->
         assert sorted(map(int, ids)) == list(range(3, 600, 10))
         c.update(["3"], metadatas=[{"b": 4}])
         c.delete(["13"])
-        c.add(["new"], vectors=train[700], metadatas=[{"b": 3}])
+        c.add(["new"], vectors=train[700], metadatas=[{"b": 3}], model=MODEL)
         ids = c.query(vectors=test[0], k=100, where=where, include=[]).ids[0]
         assert set(ids) == {str(i) for i in range(23, 600, 10)} | {"new"}
 

@@ -15,6 +15,10 @@ from latentdb import Collection, Database, FilterError
 from latentdb.query import compile_where, parse_where
 from latentdb.query._columns import MetadataColumns, Unsupported
 
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
+
 
 def same(a: Any, b: Any) -> bool:
     """Equal and of the same kind: a bool never equals a number, a str never a number."""
@@ -92,12 +96,13 @@ def filtered(db: Database) -> Collection:
 
 
 def collection_of(db: Database, name: str, metadatas: list[Any]) -> Collection:
-    collection = db.create_collection(name, dimension=2, metric="l2", embedder=None)
+    collection = db.create_collection(name, dimension=2, metric="l2", embedder=None, model=MODEL)
     count = len(metadatas)
     collection.add(
         [str(i) for i in range(count)],
         vectors=np.arange(count * 2, dtype=np.float32).reshape(count, 2),
         metadatas=metadatas,
+        model=MODEL,
     )
     return collection
 
@@ -235,7 +240,7 @@ def test_columns_follow_updates_and_deletes(filtered: Collection) -> None:
     assert filtered.query(vectors=[0, 0], k=10, where=where, include=[]).ids == [["0", "2"]]
     filtered.update(["5"], metadatas=[{"lang": "en"}])
     filtered.delete(["0"])
-    filtered.upsert(["9"], vectors=[[0, 0]], metadatas=[{"lang": "en"}])
+    filtered.upsert(["9"], vectors=[[0, 0]], metadatas=[{"lang": "en"}], model=MODEL)
     result = filtered.query(vectors=[0, 0], k=10, where=where, include=[])
     assert result.ids == [["9", "2", "5"]]
 

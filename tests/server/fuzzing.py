@@ -31,6 +31,8 @@ __all__ = ["FuzzReport", "fuzz"]
 # Operations whose path names a collection are sent half the time to this one (which
 # the caller creates), so that requests get past "not found" into the engine.
 KNOWN_COLLECTION = "c"
+# The model of its vectors, named by every write of them (require_model).
+KNOWN_MODEL = "test/fuzz"
 # Never aimed at the known collection: it would be gone for the rest of the run.
 SPARED = frozenset({("DELETE", "/v1/collections/{name}")})
 # Uvicorn closes a keep-alive connection idle this long (its timeout_keep_alive, 5 s,

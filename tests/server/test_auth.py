@@ -16,6 +16,10 @@ from latentdb.cli import app
 from latentdb.server import ApiKey, Keyring, ServerThread, check_exposure, is_loopback
 from tests.server.conftest import DOCS_READER, DOCS_WRITER, READER, WRITER, serving
 
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
+
 DIM = 4
 
 
@@ -24,8 +28,8 @@ def seeded(keyed: ServerThread) -> Iterator[ServerThread]:
     """The keyed server with collections "docs" (alias "docs-live") and "other"."""
     with latentdb.connect(keyed.url, api_key=WRITER) as db:
         for name in ("docs", "other"):
-            collection = db.create_collection(name, dimension=DIM, embedder=None)
-            collection.add(["a", "b"], vectors=np.eye(DIM)[:2])
+            collection = db.create_collection(name, dimension=DIM, embedder=None, model=MODEL)
+            collection.add(["a", "b"], vectors=np.eye(DIM)[:2], model=MODEL)
         db.create_alias("docs-live", "docs")
     yield keyed
 
@@ -63,13 +67,13 @@ def test_read_only_key_reads_and_gets_403_on_writes(seeded: ServerThread) -> Non
         assert docs.query(vectors=np.eye(DIM)[0], k=1).ids == [["a"]]
         assert docs.count() == 2 and db.list_aliases() == {"docs-live": "docs"}
         writes = [
-            lambda: docs.add(["c"], vectors=np.ones(DIM)),
-            lambda: docs.upsert(["a"], vectors=np.ones(DIM)),
+            lambda: docs.add(["c"], vectors=np.ones(DIM), model=MODEL),
+            lambda: docs.upsert(["a"], vectors=np.ones(DIM), model=MODEL),
             lambda: docs.update(["a"], metadatas=[{"x": 1}]),
             lambda: docs.delete(["a"]),
             lambda: docs.optimize(),
             lambda: docs.set_recall_target(0.9),
-            lambda: db.create_collection("new", dimension=DIM, embedder=None),
+            lambda: db.create_collection("new", dimension=DIM, embedder=None, model=MODEL),
             lambda: db.delete_collection("other"),
             lambda: db.create_alias("x", "docs"),
             lambda: db.switch_alias("docs-live", "other"),
@@ -89,7 +93,7 @@ def test_collection_scoped_keys(seeded: ServerThread) -> None:
     with latentdb.connect(seeded.url, api_key=DOCS_WRITER) as db:
         assert db.list_collections() == ["docs"]  # only what the key may see
         assert db.list_aliases() == {"docs-live": "docs"}
-        db.get_collection("docs-live").upsert(["c"], vectors=np.ones(DIM))
+        db.get_collection("docs-live").upsert(["c"], vectors=np.ones(DIM), model=MODEL)
         with pytest.raises(ForbiddenError, match="may not use collection 'other'"):
             db.get_collection("other")
         with pytest.raises(ForbiddenError, match="'other'"):
@@ -171,8 +175,10 @@ def migrating(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread
     ]
     with serving(tmp_path_factory.mktemp("migrating") / "db", keys=keys) as server:
         with latentdb.connect(server.url, api_key=WRITER) as db:
-            collection = db.create_collection("mine", dimension=DIM, embedder=None)
-            collection.add(["a", "b", "c"], vectors=np.random.default_rng(0).random((3, DIM)))
+            collection = db.create_collection("mine", dimension=DIM, embedder=None, model=MODEL)
+            collection.add(
+                ["a", "b", "c"], vectors=np.random.default_rng(0).random((3, DIM)), model=MODEL
+            )
         yield server
 
 
@@ -201,8 +207,8 @@ def test_migration_routes_authenticate_before_looking_up(migrating: ServerThread
     # Issue 15, defect 6: without a key, an id that exists got 401 and one that does
     # not got 404.
     with latentdb.connect(migrating.url, api_key=WRITER) as db:
-        db.create_collection("other", dimension=DIM, embedder=None).add(
-            ["a", "b"], vectors=np.eye(DIM)[:2]
+        db.create_collection("other", dimension=DIM, embedder=None, model=MODEL).add(
+            ["a", "b"], vectors=np.eye(DIM)[:2], model=MODEL
         )
         known = db.migrate("other", reduce=2, background=False).id
     unknown = known + 1000

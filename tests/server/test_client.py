@@ -24,6 +24,7 @@ from latentdb import (
     IndexStatus,
     InvalidArgumentError,
     Migration,
+    ModelRequiredError,
     QueryResult,
     RecallReport,
 )
@@ -31,6 +32,10 @@ from latentdb.client import RemoteCollection, RemoteDatabase, RemoteMigration
 from latentdb.embed import register, unregister
 from latentdb.query import QueryPlan
 from tests.conftest import HashingEmbedder, SessionServer
+
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
 
 pytestmark = pytest.mark.transports
 
@@ -144,13 +149,13 @@ def test_explain_hybrid_and_document_filters(db: Database, hashing_embedder: Any
 
 @pytest.mark.unsharded  # shard by shard there: tests/distributed/
 def test_scroll_pages_in_order_and_sees_later_writes(db: Database) -> None:
-    collection = db.create_collection("s", dimension=2, embedder=None)
-    collection.add([f"r{i:02d}" for i in range(25)], vectors=np.ones((25, 2)))
+    collection = db.create_collection("s", dimension=2, embedder=None, model=MODEL)
+    collection.add([f"r{i:02d}" for i in range(25)], vectors=np.ones((25, 2)), model=MODEL)
     pages = collection.scroll(batch=10, include=["vectors"], where=None)
     first = next(pages)
     assert first.ids == [f"r{i:02d}" for i in range(10)] and first.vectors is not None
     assert first.vectors.shape == (10, 2)
-    collection.add(["late"], vectors=np.ones(2))
+    collection.add(["late"], vectors=np.ones(2), model=MODEL)
     rest = [page.ids for page in pages]
     assert rest == [
         [f"r{i:02d}" for i in range(10, 20)],
@@ -163,8 +168,10 @@ def test_scroll_pages_in_order_and_sees_later_writes(db: Database) -> None:
 
 def test_indexes_tuned_evaluated_and_status(db: Database) -> None:
     data = np.random.default_rng(0).normal(size=(600, 8)).astype(np.float32)
-    collection = db.create_collection("h", dimension=8, metric="l2", embedder=None, index="hnsw")
-    collection.add([str(i) for i in range(600)], vectors=data)
+    collection = db.create_collection(
+        "h", dimension=8, metric="l2", embedder=None, index="hnsw", model=MODEL
+    )
+    collection.add([str(i) for i in range(600)], vectors=data, model=MODEL)
     collection.optimize()
     status = collection.index_status()
     assert isinstance(status, IndexStatus) and status.kind == "hnsw" and "ef" in status.params
@@ -214,8 +221,10 @@ def test_vector_forms_give_the_same_answers(http_server: SessionServer, tmp_path
         results = []
         for form in ("binary", "json"):
             with latentdb.connect(http_server.url, vector_format=form) as db:  # type: ignore[arg-type]
-                collection = db.get_or_create_collection("v", dimension=6, embedder=None)
-                collection.upsert([str(i) for i in range(50)], vectors=data)
+                collection = db.get_or_create_collection(
+                    "v", dimension=6, embedder=None, model=MODEL
+                )
+                collection.upsert([str(i) for i in range(50)], vectors=data, model=MODEL)
                 results.append(
                     collection.query(vectors=data[:5], k=3, include=["distances", "vectors"])
                 )
@@ -235,10 +244,50 @@ def test_vector_forms_give_the_same_answers(http_server: SessionServer, tmp_path
             latentdb.connect(http_server.url, vector_format="arrow")  # type: ignore[arg-type]
 
 
+def test_the_http_api_takes_and_reports_require_model(
+    http_server: SessionServer, tmp_path: Path
+) -> None:
+    """Issue 16's setting over HTTP: documented in OpenAPI, taken by create, reported
+    by the collection, and a write of vectors without model= is a 409 model_required
+    that the client raises as ModelRequiredError."""
+    url = http_server.url
+    with latentdb.connect(tmp_path / "db") as embedded:
+        http_server.serve(embedded)
+        schema = httpx.get(f"{url}/openapi.json").json()
+        field = schema["components"]["schemas"]["CreateCollectionBody"]["properties"]
+        assert field["require_model"]["type"] == "boolean"
+        assert field["require_model"]["default"] is True
+        body = {"name": "strict", "dimension": 2, "embedder": None, "model": MODEL}
+        created = httpx.post(f"{url}/v1/collections", json=body).json()
+        assert created["require_model"] is True
+        lenient = {"name": "lenient", "dimension": 2, "embedder": None, "require_model": False}
+        assert httpx.post(f"{url}/v1/collections", json=lenient).json()["require_model"] is False
+        assert httpx.get(f"{url}/v1/collections/lenient").json()["require_model"] is False
+        unnamed = httpx.post(f"{url}/v1/collections", json={**lenient, "require_model": True})
+        assert unnamed.status_code == 400 and "needs model=" in unnamed.json()["message"]
+        refused = httpx.post(
+            f"{url}/v1/collections/strict/records", json={"ids": ["a"], "vectors": [1.0, 0.0]}
+        )
+        assert refused.status_code == 409 and refused.json()["code"] == "model_required"
+        with latentdb.connect(url) as db:
+            strict = db.get_collection("strict")
+            assert strict.require_model and not db.get_collection("lenient").require_model
+            with pytest.raises(ModelRequiredError, match=f"model='{MODEL}'"):
+                strict.add(["a"], vectors=[1.0, 0.0])
+            strict.add(["a"], vectors=[1.0, 0.0], model=MODEL)
+            made = db.get_or_create_collection(
+                "made", dimension=2, embedder=None, require_model=False
+            )
+            assert not made.require_model and embedded.get_collection("strict").count() == 1
+        assert not embedded.get_collection("made").require_model
+
+
 def test_openapi_docs_and_metrics(http_server: SessionServer, tmp_path: Path) -> None:
     with latentdb.connect(tmp_path / "db") as embedded:
         http_server.serve(embedded)
-        embedded.create_collection("m", dimension=2, embedder=None).add(["a"], vectors=[1.0, 0.0])
+        embedded.create_collection("m", dimension=2, embedder=None, model=MODEL).add(
+            ["a"], vectors=[1.0, 0.0], model=MODEL
+        )
         with latentdb.connect(http_server.url) as db:
             db.get_collection("m").query(vectors=[1.0, 0.0])
         schema = httpx.get(f"{http_server.url}/openapi.json").json()

@@ -17,6 +17,10 @@ from latentdb import Collection, ServerError, TransportError
 from latentdb.server import ServerThread, create_app
 from tests.server.conftest import KEYS, serving
 
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
+
 DIM = 4
 
 
@@ -30,8 +34,8 @@ def server(folder: Path) -> Iterator[ServerThread]:
     """A server without keys over a database holding collection "c"."""
     with serving(folder) as served:
         with latentdb.connect(served.url) as db:
-            db.create_collection("c", dimension=DIM, embedder=None).add(
-                ["a", "b"], vectors=np.eye(DIM)[:2]
+            db.create_collection("c", dimension=DIM, embedder=None, model=MODEL).add(
+                ["a", "b"], vectors=np.eye(DIM)[:2], model=MODEL
             )
         yield served
 
@@ -132,7 +136,9 @@ def test_the_client_sends_an_idempotent_request_again_once(server: ServerThread)
         sent = len(once.sent)
         once.breaks = 1
         with pytest.raises(TransportError, match="may have been applied"):
-            collection.add(["z"], vectors=np.ones(DIM))  # not idempotent: not sent again
+            collection.add(
+                ["z"], vectors=np.ones(DIM), model=MODEL
+            )  # not idempotent: not sent again
         assert len(once.sent) == sent + 1
         assert collection.count() == 2
 

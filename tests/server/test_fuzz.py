@@ -12,7 +12,7 @@ import pytest
 import latentdb
 from latentdb import Collection
 from tests.server.conftest import DOCS_READER, KEYS, WRITER, serving
-from tests.server.fuzzing import KNOWN_COLLECTION, SPARED, FuzzReport, fuzz
+from tests.server.fuzzing import KNOWN_COLLECTION, KNOWN_MODEL, SPARED, FuzzReport, fuzz
 
 DIM = 4
 # UMAP and t-SNE maps take 20 s on first use (numba compiles): too slow for the suite;
@@ -22,12 +22,22 @@ QUICK = SPARED | {("POST", "/v1/collections/{name}/map")}
 
 def _seed(url: str, api_key: str | None = None) -> None:
     with latentdb.connect(url, api_key=api_key) as db:
-        collection = db.create_collection(KNOWN_COLLECTION, dimension=DIM, embedder=None)
+        # require_model=False: the fuzzer's writes (model= null or a random name)
+        # still reach the vector checks behind the model rule; the collections it
+        # creates itself require model=.
+        collection = db.create_collection(
+            KNOWN_COLLECTION,
+            dimension=DIM,
+            embedder=None,
+            model=KNOWN_MODEL,
+            require_model=False,
+        )
         collection.add(
             ["a", "b", "c"],
             vectors=np.eye(DIM)[:3],
             documents=["one", "two", "three"],
             metadatas=[{"n": 1}, {"n": 2}, {"n": 3}],
+            model=KNOWN_MODEL,
         )
 
 

@@ -22,6 +22,10 @@ from latentdb import (
 from latentdb.server import ServerThread
 from tests.server.conftest import serving
 
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
+
 DIM = 4
 
 
@@ -30,7 +34,9 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """A server without auth that takes 64 KiB bodies and 10 rows per call."""
     with serving(tmp_path_factory.mktemp("small") / "db", max_body=65536, max_batch=10) as server:
         with latentdb.connect(server.url) as db:
-            db.create_collection("c", dimension=DIM, embedder=None).add(["a"], vectors=np.ones(DIM))
+            db.create_collection("c", dimension=DIM, embedder=None, model=MODEL).add(
+                ["a"], vectors=np.ones(DIM), model=MODEL
+            )
         yield server
 
 
@@ -39,13 +45,13 @@ def test_batches_over_the_limit_are_413(small: ServerThread) -> None:
         collection = db.get_collection("c")
         ids = [str(i) for i in range(11)]
         with pytest.raises(PayloadTooLargeError, match=r"11 rows .* limit of 10") as raised:
-            collection.add(ids, vectors=np.ones((11, DIM)))
+            collection.add(ids, vectors=np.ones((11, DIM)), model=MODEL)
         assert raised.value.status == 413
         with pytest.raises(PayloadTooLargeError, match="11 queries"):
             collection.query(vectors=np.ones((11, DIM)))
         with pytest.raises(PayloadTooLargeError, match="11 ids"):
             collection.get(ids)
-        collection.add(ids[:10], vectors=np.ones((10, DIM)))  # at the limit: fine
+        collection.add(ids[:10], vectors=np.ones((10, DIM)), model=MODEL)  # at the limit: fine
         assert collection.count() == 11
 
 
@@ -66,7 +72,9 @@ def test_bodies_over_the_limit_are_413_declared_or_streamed(small: ServerThread)
         latentdb.connect(small.url, vector_format="json") as db,
         pytest.raises(PayloadTooLargeError, match="--max-body"),
     ):
-        db.get_collection("c").upsert(["big"], vectors=np.ones((1, DIM)), documents=["x" * 70_000])
+        db.get_collection("c").upsert(
+            ["big"], vectors=np.ones((1, DIM)), documents=["x" * 70_000], model=MODEL
+        )
 
 
 def test_every_error_is_json_with_a_stable_code(small: ServerThread) -> None:

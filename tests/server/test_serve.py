@@ -19,6 +19,10 @@ from latentdb import IndexSpec, TransportError
 from latentdb.server import ServerThread
 from tests.server.conftest import WRITER, serving
 
+# The model every test vector is written as: collections require writes of vectors
+# to name their model (require_model).
+MODEL = "test/vectors"
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -54,8 +58,8 @@ def test_serve_command_over_tls_with_a_key(tmp_path: Path) -> None:
                     raise
                 time.sleep(0.2)
         with db:
-            collection = db.create_collection("c", dimension=3, embedder=None)
-            collection.add(["x", "y"], vectors=np.eye(3)[:2])
+            collection = db.create_collection("c", dimension=3, embedder=None, model=MODEL)
+            collection.add(["x", "y"], vectors=np.eye(3)[:2], model=MODEL)
             assert collection.query(vectors=[0.0, 1.0, 0.0], k=1).ids == [["y"]]
         with pytest.raises(TransportError):  # plain HTTP to the TLS port
             latentdb.connect(f"http://127.0.0.1:{port}", api_key=WRITER)
@@ -84,7 +88,7 @@ def test_concurrent_writers_and_readers_lose_nothing(tmp_path: Path) -> None:
                 rng = np.random.default_rng(writer)
                 for batch in range(batches):
                     ids = [f"w{writer}-{batch}-{i}" for i in range(rows)]
-                    collection.add(ids, vectors=rng.normal(size=(rows, dim)))
+                    collection.add(ids, vectors=rng.normal(size=(rows, dim)), model=MODEL)
                     written.extend(ids)  # acknowledged
         except BaseException as error:
             failures.append(error)
@@ -102,7 +106,9 @@ def test_concurrent_writers_and_readers_lose_nothing(tmp_path: Path) -> None:
 
     with serving(tmp_path / "db", max_batch=5000) as server:
         with latentdb.connect(server.url) as db:
-            db.create_collection("c", dimension=dim, metric="l2", embedder=None, index=spec)
+            db.create_collection(
+                "c", dimension=dim, metric="l2", embedder=None, index=spec, model=MODEL
+            )
         readers = [threading.Thread(target=read, args=(server,)) for _ in range(4)]
         threads = [threading.Thread(target=write, args=(server, w)) for w in range(writers)]
         for thread in readers + threads:
