@@ -11,7 +11,9 @@ Needs the ``langchain`` extra (``pip install 'latentdb[langchain]'``)::
     retriever = store.as_retriever(search_kwargs={"k": 4})
 
 With ``embedding=`` (any LangChain ``Embeddings``) LangChain embeds, and the collection
-records that model by name as an external one, so vectors of another model are refused.
+records that model by name as an external one, so vectors of another model are refused;
+every write names it (``model=``), as a collection that requires it
+(``require_model``, the default) asks.
 Without it, latentdb embeds with the collection's embedder (``"minilm"`` for a new one).
 
 Scores are latentdb distances, smaller is closer (cosine: 1 - cos θ, l2: squared

@@ -12,7 +12,10 @@ Needs the ``llamaindex`` extra (``pip install 'latentdb[llamaindex]'``)::
 
 LlamaIndex embeds; the collection (created at the first insert, its dimension taken from
 the first node's embedding) keeps the vectors without an embedder of its own, under the
-model name given as ``model=``. Each node's text is the record's document, its metadata
+model name given as ``model=``, which every write then names (a collection that requires
+it refuses vectors of another model). Without ``model=`` the store cannot say where its
+vectors come from, so a collection it creates accepts vectors without a model name
+(``require_model=False``). Each node's text is the record's document, its metadata
 the record's metadata (so ``MetadataFilters`` become latentdb ``where`` filters), and the
 whole node (relationships included) rides along as JSON, as in LlamaIndex's own stores.
 """
@@ -54,6 +57,7 @@ from latentdb.errors import (
     FilterError,
     InvalidArgumentError,
     ModelMismatchError,
+    ModelRequiredError,
 )
 from latentdb.integrations._scores import relevance_function
 
@@ -80,11 +84,13 @@ class LatentDBVectorStore(BasePydanticVectorStore):
         model: The model the embeddings come from (e.g. ``"BAAI/bge-small-en-v1.5"``),
             recorded by a new collection and checked against an existing one, so that
             vectors of another model are refused. None: ``"external"`` for a new
-            collection, no check for an existing one.
+            collection, created with ``require_model=False``; an existing one must not
+            require its model named.
 
     Raises:
         InvalidArgumentError: neither or both of ``path`` and ``database``.
-        ModelMismatchError: the collection exists and holds vectors of another model.
+        ModelMismatchError: the collection exists and holds vectors of another model
+            (ModelRequiredError: it requires its model named, and ``model`` is None).
     """
 
     stores_text: bool = True
@@ -138,6 +144,12 @@ class LatentDBVectorStore(BasePydanticVectorStore):
                 f"{collection.space.model!r}, not {self._model!r}: their latent spaces are "
                 "not comparable (use another collection)"
             )
+        if self._model is None and collection.require_model:
+            raise ModelRequiredError(
+                f"collection {self.collection_name!r} requires every write of vectors to "
+                f"name their model: pass model={collection.space.model!r} to "
+                "LatentDBVectorStore if LlamaIndex's embed_model is that model"
+            )
         return collection
 
     def close(self) -> None:
@@ -178,7 +190,11 @@ class LatentDBVectorStore(BasePydanticVectorStore):
         collection = self._collection
         if collection is None:
             collection = self._database.get_or_create_collection(
-                self.collection_name, embedder=None, dimension=len(vectors[0]), model=self._model
+                self.collection_name,
+                embedder=None,
+                dimension=len(vectors[0]),
+                model=self._model,
+                require_model=self._model is not None,
             )
             self._collection = collection
         ids = [node.node_id for node in nodes]

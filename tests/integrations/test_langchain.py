@@ -202,6 +202,8 @@ def test_new_collections_record_the_embeddings_model(tmp_path: Path) -> None:
             8,
             None,
         )
+        # Its writes name that model, so the collection can require it of every write.
+        assert store.collection.require_model
         store.add_texts(["kept"], ids=["kept"])
     # Reopened with the same embeddings: the same collection, the same records.
     with LatentDBVectorStore("notes", embedding=FAKE, path=tmp_path / "db") as store:

@@ -149,6 +149,30 @@ def test_another_model_is_refused(database: latentdb.Database) -> None:
         LatentDBVectorStore("animals", database=database, model="other/model")
 
 
+def test_a_named_model_is_required_of_every_write(index: VectorStoreIndex) -> None:
+    collection = index.vector_store.client
+    assert collection is not None and collection.require_model
+    assert collection.space.model == "test/words"
+
+
+def test_without_a_model_name_the_store_makes_a_collection_that_takes_none(
+    database: latentdb.Database,
+) -> None:
+    store = LatentDBVectorStore("unnamed", database=database)
+    index = VectorStoreIndex.from_vector_store(store, embed_model=WordEmbedding())
+    index.insert(ANIMALS[0])
+    assert store.client is not None and not store.client.require_model
+    assert store.client.space.model == "external" and store.client.count() == 1
+
+
+def test_without_a_model_name_a_collection_that_requires_one_is_refused(
+    database: latentdb.Database,
+) -> None:
+    database.create_collection("animals", embedder=None, dimension=16, model="test/words")
+    with pytest.raises(latentdb.ModelRequiredError, match="model='test/words'"):
+        LatentDBVectorStore("animals", database=database)
+
+
 def test_filters_translate_to_where() -> None:
     nested = MetadataFilters(
         filters=[
