@@ -27,6 +27,10 @@ from typing import Any
 
 import numpy as np
 
+# The model the soak's vectors are written as (collections require writes of vectors
+# to name it).
+MODEL = "soak/random"
+
 DIMENSION = 32
 FIELDS = ("vectors", "documents", "metadatas")
 
@@ -91,6 +95,7 @@ def run_batch(collection: Any, writer: str, number: int, batch: dict[str, Any]) 
         vectors=vectors if fields in ("all", "vectors") else None,
         documents=documents if fields in ("all", "documents") else None,
         metadatas=metadatas if fields in ("all", "metadatas") else None,
+        model=MODEL,
     )
 
 

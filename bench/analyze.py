@@ -46,7 +46,9 @@ def main() -> None:
         started = time.perf_counter()
         for start in range(0, train.shape[0], 10_000):
             part = train[start : start + 10_000]
-            collection.add([str(i) for i in range(start, start + len(part))], vectors=part)
+            collection.add(
+                [str(i) for i in range(start, start + len(part))], vectors=part, model=MODEL
+            )
         if args.index != "flat":
             collection.optimize()
         load_seconds = time.perf_counter() - started

@@ -720,7 +720,11 @@ def latentdb_build(
             getattr(col, method)
         with building(build) as mark:
             for lo in range(0, len(ids), LATENTDB_BATCH):
-                col.add(ids[lo : lo + LATENTDB_BATCH], vectors=ctx.xb[lo : lo + LATENTDB_BATCH])
+                col.add(
+                    ids[lo : lo + LATENTDB_BATCH],
+                    vectors=ctx.xb[lo : lo + LATENTDB_BATCH],
+                    model=MODEL,
+                )
             mark("ingest")
             col.optimize()
             mark("optimize")
@@ -798,7 +802,7 @@ def churn(col: Any, ctx: Context) -> Result:
         col.delete([str(i) for i in doomed[lo : lo + LATENTDB_BATCH]])
     record["delete_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    col.upsert([f"n{i}" for i in back], vectors=ctx.xb[back])
+    col.upsert([f"n{i}" for i in back], vectors=ctx.xb[back], model=MODEL)
     record["upsert_s"] = time.perf_counter() - start
     alive = np.ones(n, dtype=bool)
     alive[doomed] = False

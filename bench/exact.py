@@ -190,7 +190,7 @@ def ingest(root: Path, xb: FloatMatrix) -> float:
         )
         start = time.perf_counter()
         for lo in range(0, len(xb), ADD_BATCH):
-            col.add(ids[lo : lo + ADD_BATCH], vectors=xb[lo : lo + ADD_BATCH])
+            col.add(ids[lo : lo + ADD_BATCH], vectors=xb[lo : lo + ADD_BATCH], model=MODEL)
         return time.perf_counter() - start
 
 

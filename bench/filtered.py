@@ -792,7 +792,9 @@ def latentdb_system(ctx: Context) -> Iterator[Config]:
         with building(build) as mark:
             for lo in range(0, len(ids), LATENTDB_BATCH):
                 hi = lo + LATENTDB_BATCH
-                col.add(ids[lo:hi], vectors=ctx.xb[lo:hi], metadatas=ctx.metadata[lo:hi])
+                col.add(
+                    ids[lo:hi], vectors=ctx.xb[lo:hi], metadatas=ctx.metadata[lo:hi], model=MODEL
+                )
             mark("ingest")
             col.optimize()
             mark("optimize")

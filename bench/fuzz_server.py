@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))  # the fuzzing driver is the test suite's
 
 import latentdb  # noqa: E402
 from latentdb.server import Keyring, ServerThread, build  # noqa: E402
-from tests.server.fuzzing import KNOWN_COLLECTION, FuzzReport, fuzz  # noqa: E402
+from tests.server.fuzzing import KNOWN_COLLECTION, KNOWN_MODEL, FuzzReport, fuzz  # noqa: E402
 
 WRITER = "fuzz-writer-0123456789abcdef"
 READER = "fuzz-reader-0123456789abcdef"
@@ -76,12 +76,18 @@ def serving(folder: Path, keys: list[str] | None) -> Iterator[ServerThread]:
 
 def seed(url: str, api_key: str | None) -> None:
     with latentdb.connect(url, api_key=api_key) as db:
-        collection = db.get_or_create_collection(KNOWN_COLLECTION, dimension=4, embedder=None)
+        # require_model=False: the fuzzer's writes (model= null or a random name)
+        # still reach the vector checks behind the model rule; the collections it
+        # creates itself require model=.
+        collection = db.get_or_create_collection(
+            KNOWN_COLLECTION, dimension=4, embedder=None, model=KNOWN_MODEL, require_model=False
+        )
         collection.upsert(
             ["a", "b", "c"],
             vectors=np.eye(4)[:3],
             documents=["one", "two", "three"],
             metadatas=[{"n": 1}, {"n": 2}, {"n": 3}],
+            model=KNOWN_MODEL,
         )
 
 

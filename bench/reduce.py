@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from _common import (
     DEFAULT_DATA,
+    MODEL,
     REPO,
     dir_mib,
     fmt,
@@ -70,11 +71,11 @@ def build(folder: Path, xb: np.ndarray, reduce: int | None) -> tuple[Any, dict[s
     started = time.perf_counter()
     db = latentdb.connect(folder)
     collection = db.create_collection(
-        "c", dimension=xb.shape[1], embedder=None, index="hnsw", reduce=reduce
+        "c", dimension=xb.shape[1], embedder=None, index="hnsw", reduce=reduce, model=MODEL
     )
     ids = [str(i) for i in range(xb.shape[0])]
     for lo in range(0, xb.shape[0], BATCH):
-        collection.add(ids[lo : lo + BATCH], vectors=xb[lo : lo + BATCH])
+        collection.add(ids[lo : lo + BATCH], vectors=xb[lo : lo + BATCH], model=MODEL)
     added = time.perf_counter()
     collection.optimize()
     done = time.perf_counter()

@@ -72,7 +72,7 @@ def build(folder: Path, xb: FloatMatrix) -> Result:
         )
         for low in range(0, len(xb), INGEST_BATCH):
             ids = [str(i) for i in range(low, min(low + INGEST_BATCH, len(xb)))]
-            collection.add(ids, vectors=xb[low : low + INGEST_BATCH])
+            collection.add(ids, vectors=xb[low : low + INGEST_BATCH], model=MODEL)
         ingested = time.perf_counter() - started
         collection.optimize()
         status = collection.index_status()
@@ -183,7 +183,7 @@ def mixed_load(url: str, xb: FloatMatrix, xq: FloatMatrix, clients: int, duratio
                         rows = xb[noise.integers(0, len(xb), WRITE_ROWS)]
                         rows = rows + noise.normal(0, 0.02, rows.shape).astype(np.float32)
                         ids = [f"c{number}-{batch}-{i}" for i in range(WRITE_ROWS)]
-                        collection.add(ids, vectors=rows)
+                        collection.add(ids, vectors=rows, model=MODEL)
                         written.extend(ids)  # acknowledged: must be there afterwards
                         batch += 1
                     else:

@@ -67,7 +67,7 @@ from typing import Any
 
 import numpy as np
 from _common import REPO, load_average, machine_info, package_versions
-from _soak_worker import DIMENSION, batch_values
+from _soak_worker import DIMENSION, MODEL, batch_values
 
 import latentdb
 
@@ -536,14 +536,16 @@ def seed(run: Run, rows: int, *, flat: bool) -> None:
     db = latentdb.connect(run.folder)
     for setup in COLLECTIONS:
         collection = db.create_collection(
-            setup.name, dimension=DIMENSION, metric="cosine", embedder=None,
+            setup.name, dimension=DIMENSION, metric="cosine", embedder=None, model=MODEL,
             index="flat" if flat else setup.index, reduce=None if flat else setup.reduce,
         )  # fmt: skip
         model = run.models.setdefault(setup.name, Model())
         for number in range(rows // 500):
             batch = {"op": "add", "ids": [f"seed-{number}-{i}" for i in range(500)]}
             vectors, documents, metadatas = batch_values("seed", number, 500)
-            collection.add(batch["ids"], vectors=vectors, documents=documents, metadatas=metadatas)
+            collection.add(
+                batch["ids"], vectors=vectors, documents=documents, metadatas=metadatas, model=MODEL
+            )
             for key, row in batch_effect("seed", number, batch, {}).items():
                 model.set(key, row)
         collection.delete([f"seed-0-{i}" for i in range(50)])
