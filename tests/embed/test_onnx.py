@@ -117,11 +117,49 @@ def _model_copy(tmp_path: Path, **config_changes: object) -> Path:
         if file.is_file():
             (target / file.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
             (target / file.relative_to(source)).symlink_to(file)
-    config = json.loads((source / "config.json").read_text())
-    config.update(config_changes)
-    (target / "config.json").unlink()
-    (target / "config.json").write_text(json.dumps(config))
+    _rewrite(target / "config.json", **config_changes)
     return target
+
+
+def _rewrite(path: Path, **changes: object) -> None:
+    """Replace a (linked) JSON file by a copy with ``changes`` applied."""
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.unlink()
+    path.write_text(json.dumps(data))
+
+
+def test_cls_pooling_without_normalize_matches_sentence_transformers(
+    tmp_path: Path, texts: list[str]
+) -> None:
+    """Another model layout: [CLS] pooling and no Normalize module, as sentence-transformers
+    reads the same directory (raw vectors, not unit length)."""
+    from sentence_transformers import SentenceTransformer
+
+    model = _model_copy(tmp_path)
+    _rewrite(
+        model / "1_Pooling" / "config.json",
+        pooling_mode_mean_tokens=False,
+        pooling_mode_cls_token=True,
+    )
+    modules = json.loads((model / "modules.json").read_text())
+    (model / "modules.json").unlink()
+    (model / "modules.json").write_text(json.dumps(modules[:2]))  # no Normalize
+    ours = get_embedder(f"onnx:{model}")
+    assert not ours.normalized
+    vectors = ours.embed_texts(texts)
+    reference = SentenceTransformer(str(model), device="cpu").encode(
+        texts, convert_to_numpy=True, show_progress_bar=False
+    )
+    assert np.abs(np.linalg.norm(reference, axis=1) - 1).min() > 0.1  # really not unit
+    np.testing.assert_allclose(vectors, reference, rtol=0, atol=2e-5 * np.abs(reference).max())
+    _rewrite(
+        model / "1_Pooling" / "config.json",
+        pooling_mode_cls_token=False,
+        pooling_mode_max_tokens=True,
+    )
+    with pytest.raises(EmbedderError, match=r"mean or CLS pooling.*max_tokens"):
+        get_embedder(f"onnx:{model}/")
 
 
 def test_a_model_it_cannot_run_is_refused_with_the_way_out(tmp_path: Path) -> None:
