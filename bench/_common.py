@@ -72,7 +72,9 @@ def require_data(path: Path) -> Path:
         raise SystemExit(
             f"benchmark data not found: {path}\n"
             "The benchmarks read the shared PyPI MiniLM set from ../shared/data/ beside the "
-            "repository (see bench/README.md); pass --data to point elsewhere. "
+            "repository (see bench/README.md); pass --data to point elsewhere. Without it, "
+            "bench/embed_dataset.py --out DATA.hdf5 makes a smaller set of the same layout "
+            "from the texts committed in tests/data/. "
             "Tests do not need it: they read tests/data/ only."
         )
     return path
