@@ -46,7 +46,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import latentdb
-from latentdb import DuplicateIdError, RecordNotFoundError
+from latentdb import (
+    DuplicateIdError,
+    ModelMismatchError,
+    ModelRequiredError,
+    RecordNotFoundError,
+)
 from latentdb.index import _segments
 from latentdb.index._sealed import min_build_rows
 
@@ -578,6 +583,32 @@ class LifecycleMachine(RuleBasedStateMachine):
             return
         if op["ids"]:
             self.write(op)
+
+    @rule(
+        size=sizes,
+        seed=seeds,
+        kind=st.sampled_from(["add", "upsert", "update"]),
+        named=st.sampled_from([None, "another/model"]),
+    )
+    def vectors_of_no_or_another_model(
+        self, size: int, seed: int, kind: str, named: str | None
+    ) -> None:
+        """Vectors that name no model, or another one, are refused whole: the collection
+        stays what the model says (the invariants check it, and go on checking it across
+        the optimizes, reopens and kills that follow)."""
+        planned = self.model.copy()  # ids drawn for a refused write are not spent
+        if kind == "update":
+            if not planned.records:
+                return
+            op = planned.update_op(1 + size % 30, seed, "vectors", missing=False)
+        else:
+            op = planned.write_op(kind, size, seed, stored=size // 2, reborn=1)
+        if not op["ids"]:
+            return
+        expected = ModelRequiredError if named is None else ModelMismatchError
+        with pytest.raises(expected) as refused:
+            worker.run_op(self.collection, {**op, "model": named})
+        assert named is None or not isinstance(refused.value, ModelRequiredError)
 
     @rule(count=st.integers(0, 40), seed=seeds, unknown=st.integers(0, 3))
     def delete(self, count: int, seed: int, unknown: int) -> None:

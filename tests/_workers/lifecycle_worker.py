@@ -46,7 +46,8 @@ def run_op(collection: Any, op: dict[str, Any]) -> int | None:
             vectors=None if vectors is None else np.asarray(vectors, dtype=np.float32),
             documents=op.get("documents"),
             metadatas=op.get("metadatas"),
-            model=MODEL,
+            # The vectors' model: the collection's unless the op names another (or None).
+            model=op.get("model", MODEL),
         )
         return None
     if kind == "delete":
