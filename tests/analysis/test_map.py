@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -119,6 +121,7 @@ class DevTools:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its helper processes share the group: close ends all
         )
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 30
@@ -156,9 +159,25 @@ class DevTools:
         return result["result"].get("value")
 
     def close(self) -> None:
+        """End the browser and every helper process it started (renderer, zygote,
+        crashpad): they outlive the browser process for a moment and go on writing to
+        the profile, which would then fail to be removed ("Directory not empty")."""
         self.socket.close()
-        self.process.terminate()
-        self.process.wait(timeout=30)
+        group = self.process.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(group, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
 
 
 @pytest.fixture
@@ -170,12 +189,30 @@ def browser() -> Iterator[DevTools]:
             "Chromium is not installed (apt-get install chromium; .ci/run does; README: "
             "Running the tests)"
         )
-    with tempfile.TemporaryDirectory() as profile:
-        tools = DevTools(Path(profile))
+    profile = Path(tempfile.mkdtemp(prefix="latentdb-chromium-"))
+    try:
+        tools = DevTools(profile)
         try:
             yield tools
         finally:
             tools.close()
+    finally:
+        _remove(profile)
+
+
+def _remove(folder: Path) -> None:
+    """rmtree, tried again for a few seconds while an exiting process still writes in it."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            shutil.rmtree(folder)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 @pytest.mark.slow
