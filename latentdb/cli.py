@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,6 +30,7 @@ from rich.text import Text
 import latentdb
 from latentdb.analysis import SpaceReport
 from latentdb.api import Collection, QueryResult
+from latentdb.embed._onnx import available_threads
 from latentdb.errors import LatentDBError
 
 __all__ = ["app", "main"]
@@ -167,7 +167,7 @@ def demo(
     spread = fastest if fastest == slowest else f"{fastest}-{slowest}"
     measured.append(f"each question {spread} ms, its embedding included")
     say(
-        f"Measured on this machine ({_cpus()} CPUs): {'; '.join(measured)}; "
+        f"Measured on this machine ({available_threads()} CPUs): {'; '.join(measured)}; "
         f"{_took(time.perf_counter() - started)} in all."
     )
 
@@ -189,12 +189,6 @@ def _load_model(embedder: str | None) -> float:
 def _took(seconds: float) -> str:
     """A duration as people read it: "12 ms" under a second, else "38.2 s"."""
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
-
-
-def _cpus() -> int:
-    """CPUs this process may run on (its affinity where the OS has one)."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 def _progress() -> Progress:

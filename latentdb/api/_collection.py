@@ -36,7 +36,7 @@ from latentdb.api._validation import (
     check_non_negative,
     check_search_params,
     check_texts,
-    check_vectors_model,
+    check_write_model,
 )
 from latentdb.embed import Embedder, ImageInput, get_embedder
 from latentdb.errors import (
@@ -307,12 +307,13 @@ class Collection:
     ) -> FloatMatrix:
         if images is not None and vectors is not None:
             raise InvalidArgumentError("give vectors= or images=, not both")
-        if vectors is not None:
-            check_vectors_model(
-                self.space, model, required=self.require_model, collection=self.name
-            )
-        else:
-            self.space.check_model(model)
+        check_write_model(
+            self.space,
+            model,
+            vectors=vectors is not None,
+            required=self.require_model,
+            collection=self.name,
+        )
         if images is not None:
             vectors = self._embed_images(images, count, progress)
         elif vectors is None:

@@ -46,7 +46,7 @@ __all__ = [
     "check_search_params",
     "check_text",
     "check_texts",
-    "check_vectors_model",
+    "check_write_model",
 ]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -139,21 +139,21 @@ def check_flag(value: object, name: str) -> bool:
     raise InvalidArgumentError(f"{name} must be True or False; got {_show(value)}")
 
 
-def check_vectors_model(
-    space: LatentSpace, model: object, *, required: bool, collection: str
+def check_write_model(
+    space: LatentSpace, model: object, *, vectors: bool, required: bool, collection: str
 ) -> None:
-    """The ``model=`` of a write that brings its own vectors (``vectors=``, not texts
-    or images the collection embeds): the collection's model, and given at all when
-    the collection requires it (``require_model``), so that vectors of unknown origin
-    cannot mix another latent space into the stored data.
+    """The ``model=`` of a write: the collection's model when given; and given at all when
+    the write brings its own vectors (``vectors``: not texts or images the collection
+    embeds) and the collection requires it (``require_model``), so that vectors of
+    unknown origin cannot mix another latent space into the stored data.
 
     Raises:
         InvalidArgumentError: ``model`` is not a str.
         ModelMismatchError: ``model`` names another model than the collection's.
-        ModelRequiredError: ``model`` is None and ``required``.
+        ModelRequiredError: ``model`` is None for vectors, and ``required``.
     """
     space.check_model(model)  # type: ignore[arg-type]  # it refuses a non-str itself
-    if model is None and required:
+    if vectors and model is None and required:
         raise ModelRequiredError(
             f"vectors= without model= cannot enter collection {collection!r}: it holds "
             f"vectors of model {space.model!r} and requires every write of vectors to "

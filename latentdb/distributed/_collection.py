@@ -57,7 +57,7 @@ from latentdb.api._validation import (
     check_non_negative,
     check_search_params,
     check_texts,
-    check_vectors_model,
+    check_write_model,
 )
 from latentdb.distributed._merge import (
     assemble,
@@ -259,11 +259,10 @@ class ShardedCollection(Collection):
         space = LatentSpace.from_dict(row.space)
         if images is not None and vectors is not None:
             raise InvalidArgumentError("give vectors= or images=, not both")
-        if vectors is not None:
-            required = collection_requires_model(row.config)
-            check_vectors_model(space, model, required=required, collection=row.name)
-        else:
-            space.check_model(model)
+        required = collection_requires_model(row.config)
+        check_write_model(
+            space, model, vectors=vectors is not None, required=required, collection=row.name
+        )
         if images is not None:
             vectors = self._embed_images(images, count, progress)
         elif vectors is None:

@@ -25,7 +25,7 @@ from latentdb.api._validation import (
     check_ids,
     check_metadatas,
     check_non_negative,
-    check_vectors_model,
+    check_write_model,
 )
 from latentdb.distributed._collection import ShardedCollection
 from latentdb.distributed._shards import Hosts, ShardGroup, require_ray
@@ -202,12 +202,13 @@ def ingest(
             "ingest embeds text_field with the collection's embedder: give text_field= and "
             "a collection with an embedder, or vector_field= for ready vectors"
         )
-    if vector_field is not None:
-        check_vectors_model(
-            collection.space, model, required=collection.require_model, collection=collection.name
-        )
-    else:
-        collection.space.check_model(model)
+    check_write_model(
+        collection.space,
+        model,
+        vectors=vector_field is not None,
+        required=collection.require_model,
+        collection=collection.name,
+    )
     ray = require_ray()
     import ray.data  # noqa: F811 - the submodule, loaded on first use
 
