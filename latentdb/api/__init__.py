@@ -3,7 +3,7 @@
 from latentdb.analysis import SpaceMap, SpaceReport
 from latentdb.api._collection import Collection
 from latentdb.api._database import Database, connect
-from latentdb.api._migration import Migration, MigrationStatus
+from latentdb.api._migration import Migration, MigrationStatus, version_names
 from latentdb.api._results import GetResult, QueryResult, RecallReport
 from latentdb.index import IndexSpec, IndexStatus
 
@@ -20,4 +20,5 @@ __all__ = [
     "SpaceMap",
     "SpaceReport",
     "connect",
+    "version_names",
 ]
