@@ -68,71 +68,61 @@ __all__ = [
 
 
 class LatentDBError(Exception):
-    """Base class of every error latentdb raises on purpose."""
+    """Base class of every error latentdb raises on purpose.
 
-    code = "latentdb_error"
-    status = 500
+    A subclass names its stable ``code`` and, where it differs from its parent's, its
+    HTTP ``status`` in its header: ``class FilterError(InvalidArgumentError,
+    code="invalid_filter")``.
+    """
+
+    code: str = "latentdb_error"
+    status: int = 500
+
+    def __init_subclass__(cls, *, code: str | None = None, status: int | None = None) -> None:
+        super().__init_subclass__()
+        if code is not None:
+            cls.code = code
+        if status is not None:
+            cls.status = status
 
 
-class InvalidArgumentError(LatentDBError, ValueError):
+class InvalidArgumentError(LatentDBError, ValueError, code="invalid_argument", status=400):
     """An argument has the wrong type, shape or value."""
 
-    code = "invalid_argument"
-    status = 400
 
-
-class InvalidVectorError(InvalidArgumentError):
+class InvalidVectorError(InvalidArgumentError, code="invalid_vector"):
     """Vectors are not a finite numeric (n, d) array, or cannot be normalized."""
 
-    code = "invalid_vector"
 
-
-class DimensionMismatchError(InvalidArgumentError):
+class DimensionMismatchError(InvalidArgumentError, code="dimension_mismatch"):
     """Vectors have a width other than the collection's dimension."""
 
-    code = "dimension_mismatch"
 
-
-class InvalidIdError(InvalidArgumentError):
+class InvalidIdError(InvalidArgumentError, code="invalid_id"):
     """An id is empty or not a string."""
 
-    code = "invalid_id"
 
-
-class DuplicateIdError(InvalidArgumentError):
+class DuplicateIdError(InvalidArgumentError, code="duplicate_id", status=409):
     """Ids repeat within one call, or ``add`` names ids that are already stored."""
 
-    code = "duplicate_id"
-    status = 409
 
-
-class InvalidMetadataError(InvalidArgumentError):
+class InvalidMetadataError(InvalidArgumentError, code="invalid_metadata"):
     """Metadata is not a flat JSON object of str, int, float or bool values."""
 
-    code = "invalid_metadata"
 
-
-class FilterError(InvalidArgumentError):
+class FilterError(InvalidArgumentError, code="invalid_filter"):
     """A ``where`` filter is malformed: unknown operator, wrong operand type."""
 
-    code = "invalid_filter"
 
-
-class PayloadTooLargeError(InvalidArgumentError):
+class PayloadTooLargeError(InvalidArgumentError, code="payload_too_large", status=413):
     """A request to the server is over its body size or batch size limit."""
 
-    code = "payload_too_large"
-    status = 413
 
-
-class ModelMismatchError(LatentDBError):
+class ModelMismatchError(LatentDBError, code="model_mismatch", status=409):
     """Vectors or texts come from a latent space other than the collection's."""
 
-    code = "model_mismatch"
-    status = 409
 
-
-class ModelRequiredError(ModelMismatchError):
+class ModelRequiredError(ModelMismatchError, code="model_required"):
     """Vectors were written without ``model=`` to a collection that requires it
     (``require_model=True``, the default for new collections): vectors of unknown
     origin could be of another model, so they are refused rather than mixed in.
@@ -141,73 +131,46 @@ class ModelRequiredError(ModelMismatchError):
     same vectors with their model named are accepted.
     """
 
-    code = "model_required"
 
-
-class EmbedderError(LatentDBError):
+class EmbedderError(LatentDBError, code="embedder_error", status=400):
     """Text was given where no embedder is configured, or the embedder cannot load."""
 
-    code = "embedder_error"
-    status = 400
 
-
-class NotFoundError(LatentDBError):
+class NotFoundError(LatentDBError, code="not_found", status=404):
     """Something named does not exist."""
 
-    code = "not_found"
-    status = 404
 
-
-class CollectionNotFoundError(NotFoundError):
+class CollectionNotFoundError(NotFoundError, code="collection_not_found"):
     """No collection has that name (or it was deleted)."""
 
-    code = "collection_not_found"
 
-
-class RecordNotFoundError(NotFoundError):
+class RecordNotFoundError(NotFoundError, code="record_not_found"):
     """``update`` named ids that are not stored."""
 
-    code = "record_not_found"
 
-
-class CollectionExistsError(LatentDBError):
+class CollectionExistsError(LatentDBError, code="collection_exists", status=409):
     """A collection with that name already exists."""
 
-    code = "collection_exists"
-    status = 409
 
-
-class AuthError(LatentDBError):
+class AuthError(LatentDBError, code="unauthorized", status=401):
     """Missing or insufficient credentials (used by the server and client)."""
 
-    code = "unauthorized"
-    status = 401
 
-
-class ForbiddenError(AuthError):
+class ForbiddenError(AuthError, code="forbidden", status=403):
     """The API key is valid but its scope does not allow this call (read-only, or
     limited to other collections)."""
 
-    code = "forbidden"
-    status = 403
 
-
-class DatabaseClosedError(LatentDBError):
+class DatabaseClosedError(LatentDBError, code="database_closed", status=400):
     """The database was closed; open it again with ``latentdb.connect``."""
 
-    code = "database_closed"
-    status = 400
 
-
-class StorageError(LatentDBError):
+class StorageError(LatentDBError, code="storage_error", status=500):
     """The database file cannot be opened or used (locked past the timeout, an I/O
     error). The SQLite or OS error behind it is the ``__cause__``."""
 
-    code = "storage_error"
-    status = 500
 
-
-class DiskFullError(StorageError):
+class DiskFullError(StorageError, code="disk_full", status=507):
     """A write ran out of space: the disk is full, or the process's file size limit
     (``RLIMIT_FSIZE``) is reached. The write was rolled back; earlier writes are intact.
 
@@ -215,11 +178,8 @@ class DiskFullError(StorageError):
     (RFC 4918), and the same request can succeed once space is freed.
     """
 
-    code = "disk_full"
-    status = 507
 
-
-class ReadOnlyError(StorageError):
+class ReadOnlyError(StorageError, code="read_only", status=409):
     """A write to a database that can only be read: a read-only file, folder or file
     system. Reads still work.
 
@@ -227,44 +187,29 @@ class ReadOnlyError(StorageError):
     database's state refuses it (RFC 9110 15.5.10).
     """
 
-    code = "read_only"
-    status = 409
 
-
-class CorruptDatabaseError(StorageError):
+class CorruptDatabaseError(StorageError, code="corrupt_database", status=500):
     """The database file is damaged: a malformed page, a garbled header, or a file
     truncated to nothing. Restore it from a backup.
 
     HTTP 500: the fault is the server's, and retrying will not help.
     """
 
-    code = "corrupt_database"
-    status = 500
 
-
-class ForeignDatabaseError(StorageError):
+class ForeignDatabaseError(StorageError, code="foreign_database", status=500):
     """The database file is not latentdb's: not SQLite at all, or another
     application's SQLite database. latentdb refuses it rather than write into it.
 
     HTTP 500: only ever raised while opening, a fault of the server's setup.
     """
 
-    code = "foreign_database"
-    status = 500
 
-
-class ServerError(LatentDBError):
+class ServerError(LatentDBError, code="internal_error", status=500):
     """The server failed while answering; the reason is in its log, never in the reply."""
 
-    code = "internal_error"
-    status = 500
 
-
-class TransportError(LatentDBError):
+class TransportError(LatentDBError, code="transport_error", status=503):
     """The server could not be reached, or its reply was not a latentdb answer."""
-
-    code = "transport_error"
-    status = 503
 
 
 class LatentDBWarning(UserWarning):
