@@ -28,24 +28,19 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
 
-try:
+from latentdb._extras import needs_extra
+
+with needs_extra("langchain", __name__):
     from langchain_core.documents import Document
     from langchain_core.embeddings import Embeddings
     from langchain_core.vectorstores import VectorStore
     from langchain_core.vectorstores.utils import maximal_marginal_relevance
-except ImportError as error:  # pragma: no cover - the extra is installed in development
-    raise ImportError(
-        f"latentdb.integrations.langchain needs the 'langchain' extra ({error.name} is "
-        "missing): pip install 'latentdb[langchain]'"
-    ) from None
 
-from latentdb._connect import connect
 from latentdb.api import Collection, Database, QueryResult
 from latentdb.embed import get_embedder
 from latentdb.errors import (
@@ -54,14 +49,17 @@ from latentdb.errors import (
     InvalidArgumentError,
     ModelMismatchError,
 )
+from latentdb.integrations._common import (
+    DatabaseHolder,
+    delete_every,
+    open_database,
+    refuse_unknown,
+)
 from latentdb.integrations._scores import relevance_function
 
 __all__ = ["LatentDBVectorStore", "embeddings_model_name"]
 
 Where = Mapping[str, Any]
-# Ids per delete call when deleting everything: keeps one request well under a server's
-# batch limit.
-_DELETE_BATCH = 1000
 
 
 def embeddings_model_name(embedding: Embeddings) -> str:
@@ -77,7 +75,7 @@ def embeddings_model_name(embedding: Embeddings) -> str:
     return name
 
 
-class LatentDBVectorStore(VectorStore):
+class LatentDBVectorStore(DatabaseHolder, VectorStore):
     """A LangChain vector store kept in a latentdb collection.
 
     Args:
@@ -106,16 +104,7 @@ class LatentDBVectorStore(VectorStore):
         path: str | os.PathLike[str] | None = None,
         database: Database | None = None,
     ) -> None:
-        if path is not None and database is None:
-            database, self._owned = connect(path), True
-        elif path is None and database is not None:
-            self._owned = False
-        else:
-            raise InvalidArgumentError(
-                "LatentDBVectorStore needs path= (a folder or server URL) or database= (an "
-                "open latentdb Database), not both"
-            )
-        self._database = database
+        self._database, self._owned = open_database(path, database)
         self._embedding = embedding
         self._model = None if embedding is None else embeddings_model_name(embedding)
         try:
@@ -142,24 +131,6 @@ class LatentDBVectorStore(VectorStore):
             )
         return collection
 
-    # -- lifecycle -----------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the database if this store opened it (``path=``)."""
-        if self._owned:
-            self._database.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"LatentDBVectorStore({self._collection!r}, embedding={self._model!r})"
 
@@ -167,11 +138,6 @@ class LatentDBVectorStore(VectorStore):
     def collection(self) -> Collection:
         """The latentdb collection the documents are kept in."""
         return self._collection
-
-    @property
-    def database(self) -> Database:
-        """The database holding the collection."""
-        return self._database
 
     @property
     def embeddings(self) -> Embeddings | None:
@@ -206,7 +172,7 @@ class LatentDBVectorStore(VectorStore):
                 unknown keyword argument.
             InvalidMetadataError, DuplicateIdError: latentdb refuses the records.
         """
-        _refuse_unknown(kwargs, "add_texts")
+        refuse_unknown(kwargs, "add_texts")
         text_list = list(texts)
         count = len(text_list)
         for name, values in (("metadatas", metadatas), ("ids", ids)):
@@ -259,11 +225,9 @@ class LatentDBVectorStore(VectorStore):
         Raises:
             FilterError: a malformed filter.
         """
-        _refuse_unknown(kwargs, "delete")
+        refuse_unknown(kwargs, "delete")
         if ids is None and filter is None and where_document is None:
-            every = [i for page in self._collection.scroll(include=[]) for i in page.ids]
-            for start in range(0, len(every), _DELETE_BATCH):
-                self._collection.delete(every[start : start + _DELETE_BATCH])
+            delete_every(self._collection)
             return True
         self._collection.delete(ids, where=filter, where_document=where_document)
         return True
@@ -297,7 +261,7 @@ class LatentDBVectorStore(VectorStore):
             filter: A latentdb ``where`` filter on the metadata.
             where_document: A filter on the text (``$contains``, ``$match``...).
         """
-        _refuse_unknown(kwargs, "similarity_search")
+        refuse_unknown(kwargs, "similarity_search")
         pairs = self.similarity_search_with_score(
             query, k, filter=filter, where_document=where_document
         )
@@ -317,7 +281,7 @@ class LatentDBVectorStore(VectorStore):
 
         Same arguments as :meth:`similarity_search`.
         """
-        _refuse_unknown(kwargs, "similarity_search_with_score")
+        refuse_unknown(kwargs, "similarity_search_with_score")
         if self._embedding is None:
             result = self._collection.query(
                 texts=query, k=k, where=filter, where_document=where_document
@@ -342,7 +306,7 @@ class LatentDBVectorStore(VectorStore):
         **kwargs: Any,
     ) -> list[Document]:
         """The ``k`` documents nearest a vector of the collection's space, nearest first."""
-        _refuse_unknown(kwargs, "similarity_search_by_vector")
+        refuse_unknown(kwargs, "similarity_search_by_vector")
         pairs = self.similarity_search_with_score_by_vector(
             embedding, k, filter=filter, where_document=where_document
         )
@@ -389,7 +353,7 @@ class LatentDBVectorStore(VectorStore):
             lambda_mult: 1 ranks by similarity alone, 0 by diversity alone.
             filter, where_document: As for :meth:`similarity_search`.
         """
-        _refuse_unknown(kwargs, "max_marginal_relevance_search")
+        refuse_unknown(kwargs, "max_marginal_relevance_search")
         return self._marginal_relevance(
             self._query_vector(query), k, fetch_k, lambda_mult, filter, where_document
         )
@@ -406,7 +370,7 @@ class LatentDBVectorStore(VectorStore):
         **kwargs: Any,
     ) -> list[Document]:
         """:meth:`max_marginal_relevance_search` for a vector of the collection's space."""
-        _refuse_unknown(kwargs, "max_marginal_relevance_search_by_vector")
+        refuse_unknown(kwargs, "max_marginal_relevance_search_by_vector")
         vector = np.asarray(embedding, dtype=np.float32)
         return self._marginal_relevance(vector, k, fetch_k, lambda_mult, filter, where_document)
 
@@ -469,18 +433,10 @@ class LatentDBVectorStore(VectorStore):
     ) -> Self:
         """A store over ``collection_name`` holding ``texts`` (added with
         :meth:`add_texts`). Same arguments as the constructor and :meth:`add_texts`."""
-        _refuse_unknown(kwargs, "from_texts")
+        refuse_unknown(kwargs, "from_texts")
         store = cls(collection_name, embedding=embedding, path=path, database=database)
         store.add_texts(texts, metadatas, ids=ids)
         return store
-
-
-def _refuse_unknown(kwargs: Mapping[str, Any], method: str) -> None:
-    """LangChain passes options as keywords: a misspelled one must not pass silently."""
-    if kwargs:
-        raise InvalidArgumentError(
-            f"LatentDBVectorStore.{method}() got unknown keyword arguments {sorted(kwargs)}"
-        )
 
 
 def _document(record_id: str, text: str | None, metadata: Mapping[str, Any] | None) -> Document:

@@ -27,7 +27,9 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-try:
+from latentdb._extras import needs_extra
+
+with needs_extra("llamaindex", __name__):
     from llama_index.core.bridge.pydantic import PrivateAttr
     from llama_index.core.schema import BaseNode, MetadataMode
     from llama_index.core.vector_stores.types import (
@@ -44,13 +46,7 @@ try:
         metadata_dict_to_node,
         node_to_metadata_dict,
     )
-except ImportError as error:  # pragma: no cover - the extra is installed in development
-    raise ImportError(
-        f"latentdb.integrations.llamaindex needs the 'llamaindex' extra ({error.name} is "
-        "missing): pip install 'latentdb[llamaindex]'"
-    ) from None
 
-from latentdb._connect import connect
 from latentdb.api import Collection, Database
 from latentdb.errors import (
     CollectionNotFoundError,
@@ -59,18 +55,22 @@ from latentdb.errors import (
     ModelMismatchError,
     ModelRequiredError,
 )
+from latentdb.integrations._common import (
+    DatabaseHolder,
+    delete_every,
+    open_database,
+    refuse_unknown,
+)
 from latentdb.integrations._scores import relevance_function
 
 __all__ = ["LatentDBVectorStore", "metadata_filters_to_where"]
 
 Where = dict[str, Any]
-# Ids per delete call when clearing: keeps one request well under a server's batch limit.
-_DELETE_BATCH = 1000
 # The metadata key LlamaIndex stores every node's source document id under.
 _REF_DOC_ID = "ref_doc_id"
 
 
-class LatentDBVectorStore(BasePydanticVectorStore):
+class LatentDBVectorStore(DatabaseHolder, BasePydanticVectorStore):
     """A LlamaIndex vector store kept in a latentdb collection.
 
     Args:
@@ -111,16 +111,7 @@ class LatentDBVectorStore(BasePydanticVectorStore):
     ) -> None:
         # Pydantic's generated __init__, whose fields mypy cannot see without its plugin.
         super().__init__(collection_name=collection_name, stores_text=True)  # type: ignore[call-arg]
-        if path is not None and database is None:
-            database, self._owned = connect(path), True
-        elif path is None and database is not None:
-            self._owned = False
-        else:
-            raise InvalidArgumentError(
-                "LatentDBVectorStore needs path= (a folder or server URL) or database= (an "
-                "open latentdb Database), not both"
-            )
-        self._database = database
+        self._database, self._owned = open_database(path, database)
         self._model = model
         try:
             self._collection = self._existing_collection()
@@ -152,20 +143,10 @@ class LatentDBVectorStore(BasePydanticVectorStore):
             )
         return collection
 
-    def close(self) -> None:
-        """Close the database if this store opened it (``path=``)."""
-        if self._owned:
-            self._database.close()
-
     @property
     def client(self) -> Collection | None:
         """The latentdb collection (None until the first :meth:`add` creates it)."""
         return self._collection
-
-    @property
-    def database(self) -> Database:
-        """The database holding the collection."""
-        return self._database
 
     # -- writes --------------------------------------------------------------------
 
@@ -183,7 +164,7 @@ class LatentDBVectorStore(BasePydanticVectorStore):
             DimensionMismatchError, ModelMismatchError: the embeddings do not fit the
                 collection's space.
         """
-        _refuse_unknown(add_kwargs, "add")
+        refuse_unknown(add_kwargs, "add")
         if not nodes:
             return []
         vectors = [node.get_embedding() for node in nodes]
@@ -209,7 +190,7 @@ class LatentDBVectorStore(BasePydanticVectorStore):
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         """Delete every node of the source document ``ref_doc_id``."""
-        _refuse_unknown(delete_kwargs, "delete")
+        refuse_unknown(delete_kwargs, "delete")
         if self._collection is not None:
             self._collection.delete(where={_REF_DOC_ID: ref_doc_id})
 
@@ -224,7 +205,7 @@ class LatentDBVectorStore(BasePydanticVectorStore):
         Raises:
             InvalidArgumentError: neither ids nor filters (use :meth:`clear`).
         """
-        _refuse_unknown(delete_kwargs, "delete_nodes")
+        refuse_unknown(delete_kwargs, "delete_nodes")
         where = metadata_filters_to_where(filters)
         if node_ids is None and where is None:
             raise InvalidArgumentError(
@@ -235,12 +216,8 @@ class LatentDBVectorStore(BasePydanticVectorStore):
 
     def clear(self) -> None:
         """Delete every node (the collection stays)."""
-        collection = self._collection
-        if collection is None:
-            return
-        every = [i for page in collection.scroll(include=[]) for i in page.ids]
-        for start in range(0, len(every), _DELETE_BATCH):
-            collection.delete(every[start : start + _DELETE_BATCH])
+        if self._collection is not None:
+            delete_every(self._collection)
 
     # -- reads ---------------------------------------------------------------------
 
@@ -272,7 +249,7 @@ class LatentDBVectorStore(BasePydanticVectorStore):
                 or a non-empty ``node_ids`` (latentdb filters on metadata, not on ids).
             FilterError: a filter latentdb cannot express (text_match).
         """
-        _refuse_unknown(kwargs, "query")
+        refuse_unknown(kwargs, "query")
         if query.mode != VectorStoreQueryMode.DEFAULT:
             raise InvalidArgumentError(
                 f"LatentDBVectorStore answers the default (dense) query mode; got {query.mode}"
@@ -392,11 +369,3 @@ def _scalar(value: object) -> bool:
 
 def _node(metadata: Mapping[str, Any] | None, text: str | None) -> BaseNode:
     return metadata_dict_to_node(dict(metadata or {}), text=text)
-
-
-def _refuse_unknown(kwargs: Mapping[str, Any], method: str) -> None:
-    """LlamaIndex passes options as keywords: a misspelled one must not pass silently."""
-    if kwargs:
-        raise InvalidArgumentError(
-            f"LatentDBVectorStore.{method}() got unknown keyword arguments {sorted(kwargs)}"
-        )
