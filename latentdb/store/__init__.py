@@ -2,17 +2,17 @@
 aliases and migrations. Storage failures come out as named errors (``storage_error``)."""
 
 from latentdb.store._connection import storage_error
-from latentdb.store._sqlite import (
-    DATABASE_FILE,
+from latentdb.store._rows import (
     Changes,
     CollectionRow,
     MigrationRow,
     SqlFilter,
-    Store,
     StoredRecord,
     blobs_to_vectors,
     vectors_to_blobs,
 )
+from latentdb.store._schema import DATABASE_FILE
+from latentdb.store._store import Store
 
 __all__ = [
     "DATABASE_FILE",

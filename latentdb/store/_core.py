@@ -1,0 +1,261 @@
+"""The store's connection: opening (read-write, or read-only when it must), the schema
+brought up to date, transactions, the write sequence, and noticing other processes'
+commits (:meth:`StoreCore.data_version`)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+from pathlib import Path
+
+from latentdb.errors import ReadOnlyError, StorageError
+from latentdb.store._connection import (
+    GuardedConnection,
+    check_database_file,
+    companion_files,
+    connect,
+    create_database_file,
+    primary_code,
+    storage_error,
+)
+from latentdb.store._schema import (
+    APPLICATION_ID,
+    DATABASE_FILE,
+    MIGRATIONS,
+    initialize,
+    schema_stamp,
+)
+
+# Seconds a connection waits for another process's write lock before giving up.
+_BUSY_TIMEOUT = 60.0
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_CANTOPEN = 5, 6, 8, 14
+
+
+def _opening(error: BaseException, path: Path) -> BaseException:
+    """``error`` met while opening the database at ``path``, saying so."""
+    if isinstance(error, StorageError) and str(path) not in str(error):
+        return type(error)(f"cannot open the database {path}: {error}")
+    if isinstance(error, sqlite3.Error):
+        return StorageError(f"cannot open the database {path}: {error}")
+    return error
+
+
+class StoreCore:
+    """The connection and transactions every part of :class:`~latentdb.store.Store`
+    works through (see there)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / DATABASE_FILE
+        self.lock = threading.RLock()
+        self.read_only = False
+        self._in_transaction = False
+        # The WAL index (the "-shm" file SQLite shares between connections), opened to
+        # read its header; see data_version().
+        self._shm: int | None = None
+        self._seen: tuple[bytes, int] | None = None  # (WAL index header, data_version)
+        if not check_database_file(self.path):
+            create_database_file(self.path, initialize)
+        self._connection = self._open()
+        try:
+            # FULL: a commit is on disk before add() returns, even across a power loss.
+            self._connection.execute("PRAGMA synchronous = FULL")
+            self._connection.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except BaseException as error:
+            self._connection.close()
+            raise _opening(error, self.path) from error.__cause__
+
+    def _open(self) -> GuardedConnection:
+        """Connect read-write, or read-only when the file or its folder cannot be
+        written.
+
+        SQLite needs the -wal and -shm files beside a WAL database even to read it
+        (sqlite.org/wal.html, "Read-Only Databases"). When they exist (a writer has the
+        database open), a ``mode=ro`` connection reads them. When they do not and the
+        folder cannot be written, nobody can be writing here: ``immutable=1`` reads the
+        file alone, as the snapshot it is.
+        """
+        connection = connect(self.path, files=self.path, timeout=_BUSY_TIMEOUT)
+        try:
+            schema_stamp(connection, self.path)  # before anything is written to it
+            self._enable_wal(connection)
+        except StorageError as error:
+            connection.close()
+            if primary_code(error) not in (_SQLITE_READONLY, _SQLITE_CANTOPEN):
+                raise
+        else:
+            if not os.access(self.path, os.W_OK):  # SQLite opened the file read-only
+                self.read_only = True
+            return connection
+        self.read_only = True
+        wal = Path(f"{self.path}-wal")
+        in_wal = wal.exists() and wal.stat().st_size > 0
+        uri = self.path.absolute().as_uri() + ("?mode=ro" if in_wal else "?mode=ro&immutable=1")
+        connection = connect(uri, files=self.path, uri=True, timeout=_BUSY_TIMEOUT)
+        try:
+            schema_stamp(connection, self.path)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def _enable_wal(self, connection: GuardedConnection) -> None:
+        """Switch to WAL, waiting out another connection that holds the lock meanwhile.
+
+        Changing the journal mode of a new file needs an exclusive lock, and SQLite
+        answers SQLITE_BUSY at once rather than calling the busy handler when another
+        process holds it (tests/test_durability.py races them).
+        """
+        deadline = time.monotonic() + _BUSY_TIMEOUT
+        pause = 0.005
+        while True:
+            try:
+                mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except StorageError as error:
+                if primary_code(error) not in (_SQLITE_BUSY, _SQLITE_LOCKED):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
+                continue
+            if str(mode).lower() != "wal":
+                raise StorageError(f"{self.path} cannot use write-ahead logging (mode {mode})")
+            return
+
+    # -- connection and transactions -------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self.lock:
+            try:
+                self._connection.close()
+            except sqlite3.Error as error:
+                raise (storage_error(error, companion_files(self.path)) or error) from error
+            finally:
+                if self._shm is not None:
+                    os.close(self._shm)
+                    self._shm = None
+
+    def _migrate(self) -> None:
+        """Check that the file holds latentdb's schema, and bring it up to date.
+
+        Raises:
+            ForeignDatabaseError: another application's SQLite database.
+            StorageError: a schema newer than this latentdb knows.
+            ReadOnlyError: the schema needs an upgrade and the file cannot be written.
+        """
+        application, version = schema_stamp(self._connection, self.path)
+        if version > len(MIGRATIONS):
+            raise StorageError(
+                f"{self.path} has schema version {version}; this latentdb knows up to "
+                f"{len(MIGRATIONS)}: upgrade latentdb to open it"
+            )
+        if version == len(MIGRATIONS) and (application == APPLICATION_ID or self.read_only):
+            return
+        if self.read_only:
+            raise ReadOnlyError(
+                f"{self.path} has schema version {version} and needs an upgrade to "
+                f"{len(MIGRATIONS)}, which needs write access; open it writable once"
+            )
+        with self.write():  # read again under the write lock: another process may
+            schema_stamp(self._connection, self.path)  # have upgraded it meanwhile
+            initialize(self._connection)
+
+    def write(self) -> AbstractContextManager[None]:
+        """One write transaction: all of it commits, or none of it (re-entrant).
+
+        Raises:
+            ReadOnlyError: the database can only be read (SQLite refuses the first
+                statement that writes).
+            StorageError: a subclass naming the failure (disk full, damaged file), after
+                the transaction was rolled back.
+        """
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def read(self) -> AbstractContextManager[None]:
+        """A consistent snapshot for several reads (re-entrant, also inside a write)."""
+        return self._transaction("BEGIN")
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[None]:
+        with self.lock:
+            if self._in_transaction:  # nested: part of the outer transaction
+                yield
+                return
+            self._connection.execute(begin)
+            self._in_transaction = True
+            try:
+                try:
+                    yield
+                except BaseException as error:
+                    self._roll_back(error)
+                    raise
+                try:
+                    self._connection.execute("COMMIT")
+                except BaseException as error:  # e.g. the disk filled up writing the WAL
+                    self._roll_back(error)
+                    raise
+            finally:
+                self._in_transaction = False
+
+    def _roll_back(self, cause: BaseException) -> None:
+        """Undo the open transaction after ``cause``, unless SQLite already has: after
+        some disk-full, I/O and memory errors it rolls back by itself, and a ROLLBACK
+        then fails with "no transaction is active", masking the real cause."""
+        if not self._connection.in_transaction:
+            return
+        try:
+            self._connection.execute("ROLLBACK")
+        except (sqlite3.Error, StorageError) as error:
+            cause.add_note(f"rolling back failed too: {error}")
+
+    def data_version(self) -> int:
+        """A number that changes when another connection commits (PRAGMA data_version).
+
+        Every query asks, so the pragma (6 us, 25 us with cold caches after a graph
+        search) runs only when the WAL index header has changed since it last ran: each
+        commit rewrites that header, counter and frame count (sqlite.org/walformat.html,
+        "the WAL-index header"). A header read half-written just differs and asks.
+        """
+        with self.lock:
+            header = self._wal_index_header()
+            seen = self._seen
+            if header is not None and seen is not None and header == seen[0]:
+                return seen[1]
+            version = int(self._connection.execute("PRAGMA data_version").fetchone()[0])
+            if header is not None:  # read before the pragma: a commit between them only
+                self._seen = (header, version)  # makes the next call ask again
+            elif self._shm is None:
+                # Opened only now that our connection has read through the WAL: while
+                # it holds the WAL index open, no other connection deletes that file.
+                with suppress(OSError):
+                    self._shm = os.open(f"{self.path}-shm", os.O_RDONLY)
+            return version
+
+    def _wal_index_header(self) -> bytes | None:
+        """Both copies of the WAL-index header (96 bytes), or None if not readable.
+
+        pread, not mmap: another process may truncate the file (a first connection
+        resets it), and touching a mapped page past the end kills us with SIGBUS.
+        """
+        if self._shm is None:
+            return None
+        header = os.pread(self._shm, 96, 0)
+        return header if len(header) == 96 else None
+
+    def next_sequence(self) -> int:
+        """Take the next write sequence number (inside :meth:`write`)."""
+        row = self._connection.execute(
+            "UPDATE sequence SET value = value + 1 WHERE id = 0 RETURNING value"
+        ).fetchone()
+        return int(row[0])
+
+    def current_sequence(self) -> int:
+        """The highest sequence number committed so far."""
+        with self.lock:
+            return int(self._connection.execute("SELECT value FROM sequence").fetchone()[0])

@@ -1,0 +1,272 @@
+"""Reading records: lookups, filtered selections, full-text ranking, and the change
+feed a reader catches up from (rows and tombstones after a sequence number)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from latentdb.errors import FilterError
+from latentdb.store._core import StoreCore
+from latentdb.store._rows import (
+    Changes,
+    FloatMatrix,
+    KeyArray,
+    SqlFilter,
+    StoredRecord,
+    blobs_to_vectors,
+    json_list,
+)
+
+# Rows fetched from SQLite at a time when reading a collection back.
+_READ_CHUNK = 4096
+
+
+def _changes(
+    cursor: sqlite3.Cursor, count: int, deleted: KeyArray, sequence: int, dimension: int
+) -> Changes:
+    """Changes from a cursor over at most ``count`` (key, id, vector, seq) rows, read a
+    chunk at a time into arrays made once: the blobs of a whole collection never sit in
+    memory together (as bytes they stayed in malloc's heap after use, +170 MiB at 100k
+    x 384)."""
+    keys = np.empty(count, dtype=np.int64)
+    sequences = np.empty(count, dtype=np.int64)
+    vectors = np.empty((count, dimension), dtype=np.float32)
+    ids: list[str] = []
+    filled = 0
+    while chunk := cursor.fetchmany(_READ_CHUNK):
+        stop = filled + len(chunk)
+        keys[filled:stop] = [row[0] for row in chunk]
+        ids.extend(row[1] for row in chunk)
+        vectors[filled:stop] = blobs_to_vectors([row[2] for row in chunk], dimension)
+        sequences[filled:stop] = [row[3] for row in chunk]
+        filled = stop
+    if filled < count:  # keys asked for that are not stored
+        keys, sequences, vectors = keys[:filled], sequences[:filled], vectors[:filled].copy()
+    return Changes(
+        keys=keys,
+        ids=ids,
+        vectors=vectors,
+        sequences=sequences,
+        deleted=deleted,
+        sequence=sequence,
+        fresh=True,
+    )
+
+
+class RecordReads(StoreCore):
+    """Reads of the records and tombstones tables."""
+
+    def count(self, collection_id: int) -> int:
+        """Number of records in a collection."""
+        with self.lock:
+            return int(
+                self._connection.execute(
+                    "SELECT COUNT(*) FROM records WHERE collection_id = ?", (collection_id,)
+                ).fetchone()[0]
+            )
+
+    def keys_for_ids(self, collection_id: int, ids: Sequence[str]) -> dict[str, int]:
+        """Map each stored id among ``ids`` to its row key; missing ids are absent."""
+        with self.lock:
+            rows = self._connection.execute(
+                "SELECT id, key FROM records WHERE collection_id = ? "
+                "AND id IN (SELECT value FROM json_each(?))",
+                (collection_id, json_list(ids)),
+            ).fetchall()
+        return dict(rows)
+
+    def select(
+        self,
+        collection_id: int,
+        *,
+        ids: Sequence[str] | None = None,
+        where: SqlFilter | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        after: int | None = None,
+    ) -> list[tuple[int, str]]:
+        """(key, id) of the records among ``ids`` that pass ``where`` (and whose key is
+        above ``after``), in key order."""
+        sql = "SELECT key, id FROM records WHERE collection_id = ?"
+        params: list[Any] = [collection_id]
+        if after is not None:
+            sql += " AND key > ?"
+            params.append(after)
+        if ids is not None:
+            sql += " AND id IN (SELECT value FROM json_each(?))"
+            params.append(json_list(ids))
+        if where is not None:
+            sql += f" AND ({where.sql})"
+            params.extend(where.params)
+        sql += " ORDER BY key LIMIT ? OFFSET ?"
+        params.extend((-1 if limit is None else limit, offset))
+        with self.lock:
+            try:
+                return self._connection.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as error:
+                if "fts5" in str(error):  # a malformed $match query
+                    raise FilterError(f"$match: {error}") from None
+                raise
+
+    def text_ranking(
+        self, collection_id: int, match: str, limit: int, *, where: SqlFilter | None = None
+    ) -> list[int]:
+        """Keys of the records whose documents match an FTS5 query, best BM25 first."""
+        sql = (
+            "SELECT r.key FROM records_fts AS f JOIN records AS r ON r.key = f.rowid "
+            "WHERE records_fts MATCH ? AND r.collection_id = ?"
+        )
+        params: list[Any] = [match, collection_id]
+        if where is not None:
+            sql += (
+                f" AND r.key IN (SELECT key FROM records WHERE collection_id = ? AND ({where.sql}))"
+            )
+            params += [collection_id, *where.params]
+        sql += " ORDER BY bm25(records_fts) LIMIT ?"
+        params.append(limit)
+        with self.lock:
+            try:
+                return [row[0] for row in self._connection.execute(sql, params)]
+            except sqlite3.OperationalError as error:
+                if "fts5" in str(error):
+                    raise FilterError(f"$match: {error}") from None
+                raise
+
+    def fetch(
+        self,
+        keys: Sequence[int],
+        *,
+        dimension: int,
+        vectors: bool = False,
+        documents: bool = False,
+        metadatas: bool = False,
+    ) -> dict[int, StoredRecord]:
+        """The asked-for fields of the given row keys, by key (missing keys absent)."""
+        columns = ["key", "id"]
+        columns += ["vector"] if vectors else ["NULL"]
+        columns += ["document"] if documents else ["NULL"]
+        columns += ["metadata"] if metadatas else ["NULL"]
+        sql = (
+            f"SELECT {', '.join(columns)} FROM records "
+            "WHERE key IN (SELECT value FROM json_each(?))"
+        )
+        with self.lock:
+            rows = self._connection.execute(sql, (json_list([int(k) for k in keys]),)).fetchall()
+        out: dict[int, StoredRecord] = {}
+        for key, record_id, blob, document, metadata in rows:
+            vector = blobs_to_vectors([blob], dimension)[0] if blob is not None else None
+            out[key] = StoredRecord(
+                key,
+                record_id,
+                vector,
+                document,
+                json.loads(metadata) if metadata is not None else None,
+            )
+        return out
+
+    def changes_since(self, collection_id: int, sequence: int, *, dimension: int) -> Changes:
+        """Rows written and deleted in a collection after ``sequence``, consistently."""
+        with self.read():
+            connection = self._connection
+            now = self._sequence_now()
+            deleted = self._deleted_since(collection_id, sequence)
+            dead = np.array(deleted, dtype=np.int64)
+            count = connection.execute(
+                "SELECT COUNT(*) FROM records WHERE collection_id = ? AND seq > ?",
+                (collection_id, sequence),
+            ).fetchone()[0]
+            cursor = connection.execute(
+                "SELECT key, id, vector, seq FROM records WHERE collection_id = ? AND seq > ? "
+                "ORDER BY key",
+                (collection_id, sequence),
+            )
+            return _changes(cursor, int(count), dead, now, dimension)
+
+    def metadata_since(
+        self, collection_id: int, sequence: int
+    ) -> tuple[int, list[tuple[int, dict[str, Any] | None]], list[int]]:
+        """(sequence now, (key, metadata) of rows written after ``sequence``, keys
+        deleted after it), read consistently."""
+        with self.read():
+            now = self._sequence_now()
+            rows = self._connection.execute(
+                "SELECT key, metadata FROM records WHERE collection_id = ? AND seq > ?",
+                (collection_id, sequence),
+            ).fetchall()
+            deleted = self._deleted_since(collection_id, sequence)
+        loads = json.loads
+        return now, [(key, None if text is None else loads(text)) for key, text in rows], deleted
+
+    def _sequence_now(self) -> int:
+        """The highest write sequence number committed (inside a transaction)."""
+        return int(self._connection.execute("SELECT value FROM sequence").fetchone()[0])
+
+    def _deleted_since(self, collection_id: int, sequence: int) -> list[int]:
+        """Keys of a collection's tombstones stamped after ``sequence``."""
+        rows = self._connection.execute(
+            "SELECT key FROM tombstones WHERE collection_id = ? AND seq > ?",
+            (collection_id, sequence),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    @contextmanager
+    def all_rows(
+        self, collection_id: int, *, dimension: int
+    ) -> Iterator[tuple[int, Iterator[tuple[KeyArray, FloatMatrix, KeyArray]]]]:
+        """Every row of a collection as (keys, vectors, write sequences) chunks in key
+        order, read while the context is open: (row count, chunks). For building an
+        index without holding the whole collection in memory."""
+        with self.read():
+            connection = self._connection
+            count = connection.execute(
+                "SELECT COUNT(*) FROM records WHERE collection_id = ?", (collection_id,)
+            ).fetchone()[0]
+            cursor = connection.execute(
+                "SELECT key, vector, seq FROM records WHERE collection_id = ? ORDER BY key",
+                (collection_id,),
+            )
+
+            def chunks() -> Iterator[tuple[KeyArray, FloatMatrix, KeyArray]]:
+                while rows := cursor.fetchmany(_READ_CHUNK):
+                    keys = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+                    blobs = [row[1] for row in rows]
+                    sequences = np.fromiter((row[2] for row in rows), np.int64, len(rows))
+                    yield keys, np.array(blobs_to_vectors(blobs, dimension)), sequences
+
+            yield int(count), chunks()
+
+    def rows_by_key(self, keys: Sequence[int], *, dimension: int) -> Changes:
+        """The current rows of some keys (missing keys left out), as Changes."""
+        with self.read():
+            now = self._sequence_now()
+            cursor = self._connection.execute(
+                "SELECT key, id, vector, seq FROM records "
+                "WHERE key IN (SELECT value FROM json_each(?)) ORDER BY key",
+                (json_list([int(k) for k in keys]),),
+            )
+            return _changes(cursor, len(keys), np.empty(0, dtype=np.int64), now, dimension)
+
+    def versions(self, collection_id: int) -> tuple[KeyArray, KeyArray, dict[int, str]]:
+        """Every record of a collection as (keys int64 (n,) ascending, the write
+        sequence of each, the id of each key), read consistently."""
+        # Two queries, each answered from an index alone (records_by_seq and the
+        # (collection_id, id) one): one query of all three columns reads the table's
+        # pages, vectors and all, and took 2.4x as long at 100k rows.
+        with self.read():
+            connection = self._connection
+            pairs = connection.execute(
+                "SELECT key, seq FROM records WHERE collection_id = ?", (collection_id,)
+            ).fetchall()
+            named = connection.execute(
+                "SELECT key, id FROM records WHERE collection_id = ?", (collection_id,)
+            ).fetchall()
+        keys = np.fromiter((row[0] for row in pairs), dtype=np.int64, count=len(pairs))
+        sequences = np.fromiter((row[1] for row in pairs), dtype=np.int64, count=len(pairs))
+        order = np.argsort(keys, kind="stable")
+        return keys[order], sequences[order], dict(named)
