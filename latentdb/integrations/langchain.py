@@ -262,10 +262,7 @@ class LatentDBVectorStore(DatabaseHolder, VectorStore):
             where_document: A filter on the text (``$contains``, ``$match``...).
         """
         refuse_unknown(kwargs, "similarity_search")
-        pairs = self.similarity_search_with_score(
-            query, k, filter=filter, where_document=where_document
-        )
-        return [document for document, _ in pairs]
+        return _unscored(self._nearest(query, k, filter, where_document))
 
     def similarity_search_with_score(
         self,
@@ -282,19 +279,7 @@ class LatentDBVectorStore(DatabaseHolder, VectorStore):
         Same arguments as :meth:`similarity_search`.
         """
         refuse_unknown(kwargs, "similarity_search_with_score")
-        if self._embedding is None:
-            result = self._collection.query(
-                texts=query, k=k, where=filter, where_document=where_document
-            )
-        else:
-            result = self._collection.query(
-                vectors=self._embedding.embed_query(query),
-                k=k,
-                where=filter,
-                where_document=where_document,
-                model=self._model,
-            )
-        return _scored(result)
+        return self._nearest(query, k, filter, where_document)
 
     def similarity_search_by_vector(
         self,
@@ -307,10 +292,7 @@ class LatentDBVectorStore(DatabaseHolder, VectorStore):
     ) -> list[Document]:
         """The ``k`` documents nearest a vector of the collection's space, nearest first."""
         refuse_unknown(kwargs, "similarity_search_by_vector")
-        pairs = self.similarity_search_with_score_by_vector(
-            embedding, k, filter=filter, where_document=where_document
-        )
-        return [document for document, _ in pairs]
+        return _unscored(self._nearest(embedding, k, filter, where_document))
 
     def similarity_search_with_score_by_vector(
         self,
@@ -321,9 +303,33 @@ class LatentDBVectorStore(DatabaseHolder, VectorStore):
         where_document: Where | None = None,
     ) -> list[tuple[Document, float]]:
         """Like :meth:`similarity_search_with_score`, for a vector (d,)."""
-        result = self._collection.query(
-            vectors=embedding, k=k, where=filter, where_document=where_document
-        )
+        return self._nearest(embedding, k, filter, where_document)
+
+    def _nearest(
+        self,
+        query: str | Sequence[float] | npt.NDArray[np.float32],
+        k: int,
+        filter: Where | None,
+        where_document: Where | None,
+    ) -> list[tuple[Document, float]]:
+        """The ``k`` documents nearest a text or a vector (d,), with their distances. A
+        text is embedded by LangChain's embeddings if given, else by the collection."""
+        if not isinstance(query, str):
+            result = self._collection.query(
+                vectors=query, k=k, where=filter, where_document=where_document
+            )
+        elif self._embedding is None:
+            result = self._collection.query(
+                texts=query, k=k, where=filter, where_document=where_document
+            )
+        else:
+            result = self._collection.query(
+                vectors=self._embedding.embed_query(query),
+                k=k,
+                where=filter,
+                where_document=where_document,
+                model=self._model,
+            )
         return _scored(result)
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
@@ -455,3 +461,7 @@ def _scored(result: QueryResult) -> list[tuple[Document, float]]:
     documents = _documents(result)
     distances = [] if result.distances is None else result.distances[0].tolist()
     return list(zip(documents, distances, strict=True))
+
+
+def _unscored(pairs: list[tuple[Document, float]]) -> list[Document]:
+    return [document for document, _ in pairs]
