@@ -254,8 +254,3 @@ class StoreCore:
             "UPDATE sequence SET value = value + 1 WHERE id = 0 RETURNING value"
         ).fetchone()
         return int(row[0])
-
-    def current_sequence(self) -> int:
-        """The highest sequence number committed so far."""
-        with self.lock:
-            return int(self._connection.execute("SELECT value FROM sequence").fetchone()[0])
