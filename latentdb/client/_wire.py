@@ -23,8 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from latentdb import errors
-from latentdb.api._migration import MigrationStatus
-from latentdb.api._results import GetResult, QueryResult, RecallReport
+from latentdb.api import GetResult, MigrationStatus, QueryResult, RecallReport
 from latentdb.errors import InvalidVectorError, LatentDBError
 from latentdb.index import IndexStatus
 from latentdb.query import QueryPlan
@@ -36,14 +35,20 @@ __all__ = [
     "decode_array",
     "encode_array",
     "error_class",
+    "error_class_named",
+    "error_to_wire",
     "get_result_from_wire",
     "get_result_to_wire",
     "index_status_from_wire",
+    "is_binary",
+    "matrix_from_wire",
     "migration_status_from_wire",
     "query_result_from_wire",
     "query_result_to_wire",
     "recall_report_from_wire",
+    "rows_of",
     "space_from_wire",
+    "texts_count",
 ]
 
 VectorFormat = Literal["json", "binary"]

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from latentdb.errors import LatentDBError, TransportError
 
-__all__ = ["ErrorBody", "document", "responses"]
+__all__ = ["ErrorBody", "document", "key_responses", "responses"]
 
 _WHY = {
     400: "The request does not parse, or an argument is invalid (invalid_argument, "
@@ -54,16 +54,23 @@ def _server_statuses() -> set[int]:
     return found
 
 
-def responses(*statuses: int, auth: bool) -> dict[int | str, dict[str, Any]]:
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The ``responses=`` of a route that can send ``statuses``, besides those every
     route can send: 400 (a request that does not parse, a closed database), 413 (the
-    body limit applies to every route), 500, and 401/403 when the server wants keys."""
-    wanted = {400, 413, *statuses, *_server_statuses()}
-    if auth:
-        wanted |= {401, 403}
+    body limit applies to every route) and 500. A server that wants keys adds
+    :func:`key_responses` to every route but the open ones."""
+    return _described({400, 413, *statuses, *_server_statuses()})
+
+
+def key_responses() -> dict[int | str, dict[str, Any]]:
+    """401 and 403, for the routes of a server that wants keys."""
+    return _described({401, 403})
+
+
+def _described(statuses: set[int]) -> dict[int | str, dict[str, Any]]:
     return {
         status: {"model": ErrorBody, "description": _WHY.get(status, "A latentdb error.")}
-        for status in sorted(wanted)
+        for status in sorted(statuses)
     }
 
 
@@ -78,6 +85,7 @@ def document(app: FastAPI) -> None:
                 for operation in operations.values():
                     replies = operation.get("responses", {})
                     replies.pop("422", None)
+                    operation["responses"] = replies = dict(sorted(replies.items()))
                     for status, reply in replies.items():
                         if not status.startswith("2") and "content" in reply:
                             # Errors are JSON even where the route's reply is not (metrics).

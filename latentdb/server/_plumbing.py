@@ -20,7 +20,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from latentdb.api import GetResult
-from latentdb.client._wire import error_to_wire
+from latentdb.client import error_to_wire
 from latentdb.errors import (
     InvalidArgumentError,
     LatentDBError,

@@ -1,0 +1,28 @@
+"""Understanding a collection's space: the report on it and 2-D maps of it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from latentdb.server._access import Authorized
+from latentdb.server._models import AnalyzeBody, MapBody
+from latentdb.server._openapi import responses
+from latentdb.server._plumbing import AnsweringRoute, json_response
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/collections/{name}", tags=["analysis"], route_class=AnsweringRoute)
+
+
+@router.post("/analyze", summary="analyze", responses=responses(404))
+def analyze(name: str, body: AnalyzeBody, access: Authorized) -> Response:
+    report = access.collection(name, write=False).analyze(sample=body.sample, k=body.k)
+    return json_response(report.to_dict())
+
+
+@router.post("/map", summary="map", responses=responses(404))
+def map_records(name: str, body: MapBody, access: Authorized) -> Response:
+    found = access.collection(name, write=False)
+    space_map = found.map(method=body.method, sample=body.sample, where=body.where)
+    return json_response(space_map.to_dict())

@@ -1,0 +1,85 @@
+"""Collections: create, list, describe and delete them, and look after their index."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from latentdb.api import Collection
+from latentdb.server._access import Authorized
+from latentdb.server._models import CreateCollectionBody, RecallTargetBody
+from latentdb.server._openapi import responses
+from latentdb.server._plumbing import AnsweringRoute, json_response
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/collections", route_class=AnsweringRoute)
+
+
+def info(found: Collection) -> dict[str, Any]:
+    """What the client needs to stand in for ``found``."""
+    return {
+        "name": found.name,
+        "alias": found.alias,
+        "space": found.space.to_dict(),
+        "embedder": found.embedder,
+        "recall_target": found.recall_target,
+        "require_model": found.require_model,
+    }
+
+
+@router.get("", tags=["collections"], summary="list_collections", responses=responses())
+def list_collections(access: Authorized) -> Response:
+    access.check(write=False)
+    names = access.database.list_collections()
+    return json_response([name for name in names if access.allows(name)])
+
+
+@router.post("", tags=["collections"], summary="create_collection", responses=responses(409))
+def create_collection(body: CreateCollectionBody, access: Authorized) -> Response:
+    access.check(str(body.name), write=True)
+    database = access.database
+    make = database.get_or_create_collection if body.get_or_create else None
+    make = make or database.create_collection
+    arguments = body.model_dump(exclude={"name", "get_or_create"})
+    return json_response(info(make(body.name, **arguments)))
+
+
+@router.get("/{name}", tags=["collections"], summary="get_collection", responses=responses(404))
+def get_collection(name: str, access: Authorized) -> Response:
+    return json_response(info(access.collection(name, write=False)))
+
+
+@router.delete(
+    "/{name}", tags=["collections"], summary="delete_collection", responses=responses(404)
+)
+def delete_collection(name: str, access: Authorized) -> Response:
+    access.check(name, write=True)
+    access.database.delete_collection(name)
+    return json_response({"deleted": name})
+
+
+# -- the index -------------------------------------------------------------------------
+
+
+@router.post("/{name}/optimize", tags=["index"], summary="optimize", responses=responses(404))
+def optimize(name: str, access: Authorized) -> Response:
+    access.collection(name, write=True).optimize()
+    return json_response({"optimized": True})
+
+
+@router.get("/{name}/index", tags=["index"], summary="index_status", responses=responses(404))
+def index_status(name: str, access: Authorized) -> Response:
+    status = access.collection(name, write=False).index_status()
+    return json_response(dataclasses.asdict(status))
+
+
+@router.put(
+    "/{name}/recall_target", tags=["index"], summary="set_recall_target", responses=responses(404)
+)
+def set_recall_target(name: str, body: RecallTargetBody, access: Authorized) -> Response:
+    access.collection(name, write=True).set_recall_target(body.target)
+    return json_response({"recall_target": body.target})

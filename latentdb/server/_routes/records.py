@@ -1,0 +1,114 @@
+"""Records: writes (add, upsert, update, delete) and reads (get, scroll, count)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from latentdb.client import decode_array, get_result_to_wire, rows_of
+from latentdb.server._access import Access, Authorized, Scrolls, VectorForm, images
+from latentdb.server._models import DeleteBody, GetBody, ScrollBody, WriteBody
+from latentdb.server._openapi import responses
+from latentdb.server._plumbing import AnsweringRoute, json_response
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/collections/{name}", tags=["records"], route_class=AnsweringRoute)
+
+
+def _write_arguments(body: WriteBody, access: Access) -> dict[str, Any]:
+    ids = body.ids
+    access.batch(
+        max(
+            len(ids) if isinstance(ids, list) else 1,
+            rows_of(body.vectors),
+            len(body.images) if isinstance(body.images, list) else 0,
+        ),
+        "rows",
+    )
+    return {
+        "vectors": decode_array(body.vectors),
+        "documents": body.documents,
+        "metadatas": body.metadatas,
+        "model": body.model,
+        "images": None if body.images is None else images(body.images),
+    }
+
+
+def _writer(verb: str) -> Callable[[str, WriteBody, Access], Response]:
+    """The route of the write ``verb`` (add, upsert, update): one body, one reply."""
+
+    def write(name: str, body: WriteBody, access: Authorized) -> Response:
+        found = access.collection(name, write=True)
+        getattr(found, verb)(body.ids, **_write_arguments(body, access))
+        return json_response({"written": True})
+
+    write.__name__ = verb
+    return write
+
+
+for _method, _verb in (("POST", "add"), ("PUT", "upsert"), ("PATCH", "update")):
+    router.add_api_route(
+        "/records",
+        _writer(_verb),
+        methods=[_method],
+        summary=_verb,
+        responses=responses(404, 409),
+    )
+
+
+@router.post("/delete", summary="delete", responses=responses(404))
+def delete(name: str, body: DeleteBody, access: Authorized) -> Response:
+    found = access.collection(name, write=True)
+    deleted = found.delete(body.ids, where=body.where, where_document=body.where_document)
+    return json_response({"deleted": deleted})
+
+
+@router.post("/get", summary="get", responses=responses(404))
+def get(name: str, body: GetBody, access: Authorized, form: VectorForm) -> Response:
+    if isinstance(body.ids, list):
+        access.batch(len(body.ids), "ids")
+    result = access.collection(name, write=False).get(
+        body.ids,
+        where=body.where,
+        limit=body.limit,
+        offset=body.offset,
+        include=body.include,
+        where_document=body.where_document,
+    )
+    return json_response(get_result_to_wire(result, form))
+
+
+@router.post("/scroll", summary="scroll, a page a call", responses=responses(404))
+def scroll(
+    name: str, body: ScrollBody, access: Authorized, form: VectorForm, cursors: Scrolls
+) -> Response:
+    found = access.collection(name, write=False)
+    token = body.after
+    if token is None:
+        if isinstance(body.batch, int):
+            access.batch(body.batch, "rows per page")
+        pages = found.scroll(
+            batch=body.batch,
+            where=body.where,
+            where_document=body.where_document,
+            include=body.include,
+        )
+    else:
+        pages = cursors.take(token, name)
+    page = next(pages, None)  # the first page also checks the arguments
+    if page is None:
+        return json_response({"page": None, "after": None})
+    if token is None:
+        token = cursors.open(name, pages)
+    else:
+        cursors.put_back(token, name, pages)
+    return json_response({"page": get_result_to_wire(page, form), "after": token})
+
+
+@router.get("/count", summary="count", responses=responses(404))
+def count(name: str, access: Authorized) -> Response:
+    return json_response({"count": access.collection(name, write=False).count()})
