@@ -11,20 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from latentdb.analysis._estimators import (
-    DUPLICATE_FRACTION,
-    NormSummary,
-    gaussian_like,
-    hubness_skewness,
-    k_occurrence,
-    levina_bickel,
-    norm_summary,
-    relative_contrast,
-    scan_neighbours,
-    two_nn,
-)
+from latentdb.analysis import _estimators as estimators
+from latentdb.analysis._estimators import DUPLICATE_FRACTION, FloatMatrix, IntMatrix, NormSummary
 from latentdb.analysis._progress import Steps
 from latentdb.analysis._reduction import Reduction, candidate_dimensions, reduction_trials
 from latentdb.errors import InvalidArgumentError
@@ -39,9 +28,6 @@ __all__ = [
     "sample_positions",
 ]
 
-FloatMatrix = npt.NDArray[np.float32]
-KeyArray = npt.NDArray[np.int64]
-
 SEED = 0
 # Queries for the PCA recall trials: 500 give recall@10 to about +-0.01.
 _REDUCTION_QUERIES = 500
@@ -52,7 +38,7 @@ _DUPLICATE_EXAMPLES = 5
 AUTO_ANN_ROWS = 20_000
 
 
-def sample_positions(count: int, sample: int, *, seed: int = SEED) -> KeyArray:
+def sample_positions(count: int, sample: int, *, seed: int = SEED) -> IntMatrix:
     """``sample`` distinct positions of ``count`` rows, ascending, by a fixed seed (all of
     them when ``sample >= count``)."""
     if sample >= count:
@@ -231,7 +217,7 @@ def _metric_distance(squared_euclidean: float, metric: str, unit: bool) -> float
 
 def build_report(
     rows: FloatMatrix,
-    ids_of: Callable[[KeyArray], list[str]],
+    ids_of: Callable[[IntMatrix], list[str]],
     *,
     collection: str,
     model: str,
@@ -271,21 +257,23 @@ def build_report(
     if sample < 3:
         raise InvalidArgumentError(f"sample must be at least 3; got {sample}")
     steps.advance("norms")
-    norms = norm_summary(rows)
+    norms = estimators.norm_summary(rows)
     positions = sample_positions(n, sample)
     nq = positions.size
     steps.advance(f"neighbours of {nq:,} sampled rows among {n:,}")
-    scan = scan_neighbours(rows, positions, k=k, metric=metric)
+    scan = estimators.scan_neighbours(rows, positions, k=k, metric=metric)
     steps.advance("Gaussian baseline")
-    gaussian_contrast, gaussian_skew = gaussian_like(
+    gaussian_contrast, gaussian_skew = estimators.gaussian_like(
         n, d, unit=norms.unit_length, queries=nq, seed=SEED
     )
     steps.advance("hubness")
     hub_k = min(k, nq - 1)
     sampled = np.ascontiguousarray(rows[positions])
-    skew = hubness_skewness(k_occurrence(sampled, k=hub_k, metric=metric))
+    skew = estimators.hubness_skewness(estimators.k_occurrence(sampled, k=hub_k, metric=metric))
     centered = sampled - sampled.mean(axis=0, keepdims=True)
-    centered_skew = hubness_skewness(k_occurrence(centered, k=hub_k, metric=metric))
+    centered_skew = estimators.hubness_skewness(
+        estimators.k_occurrence(centered, k=hub_k, metric=metric)
+    )
     counts = np.bincount(scan.neighbours.ravel(), minlength=n)
     top = np.argsort(-counts, kind="stable")[:_TOP_HUBS]
     top = top[counts[top] > 0]
@@ -335,9 +323,9 @@ def build_report(
         k=k,
         seed=SEED,
         norms=norms,
-        relative_contrast=relative_contrast(scan.nearest, scan.farthest),
+        relative_contrast=estimators.relative_contrast(scan.nearest, scan.farthest),
         gaussian_relative_contrast=gaussian_contrast,
-        intrinsic_dimension=two_nn(scan.nearest, scan.second),
+        intrinsic_dimension=estimators.two_nn(scan.nearest, scan.second),
         intrinsic_dimension_estimator="TwoNN (Facco et al. 2017)",
         levina_bickel_dimension=_levina_bickel(rows, positions, scan.euclidean_neighbours),
         hubness_skewness=skew,
@@ -357,18 +345,18 @@ def build_report(
     return dataclasses.replace(report, advice=advice, seconds=seconds)
 
 
-def _levina_bickel(rows: FloatMatrix, positions: KeyArray, neighbours: KeyArray) -> float:
+def _levina_bickel(rows: FloatMatrix, positions: IntMatrix, neighbours: IntMatrix) -> float:
     if neighbours.shape[1] < 3:
         return float("nan")
     vectors = rows[neighbours]  # (nq, k, d)
     distances = np.sqrt(((vectors - rows[positions][:, None, :]) ** 2).sum(axis=2))
-    return levina_bickel(distances)
+    return estimators.levina_bickel(distances)
 
 
 def scan_agreement(scan: Any) -> float:
     """Mean overlap of each query's k nearest under the metric and under cosine."""
-    a: KeyArray = scan.neighbours
-    b: KeyArray = scan.cosine_neighbours
+    a: IntMatrix = scan.neighbours
+    b: IntMatrix = scan.cosine_neighbours
     overlap = sum(np.intersect1d(x, y).size for x, y in zip(a, b, strict=True))
     return overlap / a.size if a.size else 1.0
 
@@ -523,17 +511,25 @@ def _reduction_advice(report: SpaceReport, target: float) -> Advice:
         return Advice("reduction", _no_index_to_reduce(report, index, target), evidence)
     plain = [t for t in trials if t.recall >= target]
     reranked = [t for t in trials if t.recall_reranked >= target]
-    full = report.count * report.dimension * 4
+    if not plain and not reranked:
+        widest = max(trials, key=lambda t: t.dimension)
+        text = (
+            f"keep all {report.dimension} dimensions: PCA to {widest.dimension} gives "
+            f"recall@{report.k} {widest.recall:.3f} ({widest.recall_reranked:.3f} "
+            f"re-ranked), under the target {target:.2f}"
+        )
+        return Advice("reduction", text, evidence)
+    # The fewest dimensions that reach the target, without re-ranking if any do.
+    best = min(plain or reranked, key=lambda t: t.dimension)
     if plain:
-        best = min(plain, key=lambda t: t.dimension)
+        full = report.count * report.dimension * 4
         text = (
             f"PCA to {best.dimension} dimensions keeps recall@{report.k} "
             f"{best.recall:.3f} (>= {target:.2f}) and saves {_mib(best.memory_saved)} of "
             f"{_mib(full)} of vectors: create_collection(..., reduce={best.dimension}), or "
             f"db.migrate(name, reduce={best.dimension}) for this collection"
         )
-    elif reranked:
-        best = min(reranked, key=lambda t: t.dimension)
+    else:
         text = (
             f"PCA alone loses recall (to {best.dimension}: {best.recall:.3f}), but "
             f"re-ranking {best.rerank * report.k} candidates with the original vectors "
@@ -541,13 +537,6 @@ def _reduction_advice(report: SpaceReport, target: float) -> Advice:
             f"reduce={best.dimension} does (db.migrate(name, reduce={best.dimension}) for "
             f"this collection): its index of {best.dimension}-d vectors saves "
             f"{_mib(best.memory_saved)} of memory, the originals staying on disk"
-        )
-    else:
-        widest = max(trials, key=lambda t: t.dimension)
-        text = (
-            f"keep all {report.dimension} dimensions: PCA to {widest.dimension} gives "
-            f"recall@{report.k} {widest.recall:.3f} ({widest.recall_reranked:.3f} "
-            f"re-ranked), under the target {target:.2f}"
         )
     return Advice("reduction", text, evidence)
 
