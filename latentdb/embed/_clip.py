@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from latentdb.embed._common import DirectoryModel, FloatMatrix, ImageInput
+from latentdb.embed._common import DirectoryModel, FloatMatrix, ImageInput, hugging_face_imports
 from latentdb.errors import EmbedderError
 from latentdb.space import Metric
 
@@ -357,20 +357,9 @@ def _check_architecture(
 
 def _load_model(path: Path, dimension: int) -> _LoadedModel:
     """Load model, tokenizer and the PIL image processor from ``path``, offline."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    try:
+    with hugging_face_imports("CLIP models run on torch and transformers", "clip"):
         import torch
         from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
-        from transformers.utils import logging as transformers_logging
-    except ImportError as error:
-        raise EmbedderError(
-            f"CLIP models run on torch and transformers, which are not installed ({error}): "
-            "pip install 'latentdb[clip]'"
-        ) from None
-
-    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     try:
         model: Any = CLIPModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
         tokenizer = CLIPTokenizer.from_pretrained(path, local_files_only=True)

@@ -1,10 +1,12 @@
-"""What the embedders share: the image input type and the model-directory fingerprint."""
+"""What the embedders share: the image input type, the model-directory fingerprint and
+the offline, quiet import of Hugging Face libraries."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -16,7 +18,14 @@ from latentdb.errors import EmbedderError
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["DirectoryModel", "FloatMatrix", "ImageInput", "TextModel", "directory_fingerprint"]
+__all__ = [
+    "DirectoryModel",
+    "FloatMatrix",
+    "ImageInput",
+    "TextModel",
+    "directory_fingerprint",
+    "hugging_face_imports",
+]
 
 FloatMatrix: TypeAlias = npt.NDArray[np.float32]
 # A path to an image file, the encoded bytes of one (PNG, JPEG, ...), or a decoded image.
@@ -90,3 +99,31 @@ class TextModel(DirectoryModel):
             f"embedder {self.name!r} (model {self.model!r}) embeds text only, not images; "
             "use a text+image embedder such as 'clip:/path/to/clip-model'"
         )
+
+
+@contextmanager
+def hugging_face_imports(runs_on: str, extra: str) -> Iterator[None]:
+    """Around the imports that load a Hugging Face model: the hub and transformers are
+    kept offline (models are read from their directory, never downloaded), a missing
+    library is an EmbedderError naming the extra that installs it, and transformers'
+    progress bars and warnings are silenced once the imports succeed.
+
+    Args:
+        runs_on: What needs which libraries, the message's start, e.g. ``"CLIP models
+            run on torch and transformers"``.
+        extra: The extra in ``pip install 'latentdb[<extra>]'``.
+
+    Raises:
+        EmbedderError: an import in the block failed.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        yield
+        from transformers.utils import logging as transformers_logging
+    except ImportError as error:
+        raise EmbedderError(
+            f"{runs_on}, which are not installed ({error}): pip install 'latentdb[{extra}]'"
+        ) from None
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]

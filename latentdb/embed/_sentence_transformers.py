@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from latentdb.embed._common import FloatMatrix, TextModel
+from latentdb.embed._common import FloatMatrix, TextModel, hugging_face_imports
 from latentdb.errors import EmbedderError
 from latentdb.space import Metric
 
@@ -47,19 +46,9 @@ class SentenceTransformerEmbedder(TextModel):
     def _load(self) -> Any:
         with self._lock:
             if self._encoder is None:
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-                try:
+                runs_on = f"embedder {self.name!r} runs on sentence-transformers and torch"
+                with hugging_face_imports(runs_on, "torch"):
                     from sentence_transformers import SentenceTransformer
-                    from transformers.utils import logging as transformers_logging
-                except ImportError as error:
-                    raise EmbedderError(
-                        f"embedder {self.name!r} runs on sentence-transformers and torch, "
-                        f"which are not installed ({error}): pip install 'latentdb[torch]'"
-                    ) from None
-
-                transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-                transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
                 try:
                     self._encoder = SentenceTransformer(
                         str(self.path), device="cpu", local_files_only=True
