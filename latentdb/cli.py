@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,7 +32,8 @@ import latentdb
 from latentdb.analysis import SpaceReport
 from latentdb.api import Collection, QueryResult
 from latentdb.embed._onnx import available_threads
-from latentdb.errors import LatentDBError
+from latentdb.errors import InvalidArgumentError, LatentDBError
+from latentdb.ingest import Records, read_corpus, write_records
 
 __all__ = ["app", "main"]
 
@@ -402,14 +404,13 @@ def ingest(
         with latentdb.connect(path) as db, _progress() as progress:
             found = db.get_or_create_collection(collection, embedder=embedder)
             task = progress.add_task(f"ingesting into {collection}", total=None)
-            counts = _ingest_here(
-                found, sources, id_field, text_field, fields, batch_size, limit,
-                lambda done: progress.update(task, completed=done),
-            )  # fmt: skip
-        read, skipped, seconds = counts
+            batches = _read_files(sources, id_field, text_field, fields, batch_size, limit)
+            report = write_records(
+                found, batches, progress=lambda done: progress.update(task, completed=done)
+            )
         console.print(
-            f"{read:,} records read, {skipped:,} already stored, {read - skipped:,} added "
-            f"in {seconds:.1f} s"
+            f"{report.read:,} records read, {report.skipped:,} already stored, "
+            f"{report.written:,} added in {report.seconds:.1f} s"
         )
         return
     from latentdb import distributed
@@ -437,60 +438,27 @@ def ingest(
     )
 
 
-def _ingest_here(
-    collection: Collection,
+def _read_files(
     sources: list[Path],
     id_field: str,
     text_field: str,
     fields: list[str],
     batch_size: int,
     limit: int | None,
-    progress: Any,
-) -> tuple[int, int, float]:
-    """``ingest`` without Ray: batches read with pyarrow, embedded in this process.
-    Returns (records read, records already stored, seconds)."""
+) -> Iterator[Records]:
+    """The records of FILES, where a file that cannot be read (an unknown kind, no such
+    column, no pyarrow) is a bad argument; errors of the writes stay what they are."""
     try:
-        import pyarrow.json as arrow_json
-        import pyarrow.parquet as parquet
-    except ImportError:  # pragma: no cover - installed in development
-        raise typer.BadParameter("ingest reads files with pyarrow: pip install pyarrow") from None
-    started = time.perf_counter()
-    read = skipped = 0
-    for source in sources:
-        name = source.name.lower()
-        if name.endswith((".parquet", ".pq")):
-            table = parquet.read_table(source)
-        elif name.endswith((".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz")):
-            table = arrow_json.read_json(source)
-        else:
-            raise typer.BadParameter(f"{source}: ingest reads JSONL or Parquet files")
-        missing = [c for c in (id_field, text_field, *fields) if c not in table.column_names]
-        if missing:
-            raise typer.BadParameter(
-                f"{source} has no column {', '.join(map(repr, missing))}; its columns are "
-                + ", ".join(table.column_names)
-            )
-        for batch in table.to_batches(max_chunksize=batch_size):
-            if limit is not None and read >= limit:
-                break
-            rows = batch.to_pylist()[: None if limit is None else limit - read]
-            ids = [str(row[id_field]) for row in rows]
-            stored = set(collection.get(ids, include=()).ids)
-            fresh = [row for row, i in zip(rows, ids, strict=True) if i not in stored]
-            if fresh:
-                collection.add(
-                    [str(row[id_field]) for row in fresh],
-                    documents=[row[text_field] for row in fresh],
-                    metadatas=[
-                        {f: row[f] for f in fields if row[f] is not None} or None for row in fresh
-                    ]
-                    if fields
-                    else None,
-                )
-            read += len(rows)
-            skipped += len(rows) - len(fresh)
-            progress(read)
-    return read, skipped, time.perf_counter() - started
+        yield from read_corpus(
+            sources,
+            id_field=id_field,
+            text_field=text_field,
+            metadata_fields=fields,
+            batch_size=batch_size,
+            limit=limit,
+        )
+    except (InvalidArgumentError, ImportError) as error:
+        raise typer.BadParameter(str(error)) from None
 
 
 @app.command(cls=_Command)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,36 +29,18 @@ from latentdb.distributed._collection import ShardedCollection
 from latentdb.distributed._shards import Hosts, ShardGroup, require_ray
 from latentdb.embed import get_embedder
 from latentdb.errors import EmbedderError, InvalidArgumentError
+from latentdb.ingest import (
+    IngestReport,
+    check_columns,
+    corpus_files,
+    corpus_kind,
+    records_from_columns,
+)
 from latentdb.space import LatentSpace
 
 __all__ = ["IngestReport", "ingest"]
 
-# Suffixes read as newline-delimited JSON (Ray Data decompresses .gz by its suffix).
-_JSON_SUFFIXES = (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz")
-_PARQUET_SUFFIXES = (".parquet", ".pq")
 _WORKER_CPUS = 0.5
-
-
-@dataclass(frozen=True)
-class IngestReport:
-    """What an :func:`ingest` run did.
-
-    Attributes:
-        read: Records read from the corpus.
-        skipped: Records whose id was stored already (not embedded again).
-        written: Records embedded and added.
-        seconds: Wall time of the run.
-    """
-
-    read: int
-    skipped: int
-    written: int
-    seconds: float
-
-    @property
-    def rate(self) -> float:
-        """Records read per second."""
-        return self.read / self.seconds if self.seconds > 0 else 0.0
 
 
 class IngestWorker:
@@ -89,52 +69,30 @@ class IngestWorker:
             )
 
     def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, list[int]]:
-        ids = check_ids([str(value) for value in batch[self.id_field].tolist()])
-        stored = self.group.present(ids)
-        keep = [position for position, record_id in enumerate(ids) if record_id not in stored]
-        counts = {"read": [len(ids)], "skipped": [len(ids) - len(keep)], "written": [len(keep)]}
-        if not keep:
+        records = records_from_columns(
+            batch,
+            id_field=self.id_field,
+            text_field=self.text_field,
+            vector_field=self.vector_field,
+            metadata_fields=self.metadata_fields,
+        )
+        check_ids(records.ids)
+        fresh = records.without(self.group.present(records.ids))
+        read, written = len(records), len(fresh)
+        counts = {"read": [read], "skipped": [read - written], "written": [written]}
+        if not fresh:
             return counts
-        kept_ids = [ids[p] for p in keep]
-        documents = None
-        if self.text_field is not None:
-            texts = batch[self.text_field][keep].tolist()
-            documents = [None if text is None else str(text) for text in texts]
-        if self.vector_field is not None:
-            vectors = np.stack(
-                [np.asarray(v, dtype=np.float32) for v in batch[self.vector_field][keep]]
-            )
+        if fresh.vectors is not None:
+            vectors = fresh.vector_array()
         else:
-            assert self.embedder is not None and documents is not None
-            missing = [kept_ids[p] for p, text in enumerate(documents) if text is None]
-            if missing:
-                raise EmbedderError(f"record {missing[0]!r} has no {self.text_field!r} to embed")
-            vectors = self.embedder.embed_texts([str(text) for text in documents])
-        self.space.prepare(vectors, rows=len(keep))  # refuse bad vectors before writing
-        metadatas = None
-        if self.metadata_fields:
-            metadatas = [
-                {
-                    field: _plain(batch[field][p])
-                    for field in self.metadata_fields
-                    if _plain(batch[field][p]) is not None
-                }
-                or None
-                for p in keep
-            ]
-            check_metadatas(metadatas, len(keep))
-        parts = self.group.parts(kept_ids, np.asarray(vectors), documents, metadatas)
+            assert self.embedder is not None  # built with one when no vector_field
+            vectors = self.embedder.embed_texts(fresh.texts())
+        self.space.prepare(vectors, rows=written)  # refuse bad vectors before writing
+        if fresh.metadatas is not None:
+            check_metadatas(fresh.metadatas, written)
+        parts = self.group.parts(fresh.ids, np.asarray(vectors), fresh.documents, fresh.metadatas)
         self.group.write("add", parts, again="add_again")
         return counts
-
-
-def _plain(value: Any) -> Any:
-    """A numpy scalar as a Python value (None for a missing one)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and value != value:  # NaN: Arrow's missing float
-        return None
-    return value
 
 
 def ingest(
@@ -219,13 +177,8 @@ def ingest(
     try:
         dataset = _read(ray, paths)
         wanted = [id_field, text_field, vector_field, *metadata_fields]
-        columns = dataset.schema().names
-        missing = [name for name in wanted if name is not None and name not in columns]
-        if missing:
-            raise InvalidArgumentError(
-                f"{paths[0]}{' ...' if len(paths) > 1 else ''} has no column "
-                f"{', '.join(map(repr, missing))}; its columns are {', '.join(columns)}"
-            )
+        source = f"{paths[0]}{' ...' if len(paths) > 1 else ''}"
+        check_columns(dataset.schema().names, wanted, source=source)
         dataset = dataset.select_columns([name for name in wanted if name is not None])
         if limit is not None:
             dataset = dataset.limit(limit)
@@ -273,33 +226,14 @@ def ingest(
 
 def _paths(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
     """The corpus's files, checked to exist and to be of one known kind."""
-    listed = [source] if isinstance(source, str | os.PathLike) else list(source)
-    if not listed:
-        raise InvalidArgumentError("ingest needs at least one file")
-    paths = [str(Path(path)) for path in listed]
-    kinds = {_kind(path) for path in paths}
-    if len(kinds) != 1:
+    paths = corpus_files(source)
+    if len({corpus_kind(path) for path in paths}) != 1:
         raise InvalidArgumentError("ingest reads JSONL or Parquet files, not both at once")
-    for path in paths:
-        if "://" not in path and not Path(path).exists():
-            raise InvalidArgumentError(f"no such file: {path}")
     return paths
-
-
-def _kind(path: str) -> str:
-    name = path.lower()
-    if name.endswith(_JSON_SUFFIXES):
-        return "json"
-    if name.endswith(_PARQUET_SUFFIXES) or Path(path).is_dir():
-        return "parquet"
-    raise InvalidArgumentError(
-        f"{path}: ingest reads JSONL ({', '.join(_JSON_SUFFIXES)}) or Parquet "
-        f"({', '.join(_PARQUET_SUFFIXES)}, or a folder of them)"
-    )
 
 
 def _read(ray: Any, paths: list[str]) -> Any:
     """The corpus as a Ray Dataset."""
-    if _kind(paths[0]) == "json":
+    if corpus_kind(paths[0]) == "json":
         return ray.data.read_json(paths, num_cpus=0)
     return ray.data.read_parquet(paths, num_cpus=0)
