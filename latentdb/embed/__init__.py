@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from latentdb.embed._clip import ClipEmbedder, clip_architecture_name, clip_embedder
 from latentdb.embed._common import ImageInput
-from latentdb.embed._onnx import OnnxBertEmbedder
+from latentdb.embed._onnx import OnnxBertEmbedder, available_threads
 from latentdb.embed._sentence_transformers import SentenceTransformerEmbedder
 from latentdb.errors import EmbedderError
 from latentdb.space import Metric
@@ -43,6 +43,7 @@ __all__ = [
     "ImageInput",
     "OnnxBertEmbedder",
     "SentenceTransformerEmbedder",
+    "available_threads",
     "clip_architecture_name",
     "get_embedder",
     "minilm",
