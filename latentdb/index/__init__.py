@@ -1,18 +1,31 @@
 """Indexes over vectors keyed by int64 row keys: exact (flat) and ANN segments (faiss)."""
 
 from latentdb.index._flat import FlatIndex, SearchHits, exact_search
+from latentdb.index._kinds import (
+    ANN_KINDS,
+    EXACT_KIND,
+    INDEX_KIND_REGISTRY,
+    IndexKindDescriptor,
+    index_kind,
+)
 from latentdb.index._lock import BuildLock
 from latentdb.index._segments import IndexStatus, SegmentedIndex
-from latentdb.index._spec import AUTO_MIN_ROWS, INDEX_KINDS, IndexSpec
+from latentdb.index._spec import AUTO_MIN_ROWS, INDEX_KINDS, IndexSpec, ann_kind_names
 
 __all__ = [
+    "ANN_KINDS",
     "AUTO_MIN_ROWS",
+    "EXACT_KIND",
     "INDEX_KINDS",
+    "INDEX_KIND_REGISTRY",
     "BuildLock",
     "FlatIndex",
+    "IndexKindDescriptor",
     "IndexSpec",
     "IndexStatus",
     "SearchHits",
     "SegmentedIndex",
+    "ann_kind_names",
     "exact_search",
+    "index_kind",
 ]

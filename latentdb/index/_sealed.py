@@ -22,7 +22,6 @@ product for ip.
 from __future__ import annotations
 
 import json
-import math
 import mmap
 import os
 import zlib
@@ -34,8 +33,9 @@ import faiss as _faiss
 import numpy as np
 import numpy.typing as npt
 
+from latentdb.index._buffers import storage_view
 from latentdb.index._flat import exact_search, rescore, scores_to_distances, squared_norms
-from latentdb.index._memory import forget
+from latentdb.index._kinds import FILTERED_EF_MAX, filtered_ef, index_kind
 from latentdb.index._spec import IndexSpec
 from latentdb.space import Metric
 
@@ -61,35 +61,8 @@ Checksums = dict[str, dict[str, int]]
 # Rows copied out and added to faiss at a time by build(): 15 MB of 384-d float32.
 _ADD_CHUNK = 10_000
 
-# Kinds whose faiss codes are lossy: their candidates are re-scored exactly.
-QUANTIZED_KINDS = frozenset({"hnsw-sq8", "ivf-pq"})
-
 # Candidates per result a reduced segment re-scores when no tuned value exists yet.
 REDUCED_RERANK = 4
-
-# Used when a query names no value and no tuned value exists yet.
-DEFAULT_PARAMS: dict[str, dict[str, int]] = {
-    "hnsw": {"ef": 64},
-    "hnsw-sq8": {"ef": 64, "rerank": 4},
-    "ivf": {"nprobe": 32},
-    "ivf-pq": {"nprobe": 32, "rerank": 8},
-}
-
-
-# A filtered graph search keeps only allowed rows as results but walks the whole graph:
-# with a fraction f of the rows allowed it needs a wider beam to find k of them.
-FILTERED_EF_MAX = 1024
-
-
-def filtered_ef(ef: int, fraction: float) -> int:
-    """The beam width of a graph search where ``fraction`` of the rows are allowed,
-    from the one tuned unfiltered: ``ef / fraction ** 0.4``. On the PyPI MiniLM graph,
-    recall 0.95 took 1.25x the unfiltered beam with half the rows allowed, 2x at 20%, 3x
-    at 10%; a smaller graph tuned with less margin (3,000 rows, M=16) needed the 1.3x at
-    half. Narrow filters are scanned or get an index of their own instead. Deleted rows
-    still in a segment are masked the same way: with 70% of a segment deleted, recall@10
-    fell to 0.76 at the tuned beam (tests/test_lifecycle.py, issue 15)."""
-    return int(min(FILTERED_EF_MAX, max(ef, math.ceil(ef / max(fraction, 1e-3) ** 0.4))))
 
 
 def _faiss_metric(metric: Metric, *, reduced: bool = False) -> int:
@@ -108,33 +81,9 @@ def learn_projection(training: FloatMatrix, dimension: int) -> FloatMatrix:
 
 
 def min_build_rows(kind: str, reduce: int | None) -> int:
-    """The fewest rows a segment of ``kind`` can be built from: ivf-pq trains 256
-    centroids per sub-quantizer (8-bit codes) and faiss refuses fewer points; a PCA to
-    ``reduce`` dimensions needs that many rows; every kind needs one (an SQ8 with none
-    to train on raised). Below it, optimize() and seals leave the rows exact."""
-    least = 256 if kind == "ivf-pq" else 1
-    return least if reduce is None else max(least, reduce)
-
-
-def _factory_string(kind: str, spec: IndexSpec, rows: int, dimension: int) -> str:
-    if kind == "hnsw":
-        return f"HNSW{spec.m},Flat"
-    if kind == "hnsw-sq8":
-        return f"HNSW{spec.m},SQ8"
-    # faiss wants >= 39 training points per list; 4 * sqrt(n) lists is its own advice.
-    # A set nlist is capped the same way: k-means cannot make more lists than a small
-    # segment (a first seal) has points, and faiss raised on every seal (issue 15).
-    most = max(1, rows // 39)
-    nlist = min(spec.nlist, most) if spec.nlist else min(int(4 * math.sqrt(rows)), most)
-    nlist = max(1, nlist)
-    if kind == "ivf":
-        return f"IVF{nlist},Flat"
-    pq_bytes = spec.pq_bytes or max(1, dimension // 8)
-    while dimension % pq_bytes:  # sub-vectors must split the dimension evenly
-        pq_bytes -= 1
-    # "np": no polysemous training, which index_factory turns on by default and which
-    # took 176 of 178 s of training on 3,000 rows (it only helps Hamming pre-filtering).
-    return f"IVF{nlist},PQ{pq_bytes}np"
+    """The fewest rows a segment of ``kind`` can be built from
+    (:meth:`IndexKindDescriptor.min_build_rows`)."""
+    return index_kind(kind).min_build_rows(reduce)
 
 
 class SealedSegment:
@@ -158,6 +107,7 @@ class SealedSegment:
         projection: FloatMatrix | None = None,
     ) -> None:
         self.kind = kind
+        self.descriptor = index_kind(kind)
         self.metric = metric
         self.keys = keys
         self.sequences = sequences
@@ -168,9 +118,9 @@ class SealedSegment:
         self.projection = projection
         self._axes = None if projection is None else np.ascontiguousarray(projection.T)
         # Candidates are re-scored with the kept float32 vectors (quantized or reduced).
-        self.reranks = kind in QUANTIZED_KINDS or projection is not None
-        # Only an unreduced hnsw holds the exact vectors in its own storage.
-        self._in_storage = kind == "hnsw" and projection is None
+        self.reranks = self.descriptor.quantized or projection is not None
+        # Only an unreduced kind that stores vectors holds the exact ones itself.
+        self._in_storage = self.descriptor.stores_vectors and projection is None
         self.alive = np.ones(keys.shape[0], dtype=bool)
         self.dead = 0
         self._selector: Any = None
@@ -224,7 +174,7 @@ class SealedSegment:
                 if consumed is not None:  # runs once the index holds the chunk
                     consumed(chunk)
 
-        trains = kind != "hnsw" or reduce is not None
+        trains = index_kind(kind).trains_with(reduce)
         training = _training_sample(vectors, rows) if trains else None
         return cls.build_from_parts(
             kind=kind, spec=spec, metric=metric, parts=parts(), count=rows.shape[0],
@@ -253,6 +203,7 @@ class SealedSegment:
                 segments (the PCA).
             reduce: See :meth:`build`.
         """
+        descriptor = index_kind(kind)
         projection = axes = None
         indexed = dimension
         if reduce is not None:
@@ -260,21 +211,18 @@ class SealedSegment:
                 raise ValueError("a reduced segment needs a training sample for its PCA")
             projection = learn_projection(training, reduce)
             axes = np.ascontiguousarray(projection.T)
-            training = np.ascontiguousarray(training @ axes) if kind != "hnsw" else None
+            training = np.ascontiguousarray(training @ axes) if descriptor.trains else None
             indexed = reduce
-        factory = _factory_string(kind, spec, count, indexed)
-        index = faiss.index_factory(
-            indexed, factory, _faiss_metric(metric, reduced=projection is not None)
-        )
-        if kind.startswith("hnsw"):
-            faiss.downcast_index(index).hnsw.efConstruction = spec.ef_construction
-            _reserve_codes(index, count + spare)
+        index = descriptor.new_index(
+            spec, rows=count, dimension=indexed, capacity=count + spare,
+            metric=_faiss_metric(metric, reduced=projection is not None),
+        )  # fmt: skip
         if not index.is_trained:
             if training is None:
                 raise ValueError(f"a {kind} segment needs a training sample")
             index.train(training)
         # hnsw's flat storage holds the exact vectors; other kinds keep a float copy.
-        in_storage = kind == "hnsw" and projection is None
+        in_storage = descriptor.stores_vectors and projection is None
         kept = None if in_storage else np.empty((count, dimension), dtype=np.float32)
         key_parts, sequence_parts, filled = [], [], 0
         for part_keys, part, part_sequences in parts:
@@ -288,7 +236,7 @@ class SealedSegment:
             raise ValueError(f"expected {count} rows to build from, got {filled}")
         keys = _concatenated(key_parts)
         sequences = _concatenated(sequence_parts)
-        vectors = _storage_view(index, (count, dimension)) if kept is None else kept
+        vectors = storage_view(index, (count, dimension)) if kept is None else kept
         return cls(
             kind=kind, metric=metric, keys=keys, index=index, vectors=vectors,
             sequences=sequences, projection=projection,
@@ -373,8 +321,8 @@ class SealedSegment:
         if sequences.shape != (rows,) or sequences.dtype != np.int64:
             raise ValueError(f"segment {folder.name} has {sequences.shape} sequences")
         kind = str(meta["kind"])
-        if kind == "hnsw" and projection is None:
-            vectors = _storage_view(index, (rows, dimension))
+        if index_kind(kind).stores_vectors and projection is None:
+            vectors = storage_view(index, (rows, dimension))
         else:
             # Memory-mapped: re-ranking touches only the candidates' rows.
             vectors = np.load(folder / VECTORS_FILE, mmap_mode="r")
@@ -459,7 +407,7 @@ class SealedSegment:
         self._sorted_keys, self._key_order = _key_lookup(self.keys)
         self.alive = np.concatenate([self.alive, np.ones(keys.shape[0], dtype=bool)])
         if self._in_storage:  # the storage may have moved when it grew
-            self.vectors = _storage_view(self.index, (self.keys.shape[0], vectors.shape[1]))
+            self.vectors = storage_view(self.index, (self.keys.shape[0], vectors.shape[1]))
         else:
             self.vectors = np.concatenate([np.asarray(self.vectors[:start]), vectors])
         self._selector, self._norms, self._last = None, None, None
@@ -502,15 +450,10 @@ class SealedSegment:
         return cached
 
     def _new_parameters(self, params: Mapping[str, int], selector: Any) -> Any:
-        if self.kind.startswith("hnsw"):
-            parameters = faiss.SearchParametersHNSW()
-            ef = int(params.get("ef", DEFAULT_PARAMS[self.kind]["ef"]))
-            if selector is not None and selector is self._selector:  # deleted rows masked
-                ef = filtered_ef(ef, self.live / max(self.keys.shape[0], 1))
-            parameters.efSearch = ef
-        else:
-            parameters = faiss.SearchParametersIVF()
-            parameters.nprobe = int(params.get("nprobe", DEFAULT_PARAMS[self.kind]["nprobe"]))
+        live_fraction = None
+        if selector is not None and selector is self._selector:  # deleted rows masked
+            live_fraction = self.live / max(self.keys.shape[0], 1)
+        parameters = self.descriptor.search_parameters(params, live_fraction=live_fraction)
         if selector is not None:
             parameters.sel = selector
             parameters.selector_ref = selector  # faiss holds a bare pointer to it
@@ -615,7 +558,7 @@ class SealedSegment:
     @property
     def default_rerank(self) -> int:
         """Candidates per result re-scored when the settings name no ``rerank``."""
-        default = DEFAULT_PARAMS[self.kind].get("rerank", 1)
+        default = self.descriptor.search_defaults.get("rerank", 1)
         return max(default, REDUCED_RERANK) if self.projection is not None else default
 
     def _rerank(
@@ -684,26 +627,6 @@ def _training_sample(vectors: FloatMatrix, rows: npt.NDArray[np.intp]) -> FloatM
     if rows.shape[0] > 100_000:
         rows = np.sort(np.random.default_rng(0).choice(rows, 100_000, replace=False))
     return np.ascontiguousarray(vectors[rows])
-
-
-def _reserve_codes(index: Any, rows: int) -> None:
-    """Room for ``rows`` codes in an HNSW index's storage, before chunks are added: grown
-    chunk by chunk, the std::vector reallocates and briefly holds two copies (+120 MiB at
-    100k x 384). Sizing it writes zeros to every page, so the pages are handed back at
-    once: the capacity stays, and memory is taken only as codes arrive."""
-    storage = faiss.downcast_index(faiss.downcast_index(index).storage)
-    size = rows * storage.code_size
-    storage.codes.resize(size)
-    start = int(faiss.rev_swig_ptr(storage.codes.data(), size).ctypes.data)
-    storage.codes.resize(0)  # std::vector keeps its capacity
-    forget(start, start + size)
-
-
-def _storage_view(index: Any, shape: tuple[int, int]) -> FloatMatrix:
-    """A numpy view of an IndexHNSWFlat's stored float32 vectors (no copy)."""
-    storage = faiss.downcast_index(faiss.downcast_index(index).storage)
-    flat = faiss.rev_swig_ptr(storage.get_xb(), shape[0] * shape[1])
-    return np.asarray(flat).reshape(shape)
 
 
 def _key_lookup(keys: KeyArray) -> tuple[KeyArray, npt.NDArray[np.intp] | None]:

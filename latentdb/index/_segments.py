@@ -44,17 +44,10 @@ from latentdb.errors import (
     StorageError,
 )
 from latentdb.index._flat import FlatIndex, exact_search
+from latentdb.index._kinds import EXACT_KIND, FILTERED_EF_MAX, filtered_ef, index_kind
 from latentdb.index._lock import BuildLock
-from latentdb.index._sealed import (
-    DEFAULT_PARAMS,
-    FILTERED_EF_MAX,
-    Checksums,
-    SealedSegment,
-    filtered_ef,
-    merge_hits,
-    min_build_rows,
-)
-from latentdb.index._spec import SEARCH_PARAMS, IndexSpec
+from latentdb.index._sealed import Checksums, SealedSegment, merge_hits, min_build_rows
+from latentdb.index._spec import IndexSpec
 from latentdb.space import Metric
 
 __all__ = ["FILTERED_EF_MAX", "IndexStatus", "SegmentedIndex", "Selection", "filtered_ef"]
@@ -111,11 +104,6 @@ _SEAL_OVERDUE = 2
 _MAX_DEAD_FRACTION = 0.1
 # Re-tune once the collection has grown by this factor since the last tuning.
 _RETUNE_GROWTH = 2.0
-# Search-knob ladders, cheapest first.
-_EF_LADDER = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
-# Re-rank depths (candidates per result) tried for reduced segments.
-_REDUCED_RERANKS = (2, 4, 8, 16)
-_NPROBE_LADDER = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024)
 
 
 @dataclass(frozen=True)
@@ -403,7 +391,7 @@ class SegmentedIndex:
         if len(self.growing) < self.spec.seal_rows:
             return
         kind = self._kind_to_build()
-        if kind == "flat":
+        if index_kind(kind).exact:
             return
         if _built_rows(len(self.growing)) < min_build_rows(kind, self.reduce):
             return  # a seal too small to train (seal_rows under ivf-pq's 256, say)
@@ -487,7 +475,7 @@ class SegmentedIndex:
             self._generation += 1
             self._builder, self._touched = None, None
             kind = self._kind_to_build()
-            if kind == "flat":
+            if index_kind(kind).exact:
                 return
             retune = self._needs_tuning()
             if self._extendable(kind):
@@ -502,10 +490,12 @@ class SegmentedIndex:
         segment keeps its kind when deletes take it back under the threshold: its
         tombstones still get compacted, and it does not flip between kinds."""
         kind = self.spec.built_kind(self.live)
-        if kind == "flat" and self.sealed:
+        if index_kind(kind).exact and self.sealed:
             kind = self.sealed[0][1].kind
-        if kind != "flat" and _built_rows(self.live) < min_build_rows(kind, self.reduce):
-            return "flat"  # too few rows to train on: they stay exact for now
+        if not index_kind(kind).exact and _built_rows(self.live) < min_build_rows(
+            kind, self.reduce
+        ):
+            return EXACT_KIND  # too few rows to train on: they stay exact for now
         return kind
 
     def _finish_build(self, *, retune: bool) -> None:
@@ -527,8 +517,9 @@ class SegmentedIndex:
         False (nothing done) for others, or if anything is loaded."""
         with self.build_lock, self.lock:
             kind = self.spec.built_kind(count)
-            trains = kind != "hnsw" or self.reduce is not None
-            if trains or self.sealed or len(self.growing):
+            descriptor = index_kind(kind)
+            # Exact kinds build nothing; training kinds need a sample first.
+            if descriptor.exact or descriptor.trains_with(self.reduce) or self.sealed or len(self.growing):
                 return False
             self._generation += 1
             held_out = _holdout(count)
@@ -636,7 +627,7 @@ class SegmentedIndex:
 
     def kind(self) -> str:
         """The kind of ANN segment in use, or "flat"."""
-        return self.sealed[0][1].kind if self.sealed else "flat"
+        return self.sealed[0][1].kind if self.sealed else EXACT_KIND
 
     def tune(self, *, k: int = 10) -> None:
         """Pick the cheapest search parameters whose recall@k meets the target.
@@ -645,7 +636,7 @@ class SegmentedIndex:
         is not counted) and compares with exact search over the same rows.
         """
         kind = self.kind()
-        if kind == "flat":
+        if index_kind(kind).exact:
             return
         queries, query_keys, _ = self._tuning_queries(_TUNE_SAMPLE)
         if not query_keys.size:
@@ -654,7 +645,7 @@ class SegmentedIndex:
         goal = min(self.recall_target + _TUNE_MARGIN, 1.0)
         winners: list[tuple[float, dict[str, int], float]] = []
         widest: tuple[dict[str, int], float] | None = None
-        for ladder in _ladders(kind, reduced=self.reduce is not None):
+        for ladder in index_kind(kind).ladders(reduced=self.reduce is not None):
             for params in ladder:  # cheapest first: the first to meet the goal wins
                 found = self.search(queries, k + 1, params=params)[1]
                 recall = _recall(_without_self(found, query_keys, k), truth)
@@ -817,7 +808,7 @@ class SegmentedIndex:
 
     def check_params(self, params: Mapping[str, Any]) -> dict[str, int]:
         """Validate query-time knobs against the index kind in use."""
-        allowed = SEARCH_PARAMS.get(self.kind(), frozenset())
+        allowed = index_kind(self.kind()).search_knobs
         if self.reduce is not None and self.sealed:
             allowed = allowed | {"rerank"}
         out = {}
@@ -935,10 +926,10 @@ class SegmentedIndex:
     def _settings_for(self, params: Mapping[str, Any] | None) -> dict[str, int]:
         """The settings of a search with ``params`` (checked) over the defaults: the same
         dict object for the same knobs, so segments reuse their faiss parameters."""
-        kind = self.sealed[0][1].kind if self.sealed else "flat"
+        kind = self.kind()
         settings = self._settings
         if settings is None or kind != self._settings_kind:
-            defaults = dict(DEFAULT_PARAMS.get(kind, {}))
+            defaults = dict(index_kind(kind).search_defaults)
             if self.sealed and self.sealed[0][1].projection is not None:
                 defaults["rerank"] = self.sealed[0][1].default_rerank
             settings = self._settings = {**defaults, **self.params}
@@ -1135,24 +1126,6 @@ def _holdout(rows: int) -> npt.NDArray[np.bool_]:
     if count:
         mask[np.random.default_rng(rows).choice(rows, count, replace=False)] = True
     return mask
-
-
-def _ladders(kind: str, *, reduced: bool = False) -> list[list[dict[str, int]]]:
-    """Search settings to try: one ladder per re-rank depth, each cheapest first.
-
-    Reduced segments also try re-scoring 2 to 16 candidates per result: how many the
-    target needs depends on how much of the space the kept dimensions hold.
-    """
-    if reduced:
-        knob, values = ("ef", _EF_LADDER) if kind.startswith("hnsw") else ("nprobe", _NPROBE_LADDER)
-        return [[{knob: value, "rerank": r} for value in values] for r in _REDUCED_RERANKS]
-    if kind == "hnsw":
-        return [[{"ef": ef} for ef in _EF_LADDER]]
-    if kind == "hnsw-sq8":
-        return [[{"ef": ef, "rerank": r} for ef in _EF_LADDER] for r in (1, 2, 4)]
-    if kind == "ivf":
-        return [[{"nprobe": n} for n in _NPROBE_LADDER]]
-    return [[{"nprobe": n, "rerank": r} for n in _NPROBE_LADDER] for r in (4, 8, 16)]
 
 
 def _without_self(found: KeyArray, query_keys: KeyArray, k: int) -> KeyArray:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, get_args
+from typing import Any
 
 from latentdb.errors import InvalidArgumentError
+from latentdb.index._kinds import ANN_KINDS, EXACT_KIND, INDEX_KIND_REGISTRY
 
 __all__ = [
     "AUTO_MIN_ROWS",
@@ -15,10 +16,12 @@ __all__ = [
     "SEARCH_PARAMS",
     "IndexKind",
     "IndexSpec",
+    "ann_kind_names",
 ]
 
-IndexKind = Literal["auto", "flat", "hnsw", "hnsw-sq8", "ivf", "ivf-pq"]
-INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
+# "auto" is a policy (see IndexSpec.built_kind); the rest are the registry's kinds.
+IndexKind = str
+INDEX_KINDS: tuple[str, ...] = ("auto", *INDEX_KIND_REGISTRY)
 
 # Below this many rows "auto" stays exact. On 100k x 384 (2 cores, one query at a time)
 # an exact scan ran 390 QPS at 5k rows, 240 at 10k, 150 at 20k and 90 at 50k, while
@@ -26,6 +29,8 @@ INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
 # 20k rows the scan is fast enough that the build does not pay (bench numbers in the
 # closing note of the ANN issue). The growing segment seals at the same size.
 AUTO_MIN_ROWS = 20_000
+# The kind "auto" builds from AUTO_MIN_ROWS rows.
+_AUTO_ANN_KIND = "hnsw"
 
 # What faiss can build and search, per field (issue 15: m=10**12 was accepted and every
 # later optimize() failed):
@@ -51,11 +56,7 @@ FIELD_RANGES: dict[str, tuple[int, int]] = {
 
 # The knobs query(params=...) accepts, by index kind.
 SEARCH_PARAMS: dict[str, frozenset[str]] = {
-    "flat": frozenset(),
-    "hnsw": frozenset({"ef"}),
-    "hnsw-sq8": frozenset({"ef", "rerank"}),
-    "ivf": frozenset({"nprobe"}),
-    "ivf-pq": frozenset({"nprobe", "rerank"}),
+    name: descriptor.search_knobs for name, descriptor in INDEX_KIND_REGISTRY.items()
 }
 
 
@@ -105,7 +106,7 @@ class IndexSpec:
         if isinstance(value, IndexSpec):
             return value
         if isinstance(value, str):
-            return cls(kind=value)  # type: ignore[arg-type]  # checked in __post_init__
+            return cls(kind=value)
         if isinstance(value, Mapping):
             unknown = [key for key in value if key not in cls.__dataclass_fields__]
             if unknown:
@@ -120,8 +121,19 @@ class IndexSpec:
         """JSON-ready fields."""
         return asdict(self)
 
+    @property
+    def exact(self) -> bool:
+        """Whether this spec never builds an ANN index (its kind is the exact scan)."""
+        return self.kind != "auto" and INDEX_KIND_REGISTRY[self.kind].exact
+
     def built_kind(self, rows: int) -> str:
         """The kind of ANN index to build over ``rows`` rows ("flat": none)."""
         if self.kind == "auto":
-            return "hnsw" if rows >= AUTO_MIN_ROWS else "flat"
+            return _AUTO_ANN_KIND if rows >= AUTO_MIN_ROWS else EXACT_KIND
         return self.kind
+
+
+def ann_kind_names() -> str:
+    """The kinds that give an ANN index, for messages: "auto, hnsw, ... or ivf-pq"."""
+    names = ["auto", *ANN_KINDS]
+    return f"{', '.join(names[:-1])} or {names[-1]}"
