@@ -50,4 +50,6 @@ def connect(
         raise InvalidArgumentError(
             f"api_key= is for a server URL (http://...); {str(target)!r} is a folder"
         )
-    return Database(target)
+    from latentdb.engine import EmbeddedDatabase
+
+    return EmbeddedDatabase(target)

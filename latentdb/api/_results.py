@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from latentdb.query._planner import QueryPlan
+from latentdb.query import QueryPlan
 
 __all__ = ["GetResult", "QueryResult", "RecallReport"]
 

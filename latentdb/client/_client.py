@@ -32,21 +32,28 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import numpy as np
-import numpy.typing as npt
 
 from latentdb.analysis import SpaceMap, SpaceReport
 from latentdb.api import (
     Collection,
     Database,
+    FloatMatrix,
+    GetRequest,
     GetResult,
     IndexSpec,
     IndexStatus,
     Migration,
+    MigrationProgress,
     MigrationStatus,
+    QueryRequest,
     QueryResult,
     RecallReport,
+    Where,
+    WriteRequest,
+    check_callable,
+    check_flag,
+    check_name,
 )
-from latentdb.api._validation import check_callable, check_flag, check_name
 from latentdb.client._wire import (
     VECTOR_HEADER,
     VectorFormat,
@@ -67,15 +74,12 @@ from latentdb.errors import (
     ServerError,
     TransportError,
 )
-from latentdb.query import compile_where_document, parse_where
 from latentdb.space import LatentSpace, Metric, as_vector_batch
+from latentdb.store import SqlFilter
 
 if TYPE_CHECKING:
     import httpx
 
-    from latentdb.api._collection import Progress, Where
-    from latentdb.api._migration import MigrationProgress
-    from latentdb.embed import ImageInput
 
 __all__ = ["API_KEY_ENV", "RemoteCollection", "RemoteDatabase", "RemoteMigration"]
 
@@ -246,13 +250,6 @@ class RemoteDatabase(Database):
     def __repr__(self) -> str:
         return f"RemoteDatabase({self.url!r})"
 
-    @property
-    def store(self) -> Any:
-        """Not available: the store is on the server."""
-        raise InvalidArgumentError(f"{self.url} is a server: its store is not reachable here")
-
-    # -- collections ---------------------------------------------------------------
-
     def create_collection(
         self,
         name: str,
@@ -407,280 +404,149 @@ class RemoteCollection(Collection):
             self._info = self._remote._call("GET", self._path)
         return self._info
 
-    def __repr__(self) -> str:
-        space = self.space
-        via = "" if self._alias is None else f", alias={self._alias!r}"
-        return (
-            f"Collection({self.name!r}{via}, model={space.model!r}, "
-            f"dimension={space.dimension}, metric={space.metric!r})"
-        )
-
     @property
     def name(self) -> str:
-        """See :attr:`Collection.name`."""
         name: str = self._fresh()["name"]
         return name
 
     @property
     def alias(self) -> str | None:
-        """See :attr:`Collection.alias`."""
         return self._alias
 
     @property
     def space(self) -> LatentSpace:
-        """See :attr:`Collection.space`."""
         return space_from_wire(self._fresh()["space"])
 
     @property
     def embedder(self) -> str | None:
-        """See :attr:`Collection.embedder`."""
         embedder: str | None = self._fresh()["embedder"]
         return embedder
 
     @property
     def recall_target(self) -> float:
-        """See :attr:`Collection.recall_target` (read from the server)."""
-        self._info = self._remote._call("GET", self._path)
+        self._info = self._remote._call("GET", self._path)  # another client may set it
         return float(self._info["recall_target"])
 
     @property
     def require_model(self) -> bool:
-        """See :attr:`Collection.require_model` (False from a server older than the
-        setting, which checks ``model=`` only when given)."""
+        # False from a server older than the setting, which checks model= only when given.
         return self._fresh().get("require_model") is True
 
     def _dimension(self) -> int:
         return int(self._fresh()["space"]["dimension"])
 
-    def set_recall_target(self, target: float) -> None:
-        """See :meth:`Collection.set_recall_target`."""
+    def _set_recall_target(self, target: float) -> None:
         self._remote._call("PUT", f"{self._path}/recall_target", {"target": target})
 
-    def optimize(self) -> None:
-        """See :meth:`Collection.optimize`."""
+    def _optimize(self) -> None:
         self._remote._call("POST", f"{self._path}/optimize", idempotent=True)
 
-    def index_status(self) -> IndexStatus:
-        """See :meth:`Collection.index_status`."""
+    def _index_status(self) -> IndexStatus:
         return index_status_from_wire(self._remote._call("GET", f"{self._path}/index"))
 
-    def evaluate(self, queries: object = None, *, k: int = 10, sample: int = 500) -> RecallReport:
-        """See :meth:`Collection.evaluate`."""
+    def _evaluate(
+        self, queries: object, matrix: FloatMatrix | None, *, k: int, sample: int
+    ) -> RecallReport:
         body = {"queries": self._remote.vectors(queries), "k": k, "sample": sample}
         return recall_report_from_wire(
             self._remote._call("POST", f"{self._path}/evaluate", body, idempotent=True)
         )
 
-    def analyze(self, *, sample: int = 2000, k: int = 10) -> SpaceReport:
-        """See :meth:`Collection.analyze` (measured on the server)."""
+    def _analyze(self, *, sample: int, k: int) -> SpaceReport:
         body = {"sample": sample, "k": k}
         return SpaceReport.from_dict(
             self._remote._call("POST", f"{self._path}/analyze", body, idempotent=True)
         )
 
-    def map(
-        self, *, method: str = "pca", sample: int = 5000, where: Where | None = None
+    def _map(
+        self, *, method: str, sample: int, where: Where | None, filters: SqlFilter | None
     ) -> SpaceMap:
-        """See :meth:`Collection.map` (projected on the server)."""
         body = {"method": method, "sample": sample, "where": _plain(where)}
         return SpaceMap.from_dict(
             self._remote._call("POST", f"{self._path}/map", body, idempotent=True)
         )
 
-    def project(
-        self, *, method: str = "pca", sample: int = 5000, where: Where | None = None
-    ) -> npt.NDArray[np.float32]:
-        """See :meth:`Collection.project`."""
-        return self.map(method=method, sample=sample, where=where).coordinates
-
-    def count(self) -> int:
-        """See :meth:`Collection.count`."""
+    def _count(self) -> int:
         return int(self._remote._call("GET", f"{self._path}/count")["count"])
 
     # -- writes --------------------------------------------------------------------
 
-    def _write_body(
-        self,
-        ids: Sequence[str] | str,
-        vectors: object,
-        documents: Sequence[str | None] | None,
-        metadatas: Sequence[Mapping[str, Any] | None] | None,
-        model: str | None,
-        images: Sequence[ImageInput] | None,
-    ) -> dict[str, Any]:
-        return {
-            "ids": ids,
-            "vectors": self._remote.vectors(vectors, directions=self.space.normalized),
-            "documents": documents,
-            "metadatas": metadatas,
-            "model": model,
-            "images": _images(images),
+    def _write(self, request: WriteRequest) -> None:
+        body = {
+            "ids": request.ids,
+            "vectors": self._remote.vectors(request.vectors, directions=self.space.normalized),
+            "documents": request.documents,
+            "metadatas": request.metadatas,
+            "model": request.model,
+            "images": _images(request.images),
         }
+        self._remote._call(_WRITE_METHODS[request.mode], f"{self._path}/records", body)
+        if request.progress is not None and request.embeds:
+            request.progress(request.count)  # the server embedded them all
 
-    def _written(
-        self,
-        method: str,
-        body: dict[str, Any],
-        progress: Progress | None,
-        embedded: bool,
-    ) -> None:
-        check_callable(progress, "progress")
-        self._remote._call(method, f"{self._path}/records", body)
-        if progress is not None and embedded:
-            ids = body["ids"]
-            progress(1 if isinstance(ids, str) else len(ids))
-
-    def add(
-        self,
-        ids: Sequence[str] | str,
-        *,
-        vectors: object = None,
-        documents: Sequence[str | None] | None = None,
-        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
-        model: str | None = None,
-        progress: Progress | None = None,
-        images: Sequence[ImageInput] | None = None,
-    ) -> None:
-        """See :meth:`Collection.add`; ``progress`` is called once, at the end."""
-        body = self._write_body(ids, vectors, documents, metadatas, model, images)
-        self._written("POST", body, progress, vectors is None)
-
-    def upsert(
-        self,
-        ids: Sequence[str] | str,
-        *,
-        vectors: object = None,
-        documents: Sequence[str | None] | None = None,
-        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
-        model: str | None = None,
-        progress: Progress | None = None,
-        images: Sequence[ImageInput] | None = None,
-    ) -> None:
-        """See :meth:`Collection.upsert`; ``progress`` is called once, at the end."""
-        body = self._write_body(ids, vectors, documents, metadatas, model, images)
-        self._written("PUT", body, progress, vectors is None)
-
-    def update(
-        self,
-        ids: Sequence[str] | str,
-        *,
-        vectors: object = None,
-        documents: Sequence[str | None] | None = None,
-        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
-        model: str | None = None,
-        progress: Progress | None = None,
-        images: Sequence[ImageInput] | None = None,
-    ) -> None:
-        """See :meth:`Collection.update`; ``progress`` is called once, at the end."""
-        body = self._write_body(ids, vectors, documents, metadatas, model, images)
-        embedded = vectors is None and (documents is not None or images is not None)
-        self._written("PATCH", body, progress, embedded)
-
-    def delete(
-        self,
-        ids: Sequence[str] | str | None = None,
-        *,
-        where: Where | None = None,
-        where_document: Where | None = None,
-    ) -> int:
-        """See :meth:`Collection.delete`."""
-        _check_filters(where, where_document)
-        body = {"ids": ids, "where": where, "where_document": where_document}
+    def _delete(self, request: GetRequest) -> int:
+        body = {
+            "ids": request.ids,
+            "where": request.where,
+            "where_document": request.where_document,
+        }
         return int(self._remote._call("POST", f"{self._path}/delete", body)["deleted"])
 
     # -- reads ---------------------------------------------------------------------
 
-    def get(
-        self,
-        ids: Sequence[str] | str | None = None,
-        *,
-        where: Where | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-        include: Sequence[str] = ("documents", "metadatas"),
-        where_document: Where | None = None,
-    ) -> GetResult:
-        """See :meth:`Collection.get`."""
-        _check_filters(where, where_document)
+    def _get(self, request: GetRequest) -> GetResult:
         body = {
-            "ids": ids,
-            "where": where,
-            "limit": limit,
-            "offset": offset,
-            "include": include,
-            "where_document": where_document,
+            "ids": request.ids,
+            "where": request.where,
+            "limit": request.limit,
+            "offset": request.offset,
+            "include": sorted(request.fields),
+            "where_document": request.where_document,
         }
         data = self._remote._call("POST", f"{self._path}/get", body, idempotent=True)
         return get_result_from_wire(data, self._dimension())
 
-    def scroll(
-        self,
-        *,
-        batch: int = 1000,
-        where: Where | None = None,
-        where_document: Where | None = None,
-        include: Sequence[str] = ("documents", "metadatas"),
-    ) -> Iterator[GetResult]:
-        """See :meth:`Collection.scroll`: one request per page."""
-        _check_filters(where, where_document)
+    def _scroll(self, request: GetRequest) -> Iterator[GetResult]:
         body: dict[str, Any] = {
-            "batch": batch,
-            "where": where,
-            "where_document": where_document,
-            "include": include,
+            "batch": request.limit,
+            "where": request.where,
+            "where_document": request.where_document,
+            "include": sorted(request.fields),
             "after": None,
         }
         dimension = self._dimension()
-        while True:
+        while True:  # one request per page
             data = self._remote._call("POST", f"{self._path}/scroll", body)
             if data["page"] is None:
                 return
             yield get_result_from_wire(data["page"], dimension)
             body = {"after": data["after"]}
 
-    def query(
-        self,
-        *,
-        vectors: object = None,
-        texts: Sequence[str] | str | None = None,
-        k: int = 10,
-        where: Where | None = None,
-        include: Sequence[str] = ("distances", "documents", "metadatas"),
-        exact: bool = False,
-        model: str | None = None,
-        params: Mapping[str, int] | None = None,
-        images: Sequence[ImageInput] | None = None,
-        explain: bool = False,
-        where_document: Where | None = None,
-        hybrid: bool = False,
-        hybrid_weights: tuple[float, float] = (1.0, 1.0),
-    ) -> QueryResult:
-        """See :meth:`Collection.query`."""
-        _check_filters(where, where_document)
+    def _query(self, request: QueryRequest) -> QueryResult:
+        vectors = request.vectors
         body = {
-            "vectors": self._remote.vectors(vectors, directions=self.space.normalized),
-            "texts": texts,
-            "k": k,
-            "where": where,
-            "include": include,
-            "exact": exact,
-            "model": model,
-            "params": params,
-            "images": _images(images),
-            "explain": explain,
-            "where_document": where_document,
-            "hybrid": hybrid,
-            "hybrid_weights": hybrid_weights,
+            "vectors": None
+            if vectors is None
+            else self._remote.vectors(vectors, directions=self.space.normalized),
+            "texts": request.texts,
+            "k": request.k,
+            "where": request.where,
+            "include": sorted(request.fields),
+            "exact": request.exact,
+            "model": request.model,
+            "params": request.params,
+            "images": _images(request.images),
+            "explain": request.explain,
+            "where_document": request.where_document,
+            "hybrid": request.hybrid,
+            "hybrid_weights": list(request.weights),
         }
         data = self._remote._call("POST", f"{self._path}/query", body, idempotent=True)
         return query_result_from_wire(data, self._dimension())
 
 
-def _check_filters(where: Where | None, where_document: Where | None) -> None:
-    """Parse the filters here as the engine will: a malformed one (or one past the
-    depth limit, which would not even serialize) is refused before anything is sent."""
-    parse_where(where)
-    compile_where_document(where_document)
+# The HTTP method of each kind of write.
+_WRITE_METHODS = {"add": "POST", "upsert": "PUT", "update": "PATCH"}
 
 
 def _images(images: object) -> object:

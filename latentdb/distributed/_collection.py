@@ -26,7 +26,7 @@ What differs from one engine, and why:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -38,26 +38,24 @@ from latentdb.analysis import (
     SpaceMap,
     SpaceReport,
     build_report,
-    check_method,
     project,
     sample_positions,
     steps_bar,
 )
-from latentdb.api import Collection, GetResult, IndexStatus, QueryResult, RecallReport
-from latentdb.api._collection import GET_FIELDS, QUERY_FIELDS, _sql_filters
-from latentdb.api._database import check_recall_target, collection_requires_model
-from latentdb.api._validation import (
-    MAX_K,
-    check_callable,
-    check_documents,
-    check_flag,
-    check_ids,
-    check_include,
-    check_metadatas,
-    check_non_negative,
-    check_search_params,
-    check_texts,
-    check_write_model,
+from latentdb.api import (
+    Collection,
+    FloatMatrix,
+    GetRequest,
+    GetResult,
+    IndexStatus,
+    QueryRequest,
+    QueryResult,
+    RecallReport,
+    Where,
+    WriteRequest,
+    collection_requires_model,
+    query_vectors,
+    write_vectors,
 )
 from latentdb.distributed._merge import (
     assemble,
@@ -67,21 +65,16 @@ from latentdb.distributed._merge import (
     slice_page,
 )
 from latentdb.distributed._shards import ShardGroup
-from latentdb.embed import Embedder, ImageInput, get_embedder
 from latentdb.errors import (
     CollectionNotFoundError,
     DuplicateIdError,
-    EmbedderError,
     InvalidArgumentError,
-    ModelMismatchError,
     RecordNotFoundError,
 )
-from latentdb.query import compile_where_document, parse_where
 from latentdb.space import LatentSpace
-from latentdb.store import CollectionRow
+from latentdb.store import CollectionRow, SqlFilter
 
 if TYPE_CHECKING:
-    from latentdb.api._collection import Progress, Where
     from latentdb.distributed._database import ShardedDatabase
 
 __all__ = ["ShardedCollection"]
@@ -113,7 +106,7 @@ class ShardedCollection(Collection):
         database = self._sharded
         if self._alias is not None:
             try:
-                self._row = database._resolve(self._alias)
+                self._row = database.catalog.resolve(self._alias)
             except CollectionNotFoundError:
                 raise CollectionNotFoundError(f"alias {self._alias!r} was deleted") from None
             return self._row
@@ -148,38 +141,36 @@ class ShardedCollection(Collection):
 
     @property
     def name(self) -> str:
-        """See :attr:`Collection.name`."""
         return self._current().name
 
     @property
     def alias(self) -> str | None:
-        """See :attr:`Collection.alias`."""
         return self._alias
 
     @property
     def space(self) -> LatentSpace:
-        """See :attr:`Collection.space`."""
         return LatentSpace.from_dict(self._current().space)
 
     @property
     def embedder(self) -> str | None:
-        """See :attr:`Collection.embedder`."""
         return self._current().embedder
 
     @property
     def recall_target(self) -> float:
-        """See :attr:`Collection.recall_target`."""
         return float(self._current().config["recall_target"])
 
     @property
     def require_model(self) -> bool:
-        """See :attr:`Collection.require_model` (the driver checks it; the shards do
-        not)."""
+        # The driver checks it; the shards do not.
         return collection_requires_model(self._current().config)
 
-    def set_recall_target(self, target: float) -> None:
-        """See :meth:`Collection.set_recall_target`: stored, and every shard re-tuned."""
-        target = check_recall_target(target)
+    def _for_call(self) -> ShardedCollection:
+        if self._alias is None:
+            return self
+        return ShardedCollection(self._sharded, self._current())
+
+    def _set_recall_target(self, target: float) -> None:
+        # Stored, and every shard re-tuned.
         row = self._current()
         store = self._sharded.store
         with store.write():
@@ -188,14 +179,14 @@ class ShardedCollection(Collection):
         arguments = {"target": target}
         group.write("set_recall_target", {shard: arguments for shard in range(group.shards)})
 
-    def optimize(self) -> None:
-        """See :meth:`Collection.optimize`: every replica of every shard, in parallel."""
+    def _optimize(self) -> None:
+        # Every replica of every shard, in parallel.
         group = self._group()
         group.write("optimize", {shard: {} for shard in range(group.shards)})
 
-    def index_status(self) -> IndexStatus:
-        """See :meth:`Collection.index_status`: rows summed over shards, the kind and
-        parameters of the most demanding shard (each shard is tuned on its own rows)."""
+    def _index_status(self) -> IndexStatus:
+        # Rows summed over shards; the kind and parameters of the most demanding shard
+        # (each shard is tuned on its own rows).
         statuses: list[IndexStatus] = self._group().read_all("index_status", {})
         params: dict[str, int] = {}
         for status in statuses:
@@ -216,185 +207,44 @@ class ShardedCollection(Collection):
             tuned_recall=min(tuned) if tuned else None,
         )
 
-    def count(self) -> int:
-        """See :meth:`Collection.count`."""
+    def _count(self) -> int:
         return sum(self._group().read_all("count", {}))
-
-    # -- embedding -------------------------------------------------------------------
-
-    def _embedder(self) -> Embedder:
-        """The collection's own model, refusing a drifted one."""
-        name, space = self.embedder, self.space
-        if name is None:
-            raise EmbedderError(
-                f"collection {self.name!r} has no embedder (its vectors come from model "
-                f"{space.model!r}): pass vectors= instead of text or images"
-            )
-        embedder = get_embedder(name)
-        if embedder.fingerprint != space.fingerprint:
-            raise ModelMismatchError(
-                f"embedder {name!r} now has fingerprint {embedder.fingerprint}, but collection "
-                f"{self.name!r} was built with {space.fingerprint}: the model changed; "
-                "re-embed into a new collection"
-            )
-        return embedder
-
-    def _raw_vectors(
-        self,
-        vectors: object,
-        documents: Sequence[str | None] | None,
-        count: int,
-        model: str | None,
-        progress: Progress | None,
-        images: Sequence[ImageInput] | None,
-    ) -> npt.NDArray[Any]:
-        """The vectors of a write, checked here but not yet normalized: each shard
-        prepares its rows exactly as the embedded engine prepares a batch, so both
-        store the same bits.
-
-        Raises:
-            whatever :meth:`LatentSpace.prepare` and the embedder raise.
-        """
-        row = self._current()
-        space = LatentSpace.from_dict(row.space)
-        if images is not None and vectors is not None:
-            raise InvalidArgumentError("give vectors= or images=, not both")
-        required = collection_requires_model(row.config)
-        check_write_model(
-            space, model, vectors=vectors is not None, required=required, collection=row.name
-        )
-        if images is not None:
-            vectors = self._embed_images(images, count, progress)
-        elif vectors is None:
-            if documents is None and self.embedder is not None:
-                raise InvalidArgumentError("give vectors=, images= or documents= to embed")
-            vectors = self._embed(documents or [], progress)
-        space.prepare(vectors, rows=count)
-        return np.asarray(vectors)
 
     # -- writes ----------------------------------------------------------------------
 
-    def _write(
-        self,
-        ids: object,
-        vectors: object,
-        documents: object,
-        metadatas: object,
-        model: str | None,
-        progress: Progress | None,
-        images: Sequence[ImageInput] | None,
-        *,
-        replace: bool,
-    ) -> None:
-        id_list = check_ids(ids)
-        count = len(id_list)
-        document_list = check_documents(documents, count)
-        check_metadatas(metadatas, count)
-        check_callable(progress, "progress")
-        metadata_list = None if metadatas is None else list(metadatas)  # type: ignore[call-overload]
-        matrix = self._raw_vectors(vectors, document_list, count, model, progress, images)
+    def _write(self, request: WriteRequest) -> None:
+        # Returns when every replica of every shard that the ids go to has committed
+        # its part. Each shard prepares its rows (normalizes) exactly as the embedded
+        # engine prepares a batch, so both store the same bits: the driver sends the
+        # vectors as given (or embedded), checked but not normalized.
+        vectors = write_vectors(self, request)[0]
+        id_list, count = request.ids, request.count
         group = self._group()
-        if not replace:
-            stored = group.present(id_list)
-            if stored:
-                first = next(i for i in id_list if i in stored)
-                raise DuplicateIdError(
-                    f"id {first!r} is already stored in {self.name!r} "
-                    f"({len(stored)} of the {count} ids are): use upsert to replace"
+        stored = set() if request.mode == "upsert" else group.present(id_list)
+        if request.mode == "update":
+            missing = [i for i in id_list if i not in stored]
+            if missing:
+                raise RecordNotFoundError(
+                    f"cannot update ids that are not stored in {self.name!r}: "
+                    f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
                 )
-        parts = group.parts(id_list, matrix, document_list, metadata_list)
-        if replace:
-            group.write("upsert", parts)
-        else:
+        elif request.mode == "add" and stored:
+            first = next(i for i in id_list if i in stored)
+            raise DuplicateIdError(
+                f"id {first!r} is already stored in {self.name!r} "
+                f"({len(stored)} of the {count} ids are): use upsert to replace"
+            )
+        parts = group.parts(id_list, vectors, request.documents, request.metadatas)
+        if request.mode == "add":
             group.write("add", parts, again="add_again")
-
-    def add(
-        self,
-        ids: Sequence[str] | str,
-        *,
-        vectors: object = None,
-        documents: Sequence[str | None] | None = None,
-        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
-        model: str | None = None,
-        progress: Progress | None = None,
-        images: Sequence[ImageInput] | None = None,
-    ) -> None:
-        """See :meth:`Collection.add`. Returns when every replica of every shard that
-        the ids go to has committed its part."""
-        self._write(ids, vectors, documents, metadatas, model, progress, images, replace=False)
-
-    def upsert(
-        self,
-        ids: Sequence[str] | str,
-        *,
-        vectors: object = None,
-        documents: Sequence[str | None] | None = None,
-        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
-        model: str | None = None,
-        progress: Progress | None = None,
-        images: Sequence[ImageInput] | None = None,
-    ) -> None:
-        """See :meth:`Collection.upsert`."""
-        self._write(ids, vectors, documents, metadatas, model, progress, images, replace=True)
-
-    def update(
-        self,
-        ids: Sequence[str] | str,
-        *,
-        vectors: object = None,
-        documents: Sequence[str | None] | None = None,
-        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
-        model: str | None = None,
-        progress: Progress | None = None,
-        images: Sequence[ImageInput] | None = None,
-    ) -> None:
-        """See :meth:`Collection.update`."""
-        id_list = check_ids(ids)
-        count = len(id_list)
-        document_list = check_documents(documents, count)
-        check_metadatas(metadatas, count)
-        check_callable(progress, "progress")
-        metadata_list = None if metadatas is None else list(metadatas)
-        if vectors is None and images is None and document_list is None and metadata_list is None:
-            raise InvalidArgumentError("update needs vectors=, images=, documents= or metadatas=")
-        matrix = None
-        if (
-            vectors is not None
-            or images is not None
-            or (document_list is not None and self.embedder is not None)
-        ):
-            matrix = self._raw_vectors(vectors, document_list, count, model, progress, images)
         else:
-            self.space.check_model(model)
-        group = self._group()
-        stored = group.present(id_list)
-        missing = [i for i in id_list if i not in stored]
-        if missing:
-            raise RecordNotFoundError(
-                f"cannot update ids that are not stored in {self.name!r}: "
-                f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
-            )
-        parts = group.parts(id_list, matrix, document_list, metadata_list)
-        group.write("update", parts)
+            group.write(request.mode, parts)
 
-    def delete(
-        self,
-        ids: Sequence[str] | str | None = None,
-        *,
-        where: Where | None = None,
-        where_document: Where | None = None,
-    ) -> int:
-        """See :meth:`Collection.delete`. A delete retried after a host died counts
-        only what the retry deleted."""
-        if ids is None and where is None and where_document is None:
-            raise InvalidArgumentError(
-                "delete needs ids=, where= or where_document=; to remove everything use "
-                "Database.delete_collection"
-            )
-        id_list = None if ids is None else check_ids(ids, allow_empty=True, distinct=False)
-        _sql_filters(where, where_document)  # a malformed filter fails before any shard
+    def _delete(self, request: GetRequest) -> int:
+        # A delete retried after a host died counts only what the retry deleted.
+        id_list = request.ids
         group = self._group()
-        filters = {"where": where, "where_document": where_document}
+        filters = {"where": request.where, "where_document": request.where_document}
         if id_list is None:
             parts: dict[int, dict[str, Any]] = {
                 shard: {"ids": None, **filters} for shard in range(group.shards)
@@ -408,24 +258,11 @@ class ShardedCollection(Collection):
 
     # -- reads -----------------------------------------------------------------------
 
-    def get(
-        self,
-        ids: Sequence[str] | str | None = None,
-        *,
-        where: Where | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-        include: Sequence[str] = ("documents", "metadatas"),
-        where_document: Where | None = None,
-    ) -> GetResult:
-        """See :meth:`Collection.get`. Without ``ids``, records come shard by shard
-        (each shard's in insertion order)."""
-        fields = check_include(include, GET_FIELDS)
-        id_list = None if ids is None else check_ids(ids, allow_empty=True, distinct=False)
-        if limit is not None:
-            check_non_negative(limit, "limit")
-        check_non_negative(offset, "offset")
-        _sql_filters(where, where_document)
+    def _get(self, request: GetRequest) -> GetResult:
+        # Without ids, records come shard by shard (each shard's in insertion order).
+        fields, id_list = request.fields, request.ids
+        limit, offset = request.limit, request.offset
+        where, where_document = request.where, request.where_document
         group = self._group()
         wanted = tuple(sorted(fields))
         filters = {"where": where, "where_document": where_document, "include": wanted}
@@ -463,28 +300,12 @@ class ShardedCollection(Collection):
                 need -= len(page)
         return concatenate(pages, fields, dimension)
 
-    def scroll(
-        self,
-        *,
-        batch: int = 1000,
-        where: Where | None = None,
-        where_document: Where | None = None,
-        include: Sequence[str] = ("documents", "metadatas"),
-    ) -> Iterator[GetResult]:
-        """See :meth:`Collection.scroll`: shard by shard, each in insertion order,
-        ``batch`` records a page (the last one fewer)."""
-        check_non_negative(batch, "batch", minimum=1)
-        fields = check_include(include, GET_FIELDS)
-        _sql_filters(where, where_document)
-        return self._scroll(batch, where, where_document, fields)
-
-    def _scroll(
-        self,
-        batch: int,
-        where: Where | None,
-        where_document: Where | None,
-        fields: frozenset[str],
-    ) -> Iterator[GetResult]:
+    def _scroll(self, request: GetRequest) -> Iterator[GetResult]:
+        # Shard by shard, each in insertion order, ``batch`` records a page (the last
+        # one fewer).
+        assert request.limit is not None
+        batch, fields = request.limit, request.fields
+        where, where_document = request.where, request.where_document
         group = self._group()
         dimension = self.space.dimension
         held: list[GetResult] = []
@@ -511,53 +332,21 @@ class ShardedCollection(Collection):
         if rest.ids:
             yield rest
 
-    def query(
-        self,
-        *,
-        vectors: object = None,
-        texts: Sequence[str] | str | None = None,
-        k: int = 10,
-        where: Where | None = None,
-        include: Sequence[str] = ("distances", "documents", "metadatas"),
-        exact: bool = False,
-        model: str | None = None,
-        params: Mapping[str, int] | None = None,
-        images: Sequence[ImageInput] | None = None,
-        explain: bool = False,
-        where_document: Where | None = None,
-        hybrid: bool = False,
-        hybrid_weights: tuple[float, float] = (1.0, 1.0),
-    ) -> QueryResult:
-        """See :meth:`Collection.query`: every shard answers its own top ``k`` and the
-        driver keeps the ``k`` nearest of them (ties in shard order).
-
-        Raises:
-            InvalidArgumentError: ``hybrid=True`` (not available on shards: BM25 and
-                rank fusion need the whole corpus), and what :meth:`Collection.query`
-                raises.
-        """
-        fields = check_include(include, QUERY_FIELDS)
-        check_non_negative(k, "k", minimum=1, maximum=MAX_K)
-        if (vectors is not None) + (texts is not None) + (images is not None) != 1:
-            raise InvalidArgumentError("query needs exactly one of vectors=, texts= or images=")
-        exact = check_flag(exact, "exact")
-        explain = check_flag(explain, "explain")
-        params = check_search_params(params)
-        if check_flag(hybrid, "hybrid"):
+    def _query(self, request: QueryRequest) -> QueryResult:
+        # Every shard answers its own top k and the driver keeps the k nearest of them
+        # (ties in shard order).
+        if request.hybrid:
             raise InvalidArgumentError(
                 "hybrid search is not available on a sharded collection: its BM25 ranking "
                 "and rank fusion need every document in one place; query vectors or texts "
                 "without hybrid=True"
             )
-        space = self.space
-        space.check_model(model)
-        if images is not None:
-            vectors = self._embed_images(images, None, None)
-        elif texts is not None:
-            vectors = self._embed(check_texts(texts), None)
-        count = space.prepare(vectors, copy=False).shape[0]
-        parse_where(where)
-        compile_where_document(where_document)
+        vectors = query_vectors(self, request)
+        queries = request.queries
+        count = (queries if queries is not None else self.space.prepare(vectors, copy=False)).shape[
+            0
+        ]
+        k, fields, explain = request.k, request.fields, request.explain
         group = self._group()
         started = time.perf_counter()
         answers: list[QueryResult] = group.read_all(
@@ -565,11 +354,11 @@ class ShardedCollection(Collection):
             {
                 "vectors": vectors,
                 "k": k,
-                "where": where,
-                "where_document": where_document,
+                "where": request.where,
+                "where_document": request.where_document,
                 "include": tuple(sorted(fields | {"distances"})),
-                "exact": exact,
-                "params": params,
+                "exact": request.exact,
+                "params": request.params,
                 "explain": explain,
             },
         )
@@ -582,14 +371,14 @@ class ShardedCollection(Collection):
 
     # -- measuring -------------------------------------------------------------------
 
-    def evaluate(self, queries: object = None, *, k: int = 10, sample: int = 500) -> RecallReport:
-        """See :meth:`Collection.evaluate`, measured through the shards: the default
-        search against an exact search of every shard, merged. Without queries,
-        ``sample`` stored rows are the queries (their own id is not counted), rows
-        that the shards' indexes hold, so recall reads high (``source`` says so).
-        Speeds are one query at a time, fan-out and merge included."""
-        check_non_negative(k, "k", minimum=1, maximum=MAX_K)
-        check_non_negative(sample, "sample", minimum=1)
+    def _evaluate(
+        self, queries: object, matrix: FloatMatrix | None, *, k: int, sample: int
+    ) -> RecallReport:
+        # Measured through the shards: the default search against an exact search of
+        # every shard, merged. Without queries, ``sample`` stored rows are the queries
+        # (their own id is not counted), rows that the shards' indexes hold, so recall
+        # reads high (``source`` says so). Speeds are one query at a time, fan-out and
+        # merge included.
         own: list[str] | None = None
         if queries is None:
             listed = self._all_ids(None)
@@ -601,7 +390,6 @@ class ShardedCollection(Collection):
             own = found.ids
             source = "indexed rows"
         else:
-            matrix = self.space.prepare(queries)
             source = "given queries"
         assert matrix is not None
         depth = k if own is None else k + 1
@@ -638,12 +426,10 @@ class ShardedCollection(Collection):
         )
         return [record_id for page in pages for record_id in page.ids]
 
-    def analyze(self, *, sample: int = 2000, k: int = 10) -> SpaceReport:
-        """See :meth:`Collection.analyze`. Every vector is gathered to this process
-        (the report measures queries against every row), so it needs the memory of
-        the whole collection here; the index figures come from :meth:`evaluate`."""
-        check_non_negative(sample, "sample", minimum=3)
-        check_non_negative(k, "k", minimum=1, maximum=MAX_K)
+    def _analyze(self, *, sample: int, k: int) -> SpaceReport:
+        # Every vector is gathered to this process (the report measures queries
+        # against every row), so it needs the memory of the whole collection here; the
+        # index figures come from evaluate().
         name, space = self.name, self.space
         with steps_bar(f"analyzing {name}", 8) as steps:
             steps.advance("reading vectors")
@@ -684,14 +470,11 @@ class ShardedCollection(Collection):
                 steps=steps,
             )
 
-    def map(
-        self, *, method: str = "pca", sample: int = 5000, where: Where | None = None
+    def _map(
+        self, *, method: str, sample: int, where: Where | None, filters: SqlFilter | None
     ) -> SpaceMap:
-        """See :meth:`Collection.map`: a fixed-seed sample of the matching ids (shard
-        by shard), fetched from their shards and projected here."""
-        method = check_method(method)
-        check_non_negative(sample, "sample", minimum=3)
-        _sql_filters(where, None)
+        # A fixed-seed sample of the matching ids (shard by shard), fetched from their
+        # shards and projected here.
         name, space = self.name, self.space
         with steps_bar(f"mapping {name}", 3) as steps:
             steps.advance("sampling")
@@ -711,12 +494,6 @@ class ShardedCollection(Collection):
             total=len(listed),
             collection=name,
         )
-
-    def project(
-        self, *, method: str = "pca", sample: int = 5000, where: Where | None = None
-    ) -> npt.NDArray[np.float32]:
-        """See :meth:`Collection.project`."""
-        return self.map(method=method, sample=sample, where=where).coordinates
 
 
 # Queries timed one at a time by evaluate(): each is a round trip to every shard.

@@ -19,30 +19,34 @@ import os
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from latentdb.api import Collection, Database, IndexSpec
-from latentdb.api._database import (
+from latentdb.api import (
     DEFAULT_RECALL_TARGET,
+    Database,
+    IndexSpec,
+    Migration,
+    MigrationProgress,
+    check_collection_name,
+    check_flag,
+    check_name,
+    check_non_negative,
     check_recall_target,
     check_require_model,
     check_same_space,
+    collection_space,
     reduced_space,
 )
-from latentdb.api._validation import check_collection_name, check_flag, check_non_negative
 from latentdb.distributed._collection import ShardedCollection
 from latentdb.distributed._shards import Hosts, ShardGroup, require_ray
+from latentdb.engine import EmbeddedDatabase
 from latentdb.errors import (
     CollectionExistsError,
     CollectionNotFoundError,
     InvalidArgumentError,
 )
 from latentdb.space import Metric
-from latentdb.store import CollectionRow
-
-if TYPE_CHECKING:
-    from latentdb.api import Migration
-    from latentdb.api._migration import MigrationProgress
+from latentdb.store import CollectionRow, Store
 
 __all__ = ["DEFAULT_SHARDS", "ShardedDatabase", "connect"]
 
@@ -81,7 +85,9 @@ class ShardedDatabase(Database):
         self.root = Path(path)
         self.default_shards = _check_shards(shards)
         self.default_replicas = _check_replicas(replicas)
-        super().__init__(self.root / CATALOG_FOLDER)
+        # The names, spaces, settings and aliases of the collections (no records).
+        self.catalog = EmbeddedDatabase(self.root / CATALOG_FOLDER)
+        self.path = self.catalog.path
         self.hosts = hosts
         # Identifies this database to the hosts, which keep its folders open until
         # close() releases them.
@@ -90,9 +96,14 @@ class ShardedDatabase(Database):
 
     def close(self) -> None:
         """Close the database: the hosts close the shard folders only it had open."""
-        if self._store is not None:
+        if not self.catalog.closed:
             self.hosts.release(self.holder)
-        super().close()
+        self.catalog.close()
+
+    @property
+    def store(self) -> Store:
+        """The catalog's store (internal)."""
+        return self.catalog.store
 
     def __repr__(self) -> str:
         return f"ShardedDatabase({str(self.root)!r})"
@@ -109,7 +120,7 @@ class ShardedDatabase(Database):
             )
         return group
 
-    def _collection(self, row: CollectionRow, *, alias: str | None = None) -> Collection:
+    def _collection(self, row: CollectionRow, *, alias: str | None = None) -> ShardedCollection:
         if "shards" not in row.config:
             raise InvalidArgumentError(
                 f"collection {row.name!r} in {self.path} is not sharded: open the folder "
@@ -131,7 +142,7 @@ class ShardedDatabase(Database):
         require_model: bool = True,
         shards: int | None = None,
         replicas: int | None = None,
-    ) -> Collection:
+    ) -> ShardedCollection:
         """See :meth:`Database.create_collection`; the collection is split in shards.
 
         Args:
@@ -152,7 +163,7 @@ class ShardedDatabase(Database):
         check_collection_name(name)
         shard_count = self.default_shards if shards is None else _check_shards(shards)
         replica_count = self.default_replicas if replicas is None else _check_replicas(replicas)
-        space, embedder_name = self._space_for(dimension, metric, embedder, model)
+        space, embedder_name = collection_space(dimension, metric, embedder, model)
         parsed = IndexSpec.parse(index)
         space = reduced_space(space, parsed, reduce)
         spec = parsed.to_dict()
@@ -206,7 +217,7 @@ class ShardedDatabase(Database):
         require_model: bool = True,
         shards: int | None = None,
         replicas: int | None = None,
-    ) -> Collection:
+    ) -> ShardedCollection:
         """See :meth:`Database.get_or_create_collection`; an existing collection keeps
         its shards, replicas and ``require_model``.
 
@@ -234,14 +245,38 @@ class ShardedDatabase(Database):
                 )
             except CollectionExistsError:  # another process created it meanwhile
                 existing = self.get_collection(name)
-        wanted = self._space_for(dimension, metric, embedder, model)
+        wanted = collection_space(dimension, metric, embedder, model)
         check_same_space(name, (existing.space, existing.embedder), wanted, reduce)
         return existing
+
+    def get_collection(self, name: str) -> ShardedCollection:
+        check_name(name)
+        row = self.catalog.resolve(name)
+        return self._collection(row, alias=None if row.name == name else name)
+
+    def list_collections(self) -> list[str]:
+        return self.catalog.list_collections()
+
+    def create_alias(self, alias: str, collection: str) -> None:
+        self.catalog.create_alias(alias, collection)
+
+    def switch_alias(self, alias: str, collection: str) -> None:
+        self.catalog.switch_alias(alias, collection)
+
+    def delete_alias(self, alias: str) -> None:
+        self.catalog.delete_alias(alias)
+
+    def list_aliases(self) -> dict[str, str]:
+        return self.catalog.list_aliases()
+
+    def list_migrations(self) -> list[Migration]:
+        """None: a sharded database does not migrate (see :meth:`migrate`)."""
+        return []
 
     def delete_collection(self, name: str) -> None:
         """See :meth:`Database.delete_collection`: its shard folders are deleted too."""
         row = self.store.collection_by_name(name)
-        super().delete_collection(name)
+        self.catalog.delete_collection(name)
         if row is not None:
             group = self.group(row)
             self._groups.pop((row.id, str(row.config["folder"])), None)

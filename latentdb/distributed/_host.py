@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from latentdb.api import Collection, Database, GetResult, IndexSpec
+from latentdb.api import GetResult, IndexSpec, get_request
+from latentdb.engine import EmbeddedCollection, EmbeddedDatabase
 from latentdb.errors import CollectionNotFoundError, DuplicateIdError, InvalidArgumentError
 from latentdb.store import DATABASE_FILE
 
@@ -41,8 +42,8 @@ SHARD_COLLECTION = "shard"
 
 @dataclass
 class _Engine:
-    database: Database
-    collection: Collection
+    database: EmbeddedDatabase
+    collection: EmbeddedCollection
     holders: set[str] = field(default_factory=set)
 
 
@@ -71,7 +72,7 @@ class ShardHost:
         with self._lock:
             engine = self._engines.get(folder)
             if engine is None:
-                database = Database(folder)
+                database = EmbeddedDatabase(folder)
                 reduce = {} if spec.get("reduce") is None else {"reduce": int(spec["reduce"])}
                 try:
                     collection = database.get_or_create_collection(
@@ -103,7 +104,7 @@ class ShardHost:
             if engine is None:
                 if not (Path(folder) / DATABASE_FILE).exists():
                     raise CollectionNotFoundError(f"shard folder {folder} does not exist")
-                database = Database(folder)
+                database = EmbeddedDatabase(folder)
                 try:
                     collection = database.get_collection(SHARD_COLLECTION)
                 except BaseException:
@@ -134,7 +135,7 @@ class ShardHost:
         return own(collection, **arguments)
 
     @staticmethod
-    def _add_again(collection: Collection, *, ids: list[str], **fields: Any) -> None:
+    def _add_again(collection: EmbeddedCollection, *, ids: list[str], **fields: Any) -> None:
         """An add retried after its host died: done already when every id is stored
         with the very vectors sent (an add commits whole or not at all), else added.
 
@@ -158,13 +159,13 @@ class ShardHost:
         )
 
     @staticmethod
-    def _present(collection: Collection, *, ids: list[str]) -> list[str]:
+    def _present(collection: EmbeddedCollection, *, ids: list[str]) -> list[str]:
         """Those of ``ids`` that are stored."""
         return collection.get(ids, include=()).ids
 
     @staticmethod
     def _page(
-        collection: Collection,
+        collection: EmbeddedCollection,
         *,
         where: Any,
         where_document: Any,
@@ -188,7 +189,7 @@ class ShardHost:
 
     @staticmethod
     def _page_after(
-        collection: Collection,
+        collection: EmbeddedCollection,
         *,
         after: int,
         batch: int,
@@ -197,12 +198,15 @@ class ShardHost:
         include: Sequence[str],
     ) -> tuple[GetResult, int]:
         """Up to ``batch`` matching records after row key ``after``, and the last key."""
-        from latentdb.api._collection import GET_FIELDS, _sql_filters
-        from latentdb.api._validation import check_include
-
-        fields = check_include(include, GET_FIELDS)
-        condition = _sql_filters(where, where_document)
-        return collection._read(None, condition, batch, 0, fields, after=after)
+        request = get_request(
+            None,
+            where=where,
+            limit=batch,
+            offset=0,
+            include=include,
+            where_document=where_document,
+        )
+        return collection.page_after(request, after)
 
     def release(self, holder: str) -> None:
         """Forget ``holder``; close the folders no other holder uses."""

@@ -3,11 +3,19 @@ metadata columns) and the planner that chooses how a filtered query is answered.
 
 from latentdb.query._documents import compile_where_document, fts_query
 from latentdb.query._hybrid import candidates, fuse
-from latentdb.query._planner import EXACT_ROWS, QueryPlan, and_filters, filtered_search
-from latentdb.query._where import compile_where, parse_where
+from latentdb.query._planner import (
+    EXACT_ROWS,
+    FilterCache,
+    QueryPlan,
+    and_filters,
+    filtered_search,
+)
+from latentdb.query._where import Condition, compile_where, parse_where
 
 __all__ = [
+    "Condition",
     "EXACT_ROWS",
+    "FilterCache",
     "QueryPlan",
     "and_filters",
     "candidates",

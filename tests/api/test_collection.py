@@ -25,7 +25,7 @@ from latentdb import (
     ModelRequiredError,
     RecordNotFoundError,
 )
-from latentdb.api._database import IdsByKey
+from latentdb.engine._state import IdsByKey
 
 # The model every test vector is written as: collections require writes of vectors
 # to name their model (require_model).

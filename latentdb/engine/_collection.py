@@ -1,0 +1,546 @@
+"""EmbeddedCollection: the embedded engine's collection, over the store and the index."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from latentdb.analysis import (
+    IndexMeasurement,
+    SpaceMap,
+    SpaceReport,
+    build_report,
+    project,
+    sample_positions,
+    steps_bar,
+)
+from latentdb.api import (
+    Collection,
+    FloatMatrix,
+    GetRequest,
+    GetResult,
+    IndexStatus,
+    QueryRequest,
+    QueryResult,
+    RecallReport,
+    Where,
+    WriteRequest,
+    collection_requires_model,
+    query_vectors,
+    sql_filters,
+    write_vectors,
+)
+from latentdb.errors import DuplicateIdError, ReadOnlyError, RecordNotFoundError
+from latentdb.query import QueryPlan, filtered_search, fts_query, fuse
+from latentdb.space import LatentSpace
+from latentdb.store import Changes, SqlFilter
+
+if TYPE_CHECKING:
+    from latentdb.engine._database import EmbeddedDatabase
+    from latentdb.engine._state import CollectionState
+    from latentdb.index import SegmentedIndex
+
+__all__ = ["EmbeddedCollection"]
+
+
+class EmbeddedCollection(Collection):
+    """A collection of the embedded engine: its records in the database's store, its
+    vectors in the segments of its index."""
+
+    def __init__(
+        self, database: EmbeddedDatabase, state: CollectionState, *, alias: str | None = None
+    ) -> None:
+        self._database = database
+        self._bound = state
+        self._alias = alias
+
+    @property
+    def _state(self) -> CollectionState:
+        """The collection's state; through an alias, that of its current target."""
+        if self._alias is None:
+            return self._bound
+        self._bound = self._database.follow_alias(self._alias, self._bound)
+        return self._bound
+
+    def _for_call(self) -> EmbeddedCollection:
+        if self._alias is None:
+            return self
+        return EmbeddedCollection(self._database, self._state)
+
+    @property
+    def name(self) -> str:
+        return self._state.row.name
+
+    @property
+    def alias(self) -> str | None:
+        return self._alias
+
+    @property
+    def space(self) -> LatentSpace:
+        return self._state.space
+
+    @property
+    def embedder(self) -> str | None:
+        return self._state.row.embedder
+
+    @property
+    def recall_target(self) -> float:
+        return self._state.recall_target
+
+    @property
+    def require_model(self) -> bool:
+        return collection_requires_model(self._state.row.config)
+
+    def _set_recall_target(self, target: float) -> None:
+        database, state = self._database, self._state
+        store = database.store
+        with store.write():
+            database.sync(state)
+            config = {**state.row.config, "recall_target": target}
+            store.update_collection_config(state.row.id, config)
+        state.row = replace(state.row, config=config)
+        state.recall_target = target
+        if state.index is not None:
+            state.index.set_recall_target(target)
+
+    def _optimize(self) -> None:
+        database, state = self._database, self._state
+        if database.store.read_only:
+            raise ReadOnlyError(
+                f"collection {state.row.name!r} is in a read-only database: optimize() "
+                "writes index files, only reads are possible"
+            )
+        # One build at a time per collection, across processes: a second caller waits,
+        # then starts from what the first one saved.
+        with database._build_lock(state):
+            with database.store.lock:
+                if database.build_index(state):  # a bulk load: built from the store
+                    return
+                index = database.index(state)
+                if index.saved_elsewhere():
+                    state.drop_index()
+                    index = database.index(state)
+            try:
+                index.optimize()
+            except BaseException:
+                with database.store.lock:
+                    if index.damaged and state.index is index:
+                        state.drop_index()
+                raise
+
+    def _index_status(self) -> IndexStatus:
+        database, state = self._database, self._state
+        with database.store.lock:
+            return database.index(state).status()
+
+    def _evaluate(
+        self, queries: object, matrix: FloatMatrix | None, *, k: int, sample: int
+    ) -> RecallReport:
+        database, state = self._database, self._state
+        with database.store.lock:
+            index = database.index(state)
+            recall, qps, exact_qps, count, source, plain = index.evaluate(
+                matrix, k=k, sample=sample
+            )
+            status = index.status()
+        return RecallReport(
+            recall=recall,
+            qps=qps,
+            exact_qps=exact_qps,
+            k=k,
+            queries=count,
+            source=source,
+            kind=status.kind,
+            params=status.params,
+            recall_target=state.recall_target,
+            reduce=state.space.reduce if index.sealed else None,
+            recall_without_rerank=plain,
+        )
+
+    def _count(self) -> int:
+        store = self._database.store
+        with store.lock:
+            self._database.sync(self._state)
+            return store.count(self._state.row.id)
+
+    # -- writes --------------------------------------------------------------------
+
+    def _write(self, request: WriteRequest) -> None:
+        if request.mode == "update":
+            self._update(request)
+            return
+        matrix = write_vectors(self, request)[1]
+        assert matrix is not None
+        id_list, count = request.ids, request.count
+        database, state = self._database, self._state
+        store = database.store
+        with store.lock:  # held until the commit is mirrored in the index
+            with store.write():
+                database.sync(state)
+                if request.mode == "add":
+                    stored = store.keys_for_ids(state.row.id, id_list)
+                    if stored:
+                        first = next(i for i in id_list if i in stored)
+                        raise DuplicateIdError(
+                            f"id {first!r} is already stored in {self.name!r} "
+                            f"({len(stored)} of the {count} ids are): use upsert to replace"
+                        )
+                sequence = store.next_sequence()
+                store.insert_records(
+                    state.row.id,
+                    ids=id_list,
+                    vectors=matrix,
+                    documents=request.documents or [None] * count,
+                    metadatas=request.metadata_json or [None] * count,
+                    sequence=sequence,
+                )
+                key_of = {
+                    record_id: key for key, record_id in store.keys_at(state.row.id, sequence)
+                }
+            keys = np.fromiter((key_of[i] for i in id_list), dtype=np.int64, count=count)
+            self._apply(sequence, keys, id_list, matrix)
+
+    def _apply(
+        self,
+        sequence: int,
+        keys: npt.NDArray[np.int64] | None,
+        ids: list[str] | None,
+        vectors: FloatMatrix | None,
+        deleted: npt.NDArray[np.int64] | None = None,
+    ) -> None:
+        """Mirror a write of ours, just committed, into the loaded index."""
+        empty = np.empty(0, dtype=np.int64)
+        dimension = self.space.dimension
+        self._state.apply(
+            Changes(
+                keys=empty if keys is None else keys,
+                ids=[] if ids is None else ids,
+                vectors=np.empty((0, dimension), np.float32) if vectors is None else vectors,
+                sequences=np.full(0 if keys is None else keys.shape[0], sequence, dtype=np.int64),
+                deleted=empty if deleted is None else deleted,
+                sequence=sequence,
+            )
+        )
+
+    def _update(self, request: WriteRequest) -> None:
+        matrix = write_vectors(self, request)[1]
+        id_list, count = request.ids, request.count
+        database, state = self._database, self._state
+        store = database.store
+        with store.lock:  # held until the commit is mirrored in the index
+            with store.write():
+                database.sync(state)
+                key_of = store.keys_for_ids(state.row.id, id_list)
+                missing = [i for i in id_list if i not in key_of]
+                if missing:
+                    raise RecordNotFoundError(
+                        f"cannot update ids that are not stored in {self.name!r}: "
+                        f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
+                    )
+                keys = np.fromiter((key_of[i] for i in id_list), dtype=np.int64, count=count)
+                sequence = store.next_sequence()
+                store.update_records(
+                    keys.tolist(),
+                    vectors=matrix,
+                    documents=request.documents,
+                    metadatas=request.metadata_json,
+                    sequence=sequence,
+                )
+            if matrix is not None:
+                self._apply(sequence, keys, id_list, matrix)
+            else:
+                self._apply(sequence, None, None, None)
+
+    def _delete(self, request: GetRequest) -> int:
+        database, state = self._database, self._state
+        store = database.store
+        with store.lock:  # held until the commit is mirrored in the index
+            with store.write():
+                database.sync(state)
+                rows = store.select(state.row.id, ids=request.ids, where=request.filters)
+                if not rows:
+                    return 0
+                keys = np.fromiter((key for key, _ in rows), dtype=np.int64, count=len(rows))
+                sequence = store.next_sequence()
+                store.delete_records(state.row.id, keys.tolist(), sequence=sequence)
+            self._apply(sequence, None, None, None, keys)
+        return len(rows)
+
+    # -- reads ---------------------------------------------------------------------
+
+    def _get(self, request: GetRequest) -> GetResult:
+        return self._read(
+            request.ids, request.filters, request.limit, request.offset, request.fields
+        )[0]
+
+    def _scroll(self, request: GetRequest) -> Iterator[GetResult]:
+        after = 0
+        while True:
+            page, after = self.page_after(request, after)
+            if not page.ids:
+                return
+            yield page
+
+    def page_after(self, request: GetRequest, after: int) -> tuple[GetResult, int]:
+        """Up to ``request.limit`` matching records after row key ``after`` (0: from
+        the first), in insertion order, and the last one's key: a cursor that stays
+        valid while others write (a shard host pages with it)."""
+        return self._read(None, request.filters, request.limit, 0, request.fields, after=after)
+
+    def _read(
+        self,
+        id_list: list[str] | None,
+        condition: SqlFilter | None,
+        limit: int | None,
+        offset: int,
+        fields: frozenset[str],
+        *,
+        after: int | None = None,
+    ) -> tuple[GetResult, int]:
+        """A page of records, and the last one's key."""
+        database, state = self._database, self._state
+        store = database.store
+        with store.read():
+            database.sync(state)
+            if id_list is None:
+                rows = store.select(
+                    state.row.id, where=condition, limit=limit, offset=offset, after=after
+                )
+            else:
+                found = dict(
+                    (i, k) for k, i in store.select(state.row.id, ids=id_list, where=condition)
+                )
+                ordered = [(found[i], i) for i in id_list if i in found]
+                rows = ordered[offset : None if limit is None else offset + limit]
+            records = store.fetch(
+                [key for key, _ in rows],
+                dimension=state.space.dimension,
+                vectors="vectors" in fields,
+                documents="documents" in fields,
+                metadatas="metadatas" in fields,
+            )
+        listed = [records[key] for key, _ in rows]
+        vectors = None
+        if "vectors" in fields:
+            vectors = np.empty((len(listed), state.space.dimension), dtype=np.float32)
+            for position, record in enumerate(listed):
+                vectors[position] = record.vector
+        result = GetResult(
+            ids=[record.id for record in listed],
+            vectors=vectors,
+            documents=[r.document for r in listed] if "documents" in fields else None,
+            metadatas=[r.metadata for r in listed] if "metadatas" in fields else None,
+        )
+        return result, rows[-1][0] if rows else 0
+
+    def _query(self, request: QueryRequest) -> QueryResult:
+        database, state = self._database, self._state
+        space = state.space
+        queries = request.queries
+        if queries is None:
+            queries = space.prepare(query_vectors(self, request), copy=False)
+        fields, depth, params, exact = request.fields, request.depth, request.params, request.exact
+        explain, filtered = request.explain, request.filtered
+        store = database.store
+        reads_rows = "documents" in fields or "metadatas" in fields
+        plan = None
+        # A snapshot transaction only when several store reads must agree; BEGIN and
+        # COMMIT cost ~25 us, a tenth of an HNSW search.
+        with store.read() if filtered or reads_rows else store.lock:
+            index = database.index(state)
+            if not filtered:
+                started = time.perf_counter() if explain else 0.0
+                distances, keys = index.search(queries, depth, params=params, exact=exact)
+                if explain:
+                    plan = QueryPlan(
+                        strategy="exact" if exact or not index.sealed else "ann",
+                        rows=index.live,
+                        params={} if exact else dict(index.search_settings(params)),
+                        timings_ms={"search": (time.perf_counter() - started) * 1e3},
+                    )
+            else:
+                (distances, keys), plan = filtered_search(
+                    store,
+                    state.row.id,
+                    state.applied,
+                    state.filters,
+                    index,
+                    request.condition,
+                    request.document,
+                    queries,
+                    depth,
+                    params=params,
+                    exact=exact,
+                )
+            scores = None
+            if request.hybrid:
+                assert request.texts is not None
+                sql = sql_filters(request.where, request.where_document)
+                fused = []
+                for position, text in enumerate(request.texts):
+                    match = fts_query(text)
+                    ranking = [] if match is None else store.text_ranking(
+                        state.row.id, match, depth, where=sql
+                    )  # fmt: skip
+                    fused.append(fuse(keys[position], ranking, request.k, request.weights))
+                width = min(len(row_keys) for row_keys, _ in fused)
+                keys = np.array([row_keys[:width] for row_keys, _ in fused], dtype=np.int64)
+                keys = keys.reshape(len(fused), width)
+                scores = np.array([row[:width] for _, row in fused], dtype=np.float32)
+                scores = scores.reshape(len(fused), width)
+                distances = _distances(index, queries, keys, space.metric)
+            fetch_started = time.perf_counter() if explain else 0.0
+            ids = state.ids.lookup(keys)
+            documents = metadatas = None
+            if reads_rows:
+                records = store.fetch(
+                    np.unique(keys).tolist(),
+                    dimension=self.space.dimension,
+                    documents="documents" in fields,
+                    metadatas="metadatas" in fields,
+                )
+                rows = [[records[key] for key in row] for row in keys.tolist()]
+                if "documents" in fields:
+                    documents = [[record.document for record in row] for row in rows]
+                if "metadatas" in fields:
+                    metadatas = [[record.metadata for record in row] for row in rows]
+            hit_vectors = None
+            if "vectors" in fields:
+                found = index.vectors_of(keys.ravel())
+                hit_vectors = list(found.reshape(keys.shape[0], keys.shape[1], found.shape[1]))
+        if explain and plan is not None:
+            timings = {**plan.timings_ms, "fetch": (time.perf_counter() - fetch_started) * 1e3}
+            plan = replace(plan, timings_ms=timings)
+        return QueryResult(
+            ids=ids,
+            distances=distances if "distances" in fields else None,
+            documents=documents,
+            metadatas=metadatas,
+            vectors=hit_vectors,
+            plan=plan if explain else None,
+            scores=scores,
+        )
+
+    # -- understanding the space ---------------------------------------------------
+
+    def _analyze(self, *, sample: int, k: int) -> SpaceReport:
+        database, state = self._database, self._state
+        with steps_bar(f"analyzing {self.name}", 8) as steps:
+            steps.advance("reading vectors")
+            with database.store.lock:
+                index = database.index(state)
+                keys, rows = _live_rows(index)
+
+            def ids_of(positions: npt.NDArray[np.int64]) -> list[str]:
+                return state.ids.lookup(keys[positions][None, :])[0] if positions.size else []
+
+            def measure_index() -> IndexMeasurement:
+                status = self.index_status()
+                # ANN: 300 queries give recall to about +-0.01. Exact: recall is 1 by
+                # definition and 50 queries time the scan (300 took 9 s at 100k rows).
+                report = self.evaluate(sample=50 if status.kind == "flat" else 300)
+                return IndexMeasurement(
+                    kind=report.kind,
+                    spec=status.spec,
+                    params=report.params,
+                    recall=report.recall,
+                    recall_target=report.recall_target,
+                    qps=report.qps,
+                    exact_qps=report.exact_qps,
+                    source=report.source,
+                    pending=status.pending if status.kind != "flat" else 0,
+                )
+
+            return build_report(
+                rows,
+                ids_of,
+                collection=self.name,
+                model=state.space.model,
+                metric=state.space.metric,
+                sample=sample,
+                k=k,
+                measure_index=measure_index,
+                steps=steps,
+            )
+
+    def _map(
+        self, *, method: str, sample: int, where: Where | None, filters: SqlFilter | None
+    ) -> SpaceMap:
+        condition = filters
+        database, state = self._database, self._state
+        store = database.store
+        with steps_bar(f"mapping {self.name}", 3) as steps:
+            steps.advance("sampling")
+            with store.read():
+                database.sync(state)
+                index = database.index(state)
+                if condition is None:
+                    keys = _live_rows(index, vectors=False)[0]
+                else:
+                    keys = np.array(
+                        [key for key, _ in store.select(state.row.id, where=condition)],
+                        dtype=np.int64,
+                    )
+                picked = keys[sample_positions(keys.size, sample)]
+                vectors = index.vectors_of(picked)
+                records = store.fetch(
+                    picked.tolist(),
+                    dimension=state.space.dimension,
+                    documents=True,
+                    metadatas=True,
+                )
+            steps.advance(f"{method} of {picked.size:,} records")
+            coordinates = project(vectors, method=method, metric=state.space.metric)
+            steps.advance("done")
+        listed = [records[key] for key in picked.tolist()]
+        return SpaceMap(
+            ids=[record.id for record in listed],
+            coordinates=coordinates,
+            documents=[record.document for record in listed],
+            metadatas=[None if r.metadata is None else dict(r.metadata) for r in listed],
+            method=method,
+            total=int(keys.size),
+            collection=self.name,
+        )
+
+
+def _distances(
+    index: SegmentedIndex, queries: FloatMatrix, keys: npt.NDArray[np.int64], metric: str
+) -> FloatMatrix:
+    """The distance of each query to each of its hits, in the space's metric."""
+    nq, width = keys.shape
+    vectors = index.vectors_of(keys.ravel()).reshape(nq, width, -1)
+    dots = np.einsum("qkd,qd->qk", vectors, queries)
+    if metric == "cosine":
+        out = np.maximum(1.0 - dots, 0.0)
+    elif metric == "ip":
+        out = -dots
+    else:
+        differences = vectors - queries[:, None, :]
+        out = np.einsum("qkd,qkd->qk", differences, differences)
+    return np.asarray(out, dtype=np.float32)
+
+
+def _live_rows(
+    index: SegmentedIndex, *, vectors: bool = True
+) -> tuple[npt.NDArray[np.int64], FloatMatrix]:
+    """Keys (ascending) and, with ``vectors``, float32 vectors of every live row."""
+    parts = [index.growing.live_rows(copy=not vectors)]
+    for _, segment in index.sealed:
+        rows = np.flatnonzero(segment.alive)
+        matrix = (
+            np.ascontiguousarray(segment.vectors[rows], dtype=np.float32)
+            if vectors
+            else np.empty((rows.size, 0), dtype=np.float32)
+        )
+        parts.append((segment.keys[rows], matrix))
+    keys = np.concatenate([part_keys for part_keys, _ in parts])
+    order = np.argsort(keys, kind="stable")
+    if not vectors:
+        return keys[order], np.empty((keys.size, 0), dtype=np.float32)
+    return keys[order], np.concatenate([matrix for _, matrix in parts])[order]

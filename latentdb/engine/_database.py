@@ -1,0 +1,575 @@
+"""EmbeddedDatabase: a folder holding collections, the embedded engine's database."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from latentdb.api import (
+    DEFAULT_RECALL_TARGET,
+    EXTERNAL,
+    MAX_DIMENSION,
+    Database,
+    IndexSpec,
+    MigrationProgress,
+    check_callable,
+    check_collection_name,
+    check_flag,
+    check_name,
+    check_non_negative,
+    check_recall_target,
+    check_require_model,
+    check_same_space,
+    check_text,
+    collection_requires_model,
+    collection_space,
+    reduced_space,
+    version_names,
+)
+from latentdb.embed import get_embedder
+from latentdb.engine._collection import EmbeddedCollection
+from latentdb.engine._migration import EmbeddedMigration
+from latentdb.engine._state import CollectionState, IdsByKey
+from latentdb.errors import (
+    CollectionExistsError,
+    CollectionNotFoundError,
+    DatabaseClosedError,
+    InvalidArgumentError,
+)
+from latentdb.index import BuildLock, SegmentedIndex
+from latentdb.space import LatentSpace, Metric
+from latentdb.store import CollectionRow, Store
+
+if TYPE_CHECKING:
+    from latentdb.api import Migration
+
+__all__ = ["EmbeddedDatabase"]
+
+INDEX_FOLDER = "indexes"
+
+
+class EmbeddedDatabase(Database):
+    """The embedded engine's database: a folder with a SQLite store and the indexes
+    derived from it.
+
+    Open one with :func:`latentdb.connect`. Several processes may open the same folder:
+    writes are serialized by SQLite, and each reader catches up with the others'
+    committed writes before it answers.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        if not isinstance(path, str | os.PathLike):
+            raise InvalidArgumentError(
+                f"path must be a folder (str or path); got {type(path).__name__}"
+            )
+        check_text(os.fspath(path), "path")
+        self.path = Path(path)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InvalidArgumentError(
+                f"cannot create database folder {self.path}: {error}"
+            ) from None
+        self._store: Store | None = Store(self.path)
+        self._states: dict[int, CollectionState] = {}
+        self._data_version = self._store.data_version()
+        # Aliases as last read, and the data_version they were read at.
+        self._aliases: dict[str, int] | None = None
+        self._aliases_version = -1
+        self._migrations: dict[int, EmbeddedMigration] = {}  # running here, by migration id
+        self._build_locks: dict[int, BuildLock] = {}  # by collection id
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._store is not None:
+            try:
+                for migration in list(self._migrations.values()):
+                    migration.stop()  # after its batch: it resumes on the next migrate()
+                for collection_id in list(self._states):
+                    self._drop_state(collection_id, wait=True)
+            finally:  # the store closes whatever a migration or a build did
+                self._store.close()
+                self._store = None
+
+    def __repr__(self) -> str:
+        return f"Database({str(self.path)!r})"
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._store is None
+
+    @property
+    def store(self) -> Store:
+        """The open store (internal)."""
+        if self._store is None:
+            raise DatabaseClosedError(f"database {self.path} is closed")
+        return self._store
+
+    # -- collections ---------------------------------------------------------------
+
+    def create_collection(
+        self,
+        name: str,
+        *,
+        dimension: int | None = None,
+        metric: Metric = "cosine",
+        embedder: str | None = "minilm",
+        model: str | None = None,
+        index: str | IndexSpec = "auto",
+        recall_target: float = DEFAULT_RECALL_TARGET,
+        reduce: int | None = None,
+        require_model: bool = True,
+    ) -> EmbeddedCollection:
+        check_collection_name(name)
+        space, embedder_name = collection_space(dimension, metric, embedder, model)
+        spec = IndexSpec.parse(index)
+        space = reduced_space(space, spec, reduce)
+        config = {
+            "index": spec.to_dict(),
+            "recall_target": check_recall_target(recall_target),
+            "require_model": check_require_model(require_model, embedder_name, model),
+        }
+        store = self.store
+        with store.write():
+            row = store.insert_collection(
+                name, space=space.to_dict(), embedder=embedder_name, config=config
+            )
+        return self._collection(row)
+
+    def get_collection(self, name: str) -> EmbeddedCollection:
+        check_name(name)
+        row = self.resolve(name)
+        return self._collection(row, alias=None if row.name == name else name)
+
+    # -- aliases -------------------------------------------------------------------
+
+    def create_alias(self, alias: str, collection: str) -> None:
+        check_collection_name(alias)
+        check_name(collection, "collection")
+        store = self.store
+        with store.write():
+            row = self._alias_target_row(collection)
+            store.check_name_free(alias)
+            store.set_alias(alias, row.id)
+            self._aliases = None
+
+    def switch_alias(self, alias: str, collection: str) -> None:
+        check_name(alias, "alias")
+        check_name(collection, "collection")
+        store = self.store
+        with store.write():
+            if alias not in store.aliases():
+                raise CollectionNotFoundError(f"no alias named {alias!r} in {self.path}")
+            row = self._alias_target_row(collection)
+            store.set_alias(alias, row.id)
+            self._aliases = None
+
+    def delete_alias(self, alias: str) -> None:
+        check_name(alias, "alias")
+        store = self.store
+        with store.write():
+            if not store.delete_alias(alias):
+                raise CollectionNotFoundError(f"no alias named {alias!r} in {self.path}")
+            self._aliases = None
+
+    def list_aliases(self) -> dict[str, str]:
+        store = self.store
+        with store.read():
+            names = {row.id: row.name for row in store.list_collections()}
+            return {alias: names[target] for alias, target in sorted(store.aliases().items())}
+
+    # -- migrations ----------------------------------------------------------------
+
+    def migrate(
+        self,
+        name: str,
+        *,
+        embedder: str | None = None,
+        reduce: int | None = None,
+        new_name: str | None = None,
+        background: bool = True,
+        progress: MigrationProgress | None = None,
+    ) -> Migration:
+        check_name(name)
+        check_text(embedder, "embedder", optional=True)
+        if reduce is not None:
+            check_non_negative(reduce, "reduce", minimum=1, maximum=MAX_DIMENSION)
+        if new_name is not None:
+            check_collection_name(new_name)
+        background = check_flag(background, "background")
+        check_callable(progress, "progress")
+        store = self.store
+        with store.write():
+            source = self.resolve(name)
+            wanted = (source.embedder or EXTERNAL) if embedder is None else embedder
+            for row in store.migrations(state="running"):
+                if row.alias != name:
+                    continue
+                target = store.collection_by_id(row.target_id)
+                target_reduce = None if target is None else target.space.get("reduce")
+                if row.embedder != wanted or target_reduce != reduce:
+                    raise InvalidArgumentError(
+                        f"a migration of {name!r} to embedder {row.embedder!r} (reduce "
+                        f"{target_reduce}) is running: finish it, or delete its target "
+                        "collection to cancel it"
+                    )
+                migration = self._migrations.setdefault(row.id, EmbeddedMigration(self, row))
+                break
+            else:
+                migration = self._new_migration(source, name, wanted, reduce, new_name)
+        if background:
+            return migration.start(progress)
+        migration.run(progress)
+        return migration
+
+    def _new_migration(
+        self,
+        source: CollectionRow,
+        name: str,
+        embedder: str,
+        reduce: int | None,
+        new_name: str | None,
+    ) -> EmbeddedMigration:
+        store = self.store
+        space = LatentSpace.from_dict(source.space)
+        copies = embedder == (source.embedder or EXTERNAL)  # the same space: copy vectors
+        if copies:
+            if reduce == space.reduce:
+                width = "at full width" if reduce is None else f"reduced to {reduce}"
+                raise InvalidArgumentError(
+                    f"collection {source.name!r} is already embedded with {embedder!r} and "
+                    f"indexed {width}: pass another embedder= or reduce= to migrate it"
+                )
+            if source.embedder is not None:
+                current = get_embedder(source.embedder).fingerprint
+                if current != space.fingerprint:
+                    raise InvalidArgumentError(
+                        f"embedder {source.embedder!r} has drifted from the vectors of "
+                        f"{source.name!r} (fingerprint {current} now, {space.fingerprint} "
+                        f"stored): copying them into its space would mix two; migrate with "
+                        f"embedder={source.embedder!r} given again after re-registering the "
+                        "old model, or to another embedder to re-embed"
+                    )
+        else:
+            get_embedder(embedder)  # an unknown name fails before anything else is said
+            missing = store.count_without_document(source.id)
+            if missing:
+                raise InvalidArgumentError(
+                    f"{missing} of the {store.count(source.id)} records of {source.name!r} have "
+                    "no document, so they cannot be re-embedded: give them documents or "
+                    "delete them"
+                )
+
+        def taken(candidate: str) -> bool:
+            try:
+                store.check_name_free(candidate)
+            except CollectionExistsError:
+                return True
+            return False
+
+        retired, default_new = version_names(source.name, taken)
+        is_alias = name in store.aliases()
+        state = self._collection(source)._bound
+        external = copies and source.embedder is None
+        target = self.create_collection(
+            new_name or default_new,
+            dimension=space.dimension if external else None,
+            metric=space.metric,
+            embedder=None if external else embedder,
+            model=space.model if external else None,
+            index=state.spec,
+            recall_target=state.recall_target,
+            reduce=reduce,
+            require_model=collection_requires_model(source.config),
+        )
+        migration_id = store.insert_migration(
+            alias=name,
+            source_id=source.id,
+            target_id=target._bound.row.id,
+            embedder=embedder,
+            retire_as=None if is_alias else retired,
+        )
+        row = next(m for m in store.migrations() if m.id == migration_id)
+        migration = self._migrations[migration_id] = EmbeddedMigration(self, row)
+        return migration
+
+    def list_migrations(self) -> list[Migration]:
+        return [
+            self._migrations.get(row.id) or EmbeddedMigration(self, row)
+            for row in self.store.migrations()
+        ]
+
+    def _collection_by_id(self, collection_id: int) -> EmbeddedCollection:
+        with self.store.lock:
+            row = self.store.collection_by_id(collection_id)
+            if row is None:
+                raise CollectionNotFoundError(f"collection {collection_id} was deleted")
+            return self._collection(row)
+
+    def _forget_index(self, collection_id: int) -> None:
+        """Drop a loaded index whose mirrored writes were rolled back."""
+        with self.store.lock:
+            state = self._states.get(collection_id)
+            if state is not None:
+                state.drop_index()
+                state.stale = True
+
+    def _renamed(self, collection_id: int) -> None:
+        """Take a collection's new name (given by this connection) into its state."""
+        with self.store.lock:
+            state = self._states.get(collection_id)
+            row = self.store.collection_by_id(collection_id)
+            if state is not None and row is not None:
+                state.row = replace(state.row, name=row.name)
+
+    def _alias_target_row(self, collection: str) -> CollectionRow:
+        row = self.store.collection_by_name(collection)
+        if row is None:
+            kind = "an alias" if collection in self.store.aliases() else "no collection"
+            raise CollectionNotFoundError(
+                f"{collection!r} is {kind}: an alias must name a collection"
+                if kind == "an alias"
+                else f"no collection named {collection!r} in {self.path}"
+            )
+        return row
+
+    def _alias_targets(self) -> dict[str, int]:
+        """Aliases → collection ids, read again once another connection has committed
+        (call under the store lock)."""
+        version = self.store.data_version()
+        if self._aliases is None or version != self._aliases_version:
+            self._aliases = self.store.aliases()
+            self._aliases_version = version
+        return self._aliases
+
+    def _row_by_id(self, collection_id: int, name: str) -> CollectionRow:
+        row = self.store.collection_by_id(collection_id)
+        if row is None:  # pragma: no cover - a foreign key keeps aliased collections
+            raise CollectionNotFoundError(f"alias {name!r} points at a deleted collection")
+        return row
+
+    def follow_alias(self, alias: str, current: CollectionState) -> CollectionState:
+        """The state of the collection ``alias`` points at now (``current`` if the
+        same).
+
+        Raises:
+            CollectionNotFoundError: the alias was deleted.
+        """
+        with self.store.lock:
+            target = self._alias_targets().get(alias)
+            if target is None:
+                raise CollectionNotFoundError(f"alias {alias!r} was deleted")
+            if target == current.row.id and self._states.get(target) is current:
+                return current
+            state = self._states.get(target)
+            if state is None:
+                state = self._collection(self._row_by_id(target, alias))._bound
+            return state
+
+    def resolve(self, name: str) -> CollectionRow:
+        """The collection called ``name``, through an alias or not.
+
+        Raises:
+            CollectionNotFoundError: neither a collection nor an alias.
+        """
+        with self.store.lock:
+            target = self._alias_targets().get(name)
+            if target is not None:
+                return self._row_by_id(target, name)
+            row = self.store.collection_by_name(name)
+        if row is None:
+            raise CollectionNotFoundError(f"no collection or alias named {name!r} in {self.path}")
+        return row
+
+    def get_or_create_collection(
+        self,
+        name: str,
+        *,
+        dimension: int | None = None,
+        metric: Metric = "cosine",
+        embedder: str | None = "minilm",
+        model: str | None = None,
+        index: str | IndexSpec = "auto",
+        recall_target: float = DEFAULT_RECALL_TARGET,
+        reduce: int | None = None,
+        require_model: bool = True,
+    ) -> EmbeddedCollection:
+        check_collection_name(name)
+        check_flag(require_model, "require_model")
+        try:
+            row: CollectionRow | None = self.resolve(name)
+        except CollectionNotFoundError:
+            row = None
+        if row is None:
+            try:
+                return self.create_collection(
+                    name,
+                    dimension=dimension,
+                    metric=metric,
+                    embedder=embedder,
+                    model=model,
+                    index=index,
+                    recall_target=recall_target,
+                    reduce=reduce,
+                    require_model=require_model,
+                )
+            except CollectionExistsError:  # another process created it meanwhile
+                row = self.store.collection_by_name(name)
+                if row is None:
+                    raise
+        existing = self.get_collection(name)
+        wanted = collection_space(dimension, metric, embedder, model)
+        check_same_space(name, (existing.space, row.embedder), wanted, reduce)
+        return existing
+
+    def list_collections(self) -> list[str]:
+        return [row.name for row in self.store.list_collections()]
+
+    def delete_collection(self, name: str) -> None:
+        check_name(name)
+        store = self.store
+        with store.write():
+            row = store.collection_by_name(name)
+            aliases = store.aliases()
+            if row is None and name in aliases:
+                raise InvalidArgumentError(
+                    f"{name!r} is an alias: delete_alias() it, or name the collection itself"
+                )
+            if row is None:
+                raise CollectionNotFoundError(f"no collection named {name!r} in {self.path}")
+            pointing = sorted(alias for alias, target in aliases.items() if target == row.id)
+            if pointing:
+                raise InvalidArgumentError(
+                    f"collection {name!r} is the target of alias {', '.join(map(repr, pointing))}:"
+                    " switch or delete the alias first"
+                )
+            if any(m.source_id == row.id for m in store.migrations(state="running")):
+                raise InvalidArgumentError(
+                    f"collection {name!r} is being migrated: delete the migration's target "
+                    "collection first to cancel it"
+                )
+            store.drop_collection(row.id)
+        self._drop_state(row.id)
+        shutil.rmtree(self.path / INDEX_FOLDER / str(row.id), ignore_errors=True)
+
+    def _collection(self, row: CollectionRow, *, alias: str | None = None) -> EmbeddedCollection:
+        state = self._states.get(row.id)
+        if state is None:
+            state = CollectionState(
+                row=row,
+                space=LatentSpace.from_dict(row.space),
+                spec=IndexSpec.parse(row.config.get("index", "flat")),
+                recall_target=float(row.config.get("recall_target", DEFAULT_RECALL_TARGET)),
+            )
+            self._states[row.id] = state
+        return EmbeddedCollection(self, state, alias=alias)
+
+    # -- keeping in step with the store (internal) ---------------------------------
+
+    def sync(self, state: CollectionState) -> None:
+        """Bring ``state`` up to date with every committed write (call under the lock).
+
+        Raises:
+            CollectionNotFoundError: the collection was deleted (here or elsewhere).
+        """
+        store = self.store
+        version = store.data_version()
+        if version != self._data_version:  # another connection committed something
+            self._data_version = version
+            for other in self._states.values():
+                other.stale = True
+        if self._states.get(state.row.id) is not state:
+            raise CollectionNotFoundError(f"collection {state.row.name!r} was deleted")
+        if not state.stale:
+            return
+        row = store.collection_by_id(state.row.id)
+        if row is None:
+            self._drop_state(state.row.id)
+            raise CollectionNotFoundError(f"collection {state.row.name!r} was deleted")
+        if row.name != state.row.name:  # renamed by a migration's switch
+            state.row = replace(state.row, name=row.name)
+        if row.config != state.row.config:  # e.g. another process set a recall target
+            state.row = row
+            state.recall_target = float(row.config.get("recall_target", DEFAULT_RECALL_TARGET))
+            if state.index is not None:
+                state.index.recall_target = state.recall_target
+        if state.index is not None:
+            state.apply(
+                store.changes_since(state.row.id, state.applied, dimension=state.space.dimension)
+            )
+        state.stale = False
+
+    def index(self, state: CollectionState) -> SegmentedIndex:
+        """The collection's index: loaded from its files and caught up with the store on
+        first use (call under the store lock)."""
+        self.sync(state)
+        if state.index is None:
+            index = self._new_index(state)
+            index.load()
+            self._install(state, index)
+        assert state.index is not None  # apply() only drops it when it raises
+        return state.index
+
+    def build_index(self, state: CollectionState) -> bool:
+        """optimize() for a collection whose index is not loaded and has nothing saved
+        (a bulk load): build it from rows streamed out of the store, never holding them
+        all in memory beside the index (call under the store lock). False, with the
+        index loaded as :meth:`index` does, when that does not apply."""
+        self.sync(state)
+        if state.index is not None:
+            return False
+        index = self._new_index(state)
+        index.load()
+        built = False
+        if not index.sealed:
+            dimension = state.space.dimension
+            with self.store.all_rows(state.row.id, dimension=dimension) as (count, parts):
+                built = index.build_from_parts(count, parts)
+        self._install(state, index)
+        return built
+
+    def _new_index(self, state: CollectionState) -> SegmentedIndex:
+        return SegmentedIndex(
+            dimension=state.space.dimension,
+            metric=state.space.metric,
+            spec=state.spec,
+            folder=self.path / INDEX_FOLDER / str(state.row.id),
+            lock=self.store.lock,
+            build_lock=self._build_lock(state),
+            recall_target=state.recall_target,
+            reduce=state.space.reduce,
+        )
+
+    def _build_lock(self, state: CollectionState) -> BuildLock:
+        """The lock that serializes index builds of a collection, one per folder here
+        (take it before the store's lock, see :class:`BuildLock`)."""
+        lock = self._build_locks.get(state.row.id)
+        if lock is None:
+            folder = self.path / INDEX_FOLDER / str(state.row.id)
+            lock = self._build_locks[state.row.id] = BuildLock(folder)
+        return lock
+
+    def _install(self, state: CollectionState, index: SegmentedIndex) -> None:
+        """Make ``index`` (its saved segments loaded) the collection's, reconciled with
+        the store in one snapshot: a segment row is live only while the store holds its
+        key at the sequence it indexed, and every other stored row is read back."""
+        store, dimension, collection_id = self.store, state.space.dimension, state.row.id
+        with store.read():
+            keys, sequences, ids = store.versions(collection_id)
+            missing = index.reconcile(keys, sequences)
+            state.index = index
+            state.ids = IdsByKey(ids)
+            if missing.size == keys.size:  # nothing live in a segment: read everything
+                state.apply(store.changes_since(collection_id, 0, dimension=dimension))
+            else:
+                state.apply(store.rows_by_key(missing.tolist(), dimension=dimension))
+
+    def _drop_state(self, collection_id: int, *, wait: bool = False) -> None:
+        state = self._states.pop(collection_id, None)
+        if state is not None and state.index is not None:
+            state.index.close(wait=wait)

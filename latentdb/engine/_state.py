@@ -1,0 +1,140 @@
+"""The engine's in-memory state of one collection: its row, its space, its index and
+the ids of its row keys."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from latentdb.index import IndexSpec, SegmentedIndex
+from latentdb.query import FilterCache
+from latentdb.space import LatentSpace
+from latentdb.store import Changes, CollectionRow
+
+__all__ = ["CollectionState", "IdsByKey"]
+
+
+class IdsByKey:
+    """User ids by row key, for answering queries without SQLite.
+
+    A dict, mirrored into a numpy object array indexed by key while the keys are dense
+    enough (keys are database-wide, so several collections' keys interleave): one fancy
+    index then maps a query's keys, a third of the time of dict lookups after a graph
+    search has left the dict's entries out of the CPU caches.
+    """
+
+    def __init__(self, pairs: Mapping[int, str] | None = None) -> None:
+        self._ids: dict[int, str] = dict(pairs or {})
+        self._array: npt.NDArray[np.object_] | None = None
+        self._offset = 0
+        self._mirror()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __getitem__(self, key: int) -> str:
+        return self._ids[key]
+
+    def _mirror(self) -> None:
+        """Rebuild the array (with room to grow), or drop it if keys are too sparse."""
+        self._array = None
+        if not self._ids:
+            return
+        low, high = min(self._ids), max(self._ids)
+        if high - low + 1 > _MAX_KEY_SPAN_PER_ID * len(self._ids) + 1024:
+            return
+        self._offset = 0 if low <= len(self._ids) else low  # 0: one subtraction less
+        array = np.empty(2 * (high - self._offset + 1) + 1024, dtype=object)
+        keys = np.fromiter(self._ids, dtype=np.int64, count=len(self._ids))
+        array[keys - self._offset] = list(self._ids.values())
+        self._array = array
+
+    def update(self, keys: npt.NDArray[np.int64], ids: Sequence[str]) -> None:
+        """Add or replace the ids of ``keys``."""
+        self._ids.update(zip(keys.tolist(), ids, strict=True))
+        array = self._array
+        if array is None or not keys.size:
+            if array is None and keys.size:
+                self._mirror()
+            return
+        rows = keys - self._offset
+        if rows.min() < 0 or rows.max() >= array.shape[0]:
+            self._mirror()
+        else:
+            array[rows] = ids if isinstance(ids, list) else list(ids)
+
+    def discard(self, keys: npt.NDArray[np.int64]) -> None:
+        """Forget ``keys`` (those not held are ignored)."""
+        for key in keys.tolist():
+            self._ids.pop(key, None)
+        array = self._array
+        if array is not None and keys.size:
+            rows = keys - self._offset
+            rows = rows[(rows >= 0) & (rows < array.shape[0])]
+            array[rows] = None
+
+    def lookup(self, keys: npt.NDArray[np.int64]) -> list[list[str]]:
+        """The ids of a (nq, k) matrix of held keys, as nested lists."""
+        array = self._array
+        if array is not None:
+            found: list[list[str]] = (
+                array[keys] if self._offset == 0 else array[keys - self._offset]
+            ).tolist()
+            return found
+        ids = self._ids
+        return [[ids[key] for key in row] for row in keys.tolist()]
+
+
+# The id array is kept while the keys span at most this many slots per id.
+_MAX_KEY_SPAN_PER_ID = 4
+
+
+@dataclass
+class CollectionState:
+    """What one Database knows of a collection: its space and, once loaded, its index.
+
+    ``ids`` maps the row keys the index holds to user ids, so a query that returns
+    only ids and distances needs no trip to SQLite.
+    """
+
+    row: CollectionRow
+    space: LatentSpace
+    spec: IndexSpec
+    recall_target: float
+    index: SegmentedIndex | None = None
+    ids: IdsByKey = field(default_factory=IdsByKey)
+    # The write sequence number the index reflects.
+    applied: int = 0
+    stale: bool = False
+    # Metadata as columns and recent filters, built on the first filtered query.
+    filters: FilterCache = field(default_factory=FilterCache)
+
+    def drop_index(self) -> None:
+        """Forget the loaded index; the next use loads it again from the store."""
+        if self.index is not None:
+            self.index.close(wait=False)
+        self.index, self.ids = None, IdsByKey()
+
+    def apply(self, changes: Changes) -> None:
+        """Mirror committed writes into the loaded index (a no-op until it is loaded)."""
+        index = self.index
+        if index is None:
+            return
+        try:
+            index.apply(
+                changes.keys,
+                changes.vectors,
+                changes.sequences,
+                changes.deleted,
+                changes.sequence,
+                adopt=changes.fresh,
+            )
+        except BaseException:
+            self.drop_index()  # half-applied: rebuilt from the store on next use
+            raise
+        self.ids.update(changes.keys, changes.ids)
+        self.ids.discard(changes.deleted)
+        self.applied = max(self.applied, changes.sequence)
