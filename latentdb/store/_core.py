@@ -9,7 +9,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from latentdb.errors import ReadOnlyError, StorageError
@@ -29,6 +29,7 @@ from latentdb.store._schema import (
     initialize,
     schema_stamp,
 )
+from latentdb.store._wal import CommitWatch
 
 # Seconds a connection waits for another process's write lock before giving up.
 _BUSY_TIMEOUT = 60.0
@@ -53,10 +54,6 @@ class StoreCore:
         self.lock = threading.RLock()
         self.read_only = False
         self._in_transaction = False
-        # The WAL index (the "-shm" file SQLite shares between connections), opened to
-        # read its header; see data_version().
-        self._shm: int | None = None
-        self._seen: tuple[bytes, int] | None = None  # (WAL index header, data_version)
         if not check_database_file(self.path):
             create_database_file(self.path, initialize)
         self._connection = self._open()
@@ -65,6 +62,7 @@ class StoreCore:
             self._connection.execute("PRAGMA synchronous = FULL")
             self._connection.execute("PRAGMA foreign_keys = ON")
             self._migrate()
+            self._commits = CommitWatch(self.path, self._ask_data_version, self._page_size)
         except BaseException as error:
             self._connection.close()
             raise _opening(error, self.path) from error.__cause__
@@ -137,9 +135,7 @@ class StoreCore:
             except sqlite3.Error as error:
                 raise (storage_error(error, companion_files(self.path)) or error) from error
             finally:
-                if self._shm is not None:
-                    os.close(self._shm)
-                    self._shm = None
+                self._commits.close()
 
     def _migrate(self) -> None:
         """Check that the file holds latentdb's schema, and bring it up to date.
@@ -215,38 +211,17 @@ class StoreCore:
             cause.add_note(f"rolling back failed too: {error}")
 
     def data_version(self) -> int:
-        """A number that changes when another connection commits (PRAGMA data_version).
-
-        Every query asks, so the pragma (6 us, 25 us with cold caches after a graph
-        search) runs only when the WAL index header has changed since it last ran: each
-        commit rewrites that header, counter and frame count (sqlite.org/walformat.html,
-        "the WAL-index header"). A header read half-written just differs and asks.
-        """
+        """A number that changes when another connection commits (PRAGMA data_version,
+        run only when the WAL-index header says it may have changed: see
+        :mod:`latentdb.store._wal`)."""
         with self.lock:
-            header = self._wal_index_header()
-            seen = self._seen
-            if header is not None and seen is not None and header == seen[0]:
-                return seen[1]
-            version = int(self._connection.execute("PRAGMA data_version").fetchone()[0])
-            if header is not None:  # read before the pragma: a commit between them only
-                self._seen = (header, version)  # makes the next call ask again
-            elif self._shm is None:
-                # Opened only now that our connection has read through the WAL: while
-                # it holds the WAL index open, no other connection deletes that file.
-                with suppress(OSError):
-                    self._shm = os.open(f"{self.path}-shm", os.O_RDONLY)
-            return version
+            return self._commits.data_version()
 
-    def _wal_index_header(self) -> bytes | None:
-        """Both copies of the WAL-index header (96 bytes), or None if not readable.
+    def _ask_data_version(self) -> int:
+        return int(self._connection.execute("PRAGMA data_version").fetchone()[0])
 
-        pread, not mmap: another process may truncate the file (a first connection
-        resets it), and touching a mapped page past the end kills us with SIGBUS.
-        """
-        if self._shm is None:
-            return None
-        header = os.pread(self._shm, 96, 0)
-        return header if len(header) == 96 else None
+    def _page_size(self) -> int:
+        return int(self._connection.execute("PRAGMA page_size").fetchone()[0])
 
     def next_sequence(self) -> int:
         """Take the next write sequence number (inside :meth:`write`)."""
