@@ -1,24 +1,30 @@
-"""Request bodies of the HTTP API, for the OpenAPI document.
+"""Request bodies of the HTTP API, typed for the OpenAPI document, with the interface's
+defaults.
 
-Fields are loosely typed on purpose: the engine checks every argument and raises the
-same named error (``DimensionMismatchError``, ``FilterError``, ...) it raises in
-process, so a client sees one set of messages whichever transport it uses. Unknown
-fields are refused, so a misspelled argument is an error rather than ignored.
-
-The OpenAPI document still says what each field takes (``schema=``), for readers and
-for the fuzzer, which then draws well-formed values of every size (tests/server).
+Each field has its real type (what JSON carries for the argument), so ``/openapi.json``
+describes every field, and its default is read from the signature of the method it
+feeds (``latentdb.api.Collection.query`` and so on), so the server cannot drift from
+the interface. The types document and are not enforced (``SkipValidation``): the
+implementation checks every argument and raises the same named error
+(``DimensionMismatchError``, ``FilterError``, ``InvalidVectorError``, ...) with the same
+message over HTTP as in process. Unknown fields are refused, so a misspelled argument is
+an error rather than ignored.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from collections.abc import Callable
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.config import JsonDict
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation
+
+from latentdb.api import Collection, Database
 
 __all__ = [
     "AliasBody",
     "AnalyzeBody",
+    "BinaryArray",
     "CreateAliasBody",
     "CreateCollectionBody",
     "DeleteBody",
@@ -30,6 +36,7 @@ __all__ = [
     "RecallTargetBody",
     "ScrollBody",
     "WriteBody",
+    "interface_default",
 ]
 
 VECTORS = (
@@ -41,75 +48,65 @@ WHERE_DOCUMENT = "Document filter: $contains, $not_contains, or full-text $match
 IMAGES = "Images as base64 of their encoded bytes (PNG, JPEG, ...), one per id or query."
 
 
+class BinaryArray(BaseModel):
+    """An array in the binary wire form: its little-endian float32 bytes in base64."""
+
+    dtype: Literal["float32"] = "float32"
+    shape: list[int] = Field(description="[n, d] for n vectors of d dimensions.")
+    data: str = Field(description="Base64 of the little-endian float32 bytes, row by row.")
+
+
+Ids = list[str] | str
+Vectors = list[float] | list[list[float]] | BinaryArray
+Where = dict[str, Any]
+GetField = Literal["documents", "metadatas", "vectors"]
+QueryField = Literal["distances", "documents", "metadatas", "vectors"]
+
+
+def interface_default(method: Callable[..., Any], parameter: str) -> Any:
+    """The default of ``parameter`` in the interface's ``method`` (its signature)."""
+    return inspect.signature(method).parameters[parameter].default
+
+
+def _argument(method: Callable[..., Any], parameter: str, description: str | None = None) -> Any:
+    """A field that feeds ``parameter`` of ``method``, with the interface's default."""
+    return Field(interface_default(method, parameter), description=description)
+
+
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-def _documented(default: Any, schema: JsonDict, description: str | None = None) -> Any:
-    """A field of any type (the engine checks it) documented as taking ``schema``."""
-    return Field(default, description=description, json_schema_extra=schema)
-
-
-def _nullable(schema: JsonDict) -> JsonDict:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-_STRING: JsonDict = {"type": "string"}
-_INTEGER: JsonDict = {"type": "integer"}
-_NUMBER: JsonDict = {"type": "number"}
-_BOOLEAN: JsonDict = {"type": "boolean"}
-_IDS: JsonDict = {"anyOf": [_STRING, {"type": "array", "items": _STRING}]}
-_NUMBERS: JsonDict = {"type": "array", "items": _NUMBER}
-_BINARY: JsonDict = {
-    "type": "object",
-    "properties": {
-        "dtype": {"type": "string", "enum": ["float32"]},
-        "shape": {"type": "array", "items": _INTEGER},
-        "data": _STRING,
-    },
-    "required": ["shape", "data"],
-}
-_VECTORS: JsonDict = _nullable({"anyOf": [_NUMBERS, {"type": "array", "items": _NUMBERS}, _BINARY]})
-_WHERE: JsonDict = _nullable({"type": "object"})
-_STRINGS: JsonDict = {"type": "array", "items": _STRING}
-_OPTIONAL_STRINGS: JsonDict = _nullable({"type": "array", "items": _nullable(_STRING)})
-_METADATAS: JsonDict = _nullable({"type": "array", "items": _nullable({"type": "object"})})
-_GET_INCLUDE: JsonDict = {
-    "type": "array",
-    "items": {"type": "string", "enum": ["documents", "metadatas", "vectors"]},
-}
-_QUERY_INCLUDE: JsonDict = {
-    "type": "array",
-    "items": {"type": "string", "enum": ["distances", "documents", "metadatas", "vectors"]},
-}
 
 
 class CreateCollectionBody(Body):
     """Arguments of ``create_collection`` / ``get_or_create_collection``."""
 
-    name: Any = Field(
-        description="1-128 letters, digits, '.', '_', '-'.", json_schema_extra=_STRING
+    name: SkipValidation[str] = Field(description="1-128 letters, digits, '.', '_', '-'.")
+    dimension: SkipValidation[int | None] = _argument(
+        Database.create_collection, "dimension", "Required without an embedder."
     )
-    dimension: Any = _documented(None, _nullable(_INTEGER), "Required without an embedder.")
-    metric: Any = _documented(
-        "cosine", {"type": "string", "enum": ["cosine", "l2", "ip"]}, "cosine, l2 or ip."
+    metric: SkipValidation[Literal["cosine", "l2", "ip"]] = _argument(
+        Database.create_collection, "metric", "cosine, l2 or ip."
     )
-    embedder: Any = _documented("minilm", _nullable(_STRING), "A registered embedder, or null.")
-    model: Any = _documented(
-        None, _nullable(_STRING), "Where the vectors come from (without an embedder)."
+    embedder: SkipValidation[str | None] = _argument(
+        Database.create_collection, "embedder", "A registered embedder, or null."
     )
-    index: Any = _documented(
-        "auto",
-        {"anyOf": [_STRING, {"type": "object"}]},
-        "auto, flat, hnsw, hnsw-sq8, ivf, ivf-pq, or fields.",
+    model: SkipValidation[str | None] = _argument(
+        Database.create_collection, "model", "Where the vectors come from (without an embedder)."
     )
-    recall_target: Any = _documented(0.95, _NUMBER, "Recall@10 approximate search is tuned to.")
-    reduce: Any = _documented(
-        None, _nullable(_INTEGER), "Index a PCA projection to this many dimensions."
+    index: SkipValidation[str | dict[str, Any]] = _argument(
+        Database.create_collection,
+        "index",
+        "auto, flat, hnsw, hnsw-sq8, ivf, ivf-pq, or the fields of an IndexSpec.",
     )
-    require_model: Any = _documented(
-        True,
-        _BOOLEAN,
+    recall_target: SkipValidation[float] = _argument(
+        Database.create_collection, "recall_target", "Recall@10 approximate search is tuned to."
+    )
+    reduce: SkipValidation[int | None] = _argument(
+        Database.create_collection, "reduce", "Index a PCA projection to this many dimensions."
+    )
+    require_model: SkipValidation[bool] = _argument(
+        Database.create_collection,
+        "require_model",
         "Writes of vectors must name their model (model=, the collection's); false "
         "accepts vectors without one. True needs model= without an embedder.",
     )
@@ -119,116 +116,124 @@ class CreateCollectionBody(Body):
 class CreateAliasBody(Body):
     """Arguments of ``create_alias``."""
 
-    alias: Any = Field(json_schema_extra=_STRING)
-    collection: Any = Field(json_schema_extra=_STRING)
+    alias: SkipValidation[str]
+    collection: SkipValidation[str]
 
 
 class AliasBody(Body):
     """The collection an alias is switched to."""
 
-    collection: Any = Field(json_schema_extra=_STRING)
+    collection: SkipValidation[str]
 
 
 class MigrateBody(Body):
     """Arguments of ``migrate`` (always in the background on the server)."""
 
-    name: Any = Field(json_schema_extra=_STRING)
-    embedder: Any = _documented(None, _nullable(_STRING))
-    reduce: Any = _documented(None, _nullable(_INTEGER))
-    new_name: Any = _documented(None, _nullable(_STRING))
+    name: SkipValidation[str]
+    embedder: SkipValidation[str | None] = _argument(Database.migrate, "embedder")
+    reduce: SkipValidation[int | None] = _argument(Database.migrate, "reduce")
+    new_name: SkipValidation[str | None] = _argument(Database.migrate, "new_name")
 
 
 class WriteBody(Body):
-    """Arguments of ``add``, ``upsert`` and ``update``."""
+    """Arguments of ``add``, ``upsert`` and ``update`` (their signatures are one)."""
 
-    ids: Any = Field(description="String ids (or one string).", json_schema_extra=_IDS)
-    vectors: Any = _documented(None, _VECTORS, VECTORS)
-    documents: Any = _documented(None, _OPTIONAL_STRINGS)
-    metadatas: Any = _documented(None, _METADATAS)
-    model: Any = _documented(None, _nullable(_STRING))
-    images: Any = _documented(None, _nullable(_STRINGS), IMAGES)
+    ids: SkipValidation[Ids] = Field(description="String ids (or one string).")
+    vectors: SkipValidation[Vectors | None] = _argument(Collection.add, "vectors", VECTORS)
+    documents: SkipValidation[list[str | None] | None] = _argument(Collection.add, "documents")
+    metadatas: SkipValidation[list[dict[str, Any] | None] | None] = _argument(
+        Collection.add, "metadatas"
+    )
+    model: SkipValidation[str | None] = _argument(Collection.add, "model")
+    images: SkipValidation[list[str] | None] = _argument(Collection.add, "images", IMAGES)
 
 
 class DeleteBody(Body):
     """Arguments of ``delete``."""
 
-    ids: Any = _documented(None, _nullable(_IDS))
-    where: Any = _documented(None, _WHERE, WHERE)
-    where_document: Any = _documented(None, _WHERE, WHERE_DOCUMENT)
+    ids: SkipValidation[Ids | None] = _argument(Collection.delete, "ids")
+    where: SkipValidation[Where | None] = _argument(Collection.delete, "where", WHERE)
+    where_document: SkipValidation[Where | None] = _argument(
+        Collection.delete, "where_document", WHERE_DOCUMENT
+    )
 
 
 class GetBody(Body):
     """Arguments of ``get``."""
 
-    ids: Any = _documented(None, _nullable(_IDS))
-    where: Any = _documented(None, _WHERE, WHERE)
-    limit: Any = _documented(None, _nullable(_INTEGER))
-    offset: Any = _documented(0, _INTEGER)
-    include: Any = _documented(["documents", "metadatas"], _GET_INCLUDE)
-    where_document: Any = _documented(None, _WHERE, WHERE_DOCUMENT)
+    ids: SkipValidation[Ids | None] = _argument(Collection.get, "ids")
+    where: SkipValidation[Where | None] = _argument(Collection.get, "where", WHERE)
+    limit: SkipValidation[int | None] = _argument(Collection.get, "limit")
+    offset: SkipValidation[int] = _argument(Collection.get, "offset")
+    include: SkipValidation[list[GetField]] = _argument(Collection.get, "include")
+    where_document: SkipValidation[Where | None] = _argument(
+        Collection.get, "where_document", WHERE_DOCUMENT
+    )
 
 
 class ScrollBody(Body):
     """One page of ``scroll``: the first without ``after``, the next with the cursor the
     previous page returned."""
 
-    batch: Any = _documented(1000, _INTEGER)
-    where: Any = _documented(None, _WHERE, WHERE)
-    where_document: Any = _documented(None, _WHERE, WHERE_DOCUMENT)
-    include: Any = _documented(["documents", "metadatas"], _GET_INCLUDE)
+    batch: SkipValidation[int] = _argument(Collection.scroll, "batch")
+    where: SkipValidation[Where | None] = _argument(Collection.scroll, "where", WHERE)
+    where_document: SkipValidation[Where | None] = _argument(
+        Collection.scroll, "where_document", WHERE_DOCUMENT
+    )
+    include: SkipValidation[list[GetField]] = _argument(Collection.scroll, "include")
     after: str | None = Field(None, description="The cursor the previous page returned.")
 
 
 class QueryBody(Body):
     """Arguments of ``query``."""
 
-    vectors: Any = _documented(None, _VECTORS, VECTORS)
-    texts: Any = _documented(None, _nullable({"anyOf": [_STRING, _STRINGS]}))
-    k: Any = _documented(10, _INTEGER)
-    where: Any = _documented(None, _WHERE, WHERE)
-    include: Any = _documented(["distances", "documents", "metadatas"], _QUERY_INCLUDE)
-    exact: Any = _documented(False, _BOOLEAN)
-    model: Any = _documented(None, _nullable(_STRING))
-    params: Any = _documented(
-        None,
-        _nullable({"type": "object", "additionalProperties": _INTEGER}),
-        'Search knobs for this call: {"ef": 128}.',
+    vectors: SkipValidation[Vectors | None] = _argument(Collection.query, "vectors", VECTORS)
+    texts: SkipValidation[list[str] | str | None] = _argument(Collection.query, "texts")
+    k: SkipValidation[int] = _argument(Collection.query, "k")
+    where: SkipValidation[Where | None] = _argument(Collection.query, "where", WHERE)
+    include: SkipValidation[list[QueryField]] = _argument(Collection.query, "include")
+    exact: SkipValidation[bool] = _argument(Collection.query, "exact")
+    model: SkipValidation[str | None] = _argument(Collection.query, "model")
+    params: SkipValidation[dict[str, int] | None] = _argument(
+        Collection.query, "params", 'Search knobs for this call: {"ef": 128}.'
     )
-    images: Any = _documented(None, _nullable(_STRINGS), IMAGES)
-    explain: Any = _documented(False, _BOOLEAN)
-    where_document: Any = _documented(None, _WHERE, WHERE_DOCUMENT)
-    hybrid: Any = _documented(False, _BOOLEAN)
-    hybrid_weights: Any = _documented(
-        (1.0, 1.0), {"type": "array", "items": _NUMBER, "minItems": 2, "maxItems": 2}
+    images: SkipValidation[list[str] | None] = _argument(Collection.query, "images", IMAGES)
+    explain: SkipValidation[bool] = _argument(Collection.query, "explain")
+    where_document: SkipValidation[Where | None] = _argument(
+        Collection.query, "where_document", WHERE_DOCUMENT
+    )
+    hybrid: SkipValidation[bool] = _argument(Collection.query, "hybrid")
+    hybrid_weights: SkipValidation[tuple[float, float]] = _argument(
+        Collection.query, "hybrid_weights"
     )
 
 
 class EvaluateBody(Body):
     """Arguments of ``evaluate``."""
 
-    queries: Any = _documented(None, _VECTORS, VECTORS)
-    k: Any = _documented(10, _INTEGER)
-    sample: Any = _documented(500, _INTEGER)
+    queries: SkipValidation[Vectors | None] = _argument(Collection.evaluate, "queries", VECTORS)
+    k: SkipValidation[int] = _argument(Collection.evaluate, "k")
+    sample: SkipValidation[int] = _argument(Collection.evaluate, "sample")
 
 
 class AnalyzeBody(Body):
     """Arguments of ``analyze``."""
 
-    sample: Any = _documented(2000, _INTEGER)
-    k: Any = _documented(10, _INTEGER)
+    sample: SkipValidation[int] = _argument(Collection.analyze, "sample")
+    k: SkipValidation[int] = _argument(Collection.analyze, "k")
 
 
 class MapBody(Body):
     """Arguments of ``map`` (and ``project``)."""
 
-    method: Any = _documented(
-        "pca", {"type": "string", "enum": ["pca", "umap", "tsne"]}, "pca, umap or tsne."
+    method: SkipValidation[Literal["pca", "umap", "tsne"]] = _argument(
+        Collection.map, "method", "pca, umap or tsne."
     )
-    sample: Any = _documented(5000, _INTEGER)
-    where: Any = _documented(None, _WHERE, WHERE)
+    sample: SkipValidation[int] = _argument(Collection.map, "sample")
+    where: SkipValidation[Where | None] = _argument(Collection.map, "where", WHERE)
 
 
 class RecallTargetBody(Body):
     """Argument of ``set_recall_target``."""
 
-    target: Any = Field(json_schema_extra=_NUMBER)
+    target: SkipValidation[float]

@@ -18,17 +18,32 @@ from latentdb.errors import LatentDBError, TransportError
 __all__ = ["ErrorBody", "document", "key_responses", "responses"]
 
 _WHY = {
-    400: "The request does not parse, or an argument is invalid (invalid_argument, "
-    "invalid_vector, dimension_mismatch, invalid_filter, embedder_error, ...).",
-    401: "No API key, or one this server does not know (unauthorized).",
-    403: "The API key may not do this: it is read-only, or not for this collection (forbidden).",
-    404: "No such collection, alias, migration or record (collection_not_found, not_found).",
-    409: "It conflicts with what is stored: the name is taken, an id is repeated, or the "
-    "vectors come from another model (collection_exists, duplicate_id, model_mismatch).",
-    413: "The body or a batch is over this server's limits (payload_too_large).",
-    500: "The server failed (internal_error; the reason is in its log) or its storage did "
-    "(storage_error).",
+    400: "The request does not parse, or an argument is invalid.",
+    401: "No API key, or one this server does not know.",
+    403: "The API key may not do this: it is read-only, or not for this collection.",
+    404: "No such collection, alias, migration or record.",
+    409: "It conflicts with what is stored: the name is taken, an id is repeated, the "
+    "vectors come from another model, or the database can only be read.",
+    413: "The body or a batch is over this server's limits.",
+    500: "The server failed (the reason is in its log) or its storage did.",
 }
+
+
+def _error_classes() -> list[type[LatentDBError]]:
+    """Every latentdb error a server can send (not the client's own TransportError)."""
+    found, pending = [], [LatentDBError]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if not issubclass(cls, TransportError):
+            found.append(cls)
+    return found
+
+
+def _description(status: int) -> str:
+    """Why a reply has ``status``, and the codes of latentdb.errors that send it."""
+    codes = sorted({cls.code for cls in _error_classes() if cls.status == status})
+    return f"{_WHY.get(status, 'A latentdb error.')} Codes: {', '.join(codes)}."
 
 
 class ErrorBody(BaseModel):
@@ -44,22 +59,18 @@ class ErrorBody(BaseModel):
 
 def _server_statuses() -> set[int]:
     """The statuses of 500 and above that a latentdb error can have (storage errors
-    included), less the client's own TransportError."""
-    found, pending = set(), [LatentDBError]
-    while pending:
-        cls = pending.pop()
-        pending.extend(cls.__subclasses__())
-        if cls.status >= 500 and not issubclass(cls, TransportError):
-            found.add(cls.status)
-    return found
+    included)."""
+    return {cls.status for cls in _error_classes() if cls.status >= 500}
 
 
-def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def responses(*statuses: int, write: bool = False) -> dict[int | str, dict[str, Any]]:
     """The ``responses=`` of a route that can send ``statuses``, besides those every
     route can send: 400 (a request that does not parse, a closed database), 413 (the
-    body limit applies to every route) and 500. A server that wants keys adds
-    :func:`key_responses` to every route but the open ones."""
-    return _described({400, 413, *statuses, *_server_statuses()})
+    body limit applies to every route) and 500 and up; 409 for a ``write`` (a read-only
+    database). A server that wants keys adds :func:`key_responses` to every route but
+    the open ones."""
+    wanted = {400, 413, *statuses, *_server_statuses()} | ({409} if write else set())
+    return _described(wanted)
 
 
 def key_responses() -> dict[int | str, dict[str, Any]]:
@@ -69,7 +80,7 @@ def key_responses() -> dict[int | str, dict[str, Any]]:
 
 def _described(statuses: set[int]) -> dict[int | str, dict[str, Any]]:
     return {
-        status: {"model": ErrorBody, "description": _WHY.get(status, "A latentdb error.")}
+        status: {"model": ErrorBody, "description": _description(status)}
         for status in sorted(statuses)
     }
 

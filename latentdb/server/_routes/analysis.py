@@ -9,19 +9,22 @@ from latentdb.server._access import Authorized
 from latentdb.server._models import AnalyzeBody, MapBody
 from latentdb.server._openapi import responses
 from latentdb.server._plumbing import AnsweringRoute, json_response
+from latentdb.server._replies import SpaceMapReply, SpaceReportReply
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["analysis"], route_class=AnsweringRoute)
 
 
-@router.post("/analyze", summary="analyze", responses=responses(404))
+@router.post(
+    "/analyze", summary="analyze", response_model=SpaceReportReply, responses=responses(404)
+)
 def analyze(name: str, body: AnalyzeBody, access: Authorized) -> Response:
     report = access.collection(name, write=False).analyze(sample=body.sample, k=body.k)
     return json_response(report.to_dict())
 
 
-@router.post("/map", summary="map", responses=responses(404))
+@router.post("/map", summary="map", response_model=SpaceMapReply, responses=responses(404))
 def map_records(name: str, body: MapBody, access: Authorized) -> Response:
     found = access.collection(name, write=False)
     space_map = found.map(method=body.method, sample=body.sample, where=body.where)

@@ -13,6 +13,13 @@ from latentdb.server._access import Authorized
 from latentdb.server._models import CreateCollectionBody, RecallTargetBody
 from latentdb.server._openapi import responses
 from latentdb.server._plumbing import AnsweringRoute, json_response
+from latentdb.server._replies import (
+    CollectionReply,
+    DeletedReply,
+    IndexStatusReply,
+    OptimizedReply,
+    RecallTargetReply,
+)
 
 __all__ = ["router"]
 
@@ -31,30 +38,52 @@ def info(found: Collection) -> dict[str, Any]:
     }
 
 
-@router.get("", tags=["collections"], summary="list_collections", responses=responses())
+@router.get(
+    "",
+    tags=["collections"],
+    summary="list_collections",
+    response_model=list[str],
+    responses=responses(),
+)
 def list_collections(access: Authorized) -> Response:
     access.check(write=False)
     names = access.database.list_collections()
     return json_response([name for name in names if access.allows(name)])
 
 
-@router.post("", tags=["collections"], summary="create_collection", responses=responses(409))
+@router.post(
+    "",
+    tags=["collections"],
+    summary="create_collection",
+    response_model=CollectionReply,
+    responses=responses(409),
+)
 def create_collection(body: CreateCollectionBody, access: Authorized) -> Response:
     access.check(str(body.name), write=True)
     database = access.database
     make = database.get_or_create_collection if body.get_or_create else None
     make = make or database.create_collection
-    arguments = body.model_dump(exclude={"name", "get_or_create"})
+    arguments = {field: value for field, value in body if field not in {"name", "get_or_create"}}
     return json_response(info(make(body.name, **arguments)))
 
 
-@router.get("/{name}", tags=["collections"], summary="get_collection", responses=responses(404))
+@router.get(
+    "/{name}",
+    tags=["collections"],
+    summary="get_collection",
+    response_model=CollectionReply,
+    responses=responses(404),
+)
 def get_collection(name: str, access: Authorized) -> Response:
     return json_response(info(access.collection(name, write=False)))
 
 
 @router.delete(
-    "/{name}", tags=["collections"], summary="delete_collection", responses=responses(404)
+    "/{name}",
+    tags=["collections"],
+    summary="delete_collection",
+    response_model=DeletedReply,
+    responses=responses(404, write=True),
 )
 def delete_collection(name: str, access: Authorized) -> Response:
     access.check(name, write=True)
@@ -65,20 +94,36 @@ def delete_collection(name: str, access: Authorized) -> Response:
 # -- the index -------------------------------------------------------------------------
 
 
-@router.post("/{name}/optimize", tags=["index"], summary="optimize", responses=responses(404))
+@router.post(
+    "/{name}/optimize",
+    tags=["index"],
+    summary="optimize",
+    response_model=OptimizedReply,
+    responses=responses(404, write=True),
+)
 def optimize(name: str, access: Authorized) -> Response:
     access.collection(name, write=True).optimize()
     return json_response({"optimized": True})
 
 
-@router.get("/{name}/index", tags=["index"], summary="index_status", responses=responses(404))
+@router.get(
+    "/{name}/index",
+    tags=["index"],
+    summary="index_status",
+    response_model=IndexStatusReply,
+    responses=responses(404),
+)
 def index_status(name: str, access: Authorized) -> Response:
     status = access.collection(name, write=False).index_status()
     return json_response(dataclasses.asdict(status))
 
 
 @router.put(
-    "/{name}/recall_target", tags=["index"], summary="set_recall_target", responses=responses(404)
+    "/{name}/recall_target",
+    tags=["index"],
+    summary="set_recall_target",
+    response_model=RecallTargetReply,
+    responses=responses(404, write=True),
 )
 def set_recall_target(name: str, body: RecallTargetBody, access: Authorized) -> Response:
     access.collection(name, write=True).set_recall_target(body.target)

@@ -15,6 +15,7 @@ from latentdb.server._access import Access, Authorized
 from latentdb.server._models import MigrateBody
 from latentdb.server._openapi import responses
 from latentdb.server._plumbing import AnsweringRoute, json_response, scrub
+from latentdb.server._replies import MigrationEntry, MigrationReply
 
 __all__ = ["router"]
 
@@ -74,7 +75,12 @@ def migration_names(database: Database, name: object, new_name: object) -> set[s
     return names | {default_new if new_name is None else str(new_name)}
 
 
-@router.post("", summary="migrate (in the background)", responses=responses(404, 409))
+@router.post(
+    "",
+    summary="migrate (in the background)",
+    response_model=MigrationReply,
+    responses=responses(404, 409),
+)
 def migrate(body: MigrateBody, access: Authorized) -> Response:
     access.check(str(body.name), write=True)
     if access.key is not None and access.key.collections is not None:
@@ -92,7 +98,9 @@ def migrate(body: MigrateBody, access: Authorized) -> Response:
     return _reply(access, migration, running=True)
 
 
-@router.get("", summary="list_migrations", responses=responses())
+@router.get(
+    "", summary="list_migrations", response_model=list[MigrationEntry], responses=responses()
+)
 def list_migrations(access: Authorized) -> Response:
     access.check(write=False)
     replies = []
@@ -106,6 +114,7 @@ def list_migrations(access: Authorized) -> Response:
 @router.get(
     "/{migration_id}",
     summary="Migration status; ?wait=SECONDS waits for a background run to end",
+    response_model=MigrationReply,
     responses=responses(404),
 )
 def migration_status(
@@ -123,7 +132,12 @@ def migration_status(
     return _reply(access, migration, running=False)
 
 
-@router.post("/{migration_id}/stop", summary="Migration.stop", responses=responses(404))
+@router.post(
+    "/{migration_id}/stop",
+    summary="Migration.stop",
+    response_model=MigrationReply,
+    responses=responses(404, write=True),
+)
 def stop_migration(migration_id: int, access: Authorized) -> Response:
     migration = _find(access, migration_id, write=True)
     migration.stop()

@@ -13,13 +13,20 @@ from latentdb.server._access import Authorized, VectorForm, images
 from latentdb.server._models import EvaluateBody, QueryBody
 from latentdb.server._openapi import responses
 from latentdb.server._plumbing import AnsweringRoute, json_response
+from latentdb.server._replies import QueryReply, RecallReportReply
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/collections/{name}", route_class=AnsweringRoute)
 
 
-@router.post("/query", tags=["search"], summary="query", responses=responses(404, 409))
+@router.post(
+    "/query",
+    tags=["search"],
+    summary="query",
+    response_model=QueryReply,
+    responses=responses(404, 409),
+)
 def query(name: str, body: QueryBody, access: Authorized, form: VectorForm) -> Response:
     access.batch(
         max(
@@ -49,7 +56,13 @@ def query(name: str, body: QueryBody, access: Authorized, form: VectorForm) -> R
     return json_response(query_result_to_wire(result, form))
 
 
-@router.post("/evaluate", tags=["index"], summary="evaluate", responses=responses(404))
+@router.post(
+    "/evaluate",
+    tags=["index"],
+    summary="evaluate",
+    response_model=RecallReportReply,
+    responses=responses(404),
+)
 def evaluate(name: str, body: EvaluateBody, access: Authorized) -> Response:
     access.batch(rows_of(body.queries), "queries")
     report = access.collection(name, write=False).evaluate(

@@ -13,6 +13,13 @@ from latentdb.server._access import Access, Authorized, Scrolls, VectorForm, ima
 from latentdb.server._models import DeleteBody, GetBody, ScrollBody, WriteBody
 from latentdb.server._openapi import responses
 from latentdb.server._plumbing import AnsweringRoute, json_response
+from latentdb.server._replies import (
+    CountReply,
+    DeletedCountReply,
+    GetReply,
+    ScrollReply,
+    WrittenReply,
+)
 
 __all__ = ["router"]
 
@@ -56,18 +63,24 @@ for _method, _verb in (("POST", "add"), ("PUT", "upsert"), ("PATCH", "update")):
         _writer(_verb),
         methods=[_method],
         summary=_verb,
+        response_model=WrittenReply,
         responses=responses(404, 409),
     )
 
 
-@router.post("/delete", summary="delete", responses=responses(404))
+@router.post(
+    "/delete",
+    summary="delete",
+    response_model=DeletedCountReply,
+    responses=responses(404, write=True),
+)
 def delete(name: str, body: DeleteBody, access: Authorized) -> Response:
     found = access.collection(name, write=True)
     deleted = found.delete(body.ids, where=body.where, where_document=body.where_document)
     return json_response({"deleted": deleted})
 
 
-@router.post("/get", summary="get", responses=responses(404))
+@router.post("/get", summary="get", response_model=GetReply, responses=responses(404))
 def get(name: str, body: GetBody, access: Authorized, form: VectorForm) -> Response:
     if isinstance(body.ids, list):
         access.batch(len(body.ids), "ids")
@@ -82,7 +95,9 @@ def get(name: str, body: GetBody, access: Authorized, form: VectorForm) -> Respo
     return json_response(get_result_to_wire(result, form))
 
 
-@router.post("/scroll", summary="scroll, a page a call", responses=responses(404))
+@router.post(
+    "/scroll", summary="scroll, a page a call", response_model=ScrollReply, responses=responses(404)
+)
 def scroll(
     name: str, body: ScrollBody, access: Authorized, form: VectorForm, cursors: Scrolls
 ) -> Response:
@@ -109,6 +124,6 @@ def scroll(
     return json_response({"page": get_result_to_wire(page, form), "after": token})
 
 
-@router.get("/count", summary="count", responses=responses(404))
+@router.get("/count", summary="count", response_model=CountReply, responses=responses(404))
 def count(name: str, access: Authorized) -> Response:
     return json_response({"count": access.collection(name, write=False).count()})

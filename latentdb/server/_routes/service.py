@@ -9,6 +9,7 @@ import latentdb
 from latentdb.server._access import Authorized
 from latentdb.server._openapi import responses
 from latentdb.server._plumbing import AnsweringRoute, json_response
+from latentdb.server._replies import HealthReply
 
 __all__ = ["health", "metrics"]
 
@@ -17,7 +18,12 @@ health = APIRouter(tags=["service"], route_class=AnsweringRoute)
 metrics = APIRouter(tags=["service"], route_class=AnsweringRoute)
 
 
-@health.get("/healthz", summary="Liveness: 200 while the database is open", responses=responses())
+@health.get(
+    "/healthz",
+    summary="Liveness: 200 while the database is open",
+    response_model=HealthReply,
+    responses=responses(),
+)
 def healthz(request: Request) -> Response:
     request.app.state.database.list_collections()  # raises DatabaseClosedError once closed
     return json_response({"status": "ok", "version": latentdb.__version__})
