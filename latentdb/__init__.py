@@ -11,6 +11,7 @@ Start with :func:`connect`::
 """
 
 from latentdb._connect import connect
+from latentdb._version import __version__
 from latentdb.api import (
     Collection,
     Database,
@@ -54,8 +55,6 @@ from latentdb.errors import (
     TransportError,
 )
 from latentdb.space import LatentSpace
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AuthError",

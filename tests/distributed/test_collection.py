@@ -6,7 +6,6 @@ collections too; these tests cover what only sharding has.
 
 from __future__ import annotations
 
-import inspect
 import json
 import sqlite3
 from pathlib import Path
@@ -17,8 +16,6 @@ import pytest
 
 import latentdb
 from latentdb import (
-    Collection,
-    Database,
     DimensionMismatchError,
     DuplicateIdError,
     InvalidArgumentError,
@@ -257,24 +254,3 @@ def test_the_driver_requires_the_model_and_an_older_catalog_does_not(
         assert not reopened.require_model
         reopened.add(["d"], vectors=vectors(1, seed=1))
         assert reopened.count() == 4
-
-
-def _parameters(member: Any) -> list[tuple[str, Any, Any]]:
-    function = member.fget if isinstance(member, property) else member
-    return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
-
-
-@pytest.mark.parametrize(
-    ("embedded", "sharded_class"),
-    [(Database, ShardedDatabase), (Collection, ShardedCollection)],
-)
-def test_sharded_classes_take_every_argument_of_the_embedded_ones(
-    embedded: type, sharded_class: type
-) -> None:
-    assert issubclass(sharded_class, embedded)
-    for name, member in vars(embedded).items():
-        if name.startswith("_") or not (callable(member) or isinstance(member, property)):
-            continue
-        theirs = _parameters(member)
-        mine = _parameters(getattr(sharded_class, name))
-        assert mine[: len(theirs)] == theirs, name  # sharding may add keywords after

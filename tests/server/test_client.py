@@ -1,10 +1,8 @@
-"""The client is the embedded API: same signatures, and the same answers on both
-transports for what the shared API suite does not cover (explain, hybrid, scroll,
-indexes, images, migrations)."""
+"""The same answers from the client and the engine for what the shared API suite does
+not cover (explain, hybrid, scroll, indexes, images, migrations)."""
 
 from __future__ import annotations
 
-import inspect
 import io
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,17 +16,14 @@ from PIL import Image
 
 import latentdb
 from latentdb import (
-    Collection,
     Database,
     EmbedderError,
     IndexStatus,
     InvalidArgumentError,
-    Migration,
     ModelRequiredError,
     QueryResult,
     RecallReport,
 )
-from latentdb.client import RemoteCollection, RemoteDatabase, RemoteMigration
 from latentdb.embed import register, unregister
 from latentdb.query import QueryPlan
 from tests.conftest import HashingEmbedder, SessionServer
@@ -38,36 +33,6 @@ from tests.conftest import HashingEmbedder, SessionServer
 MODEL = "test/vectors"
 
 pytestmark = pytest.mark.transports
-
-# Methods of the embedded classes that only the engine uses (the store, its lock).
-INTERNAL = {"sync", "index", "build_index", "follow_alias", "run"}
-
-
-def _signature(member: Any) -> list[tuple[str, Any, Any, Any]]:
-    function = member.fget if isinstance(member, property) else member
-    return [
-        (p.name, p.kind, p.default, p.annotation)
-        for p in inspect.signature(function).parameters.values()
-    ]
-
-
-@pytest.mark.parametrize(
-    ("embedded", "remote"),
-    [(Database, RemoteDatabase), (Collection, RemoteCollection), (Migration, RemoteMigration)],
-)
-def test_remote_classes_have_every_public_member_with_its_signature(
-    embedded: type, remote: type
-) -> None:
-    assert issubclass(remote, embedded)
-    for name, member in vars(embedded).items():
-        if (
-            name.startswith("_")
-            or name in INTERNAL
-            or (not callable(member) and not isinstance(member, property))
-        ):
-            continue
-        assert name in vars(remote), f"{remote.__name__} does not implement {name}"
-        assert _signature(vars(remote)[name]) == _signature(member), name
 
 
 class PixelEmbedder(HashingEmbedder):
