@@ -26,7 +26,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-import latentdb
+from latentdb._version import __version__
 from latentdb.api import Database
 from latentdb.errors import InvalidArgumentError, LatentDBError, NotFoundError
 from latentdb.server._auth import Keyring
@@ -70,7 +70,7 @@ def create_app(
     """
     app = FastAPI(
         title="latentdb",
-        version=latentdb.__version__,
+        version=__version__,
         description=(
             "A vector database that indexes a model's latent space. Send the API key as "
             "`Authorization: Bearer KEY`. Errors are `{code, status, message}`."

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
-import latentdb
+from latentdb._version import __version__
 from latentdb.server._access import Authorized
 from latentdb.server._openapi import responses
 from latentdb.server._plumbing import AnsweringRoute, json_response
@@ -26,7 +26,7 @@ metrics = APIRouter(tags=["service"], route_class=AnsweringRoute)
 )
 def healthz(request: Request) -> Response:
     request.app.state.database.list_collections()  # raises DatabaseClosedError once closed
-    return json_response({"status": "ok", "version": latentdb.__version__})
+    return json_response({"status": "ok", "version": __version__})
 
 
 @metrics.get(
