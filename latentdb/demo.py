@@ -2,17 +2,34 @@
 
 Every machine with Python has it, so the demo needs no download. The sources are read
 with :mod:`ast`, never imported, so no module's import-time side effects run.
+``latentdb demo`` builds its collection with :func:`demo_collection`,
+:func:`stdlib_docstrings` and :func:`add_docstrings`, and times the model's loading with
+:func:`load_model`.
 """
 
 from __future__ import annotations
 
 import ast
 import sysconfig
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEMO_QUESTIONS", "DocstringRecord", "stdlib_docstrings"]
+from latentdb.api import Collection, Database
+from latentdb.embed import get_embedder
+
+__all__ = [
+    "DEMO_COLLECTION",
+    "DEMO_QUESTIONS",
+    "DocstringRecord",
+    "add_docstrings",
+    "demo_collection",
+    "load_model",
+    "stdlib_docstrings",
+]
+
+DEMO_COLLECTION = "stdlib"
 
 DEMO_QUESTIONS = (
     "how do I read a CSV file?",
@@ -107,3 +124,51 @@ def _documented(tree: ast.Module, module: str) -> Iterator[tuple[str, str, str]]
                 yield name, kind, docstring
             if isinstance(child, ast.ClassDef):
                 stack.append((child, name))
+
+
+def demo_collection(database: Database) -> Collection:
+    """The demo's collection (:data:`DEMO_COLLECTION`): the one built earlier, whatever
+    its model, or a new one with the default embedder."""
+    if DEMO_COLLECTION in database.list_collections():
+        return database.get_collection(DEMO_COLLECTION)
+    return database.create_collection(DEMO_COLLECTION)
+
+
+def add_docstrings(
+    collection: Collection,
+    records: Sequence[DocstringRecord],
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Embed and add docstring records (ids, documents, metadata) to a collection.
+
+    Args:
+        collection: A collection with an embedder, e.g. :func:`demo_collection`'s.
+        records: From :func:`stdlib_docstrings`.
+        progress: Called with the number of records embedded so far.
+    """
+    collection.add(
+        [record.id for record in records],
+        documents=[record.document for record in records],
+        metadatas=[dict(record.metadata) for record in records],
+        progress=progress,
+    )
+
+
+def load_model(embedder: str | None) -> float:
+    """Load an embedder, so that later timings are of embedding alone.
+
+    Args:
+        embedder: A collection's embedder name (None: nothing to load).
+
+    Returns:
+        The seconds taken: the embedder's fingerprint and a first text (models load
+        on first use).
+    """
+    if embedder is None:
+        return 0.0
+    started = time.perf_counter()
+    model = get_embedder(embedder)
+    _ = model.fingerprint
+    model.embed_texts(["a first text loads the model"])
+    return time.perf_counter() - started

@@ -5,9 +5,15 @@ The reading half is shared by every way of ingesting: :func:`corpus_files` names
 files (one kind each, by suffix: :data:`JSON_SUFFIXES`, :data:`PARQUET_SUFFIXES`, or a
 folder of Parquet files), :func:`check_columns` says which wanted column a file lacks,
 and :func:`records_from_columns` turns a batch of columns into :class:`Records` (string
-ids, documents, ready vectors, metadata). :func:`ingest` reads files with pyarrow in
-this process and writes into any :class:`~latentdb.api.Collection` through its public
-methods, skipping ids stored already, so a run that stopped resumes where it was.
+ids, documents, ready vectors, metadata).
+
+In this process, :func:`read_corpus` reads the files with pyarrow and
+:func:`write_records` writes into any :class:`~latentdb.api.Collection` through its
+public methods, skipping ids stored already, so a run that stopped resumes where it
+was::
+
+    report = write_records(collection, read_corpus("corpus.jsonl", metadata_fields=["kind"]))
+
 :func:`latentdb.distributed.ingest` reads the same files with Ray Data instead and
 embeds across a cluster.
 """
@@ -35,7 +41,6 @@ __all__ = [
     "check_columns",
     "corpus_files",
     "corpus_kind",
-    "ingest",
     "read_corpus",
     "records_from_columns",
     "write_records",
@@ -265,10 +270,16 @@ def read_corpus(
         An iterator of :class:`Records`.
 
     Raises:
-        InvalidArgumentError: see :func:`corpus_files`; a batch_size or limit under 1;
-            while iterating, a file without a wanted column (:func:`check_columns`).
+        InvalidArgumentError: see :func:`corpus_files`; neither text_field nor
+            vector_field; a batch_size or limit under 1; while iterating, a file without
+            a wanted column (:func:`check_columns`).
         ImportError: pyarrow is not installed (while iterating).
     """
+    if text_field is None and vector_field is None:
+        raise InvalidArgumentError(
+            "ingest embeds text_field with the collection's embedder: give text_field=, "
+            "or vector_field= for ready vectors"
+        )
     _check_positive(batch_size, "batch_size")
     if limit is not None:
         _check_positive(limit, "limit")
@@ -372,64 +383,3 @@ def write_records(
     return IngestReport(
         read=read, skipped=skipped, written=read - skipped, seconds=time.perf_counter() - started
     )
-
-
-def ingest(
-    collection: Collection,
-    source: Source,
-    *,
-    id_field: str = "id",
-    text_field: str | None = "text",
-    vector_field: str | None = None,
-    model: str | None = None,
-    metadata_fields: Sequence[str] = (),
-    batch_size: int = 256,
-    limit: int | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> IngestReport:
-    """Embed a JSONL or Parquet corpus in this process and add it to a collection.
-
-    Records whose id is stored already are skipped before embedding, so running again
-    after an interruption finishes the job without redoing it. For a corpus too large
-    for one machine, :func:`latentdb.distributed.ingest` does the same with Ray Data.
-
-    Args:
-        collection: Any collection; with an embedder unless ``vector_field`` is given.
-        source: A JSONL file (``.jsonl``, ``.json``, ``.ndjson``, optionally ``.gz``),
-            a Parquet file or folder (``.parquet``, ``.pq``), or a list of them.
-        id_field: The column of unique string (or integer) ids.
-        text_field: The column embedded and stored as each record's document (None:
-            no document; then ``vector_field`` is needed).
-        vector_field: A column of ready vectors to add instead of embedding texts.
-        model: The model the ``vector_field`` vectors come from (as ``add(model=)``).
-        metadata_fields: Columns stored as each record's metadata (flat scalars).
-        batch_size: Records embedded and written at a time.
-        limit: Read at most this many records.
-        progress: Called with the number of records read so far.
-
-    Returns:
-        An :class:`IngestReport`.
-
-    Raises:
-        InvalidArgumentError: an unknown file type, a missing file, a column missing
-            from the corpus, neither text_field nor vector_field, or a batch_size or
-            limit under 1.
-        ImportError: pyarrow is not installed.
-        EmbedderError: a record has no text to embed.
-        LatentDBError: whatever ``collection.add`` refuses.
-    """
-    if text_field is None and vector_field is None:
-        raise InvalidArgumentError(
-            "ingest embeds text_field with the collection's embedder: give text_field=, "
-            "or vector_field= for ready vectors"
-        )
-    batches = read_corpus(
-        source,
-        id_field=id_field,
-        text_field=text_field,
-        vector_field=vector_field,
-        metadata_fields=metadata_fields,
-        batch_size=batch_size,
-        limit=limit,
-    )
-    return write_records(collection, batches, model=model, progress=progress)

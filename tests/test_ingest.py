@@ -20,7 +20,6 @@ from latentdb.ingest import (
     check_columns,
     corpus_files,
     corpus_kind,
-    ingest,
     read_corpus,
     records_from_columns,
     write_records,
@@ -155,16 +154,17 @@ def test_read_corpus_checks_arguments_at_once_and_columns_per_file(tmp_path: Pat
         next(batches)
 
 
-def test_ingest_embeds_and_resumes_by_id(tmp_path: Path, hashing_embedder: HashingEmbedder) -> None:
+def test_read_and_write_embed_and_resume_by_id(
+    tmp_path: Path, hashing_embedder: HashingEmbedder
+) -> None:
     corpus = _jsonl(tmp_path / "animals.jsonl", _animals(12))
     with latentdb.connect(tmp_path / "db") as db:
         collection = db.create_collection("animals", embedder="test-hashing")
-        first = ingest(collection, corpus, metadata_fields=["kind"], limit=5)
+        first = write_records(collection, read_corpus(corpus, metadata_fields=["kind"], limit=5))
         assert (first.read, first.skipped, first.written) == (5, 0, 5)
         seen: list[int] = []
-        again = ingest(
-            collection, corpus, metadata_fields=["kind"], batch_size=4, progress=seen.append
-        )
+        batches = read_corpus(corpus, metadata_fields=["kind"], batch_size=4)
+        again = write_records(collection, batches, progress=seen.append)
         assert (again.read, again.skipped, again.written) == (12, 5, 7)
         assert seen == [4, 8, 12] and again.seconds > 0 and again.rate > 0
         assert collection.count() == 12
@@ -175,24 +175,24 @@ def test_ingest_embeds_and_resumes_by_id(tmp_path: Path, hashing_embedder: Hashi
     assert hashing_embedder.calls == 1 + 2 + 1
 
 
-def test_ingest_refuses_a_record_without_text_before_writing_its_batch(
+def test_a_record_without_text_is_refused_before_its_batch_is_written(
     tmp_path: Path, hashing_embedder: HashingEmbedder
 ) -> None:
     corpus = _jsonl(tmp_path / "c.jsonl", [{"id": "a", "text": "fine"}, {"id": "b", "text": None}])
     with latentdb.connect(tmp_path / "db") as db:
         collection = db.create_collection("c", embedder="test-hashing")
         with pytest.raises(EmbedderError, match="record 'b' has no 'text' to embed"):
-            ingest(collection, corpus)
+            write_records(collection, read_corpus(corpus))
         assert collection.count() == 0
         with pytest.raises(InvalidArgumentError, match="give text_field="):
-            ingest(collection, corpus, text_field=None)
+            read_corpus(corpus, text_field=None)
 
 
 @pytest.mark.transports
-def test_ingest_adds_ready_vectors_on_every_transport(
+def test_ready_vectors_are_written_on_every_transport(
     db: latentdb.Database, tmp_path: Path
 ) -> None:
-    """ingest writes through the public get and add alone, so it serves any Collection."""
+    """write_records uses the public get and add alone, so it serves any Collection."""
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(10, 4)).astype(np.float32)
     corpus = tmp_path / "vectors.parquet"
@@ -200,19 +200,12 @@ def test_ingest_adds_ready_vectors_on_every_transport(
     pq.write_table(pa.table(table), corpus)
     collection = db.create_collection("v", dimension=4, metric="l2", embedder=None, model=MODEL)
     collection.add(["k0"], vectors=vectors[:1], model=MODEL)
+    fields = {"id_field": "key", "text_field": None, "vector_field": "embedding"}
     with pytest.raises(ModelRequiredError):
-        ingest(collection, corpus, id_field="key", text_field=None, vector_field="embedding")
+        write_records(collection, read_corpus(corpus, **fields))
     assert collection.count() == 1
-    report = ingest(
-        collection,
-        corpus,
-        id_field="key",
-        text_field=None,
-        vector_field="embedding",
-        model=MODEL,
-        metadata_fields=["n"],
-        batch_size=3,
-    )
+    batches = read_corpus(corpus, metadata_fields=["n"], batch_size=3, **fields)
+    report = write_records(collection, batches, model=MODEL)
     assert (report.read, report.skipped, report.written) == (10, 1, 9)
     got = collection.get(["k4"], include=["vectors", "metadatas", "documents"])
     assert got.vectors is not None

@@ -1,0 +1,5 @@
+"""``python -m latentdb.cli``: the ``latentdb`` command."""
+
+from latentdb.cli import main
+
+main()

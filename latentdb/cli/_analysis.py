@@ -1,0 +1,154 @@
+"""The commands that measure a collection's latent space and draw it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+import latentdb
+from latentdb.analysis import SpaceReport
+from latentdb.cli._app import CollectionName, Command, DatabasePath, app, console, parse_where
+
+__all__ = ["analyze", "map_command", "report_tables"]
+
+
+@app.command(cls=Command)
+def analyze(
+    path: DatabasePath,
+    collection: CollectionName,
+    sample: Annotated[int, typer.Option("--sample", help="Rows used as queries.")] = 2000,
+    k: Annotated[int, typer.Option("-k", help="Neighbours per query.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Measure COLLECTION's latent space and advise on metric, index and PCA.
+
+    The report gives norms, distance concentration against Gaussian vectors, intrinsic
+    dimension, hubness and near-duplicates; each piece of advice cites a measurement."""
+    with latentdb.connect(path) as db:
+        report = db.get_collection(collection).analyze(sample=sample, k=k)
+    if as_json:
+        print(json.dumps(report.to_dict()))
+    else:
+        for table in report_tables(report):
+            console.print(table)
+
+
+def report_tables(report: SpaceReport) -> list[Table]:
+    """The space report as rich tables: the measurements, PCA trials, advice."""
+    norms = report.norms
+    facts = Table(
+        title=f"{report.collection}: {report.count:,} x {report.dimension} "
+        f"({report.model}, {report.metric}); {report.sample:,} sampled queries, "
+        f"k={report.k}, {report.seconds:.1f} s",
+        title_justify="left",
+    )
+    facts.add_column("measure")
+    facts.add_column("this collection", justify="right")
+    facts.add_column("Gaussian, same shape", justify="right")
+    facts.add_column("note")
+    facts.add_row(
+        "norms",
+        f"{norms.mean:.4g} ± {norms.std:.2g}",
+        "",
+        f"min {norms.min:.4g}, max {norms.max:.4g}; "
+        + ("unit length" if norms.unit_length else "not unit length"),
+    )
+    facts.add_row(
+        "relative contrast",
+        f"{report.relative_contrast:.3f}",
+        f"{report.gaussian_relative_contrast:.3f}",
+        "mean farthest / mean nearest distance (1 = all points equidistant)",
+    )
+    facts.add_row(
+        "intrinsic dimension",
+        f"{report.intrinsic_dimension:.1f}",
+        "",
+        f"{report.intrinsic_dimension_estimator}; Levina-Bickel MLE "
+        f"{report.levina_bickel_dimension:.1f}",
+    )
+    facts.add_row(
+        "hubness (k-occurrence skew)",
+        f"{report.hubness_skewness:.2f}",
+        f"{report.gaussian_hubness_skewness:.2f}",
+        f"{report.centered_hubness_skewness:.2f} after centering; top hubs: "
+        + ", ".join(f"{hub.id} ({hub.share:.1%})" for hub in report.top_hubs[:3]),
+    )
+    about = "~" if report.near_duplicates_estimated else ""
+    facts.add_row(
+        "near-duplicate pairs",
+        f"{about}{report.near_duplicate_pairs:,}",
+        "",
+        report.near_duplicate_rule
+        + ("; estimated from the sample" if report.near_duplicates_estimated else ""),
+    )
+    index = report.index
+    if index is not None and index.kind == "flat":
+        # One scan, which evaluate() times twice (as the index and as exact): one figure.
+        facts.add_row(
+            "index",
+            "exact",
+            "",
+            f"flat scan of every row (index={index.spec!r}); "
+            f"{index.exact_qps:,.0f} q/s one at a time",
+        )
+    elif index is not None:
+        params = "".join(f" {name}={value}" for name, value in index.params.items())
+        facts.add_row(
+            "index",
+            f"recall {index.recall:.3f}",
+            "",
+            f"{index.kind}{params} (target {index.recall_target:.2f}, {index.source}); "
+            f"{index.qps:,.0f} q/s, exact scan {index.exact_qps:,.0f} q/s",
+        )
+    trials = Table(title="PCA to fewer dimensions (exact search)", title_justify="left")
+    for column in ("dimensions", "variance kept", f"recall@{report.k}", "re-ranked", "saves"):
+        trials.add_column(column, justify="right")
+    for trial in report.reductions:
+        trials.add_row(
+            str(trial.dimension),
+            f"{trial.variance_kept:.1%}",
+            f"{trial.recall:.3f}",
+            f"{trial.recall_reranked:.3f} ({trial.rerank * report.k} candidates)",
+            f"{trial.memory_saved / 2**20:,.1f} MiB",
+        )
+    advice = Table(title="advice", title_justify="left", show_header=False)
+    advice.add_column("topic", style="bold")
+    advice.add_column("text")
+    for item in report.advice:
+        advice.add_row(item.topic, item.text)
+    return [facts, trials, advice]
+
+
+@app.command("map", cls=Command)
+def map_command(
+    path: DatabasePath,
+    collection: CollectionName,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o", "--output", help="File to write: *.html (or *.htm), or *.png for an image."
+        ),
+    ] = Path("map.html"),
+    method: Annotated[str, typer.Option("--method", help="pca, umap or tsne.")] = "pca",
+    sample: Annotated[int, typer.Option("--sample", help="Records to place.")] = 5000,
+    color_by: Annotated[
+        str | None, typer.Option("--color-by", help="Metadata field that colours the points.")
+    ] = None,
+    where: Annotated[str | None, typer.Option("--where", help="Metadata filter as JSON.")] = None,
+) -> None:
+    """Draw a 2-D map of COLLECTION as an HTML page or a PNG image.
+
+    The HTML page is interactive and self-contained (hover a point for its id, document
+    and metadata); OUTPUT ending in .png gives an image."""
+    from latentdb.analysis import check_map_path, write_map
+
+    check_map_path(output)  # before the map is computed
+    condition = parse_where(where)
+    with latentdb.connect(path) as db:
+        space_map = db.get_collection(collection).map(method=method, sample=sample, where=condition)
+    written = write_map(space_map, output, color_by=color_by)
+    console.print(f"{written}: {len(space_map.ids):,} of {space_map.total:,} records ({method})")
