@@ -4,16 +4,25 @@ collection's settings that each implementation applies the same way."""
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from latentdb.api._migration import Migration, MigrationProgress
-from latentdb.api._validation import MAX_DIMENSION, check_flag, check_non_negative, check_text
+from latentdb.api._validation import (
+    MAX_DIMENSION,
+    check_callable,
+    check_collection_name,
+    check_flag,
+    check_name,
+    check_non_negative,
+    check_text,
+)
 from latentdb.embed import get_embedder
 from latentdb.errors import (
     CollectionExistsError,
+    CollectionNotFoundError,
     DimensionMismatchError,
     InvalidArgumentError,
     ModelMismatchError,
@@ -28,6 +37,7 @@ __all__ = [
     "DEFAULT_RECALL_TARGET",
     "EXTERNAL",
     "EXTERNAL_MODEL",
+    "CollectionSettings",
     "Database",
     "check_recall_target",
     "check_require_model",
@@ -175,6 +185,38 @@ def collection_space(
     return space, embedder
 
 
+@dataclass(frozen=True)
+class CollectionSettings:
+    """``create_collection``'s settings, as given (see there)."""
+
+    dimension: int | None
+    metric: str
+    embedder: str | None
+    model: str | None
+    index: str | IndexSpec
+    recall_target: float
+    reduce: int | None
+    require_model: bool
+
+    def checked(self) -> tuple[LatentSpace, str | None, dict[str, Any]]:
+        """The space, the embedder's name (None for outside vectors) and the stored
+        config (index, recall target, require_model) they make; loads the embedder.
+
+        Raises:
+            InvalidArgumentError, DimensionMismatchError, ModelMismatchError,
+            EmbedderError: as :meth:`Database.create_collection` says.
+        """
+        space, embedder = collection_space(self.dimension, self.metric, self.embedder, self.model)
+        spec = IndexSpec.parse(self.index)
+        space = reduced_space(space, spec, self.reduce)
+        config = {
+            "index": spec.to_dict(),
+            "recall_target": check_recall_target(self.recall_target),
+            "require_model": check_require_model(self.require_model, embedder, self.model),
+        }
+        return space, embedder, config
+
+
 class Database(abc.ABC):
     """A latentdb database: collections of records, each bound to one latent space,
     and aliases that name them.
@@ -199,7 +241,6 @@ class Database(abc.ABC):
     def close(self) -> None:
         """Close the database; collections obtained from it stop working."""
 
-    @abc.abstractmethod
     def create_collection(
         self,
         name: str,
@@ -253,8 +294,14 @@ class Database(abc.ABC):
             DimensionMismatchError, ModelMismatchError: they contradict the embedder.
             EmbedderError: unknown embedder.
         """
+        check_collection_name(name)
+        return self._create_collection(
+            name,
+            CollectionSettings(
+                dimension, metric, embedder, model, index, recall_target, reduce, require_model
+            ),
+        )
 
-    @abc.abstractmethod
     def get_or_create_collection(
         self,
         name: str,
@@ -278,8 +325,15 @@ class Database(abc.ABC):
             CollectionExistsError: it exists in another latent space than the one asked.
             and whatever :meth:`create_collection` raises.
         """
+        check_collection_name(name)
+        check_flag(require_model, "require_model")
+        return self._get_or_create_collection(
+            name,
+            CollectionSettings(
+                dimension, metric, embedder, model, index, recall_target, reduce, require_model
+            ),
+        )
 
-    @abc.abstractmethod
     def get_collection(self, name: str) -> Collection:
         """The collection called ``name``, or the one the alias ``name`` points at.
 
@@ -290,12 +344,12 @@ class Database(abc.ABC):
             CollectionNotFoundError: no collection or alias has that name.
             InvalidArgumentError: ``name`` is not a string.
         """
+        return self._get_collection(check_name(name))
 
-    @abc.abstractmethod
     def list_collections(self) -> list[str]:
         """Names of every collection, sorted."""
+        return self._list_collections()
 
-    @abc.abstractmethod
     def delete_collection(self, name: str) -> None:
         """Delete a collection and all its records (a migration into it is cancelled).
 
@@ -304,8 +358,8 @@ class Database(abc.ABC):
             InvalidArgumentError: ``name`` is an alias, an alias points at the
                 collection, or a migration is re-embedding it; ``name`` is not a string.
         """
+        self._delete_collection(check_name(name))
 
-    @abc.abstractmethod
     def create_alias(self, alias: str, collection: str) -> None:
         """Make ``alias`` a second name of ``collection``, usable wherever a collection
         name is.
@@ -316,8 +370,9 @@ class Database(abc.ABC):
                 an alias is refused too).
             InvalidArgumentError: a bad name.
         """
+        check_collection_name(alias)
+        self._create_alias(alias, check_name(collection, "collection"))
 
-    @abc.abstractmethod
     def switch_alias(self, alias: str, collection: str) -> None:
         """Point an existing alias at another collection, atomically: every call after
         this one (in any process) reads the new collection, none sees a mix.
@@ -326,8 +381,9 @@ class Database(abc.ABC):
             CollectionNotFoundError: no such alias, or no collection ``collection``.
             InvalidArgumentError: a name is not a string.
         """
+        check_name(alias, "alias")
+        self._switch_alias(alias, check_name(collection, "collection"))
 
-    @abc.abstractmethod
     def delete_alias(self, alias: str) -> None:
         """Remove an alias; its collection stays.
 
@@ -335,12 +391,12 @@ class Database(abc.ABC):
             CollectionNotFoundError: no such alias.
             InvalidArgumentError: ``alias`` is not a string.
         """
+        self._delete_alias(check_name(alias, "alias"))
 
-    @abc.abstractmethod
     def list_aliases(self) -> dict[str, str]:
         """Every alias and the name of the collection it points at, by alias."""
+        return self._list_aliases()
 
-    @abc.abstractmethod
     def migrate(
         self,
         name: str,
@@ -385,7 +441,85 @@ class Database(abc.ABC):
                 migration of ``name`` to a different target is running.
             EmbedderError, CollectionExistsError: bad embedder or ``new_name``.
         """
+        check_name(name)
+        check_text(embedder, "embedder", optional=True)
+        if reduce is not None:
+            check_non_negative(reduce, "reduce", minimum=1, maximum=MAX_DIMENSION)
+        if new_name is not None:
+            check_collection_name(new_name)
+        background = check_flag(background, "background")
+        check_callable(progress, "progress")
+        return self._migrate(
+            name,
+            embedder=embedder,
+            reduce=reduce,
+            new_name=new_name,
+            background=background,
+            progress=progress,
+        )
 
-    @abc.abstractmethod
     def list_migrations(self) -> list[Migration]:
         """Every migration of this database, running or done, oldest first."""
+        return self._list_migrations()
+
+    # -- what each implementation provides -------------------------------------------
+
+    @abc.abstractmethod
+    def _create_collection(self, name: str, settings: CollectionSettings) -> Collection: ...
+
+    def _get_or_create_collection(self, name: str, settings: CollectionSettings) -> Collection:
+        """The collection ``name`` when its space is the one asked, else a new one."""
+        return self._get_or_create(name, settings, lambda: self._create_collection(name, settings))
+
+    def _get_or_create(
+        self, name: str, settings: CollectionSettings, create: Callable[[], Collection]
+    ) -> Collection:
+        """``get_or_create_collection`` with the implementation's ``create``."""
+        try:
+            existing = self.get_collection(name)
+        except CollectionNotFoundError:
+            try:
+                return create()
+            except CollectionExistsError:  # another process created it meanwhile
+                existing = self.get_collection(name)
+        wanted = collection_space(
+            settings.dimension, settings.metric, settings.embedder, settings.model
+        )
+        check_same_space(name, (existing.space, existing.embedder), wanted, settings.reduce)
+        return existing
+
+    @abc.abstractmethod
+    def _get_collection(self, name: str) -> Collection: ...
+
+    @abc.abstractmethod
+    def _list_collections(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def _delete_collection(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def _create_alias(self, alias: str, collection: str) -> None: ...
+
+    @abc.abstractmethod
+    def _switch_alias(self, alias: str, collection: str) -> None: ...
+
+    @abc.abstractmethod
+    def _delete_alias(self, alias: str) -> None: ...
+
+    @abc.abstractmethod
+    def _list_aliases(self) -> dict[str, str]: ...
+
+    @abc.abstractmethod
+    def _migrate(
+        self,
+        name: str,
+        *,
+        embedder: str | None,
+        reduce: int | None,
+        new_name: str | None,
+        background: bool,
+        progress: MigrationProgress | None,
+    ) -> Migration: ...
+
+    @abc.abstractmethod
+    def _list_migrations(self) -> list[Migration]: ...

@@ -36,6 +36,7 @@ import numpy as np
 from latentdb.analysis import SpaceMap, SpaceReport
 from latentdb.api import (
     Collection,
+    CollectionSettings,
     Database,
     FloatMatrix,
     GetRequest,
@@ -50,9 +51,6 @@ from latentdb.api import (
     RecallReport,
     Where,
     WriteRequest,
-    check_callable,
-    check_flag,
-    check_name,
 )
 from latentdb.client._wire import (
     VECTOR_HEADER,
@@ -74,7 +72,7 @@ from latentdb.errors import (
     ServerError,
     TransportError,
 )
-from latentdb.space import LatentSpace, Metric, as_vector_batch
+from latentdb.space import LatentSpace, as_vector_batch
 from latentdb.store import SqlFilter
 
 if TYPE_CHECKING:
@@ -250,123 +248,73 @@ class RemoteDatabase(Database):
     def __repr__(self) -> str:
         return f"RemoteDatabase({self.url!r})"
 
-    def create_collection(
-        self,
-        name: str,
-        *,
-        dimension: int | None = None,
-        metric: Metric = "cosine",
-        embedder: str | None = "minilm",
-        model: str | None = None,
-        index: str | IndexSpec = "auto",
-        recall_target: float = 0.95,
-        reduce: int | None = None,
-        require_model: bool = True,
-    ) -> Collection:
-        """See :meth:`Database.create_collection`."""
-        arguments = (dimension, metric, embedder, model, index, recall_target, reduce)
-        return self._create(name, *arguments, require_model, get_or_create=False)
+    def _create_collection(self, name: str, settings: CollectionSettings) -> Collection:
+        return self._create(name, settings, get_or_create=False)
 
-    def get_or_create_collection(
-        self,
-        name: str,
-        *,
-        dimension: int | None = None,
-        metric: Metric = "cosine",
-        embedder: str | None = "minilm",
-        model: str | None = None,
-        index: str | IndexSpec = "auto",
-        recall_target: float = 0.95,
-        reduce: int | None = None,
-        require_model: bool = True,
-    ) -> Collection:
-        """See :meth:`Database.get_or_create_collection`."""
-        arguments = (dimension, metric, embedder, model, index, recall_target, reduce)
-        return self._create(name, *arguments, require_model, get_or_create=True)
+    def _get_or_create_collection(self, name: str, settings: CollectionSettings) -> Collection:
+        return self._create(name, settings, get_or_create=True)  # decided on the server
 
     def _create(
-        self,
-        name: str,
-        dimension: int | None,
-        metric: str,
-        embedder: str | None,
-        model: str | None,
-        index: str | IndexSpec,
-        recall_target: float,
-        reduce: int | None,
-        require_model: bool,
-        *,
-        get_or_create: bool,
+        self, name: str, settings: CollectionSettings, *, get_or_create: bool
     ) -> Collection:
+        index = settings.index
         info = self._call(
             "POST",
             "/v1/collections",
             {
                 "name": name,
-                "dimension": dimension,
-                "metric": metric,
-                "embedder": embedder,
-                "model": model,
+                "dimension": settings.dimension,
+                "metric": settings.metric,
+                "embedder": settings.embedder,
+                "model": settings.model,
                 "index": index.to_dict() if isinstance(index, IndexSpec) else index,
-                "recall_target": recall_target,
-                "reduce": reduce,
-                "require_model": require_model,
+                "recall_target": settings.recall_target,
+                "reduce": settings.reduce,
+                "require_model": settings.require_model,
                 "get_or_create": get_or_create,
             },
         )
         return RemoteCollection(self, name, info)
 
-    def get_collection(self, name: str) -> Collection:
-        """See :meth:`Database.get_collection`."""
-        return RemoteCollection(self, name, self._call("GET", _path(check_name(name))))
+    def _get_collection(self, name: str) -> Collection:
+        return RemoteCollection(self, name, self._call("GET", _path(name)))
 
-    def list_collections(self) -> list[str]:
-        """See :meth:`Database.list_collections`."""
+    def _list_collections(self) -> list[str]:
         names: list[str] = self._call("GET", "/v1/collections")
         return names
 
-    def delete_collection(self, name: str) -> None:
-        """See :meth:`Database.delete_collection`."""
-        self._call("DELETE", _path(check_name(name)))
+    def _delete_collection(self, name: str) -> None:
+        self._call("DELETE", _path(name))
 
     # -- aliases -------------------------------------------------------------------
 
-    def create_alias(self, alias: str, collection: str) -> None:
-        """See :meth:`Database.create_alias`."""
+    def _create_alias(self, alias: str, collection: str) -> None:
         self._call("POST", "/v1/aliases", {"alias": alias, "collection": collection})
 
-    def switch_alias(self, alias: str, collection: str) -> None:
-        """See :meth:`Database.switch_alias`."""
-        alias, collection = check_name(alias, "alias"), check_name(collection, "collection")
+    def _switch_alias(self, alias: str, collection: str) -> None:
         self._call("PUT", f"/v1/aliases/{quote(alias, safe='')}", {"collection": collection})
 
-    def delete_alias(self, alias: str) -> None:
-        """See :meth:`Database.delete_alias`."""
-        self._call("DELETE", f"/v1/aliases/{quote(check_name(alias, 'alias'), safe='')}")
+    def _delete_alias(self, alias: str) -> None:
+        self._call("DELETE", f"/v1/aliases/{quote(alias, safe='')}")
 
-    def list_aliases(self) -> dict[str, str]:
-        """See :meth:`Database.list_aliases`."""
+    def _list_aliases(self) -> dict[str, str]:
         aliases: dict[str, str] = self._call("GET", "/v1/aliases")
         return aliases
 
     # -- migrations ----------------------------------------------------------------
 
-    def migrate(
+    def _migrate(
         self,
         name: str,
         *,
-        embedder: str | None = None,
-        reduce: int | None = None,
-        new_name: str | None = None,
-        background: bool = True,
-        progress: MigrationProgress | None = None,
+        embedder: str | None,
+        reduce: int | None,
+        new_name: str | None,
+        background: bool,
+        progress: MigrationProgress | None,
     ) -> Migration:
-        """See :meth:`Database.migrate`. It runs on the server; ``background=False``
-        polls it until it ends, calling ``progress(copied, total)`` as it moves."""
-        # Checked here too: the server runs a migration in the background whatever
-        # this side then does with the reply.
-        background = check_flag(background, "background")
-        check_callable(progress, "progress")
+        # It runs on the server; background=False polls it until it ends, calling
+        # progress(copied, total) as it moves.
         body = {"name": name, "embedder": embedder, "reduce": reduce, "new_name": new_name}
         reply = self._call("POST", "/v1/migrations", body)
         migration = RemoteMigration(self, reply["id"], migration_status_from_wire(reply["status"]))
@@ -374,8 +322,7 @@ class RemoteDatabase(Database):
             migration._follow(None, progress)
         return migration
 
-    def list_migrations(self) -> list[Migration]:
-        """See :meth:`Database.list_migrations`."""
+    def _list_migrations(self) -> list[Migration]:
         return [
             RemoteMigration(self, item["id"], migration_status_from_wire(item["status"]))
             for item in self._call("GET", "/v1/migrations")

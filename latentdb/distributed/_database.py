@@ -23,26 +23,19 @@ from typing import Any
 
 from latentdb.api import (
     DEFAULT_RECALL_TARGET,
+    CollectionSettings,
     Database,
     IndexSpec,
     Migration,
     MigrationProgress,
     check_collection_name,
     check_flag,
-    check_name,
     check_non_negative,
-    check_recall_target,
-    check_require_model,
-    check_same_space,
-    collection_space,
-    reduced_space,
 )
 from latentdb.distributed._collection import ShardedCollection
 from latentdb.distributed._shards import Hosts, ShardGroup, require_ray
 from latentdb.engine import EmbeddedDatabase
 from latentdb.errors import (
-    CollectionExistsError,
-    CollectionNotFoundError,
     InvalidArgumentError,
 )
 from latentdb.space import Metric
@@ -161,17 +154,29 @@ class ShardedDatabase(Database):
                 :meth:`Database.create_collection` raises.
         """
         check_collection_name(name)
+        settings = CollectionSettings(
+            dimension, metric, embedder, model, index, recall_target, reduce, require_model
+        )
+        return self._create_sharded(name, settings, shards, replicas)
+
+    def _create_collection(self, name: str, settings: CollectionSettings) -> ShardedCollection:
+        return self._create_sharded(name, settings, None, None)
+
+    def _create_sharded(
+        self,
+        name: str,
+        settings: CollectionSettings,
+        shards: int | None,
+        replicas: int | None,
+    ) -> ShardedCollection:
         shard_count = self.default_shards if shards is None else _check_shards(shards)
         replica_count = self.default_replicas if replicas is None else _check_replicas(replicas)
-        space, embedder_name = collection_space(dimension, metric, embedder, model)
-        parsed = IndexSpec.parse(index)
-        space = reduced_space(space, parsed, reduce)
-        spec = parsed.to_dict()
-        target = check_recall_target(recall_target)
+        space, embedder_name, checked = settings.checked()
+        spec, target = checked["index"], checked["recall_target"]
         config = {
             "index": spec,
             "recall_target": target,
-            "require_model": check_require_model(require_model, embedder_name, model),
+            "require_model": checked["require_model"],
             "shards": shard_count,
             "replicas": replica_count,
             "folder": uuid.uuid4().hex,
@@ -188,7 +193,7 @@ class ShardedDatabase(Database):
             "model": space.model,
             "index": spec,
             "recall_target": target,
-            "reduce": reduce,
+            "reduce": settings.reduce,
         }
         try:
             references = [
@@ -225,56 +230,41 @@ class ShardedDatabase(Database):
             CollectionExistsError: it exists in another latent space than the one asked.
             and whatever :meth:`create_collection` raises.
         """
+        check_collection_name(name)
         check_flag(require_model, "require_model")
-        try:
-            existing = self.get_collection(name)
-        except CollectionNotFoundError:
-            try:
-                return self.create_collection(
-                    name,
-                    dimension=dimension,
-                    metric=metric,
-                    embedder=embedder,
-                    model=model,
-                    index=index,
-                    recall_target=recall_target,
-                    reduce=reduce,
-                    require_model=require_model,
-                    shards=shards,
-                    replicas=replicas,
-                )
-            except CollectionExistsError:  # another process created it meanwhile
-                existing = self.get_collection(name)
-        wanted = collection_space(dimension, metric, embedder, model)
-        check_same_space(name, (existing.space, existing.embedder), wanted, reduce)
-        return existing
+        settings = CollectionSettings(
+            dimension, metric, embedder, model, index, recall_target, reduce, require_model
+        )
+        create = lambda: self._create_sharded(name, settings, shards, replicas)  # noqa: E731
+        collection = self._get_or_create(name, settings, create)
+        assert isinstance(collection, ShardedCollection)  # this database's own
+        return collection
 
-    def get_collection(self, name: str) -> ShardedCollection:
-        check_name(name)
+    def _get_collection(self, name: str) -> ShardedCollection:
         row = self.catalog.resolve(name)
         return self._collection(row, alias=None if row.name == name else name)
 
-    def list_collections(self) -> list[str]:
+    def _list_collections(self) -> list[str]:
         return self.catalog.list_collections()
 
-    def create_alias(self, alias: str, collection: str) -> None:
+    def _create_alias(self, alias: str, collection: str) -> None:
         self.catalog.create_alias(alias, collection)
 
-    def switch_alias(self, alias: str, collection: str) -> None:
+    def _switch_alias(self, alias: str, collection: str) -> None:
         self.catalog.switch_alias(alias, collection)
 
-    def delete_alias(self, alias: str) -> None:
+    def _delete_alias(self, alias: str) -> None:
         self.catalog.delete_alias(alias)
 
-    def list_aliases(self) -> dict[str, str]:
+    def _list_aliases(self) -> dict[str, str]:
         return self.catalog.list_aliases()
 
-    def list_migrations(self) -> list[Migration]:
-        """None: a sharded database does not migrate (see :meth:`migrate`)."""
+    def _list_migrations(self) -> list[Migration]:
+        # None: a sharded database does not migrate (see migrate).
         return []
 
-    def delete_collection(self, name: str) -> None:
-        """See :meth:`Database.delete_collection`: its shard folders are deleted too."""
+    def _delete_collection(self, name: str) -> None:
+        # Its shard folders are deleted too.
         row = self.store.collection_by_name(name)
         self.catalog.delete_collection(name)
         if row is not None:
@@ -284,22 +274,17 @@ class ShardedDatabase(Database):
 
     # -- what a sharded database does not do -----------------------------------------
 
-    def migrate(
+    def _migrate(
         self,
         name: str,
         *,
-        embedder: str | None = None,
-        reduce: int | None = None,
-        new_name: str | None = None,
-        background: bool = True,
-        progress: MigrationProgress | None = None,
+        embedder: str | None,
+        reduce: int | None,
+        new_name: str | None,
+        background: bool,
+        progress: MigrationProgress | None,
     ) -> Migration:
-        """Not available on a sharded database.
-
-        Raises:
-            InvalidArgumentError: always. Re-embed with :func:`ingest` into a new
-                collection and :meth:`switch_alias` to it.
-        """
+        # Not available: re-embed with ingest() into a new collection and switch_alias.
         raise InvalidArgumentError(
             "migrate is not available on a sharded database: re-embed into a new sharded "
             "collection (latentdb.distributed.ingest or `latentdb ingest --ray`), then "

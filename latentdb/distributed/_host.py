@@ -90,6 +90,7 @@ class ShardHost:
                 except BaseException:
                     database.close()
                     raise
+                assert isinstance(collection, EmbeddedCollection)  # the engine's own
                 engine = self._engines[folder] = _Engine(database, collection)
             engine.holders.add(holder)
 
@@ -110,6 +111,7 @@ class ShardHost:
                 except BaseException:
                     database.close()
                     raise
+                assert isinstance(collection, EmbeddedCollection)  # the engine's own
                 engine = self._engines[folder] = _Engine(database, collection)
             engine.holders.add(holder)
             return engine

@@ -11,22 +11,12 @@ from typing import TYPE_CHECKING
 from latentdb.api import (
     DEFAULT_RECALL_TARGET,
     EXTERNAL,
-    MAX_DIMENSION,
+    CollectionSettings,
     Database,
     IndexSpec,
     MigrationProgress,
-    check_callable,
-    check_collection_name,
-    check_flag,
-    check_name,
-    check_non_negative,
-    check_recall_target,
-    check_require_model,
-    check_same_space,
     check_text,
     collection_requires_model,
-    collection_space,
-    reduced_space,
     version_names,
 )
 from latentdb.embed import get_embedder
@@ -40,7 +30,7 @@ from latentdb.errors import (
     InvalidArgumentError,
 )
 from latentdb.index import BuildLock, SegmentedIndex
-from latentdb.space import LatentSpace, Metric
+from latentdb.space import LatentSpace
 from latentdb.store import CollectionRow, Store
 
 if TYPE_CHECKING:
@@ -112,28 +102,8 @@ class EmbeddedDatabase(Database):
 
     # -- collections ---------------------------------------------------------------
 
-    def create_collection(
-        self,
-        name: str,
-        *,
-        dimension: int | None = None,
-        metric: Metric = "cosine",
-        embedder: str | None = "minilm",
-        model: str | None = None,
-        index: str | IndexSpec = "auto",
-        recall_target: float = DEFAULT_RECALL_TARGET,
-        reduce: int | None = None,
-        require_model: bool = True,
-    ) -> EmbeddedCollection:
-        check_collection_name(name)
-        space, embedder_name = collection_space(dimension, metric, embedder, model)
-        spec = IndexSpec.parse(index)
-        space = reduced_space(space, spec, reduce)
-        config = {
-            "index": spec.to_dict(),
-            "recall_target": check_recall_target(recall_target),
-            "require_model": check_require_model(require_model, embedder_name, model),
-        }
+    def _create_collection(self, name: str, settings: CollectionSettings) -> EmbeddedCollection:
+        space, embedder_name, config = settings.checked()
         store = self.store
         with store.write():
             row = store.insert_collection(
@@ -141,16 +111,13 @@ class EmbeddedDatabase(Database):
             )
         return self._collection(row)
 
-    def get_collection(self, name: str) -> EmbeddedCollection:
-        check_name(name)
+    def _get_collection(self, name: str) -> EmbeddedCollection:
         row = self.resolve(name)
         return self._collection(row, alias=None if row.name == name else name)
 
     # -- aliases -------------------------------------------------------------------
 
-    def create_alias(self, alias: str, collection: str) -> None:
-        check_collection_name(alias)
-        check_name(collection, "collection")
+    def _create_alias(self, alias: str, collection: str) -> None:
         store = self.store
         with store.write():
             row = self._alias_target_row(collection)
@@ -158,9 +125,7 @@ class EmbeddedDatabase(Database):
             store.set_alias(alias, row.id)
             self._aliases = None
 
-    def switch_alias(self, alias: str, collection: str) -> None:
-        check_name(alias, "alias")
-        check_name(collection, "collection")
+    def _switch_alias(self, alias: str, collection: str) -> None:
         store = self.store
         with store.write():
             if alias not in store.aliases():
@@ -169,15 +134,14 @@ class EmbeddedDatabase(Database):
             store.set_alias(alias, row.id)
             self._aliases = None
 
-    def delete_alias(self, alias: str) -> None:
-        check_name(alias, "alias")
+    def _delete_alias(self, alias: str) -> None:
         store = self.store
         with store.write():
             if not store.delete_alias(alias):
                 raise CollectionNotFoundError(f"no alias named {alias!r} in {self.path}")
             self._aliases = None
 
-    def list_aliases(self) -> dict[str, str]:
+    def _list_aliases(self) -> dict[str, str]:
         store = self.store
         with store.read():
             names = {row.id: row.name for row in store.list_collections()}
@@ -185,24 +149,16 @@ class EmbeddedDatabase(Database):
 
     # -- migrations ----------------------------------------------------------------
 
-    def migrate(
+    def _migrate(
         self,
         name: str,
         *,
-        embedder: str | None = None,
-        reduce: int | None = None,
-        new_name: str | None = None,
-        background: bool = True,
-        progress: MigrationProgress | None = None,
+        embedder: str | None,
+        reduce: int | None,
+        new_name: str | None,
+        background: bool,
+        progress: MigrationProgress | None,
     ) -> Migration:
-        check_name(name)
-        check_text(embedder, "embedder", optional=True)
-        if reduce is not None:
-            check_non_negative(reduce, "reduce", minimum=1, maximum=MAX_DIMENSION)
-        if new_name is not None:
-            check_collection_name(new_name)
-        background = check_flag(background, "background")
-        check_callable(progress, "progress")
         store = self.store
         with store.write():
             source = self.resolve(name)
@@ -276,21 +232,23 @@ class EmbeddedDatabase(Database):
         is_alias = name in store.aliases()
         state = self._collection(source)._bound
         external = copies and source.embedder is None
-        target = self.create_collection(
+        target = self._create_collection(
             new_name or default_new,
-            dimension=space.dimension if external else None,
-            metric=space.metric,
-            embedder=None if external else embedder,
-            model=space.model if external else None,
-            index=state.spec,
-            recall_target=state.recall_target,
-            reduce=reduce,
-            require_model=collection_requires_model(source.config),
+            CollectionSettings(
+                dimension=space.dimension if external else None,
+                metric=space.metric,
+                embedder=None if external else embedder,
+                model=space.model if external else None,
+                index=state.spec,
+                recall_target=state.recall_target,
+                reduce=reduce,
+                require_model=collection_requires_model(source.config),
+            ),
         )
         migration_id = store.insert_migration(
             alias=name,
             source_id=source.id,
-            target_id=target._bound.row.id,
+            target_id=target._state.row.id,
             embedder=embedder,
             retire_as=None if is_alias else retired,
         )
@@ -298,7 +256,7 @@ class EmbeddedDatabase(Database):
         migration = self._migrations[migration_id] = EmbeddedMigration(self, row)
         return migration
 
-    def list_migrations(self) -> list[Migration]:
+    def _list_migrations(self) -> list[Migration]:
         return [
             self._migrations.get(row.id) or EmbeddedMigration(self, row)
             for row in self.store.migrations()
@@ -386,52 +344,10 @@ class EmbeddedDatabase(Database):
             raise CollectionNotFoundError(f"no collection or alias named {name!r} in {self.path}")
         return row
 
-    def get_or_create_collection(
-        self,
-        name: str,
-        *,
-        dimension: int | None = None,
-        metric: Metric = "cosine",
-        embedder: str | None = "minilm",
-        model: str | None = None,
-        index: str | IndexSpec = "auto",
-        recall_target: float = DEFAULT_RECALL_TARGET,
-        reduce: int | None = None,
-        require_model: bool = True,
-    ) -> EmbeddedCollection:
-        check_collection_name(name)
-        check_flag(require_model, "require_model")
-        try:
-            row: CollectionRow | None = self.resolve(name)
-        except CollectionNotFoundError:
-            row = None
-        if row is None:
-            try:
-                return self.create_collection(
-                    name,
-                    dimension=dimension,
-                    metric=metric,
-                    embedder=embedder,
-                    model=model,
-                    index=index,
-                    recall_target=recall_target,
-                    reduce=reduce,
-                    require_model=require_model,
-                )
-            except CollectionExistsError:  # another process created it meanwhile
-                row = self.store.collection_by_name(name)
-                if row is None:
-                    raise
-        existing = self.get_collection(name)
-        wanted = collection_space(dimension, metric, embedder, model)
-        check_same_space(name, (existing.space, row.embedder), wanted, reduce)
-        return existing
-
-    def list_collections(self) -> list[str]:
+    def _list_collections(self) -> list[str]:
         return [row.name for row in self.store.list_collections()]
 
-    def delete_collection(self, name: str) -> None:
-        check_name(name)
+    def _delete_collection(self, name: str) -> None:
         store = self.store
         with store.write():
             row = store.collection_by_name(name)

@@ -16,7 +16,7 @@ import pytest
 
 import latentdb
 from latentdb import CollectionNotFoundError, Database, InvalidArgumentError
-from latentdb.api import _migration
+from latentdb.engine import _migration
 from latentdb.embed import unregister
 
 # The model of the source collection's vectors (every write of vectors names it).
