@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from latentdb.api import Collection
+from latentdb.api import Collection, check_non_negative
 from latentdb.errors import EmbedderError, InvalidArgumentError
 
 __all__ = [
@@ -280,9 +280,9 @@ def read_corpus(
             "ingest embeds text_field with the collection's embedder: give text_field=, "
             "or vector_field= for ready vectors"
         )
-    _check_positive(batch_size, "batch_size")
+    check_non_negative(batch_size, "batch_size", minimum=1)
     if limit is not None:
-        _check_positive(limit, "limit")
+        check_non_negative(limit, "limit", minimum=1)
     paths = corpus_files(source)
     fields = {
         "id_field": id_field,
@@ -327,11 +327,6 @@ def _read_table(path: str) -> Any:
     if corpus_kind(path) == "json":
         return arrow_json.read_json(path)
     return parquet.read_table(path)
-
-
-def _check_positive(value: object, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise InvalidArgumentError(f"{name} must be an integer of 1 or more; got {value!r}")
 
 
 def write_records(

@@ -142,7 +142,7 @@ def test_read_corpus_batches_files_of_both_kinds_up_to_the_limit(tmp_path: Path)
 def test_read_corpus_checks_arguments_at_once_and_columns_per_file(tmp_path: Path) -> None:
     good = _jsonl(tmp_path / "good.jsonl", _animals(2))
     bad = _jsonl(tmp_path / "bad.jsonl", [{"id": "z", "body": "no text column"}])
-    with pytest.raises(InvalidArgumentError, match="batch_size must be an integer of 1 or more"):
+    with pytest.raises(InvalidArgumentError, match="batch_size must be an integer from 1 to"):
         read_corpus(good, batch_size=0)
     with pytest.raises(InvalidArgumentError, match="limit"):
         read_corpus(good, limit=0)

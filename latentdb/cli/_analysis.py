@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-import latentdb
+from latentdb._connect import connect
 from latentdb.analysis import SpaceReport
 from latentdb.cli._app import CollectionName, Command, DatabasePath, app, console, parse_where
 
@@ -28,7 +28,7 @@ def analyze(
 
     The report gives norms, distance concentration against Gaussian vectors, intrinsic
     dimension, hubness and near-duplicates; each piece of advice cites a measurement."""
-    with latentdb.connect(path) as db:
+    with connect(path) as db:
         report = db.get_collection(collection).analyze(sample=sample, k=k)
     if as_json:
         print(json.dumps(report.to_dict()))
@@ -148,7 +148,7 @@ def map_command(
 
     check_map_path(output)  # before the map is computed
     condition = parse_where(where)
-    with latentdb.connect(path) as db:
+    with connect(path) as db:
         space_map = db.get_collection(collection).map(method=method, sample=sample, where=condition)
     written = write_map(space_map, output, color_by=color_by)
     console.print(f"{written}: {len(space_map.ids):,} of {space_map.total:,} records ({method})")

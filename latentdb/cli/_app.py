@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 from rich.text import Text
 
-import latentdb
+from latentdb._version import __version__
 from latentdb.api import QueryResult
 from latentdb.errors import LatentDBError
 
@@ -80,7 +80,7 @@ CollectionName = Annotated[str, typer.Argument(metavar="COLLECTION", help="Colle
 
 def _version(value: bool) -> None:
     if value:
-        console.print(f"latentdb {latentdb.__version__}")
+        console.print(f"latentdb {__version__}")
         raise typer.Exit()
 
 

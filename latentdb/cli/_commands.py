@@ -15,8 +15,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-import latentdb
 from latentdb import demo as corpus
+from latentdb._connect import connect
 from latentdb.api import Collection, Database
 from latentdb.cli._app import (
     CollectionName,
@@ -55,7 +55,7 @@ def demo(
     started = time.perf_counter()
     say = Console(soft_wrap=True, markup=False, highlight=False).print  # paths, names as is
     measured: list[str] = []
-    with latentdb.connect(path) as db:
+    with connect(path) as db:
         collection = corpus.demo_collection(db)
         space = collection.space
         records: list[corpus.DocstringRecord] = []
@@ -110,7 +110,7 @@ def collections(
     path: DatabasePath,
 ) -> None:
     """List the collections of a database with their latent spaces and sizes."""
-    with latentdb.connect(path) as db:
+    with connect(path) as db:
         rows = []
         for name in db.list_collections():
             collection = db.get_collection(name)
@@ -171,7 +171,7 @@ def alias(
     delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
 ) -> None:
     """Point ALIAS at COLLECTION: create the alias, or switch it if it exists."""
-    with latentdb.connect(path) as db:
+    with connect(path) as db:
         if delete:
             db.delete_alias(name)
             console.print(f"alias {name} deleted")
@@ -210,7 +210,7 @@ def migrate(
     Every document of NAME is embedded with EMBEDDER (or, without --embedder, its
     vectors are copied, re-indexed with --reduce). Interrupted (even killed), the same
     command resumes where it stopped."""
-    with latentdb.connect(path) as db, progress_bar() as progress:
+    with connect(path) as db, progress_bar() as progress:
         task = progress.add_task("re-embedding" if embedder else "copying", total=None)
         migration = db.migrate(
             name,
@@ -296,7 +296,7 @@ def ingest(
     elif address is not None:
         raise typer.BadParameter("--address needs --ray")
     else:
-        database, run = latentdb.connect(path), _ingest_here
+        database, run = connect(path), _ingest_here
     with database as db, progress_bar() as progress:
         found = db.get_or_create_collection(collection, embedder=embedder)
         task = progress.add_task(f"ingesting into {collection}{' on Ray' * ray}", total=None)
@@ -351,7 +351,7 @@ def query(
 ) -> None:
     """Print the records nearest to TEXT in COLLECTION."""
     condition = parse_where(where)
-    with latentdb.connect(path) as db:
+    with connect(path) as db:
         result = db.get_collection(collection).query(texts=text, k=k, where=condition)
     if as_json:
         print(json.dumps(result.to_dict()))

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from latentdb.api import Collection
-from latentdb.api._validation import (
+from latentdb.api import (
+    Collection,
     check_ids,
     check_metadatas,
     check_non_negative,
