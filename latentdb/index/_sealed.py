@@ -21,10 +21,6 @@ product for ip.
 
 from __future__ import annotations
 
-import json
-import mmap
-import os
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +32,7 @@ import numpy.typing as npt
 from latentdb.index._buffers import storage_view
 from latentdb.index._flat import exact_search, rescore, scores_to_distances, squared_norms
 from latentdb.index._kinds import FILTERED_EF_MAX, filtered_ef, index_kind
+from latentdb.index._segment_files import VECTORS_FILE, Checksums, read_segment, write_segment
 from latentdb.index._spec import IndexSpec
 from latentdb.space import Metric
 
@@ -47,16 +44,6 @@ faiss: Any = _faiss
 FloatMatrix = npt.NDArray[np.float32]
 KeyArray = npt.NDArray[np.int64]
 
-INDEX_FILE = "index.faiss"
-KEYS_FILE = "keys.npy"
-VECTORS_FILE = "vectors.npy"
-PROJECTION_FILE = "projection.npy"
-SEQUENCES_FILE = "sequences.npy"
-META_FILE = "segment.json"
-# Files are checksummed with CRC-32 (zlib): 3.1 GB/s here against SHA-256's 1.3 GB/s,
-# and reopening must stay under 2 s at 100k rows. It guards against damage, not forgery.
-
-Checksums = dict[str, dict[str, int]]
 
 # Rows copied out and added to faiss at a time by build(): 15 MB of 384-d float32.
 _ADD_CHUNK = 10_000
@@ -249,27 +236,21 @@ class SealedSegment:
             Each file's size and CRC-32, for the manifest: :meth:`load` refuses a file
             that does not match.
         """
-        folder.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(self.index, str(folder / INDEX_FILE))
-        np.save(folder / KEYS_FILE, self.keys)
-        np.save(folder / SEQUENCES_FILE, self.sequences)
+        checksums = write_segment(
+            folder,
+            index=self.index,
+            keys=self.keys,
+            sequences=self.sequences,
+            vectors=None if self._in_storage else np.asarray(self.vectors),
+            projection=self.projection,
+            meta={"kind": self.kind, "metric": self.metric},
+        )
         if not self._in_storage:
-            np.save(folder / VECTORS_FILE, np.asarray(self.vectors))
             # From now on read from the file, as a loaded segment does: re-ranking
             # touches only the candidates' pages, and they are the page cache's to
             # drop, not this process's memory. (The mapping survives the rename of
             # the folder into place, and its removal once replaced.)
             self.vectors = np.load(folder / VECTORS_FILE, mmap_mode="r")
-        if self.projection is not None:
-            np.save(folder / PROJECTION_FILE, self.projection)
-        meta = {"kind": self.kind, "metric": self.metric, "rows": int(self.keys.shape[0])}
-        meta["reduce"] = None if self.projection is None else int(self.projection.shape[0])
-        (folder / META_FILE).write_text(json.dumps(meta))
-        checksums = {}
-        for file in sorted(folder.iterdir()):  # durable before the manifest names the folder
-            with file.open("rb") as handle:
-                os.fsync(handle.fileno())
-            checksums[file.name] = file_checksum(file)
         return checksums
 
     @classmethod
@@ -291,51 +272,10 @@ class SealedSegment:
                 checksum differs) or the segment was built for another space (or
                 another ``reduce``).
         """
-        present = {file.name for file in folder.iterdir()}
-        if present != set(checksums):
-            raise ValueError(
-                f"segment {folder.name} holds files {sorted(present)}, "
-                f"its manifest names {sorted(checksums)}"
-            )
-        for name, expected in checksums.items():
-            if file_checksum(folder / name) != expected:
-                raise ValueError(f"segment {folder.name}: {name} fails its checksum")
-        meta = json.loads((folder / META_FILE).read_text())
-        keys = np.load(folder / KEYS_FILE)
-        sequences = np.load(folder / SEQUENCES_FILE)
-        index = faiss.read_index(str(folder / INDEX_FILE))
-        rows = int(meta["rows"])
-        if meta["metric"] != metric or meta.get("reduce") != reduce:
-            raise ValueError(f"segment {folder.name} is of another space")
-        projection = None
-        if reduce is not None:
-            projection = np.load(folder / PROJECTION_FILE)
-            if projection.shape != (reduce, dimension) or projection.dtype != np.float32:
-                raise ValueError(f"segment {folder.name} projection has shape {projection.shape}")
-        if index.d != (dimension if reduce is None else reduce):
-            raise ValueError(f"segment {folder.name} is of another space")
-        if index.ntotal != rows or keys.shape != (rows,) or keys.dtype != np.int64:
-            raise ValueError(f"segment {folder.name} has {index.ntotal} vectors for {rows} rows")
-        if np.unique(keys).size != rows:
-            raise ValueError(f"segment {folder.name} has repeated keys")
-        if sequences.shape != (rows,) or sequences.dtype != np.int64:
-            raise ValueError(f"segment {folder.name} has {sequences.shape} sequences")
-        kind = str(meta["kind"])
-        if index_kind(kind).stores_vectors and projection is None:
-            vectors = storage_view(index, (rows, dimension))
-        else:
-            # Memory-mapped: re-ranking touches only the candidates' rows.
-            vectors = np.load(folder / VECTORS_FILE, mmap_mode="r")
-            if vectors.shape != (rows, dimension) or vectors.dtype != np.float32:
-                raise ValueError(f"segment {folder.name} vectors have shape {vectors.shape}")
         return cls(
-            kind=kind,
-            metric=metric,
-            keys=keys,
-            index=index,
-            vectors=vectors,
-            sequences=sequences,
-            projection=projection,
+            **read_segment(
+                folder, metric=metric, dimension=dimension, checksums=checksums, reduce=reduce
+            )
         )
 
     # -- rows -------------------------------------------------------------------
@@ -605,16 +545,6 @@ def merge_hits(
         distances = np.take_along_axis(distances, order, axis=1)
         keys = np.take_along_axis(keys, order, axis=1)
     return distances[:, :k], keys[:, :k]
-
-
-def file_checksum(path: Path) -> dict[str, int]:
-    """A file's size and CRC-32, read through a memory map (no copy of the bytes)."""
-    with path.open("rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size == 0:
-            return {"bytes": 0, "crc32": 0}
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            return {"bytes": size, "crc32": zlib.crc32(mapped)}
 
 
 def _concatenated(parts: list[KeyArray]) -> KeyArray:

@@ -7,7 +7,6 @@ held out for tuning, then added to the index) and its held-out test queries.
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ from hypothesis import strategies as st
 
 import latentdb
 from latentdb import Collection, IndexSpec, InvalidArgumentError, LatentDBWarning
-from latentdb.index import _segments
 from latentdb.index._flat import FlatIndex
 from latentdb.index._sealed import SealedSegment
 from tests._data import pypi_minilm
@@ -264,35 +262,6 @@ def test_auto_stays_exact_while_small(tmp_path: Path, data: Any) -> None:
     collection._database.close()
 
 
-def test_background_sealing_keeps_answering(
-    tmp_path: Path, data: Any, monkeypatch: pytest.MonkeyPatch, databases: list[latentdb.Database]
-) -> None:
-    monkeypatch.setattr(_segments, "_SEAL_QUIET_SECONDS", 0.05)
-    train, test = data
-    databases.append(latentdb.connect(tmp_path))
-    collection = databases[-1].create_collection(
-        "bg",
-        dimension=384,
-        embedder=None,
-        index=IndexSpec(kind="hnsw", seal_rows=1000),
-        model=MODEL,
-    )
-    collection.add([str(i) for i in range(2000)], vectors=train[:2000], model=MODEL)
-    collection.query(vectors=test[0])  # loads the index: its writes schedule the seal
-    collection.add([str(i) for i in range(2000, ROWS)], vectors=train[2000:], model=MODEL)
-    deadline = time.monotonic() + 60
-    while collection.index_status().segments == 0 and time.monotonic() < deadline:
-        # Writes and queries go on while the segment builds.
-        collection.update(["0"], vectors=train[0], model=MODEL)
-        assert collection.query(vectors=train[1], k=1, include=[]).ids == [["1"]]
-        time.sleep(0.05)
-    status = collection.index_status()
-    assert status.segments == 1 and status.kind == "hnsw"
-    assert status.indexed + status.pending == ROWS
-    truth = true_neighbours(train, test, np.arange(ROWS))
-    assert recall(collection.query(vectors=test, k=10).ids, truth) >= 0.9
-
-
 def test_bad_index_settings(tmp_path: Path, databases: list[latentdb.Database]) -> None:
     databases.append(latentdb.connect(tmp_path))
     db = databases[-1]
@@ -394,34 +363,3 @@ def test_auto_keeps_its_index_when_deletes_shrink_it(
     truth = true_neighbours(train, test, np.arange(600, 1200))
     assert recall(collection.query(vectors=test, k=10).ids, truth) >= 0.9
     collection._database.close()
-
-
-def test_writes_that_never_pause_still_get_sealed(
-    tmp_path: Path, data: Any, monkeypatch: pytest.MonkeyPatch, databases: list[latentdb.Database]
-) -> None:
-    monkeypatch.setattr(_segments, "_SEAL_QUIET_SECONDS", 0.5)
-    train, test = data
-    databases.append(latentdb.connect(tmp_path))
-    collection = databases[-1].create_collection(
-        "busy",
-        dimension=384,
-        embedder=None,
-        index=IndexSpec(kind="hnsw", seal_rows=500),
-        model=MODEL,
-    )
-    collection.query(vectors=test[0])  # loads the index: its writes schedule seals
-    deadline = time.monotonic() + 60
-    written = 0
-    while collection.index_status().segments == 0 and time.monotonic() < deadline:
-        # A write every 0.1 s: never 0.5 s of quiet, so only the overdue rule seals.
-        batch = min(100, ROWS - written)
-        if batch:
-            ids = [str(i) for i in range(written, written + batch)]
-            collection.add(ids, vectors=train[written : written + batch], model=MODEL)
-            written += batch
-        else:
-            collection.update(["0"], vectors=train[0], model=MODEL)
-        time.sleep(0.1)
-    status = collection.index_status()
-    assert status.segments >= 1 and status.indexed >= 1000
-    assert written >= 1000  # sealed only once the growing segment was overdue

@@ -1,0 +1,211 @@
+"""The sealing policy, driven by a fake clock: no test here sleeps."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from latentdb.index import IndexSpec, SegmentedIndex, _segments
+from latentdb.index._sealed import SealedSegment
+from latentdb.index._sealing import SEAL_QUIET_SECONDS, SealingPolicy, SystemClock
+from tests._segments import clustered
+
+
+class FakeTimer:
+    def __init__(self, due: float, callback: Callable[[], None]) -> None:
+        self.due, self.callback, self.cancelled = due, callback, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeClock:
+    """Time that moves only when a test says; timers run on the test's thread."""
+
+    def __init__(self) -> None:
+        self.time = 0.0
+        self.timers: list[FakeTimer] = []
+
+    def now(self) -> float:
+        return self.time
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> FakeTimer:
+        timer = FakeTimer(self.time + delay, callback)
+        self.timers.append(timer)
+        return timer
+
+    def advance(self, seconds: float) -> None:
+        """Move time on, running each timer that falls due (in order of due time)."""
+        end = self.time + seconds
+        while True:
+            due = [t for t in self.timers if not t.cancelled and t.due <= end]
+            if not due:
+                break
+            timer = min(due, key=lambda t: t.due)
+            self.timers.remove(timer)
+            self.time = max(self.time, timer.due)
+            timer.callback()
+        self.time = end
+
+
+def policy(
+    clock: FakeClock, overdue: Callable[[], bool] = lambda: False
+) -> tuple[Any, list[float]]:
+    seals: list[float] = []
+    made = SealingPolicy(
+        lock=threading.RLock(),
+        seal=lambda: seals.append(clock.now()),
+        overdue=overdue,
+        clock=clock,
+        quiet_seconds=1.0,
+    )
+    return made, seals
+
+
+def test_a_seal_waits_for_writes_to_pause() -> None:
+    clock = FakeClock()
+    sealing, seals = policy(clock)
+    sealing.wrote()
+    clock.advance(0.6)
+    sealing.wrote()  # a write 0.6 s in: the quiet second starts again
+    clock.advance(0.9)
+    assert seals == []
+    clock.advance(0.2)
+    assert seals == [pytest.approx(1.6)]
+    assert not sealing.pending
+
+
+def test_writes_that_never_pause_seal_once_overdue() -> None:
+    clock = FakeClock()
+    rows = [0]
+    sealing, seals = policy(clock, overdue=lambda: rows[0] >= 2000)
+    for _ in range(30):  # a write every 0.1 s, 100 rows each: never a quiet second
+        rows[0] += 100
+        sealing.wrote()
+        clock.advance(0.1)
+    assert seals[0] == pytest.approx(2.0)  # the first check after 2,000 rows
+    assert sealing.pending  # still checking: writes go on
+
+
+def test_cancel_and_stop_drop_the_pending_check() -> None:
+    clock = FakeClock()
+    sealing, seals = policy(clock)
+    sealing.wrote()
+    sealing.cancel()
+    clock.advance(5)
+    assert seals == [] and not sealing.pending
+    sealing.wrote()
+    sealing.stop()
+    clock.advance(5)
+    sealing.wrote()  # stopped: nothing is scheduled again
+    assert seals == [] and not sealing.pending
+
+
+def test_the_system_clock_is_the_default() -> None:
+    sealing = SealingPolicy(lock=threading.RLock(), seal=lambda: None, overdue=lambda: False)
+    assert isinstance(sealing.clock, SystemClock)
+    assert sealing.quiet_seconds == SEAL_QUIET_SECONDS
+    fired = threading.Event()
+    SystemClock().call_later(0.0, fired.set)
+    assert fired.wait(5)
+
+
+def segmented(folder: Path, clock: FakeClock, seal_rows: int = 500) -> SegmentedIndex:
+    return SegmentedIndex(
+        dimension=16,
+        metric="cosine",
+        spec=IndexSpec(kind="hnsw", seal_rows=seal_rows),
+        folder=folder,
+        lock=threading.RLock(),
+        clock=clock,
+    )
+
+
+def write(index: SegmentedIndex, start: int, vectors: np.ndarray) -> None:
+    keys = np.arange(start, start + vectors.shape[0], dtype=np.int64)
+    with index.lock:
+        index.apply(keys, vectors, keys + 1, np.empty(0, np.int64), int(keys[-1]) + 1)
+
+
+def test_the_growing_segment_is_sealed_in_the_background_while_queries_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    index = segmented(tmp_path, clock)
+    vectors = clustered(800)
+    release = threading.Event()
+    building = threading.Event()
+    real_build = SealedSegment.build
+
+    def held_build(**arguments: Any) -> SealedSegment:
+        building.set()
+        assert release.wait(30)
+        return real_build(**arguments)
+
+    monkeypatch.setattr(SealedSegment, "build", held_build)
+    write(index, 0, vectors[:600])
+    clock.advance(SEAL_QUIET_SECONDS / 2)
+    assert index.status().building is False
+    clock.advance(SEAL_QUIET_SECONDS)
+    assert building.wait(30) and index.status().building
+    # Writes and queries go on while the segment builds.
+    write(index, 600, vectors[600:])
+    with index.lock:
+        index.apply(
+            np.array([0], np.int64),
+            vectors[1:2],
+            np.array([900], np.int64),
+            np.empty(0, np.int64),
+            900,
+        )
+        _, found = index.search(vectors[1:2], 2)
+    assert sorted(found[0].tolist()) == [0, 1]
+    release.set()
+    index.wait()
+    status = index.status()
+    assert (status.segments, status.kind, status.building) == (1, "hnsw", False)
+    assert status.indexed + status.pending == 800
+    with index.lock:
+        _, found = index.search(vectors[2:3], 1)
+        assert found[0, 0] == 2
+        assert index.vectors_of(np.array([0], np.int64))[0] == pytest.approx(vectors[1])
+    index.close(wait=True)
+
+
+def test_an_index_under_writes_that_never_pause_is_sealed_once_overdue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_segments, "_SEAL_QUIET_SECONDS", 0.5)
+    clock = FakeClock()
+    index = segmented(tmp_path, clock)
+    vectors = clustered(2000)
+    for start in range(0, 2000, 100):  # 100 rows every 0.1 s: never 0.5 s of quiet
+        write(index, start, vectors[start : start + 100])
+        clock.advance(0.1)
+        if index.status().building or index.status().segments:
+            break
+    index.wait()
+    status = index.status()
+    assert status.segments == 1 and status.indexed >= 900
+    assert start + 100 >= 1000  # sealed only once the growing segment was overdue
+    index.close(wait=True)
+
+
+def test_an_index_without_a_folder_never_seals(tmp_path: Path) -> None:
+    clock = FakeClock()
+    index = SegmentedIndex(
+        dimension=16,
+        metric="cosine",
+        spec=IndexSpec(kind="hnsw", seal_rows=100),
+        folder=None,
+        lock=threading.RLock(),
+        clock=clock,
+    )
+    write(index, 0, clustered(300))
+    clock.advance(10)
+    assert clock.timers == [] and index.status().segments == 0
