@@ -38,6 +38,7 @@ __all__ = [
     "PARQUET_SUFFIXES",
     "IngestReport",
     "Records",
+    "check_arguments",
     "check_columns",
     "corpus_files",
     "corpus_kind",
@@ -195,6 +196,37 @@ def check_columns(columns: Sequence[str], wanted: Iterable[str | None], *, sourc
         )
 
 
+def check_arguments(
+    *,
+    text_field: str | None,
+    vector_field: str | None,
+    batch_size: int,
+    limit: int | None,
+    embedder: bool = True,
+) -> None:
+    """The checks of an ingest's arguments that come before any file is read.
+
+    Args:
+        text_field: The column to embed, or None.
+        vector_field: The column of ready vectors, or None.
+        batch_size: Records per batch.
+        limit: Most records to read, or None for all.
+        embedder: Whether the collection has an embedder (to embed ``text_field``).
+
+    Raises:
+        InvalidArgumentError: nothing to embed (no text_field, or no embedder) and no
+            vector_field; a batch_size or limit under 1.
+    """
+    if vector_field is None and (text_field is None or not embedder):
+        raise InvalidArgumentError(
+            "ingest embeds text_field with the collection's embedder: give text_field= and "
+            "a collection with an embedder, or vector_field= for ready vectors"
+        )
+    check_non_negative(batch_size, "batch_size", minimum=1)
+    if limit is not None:
+        check_non_negative(limit, "limit", minimum=1)
+
+
 def records_from_columns(
     columns: Mapping[str, Iterable[Any]],
     *,
@@ -275,14 +307,9 @@ def read_corpus(
             a wanted column (:func:`check_columns`).
         ImportError: pyarrow is not installed (while iterating).
     """
-    if text_field is None and vector_field is None:
-        raise InvalidArgumentError(
-            "ingest embeds text_field with the collection's embedder: give text_field=, "
-            "or vector_field= for ready vectors"
-        )
-    check_non_negative(batch_size, "batch_size", minimum=1)
-    if limit is not None:
-        check_non_negative(limit, "limit", minimum=1)
+    check_arguments(
+        text_field=text_field, vector_field=vector_field, batch_size=batch_size, limit=limit
+    )
     paths = corpus_files(source)
     fields = {
         "id_field": id_field,

@@ -17,6 +17,7 @@ from latentdb.ingest import (
     JSON_SUFFIXES,
     PARQUET_SUFFIXES,
     Records,
+    check_arguments,
     check_columns,
     corpus_files,
     corpus_kind,
@@ -148,6 +149,10 @@ def test_read_corpus_checks_arguments_at_once_and_columns_per_file(tmp_path: Pat
         read_corpus(good, limit=0)
     with pytest.raises(InvalidArgumentError, match="no such file"):
         read_corpus(tmp_path / "missing.jsonl")
+    arguments = {"text_field": "text", "vector_field": None, "batch_size": 1, "limit": None}
+    with pytest.raises(InvalidArgumentError, match="a collection with an embedder"):
+        check_arguments(**arguments, embedder=False)  # type: ignore[arg-type]
+    check_arguments(**{**arguments, "vector_field": "v"}, embedder=False)  # type: ignore[arg-type]
     batches = read_corpus([good, bad])  # the first file is read before the second fails
     assert next(batches).ids == ["0", "1"]
     with pytest.raises(InvalidArgumentError, match=r"bad\.jsonl has no column 'text'; its columns"):
@@ -184,7 +189,7 @@ def test_a_record_without_text_is_refused_before_its_batch_is_written(
         with pytest.raises(EmbedderError, match="record 'b' has no 'text' to embed"):
             write_records(collection, read_corpus(corpus))
         assert collection.count() == 0
-        with pytest.raises(InvalidArgumentError, match="give text_field="):
+        with pytest.raises(InvalidArgumentError, match="give text_field= and a collection"):
             read_corpus(corpus, text_field=None)
 
 

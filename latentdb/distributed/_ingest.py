@@ -31,6 +31,7 @@ from latentdb.embed import get_embedder
 from latentdb.errors import EmbedderError, InvalidArgumentError
 from latentdb.ingest import (
     IngestReport,
+    check_arguments,
     check_columns,
     corpus_files,
     corpus_kind,
@@ -150,16 +151,15 @@ def ingest(
             "ingest writes into a sharded collection: open the database with "
             "latentdb.distributed.connect"
         )
-    check_non_negative(batch_size, "batch_size", minimum=1)
+    check_arguments(
+        text_field=text_field,
+        vector_field=vector_field,
+        batch_size=batch_size,
+        limit=limit,
+        embedder=collection.embedder is not None,
+    )
     if workers is not None:
         check_non_negative(workers, "workers", minimum=1)
-    if limit is not None:
-        check_non_negative(limit, "limit", minimum=1)
-    if vector_field is None and (text_field is None or collection.embedder is None):
-        raise InvalidArgumentError(
-            "ingest embeds text_field with the collection's embedder: give text_field= and "
-            "a collection with an embedder, or vector_field= for ready vectors"
-        )
     check_write_model(
         collection.space,
         model,
