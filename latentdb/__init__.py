@@ -10,6 +10,7 @@ Start with :func:`connect`::
         print(docs.query(texts="kitten", k=1).ids)        # [['a']]
 """
 
+from latentdb import errors
 from latentdb._connect import connect
 from latentdb._version import __version__
 from latentdb.api import (
@@ -57,45 +58,19 @@ from latentdb.errors import (
 from latentdb.space import LatentSpace
 
 __all__ = [
-    "AuthError",
     "Collection",
-    "CollectionExistsError",
-    "CollectionNotFoundError",
-    "CorruptDatabaseError",
     "Database",
-    "DatabaseClosedError",
-    "DimensionMismatchError",
-    "DiskFullError",
-    "DuplicateIdError",
-    "EmbedderError",
-    "FilterError",
-    "ForbiddenError",
-    "ForeignDatabaseError",
     "GetResult",
     "IndexSpec",
     "IndexStatus",
-    "InvalidArgumentError",
-    "InvalidIdError",
-    "InvalidMetadataError",
-    "InvalidVectorError",
-    "LatentDBError",
-    "LatentDBWarning",
     "LatentSpace",
     "Migration",
     "MigrationStatus",
-    "ModelMismatchError",
-    "ModelRequiredError",
-    "NotFoundError",
-    "PayloadTooLargeError",
     "QueryResult",
-    "ReadOnlyError",
     "RecallReport",
-    "RecordNotFoundError",
-    "ServerError",
     "SpaceMap",
     "SpaceReport",
-    "StorageError",
-    "TransportError",
     "__version__",
     "connect",
 ]
+__all__ += errors.__all__

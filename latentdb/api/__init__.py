@@ -56,6 +56,7 @@ from latentdb.api._validation import (
     check_text,
     check_texts,
     check_write_model,
+    is_metadata_value,
 )
 from latentdb.index import IndexSpec, IndexStatus
 
@@ -110,6 +111,7 @@ __all__ = [
     "embed_images",
     "embed_texts",
     "get_request",
+    "is_metadata_value",
     "progress_bar",
     "query_request",
     "query_vectors",

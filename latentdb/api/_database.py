@@ -6,9 +6,9 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from latentdb._closeable import Closeable
 from latentdb.api._migration import Migration, MigrationProgress
 from latentdb.api._validation import (
     MAX_DIMENSION,
@@ -217,7 +217,7 @@ class CollectionSettings:
         return space, embedder, config
 
 
-class Database(abc.ABC):
+class Database(Closeable):
     """A latentdb database: collections of records, each bound to one latent space,
     and aliases that name them.
 
@@ -225,17 +225,6 @@ class Database(abc.ABC):
     a server's client; :func:`latentdb.distributed.connect` gives a sharded one. All
     three have these methods, with these arguments, results and errors.
     """
-
-    def __enter__(self) -> Database:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "check_text",
     "check_texts",
     "check_write_model",
+    "is_metadata_value",
 ]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -303,9 +304,7 @@ def _metadata_json(metadata: object, position: int) -> str | None:
                 f"metadata keys must be non-empty strings not starting with '$'; got {key!r} "
                 f"at position {position}"
             )
-        if _is_scalar(value):
-            continue
-        if isinstance(value, list) and value and all(_is_scalar(item) for item in value):
+        if is_metadata_value(value):
             continue
         raise InvalidMetadataError(
             f"metadata value for {key!r} at position {position} must be a str, a 64-bit int, "
@@ -319,6 +318,14 @@ def _metadata_json(metadata: object, position: int) -> str | None:
             f"lone surrogate?): {metadata!r}"
         )
     return text
+
+
+def is_metadata_value(value: object) -> bool:
+    """Whether ``value`` can be stored as one metadata value: a scalar (str, bool,
+    64-bit int, finite float) or a non-empty list of scalars."""
+    if _is_scalar(value):
+        return True
+    return isinstance(value, list) and bool(value) and all(_is_scalar(item) for item in value)
 
 
 def _is_scalar(value: object) -> bool:

@@ -22,7 +22,6 @@ whole node (relationships included) rides along as JSON, as in LlamaIndex's own 
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -47,7 +46,7 @@ with needs_extra("llamaindex", __name__):
         node_to_metadata_dict,
     )
 
-from latentdb.api import Collection, Database
+from latentdb.api import Collection, Database, is_metadata_value
 from latentdb.errors import (
     CollectionNotFoundError,
     FilterError,
@@ -352,19 +351,7 @@ def _record_metadata(node: BaseNode) -> dict[str, Any]:
 
 
 def _storable(key: str, value: object) -> bool:
-    if not key or key.startswith("$"):
-        return False
-    if isinstance(value, list):
-        return bool(value) and all(_scalar(item) for item in value)
-    return _scalar(value)
-
-
-def _scalar(value: object) -> bool:
-    if isinstance(value, bool | str):
-        return True
-    if isinstance(value, int):
-        return -(2**63) <= value < 2**63
-    return isinstance(value, float) and math.isfinite(value)
+    return bool(key) and not key.startswith("$") and is_metadata_value(value)
 
 
 def _node(metadata: Mapping[str, Any] | None, text: str | None) -> BaseNode:

@@ -13,8 +13,8 @@ from latentdb.query._planner import (
 from latentdb.query._where import Condition, compile_where, parse_where
 
 __all__ = [
-    "Condition",
     "EXACT_ROWS",
+    "Condition",
     "FilterCache",
     "QueryPlan",
     "and_filters",

@@ -13,6 +13,7 @@ from types import TracebackType
 import uvicorn
 
 from latentdb.api import Database
+from latentdb.engine import EmbeddedDatabase
 from latentdb.errors import InvalidArgumentError, StorageError
 from latentdb.server._app import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY, create_app, limited
 from latentdb.server._auth import Keyring
@@ -104,7 +105,7 @@ def serve(
     if (certfile is None) != (keyfile is None):
         raise InvalidArgumentError("TLS needs both --certfile and --keyfile")
     check_exposure(host, keys, no_auth=no_auth, max_body=max_body, max_batch=max_batch)
-    with Database(Path(path)) as database:
+    with EmbeddedDatabase(Path(path)) as database:
         app = build(
             database,
             host=host,

@@ -16,8 +16,8 @@ import pytest
 
 import latentdb
 from latentdb import CollectionNotFoundError, Database, InvalidArgumentError
-from latentdb.engine import _migration
 from latentdb.embed import unregister
+from latentdb.engine import _migration
 
 # The model of the source collection's vectors (every write of vectors names it).
 MODEL = "old/model"
