@@ -1,5 +1,12 @@
 """Indexes over vectors keyed by int64 row keys: exact (flat) and ANN segments (faiss)."""
 
+from latentdb.index._distance import (
+    aligned_distances,
+    distance_matrix,
+    pair_distances,
+    scores_to_distances,
+    squared_norms,
+)
 from latentdb.index._flat import FlatIndex, SearchHits, exact_search
 from latentdb.index._kinds import (
     ANN_KINDS,
@@ -9,6 +16,7 @@ from latentdb.index._kinds import (
     index_kind,
 )
 from latentdb.index._lock import BuildLock
+from latentdb.index._sealed import SealedSegment, merge_hits
 from latentdb.index._segments import IndexStatus, SegmentedIndex
 from latentdb.index._spec import AUTO_MIN_ROWS, INDEX_KINDS, IndexSpec, ann_kind_names
 
@@ -23,9 +31,16 @@ __all__ = [
     "IndexKindDescriptor",
     "IndexSpec",
     "IndexStatus",
+    "SealedSegment",
     "SearchHits",
     "SegmentedIndex",
+    "aligned_distances",
     "ann_kind_names",
+    "distance_matrix",
     "exact_search",
     "index_kind",
+    "merge_hits",
+    "pair_distances",
+    "scores_to_distances",
+    "squared_norms",
 ]

@@ -12,10 +12,16 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from latentdb.index._distance import (
+    distance_matrix,
+    one_query_distances,
+    pair_distances,
+    squared_norms,
+)
 from latentdb.index._memory import forget
 from latentdb.space import Metric
 
-__all__ = ["FlatIndex", "SearchHits", "exact_search", "scores_to_distances", "squared_norms"]
+__all__ = ["FlatIndex", "SearchHits", "exact_search", "rescore"]
 
 FloatMatrix = npt.NDArray[np.float32]
 KeyArray = npt.NDArray[np.int64]
@@ -255,15 +261,9 @@ class FlatIndex:
         if self._masked > _MAX_MASKED_ROWS:
             self.compact()
         matrix = self._vectors[: self._size]
-        scores = matrix @ query
-        if self.metric == "cosine":
-            distances = 1.0 - scores
-        elif self.metric == "ip":
-            distances = -scores
-        else:
-            if self._norms is None:
-                self._norms = squared_norms(matrix)
-            distances = self._norms - 2.0 * scores + float(query @ query)
+        if self.metric == "l2" and self._norms is None:
+            self._norms = squared_norms(matrix)
+        distances = distance_matrix(query[None, :], matrix, self.metric, row_norms=self._norms)[0]
         if self._masked:
             distances[~self._alive[: self._size]] = np.inf
         rows = np.flatnonzero(distances < bound)
@@ -285,12 +285,6 @@ def _adoptable(keys: KeyArray, vectors: FloatMatrix, dimension: int) -> bool:
         and vectors.base is None  # owns its memory: not a view into someone's array
         and bool(np.all(keys[1:] > keys[:-1]))
     )
-
-
-def squared_norms(matrix: FloatMatrix) -> FloatMatrix:
-    """||row||^2 of each row, float32 (n,)."""
-    norms: FloatMatrix = np.einsum("ij,ij->i", matrix, matrix)
-    return norms
 
 
 def exact_search(
@@ -337,22 +331,6 @@ def exact_search(
 _RESCORE_FLOATS = 1 << 22
 
 
-def pair_distances(queries: FloatMatrix, rows: FloatMatrix, metric: Metric) -> FloatMatrix:
-    """Distances of each query (nq, d) to its own candidate rows (nq, c, d), float32
-    (nq, c): one dot product (or squared difference) per pair, summed in an order that
-    depends only on the dimension, so the same pair always gives the same bits."""
-    if metric == "l2":
-        difference = rows - queries[:, None, :]
-        distances: FloatMatrix = np.einsum("qcd,qcd->qc", difference, difference)
-        return distances
-    scores: FloatMatrix = np.einsum("qd,qcd->qc", queries, rows)
-    if metric == "ip":
-        np.negative(scores, out=scores)
-    else:
-        np.maximum(np.subtract(1.0, scores, out=scores), 0.0, out=scores)
-    return scores
-
-
 def _rescore_one(
     query: FloatMatrix,
     matrix: FloatMatrix,
@@ -363,15 +341,7 @@ def _rescore_one(
     """:func:`rescore` of one query (d,) and its positions (c,): the same einsum sums,
     bit for bit, as :func:`pair_distances` makes for it in a batch."""
     rows = np.asarray(matrix[positions], dtype=np.float32)
-    if metric == "l2":
-        difference = rows - query
-        distances = np.einsum("cd,cd->c", difference, difference)
-    else:
-        distances = np.einsum("cd,d->c", rows, query)
-        if metric == "ip":
-            np.negative(distances, out=distances)
-        else:
-            np.maximum(np.subtract(1.0, distances, out=distances), 0.0, out=distances)
+    distances = one_query_distances(query, rows, metric)
     if missing is not None:
         distances[missing[0]] = np.inf
     order = np.argsort(distances, kind="stable")
@@ -467,18 +437,3 @@ def _scan_faiss(
         scores = np.take_along_axis(scores, keep, axis=1)
         positions = np.take_along_axis(positions, keep, axis=1)
     return scores.astype(np.float32, copy=False), positions.astype(np.intp, copy=False)
-
-
-def scores_to_distances(queries: FloatMatrix, scores: FloatMatrix, metric: Metric) -> FloatMatrix:
-    """Turn larger-is-closer scores into the metric's smaller-is-closer distances.
-
-    Scores are <q, x> for cosine and ip, and 2<q, x> - ||x||^2 (or ||q||^2 - ||q - x||^2)
-    for l2.
-    """
-    if metric == "ip":
-        distances = -scores
-    elif metric == "cosine":
-        distances = np.maximum(1.0 - scores, 0.0)
-    else:
-        distances = np.maximum(squared_norms(queries)[:, None] - scores, 0.0)
-    return distances.astype(np.float32, copy=False)

@@ -30,7 +30,8 @@ import numpy as np
 import numpy.typing as npt
 
 from latentdb.index._buffers import storage_view
-from latentdb.index._flat import exact_search, rescore, scores_to_distances, squared_norms
+from latentdb.index._distance import faiss_distances, faiss_distances_of_one, squared_norms
+from latentdb.index._flat import exact_search, rescore
 from latentdb.index._kinds import FILTERED_EF_MAX, filtered_ef, index_kind
 from latentdb.index._segment_files import VECTORS_FILE, Checksums, read_segment, write_segment
 from latentdb.index._spec import IndexSpec
@@ -446,8 +447,7 @@ class SealedSegment:
         raw, rows = self.index.search(self.indexed(queries), fetch, params=parameters)
         if self.reranks:
             return self._rerank(queries, rows, k)
-        scores = squared_norms(queries)[:, None] - raw if self.metric == "l2" else raw
-        distances = scores_to_distances(queries, scores, self.metric)
+        distances = faiss_distances(queries, raw, self.metric)
         distances[rows < 0] = np.inf
         return distances, np.where(rows >= 0, self.keys[rows], -1)
 
@@ -485,14 +485,7 @@ class SealedSegment:
             raw, rows = raw[:, hit], rows[:, hit]
             if not rows.size:
                 return raw, rows
-        if self.metric == "cosine":
-            if raw[0, 0] > 1.0:  # rounding: the nearest may score a hair above 1
-                raw[0, 0] = 1.0
-            np.subtract(1.0, raw, out=raw)
-        elif self.metric == "ip":
-            np.negative(raw, out=raw)
-        elif raw[0, 0] < 0.0:  # faiss gives squared L2 distances already
-            raw[0, 0] = 0.0
+        faiss_distances_of_one(raw, self.metric)
         return raw, self.keys[rows]
 
     @property
