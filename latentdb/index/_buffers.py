@@ -1,8 +1,16 @@
 """Views into faiss's own buffers: the float32 storage of an HNSW index, and room
-reserved for its codes (handed back to the system until codes arrive)."""
+reserved for its codes (handed back to the system until codes arrive).
+
+Both reach past faiss's Python API into its C++ layout, so the layout is checked once,
+on a tiny index, before it is relied on (:func:`codes_keep_capacity`,
+:func:`storage_is_float_rows`): a faiss whose layout differs gets the safe path instead
+(no reservation, or a copy of the vectors), slower or bigger but with the same results.
+tests/index/test_buffers.py fails loudly when an upgrade changes the layout.
+"""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import faiss as _faiss
@@ -11,27 +19,82 @@ import numpy.typing as npt
 
 from latentdb.index._memory import forget
 
-__all__ = ["reserve_codes", "storage_view"]
+__all__ = ["codes_keep_capacity", "reserve_codes", "storage_is_float_rows", "storage_view"]
 
 # faiss's SWIG type stubs lack the downcasts and rev_swig_ptr.
 faiss: Any = _faiss
+
+# Rows of the probe index: enough to grow its storage a few times over.
+_PROBE_ROWS = 64
+_PROBE_DIMENSION = 4
+
+
+def _flat_storage(index: Any) -> Any:
+    return faiss.downcast_index(faiss.downcast_index(index).storage)
+
+
+def _codes_address(codes: Any, size: int) -> int:
+    return int(faiss.rev_swig_ptr(codes.data(), size).ctypes.data)
+
+
+@functools.cache
+def codes_keep_capacity() -> bool:
+    """Whether an HNSW index's flat storage keeps its codes in a growable buffer that
+    keeps its memory when emptied, and fills that memory in place as rows are added
+    (a std::vector): what :func:`reserve_codes` relies on before it hands the pages of
+    that memory back with ``madvise``. Checked once, on a tiny index."""
+    try:
+        index = faiss.IndexHNSWFlat(_PROBE_DIMENSION, 4)
+        storage = _flat_storage(index)
+        size = _PROBE_ROWS * storage.code_size
+        storage.codes.resize(size)
+        reserved = _codes_address(storage.codes, size)
+        storage.codes.resize(0)
+        index.add(np.ones((_PROBE_ROWS, _PROBE_DIMENSION), dtype=np.float32))
+        return bool(
+            storage.codes.size() == size and _codes_address(storage.codes, size) == reserved
+        )
+    except Exception:  # another layout, or no such methods: take the safe path
+        return False
+
+
+@functools.cache
+def storage_is_float_rows() -> bool:
+    """Whether an HNSW index's flat storage holds its vectors as float32 rows, one after
+    another, at ``get_xb()``: what :func:`storage_view` relies on. Checked once."""
+    try:
+        index = faiss.IndexHNSWFlat(_PROBE_DIMENSION, 4)
+        count = _PROBE_ROWS * _PROBE_DIMENSION
+        rows = np.arange(count, dtype=np.float32).reshape(_PROBE_ROWS, _PROBE_DIMENSION)
+        index.add(rows)
+        flat = faiss.rev_swig_ptr(_flat_storage(index).get_xb(), rows.size)
+        return bool(np.array_equal(np.asarray(flat).reshape(rows.shape), rows))
+    except Exception:
+        return False
 
 
 def reserve_codes(index: Any, rows: int) -> None:
     """Room for ``rows`` codes in an HNSW index's storage, before chunks are added: grown
     chunk by chunk, the std::vector reallocates and briefly holds two copies (+120 MiB at
     100k x 384). Sizing it writes zeros to every page, so the pages are handed back at
-    once: the capacity stays, and memory is taken only as codes arrive."""
-    storage = faiss.downcast_index(faiss.downcast_index(index).storage)
+    once: the capacity stays, and memory is taken only as codes arrive. Nothing is
+    reserved where faiss's storage is not such a vector (:func:`codes_keep_capacity`)."""
+    if not codes_keep_capacity():
+        return
+    storage = _flat_storage(index)
     size = rows * storage.code_size
     storage.codes.resize(size)
-    start = int(faiss.rev_swig_ptr(storage.codes.data(), size).ctypes.data)
+    start = _codes_address(storage.codes, size)
     storage.codes.resize(0)  # std::vector keeps its capacity
     forget(start, start + size)
 
 
 def storage_view(index: Any, shape: tuple[int, int]) -> npt.NDArray[np.float32]:
-    """A numpy view of an IndexHNSWFlat's stored float32 vectors (no copy)."""
-    storage = faiss.downcast_index(faiss.downcast_index(index).storage)
+    """The float32 vectors (rows, dimension) an IndexHNSWFlat stores: a view (no copy),
+    or a copy read back through faiss where its layout is not the one checked for."""
+    storage = _flat_storage(index)
+    if not storage_is_float_rows():
+        copied: npt.NDArray[np.float32] = storage.reconstruct_n(0, shape[0])
+        return copied.reshape(shape)
     flat = faiss.rev_swig_ptr(storage.get_xb(), shape[0] * shape[1])
     return np.asarray(flat).reshape(shape)
