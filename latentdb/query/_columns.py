@@ -164,10 +164,6 @@ class MetadataColumns:
                 column.clear(slot)
         self.version += 1
 
-    @property
-    def dead_fraction(self) -> float:
-        return 0.0 if not self.size else 1.0 - self.live / self.size
-
     def slots_of(self, keys: KeyArray) -> npt.NDArray[np.int64]:
         """Slot of each key (-1 for keys without one)."""
         get = self.slot_of.get

@@ -19,7 +19,6 @@ at most ``MAX_CONDITIONS`` (1,000) conditions, as in ``where``.
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 import threading
@@ -52,11 +51,6 @@ def compile_where_document(where_document: Mapping[str, Any] | None) -> SqlFilte
         return None
     params: list[Any] = []
     return SqlFilter(_clause(where_document, params, 0, [0]), tuple(params))
-
-
-def canonical_document(where_document: Mapping[str, Any] | None) -> str:
-    """A stable text form (a cache key)."""
-    return json.dumps(where_document, sort_keys=True)
 
 
 def _clause(clause: Any, params: list[Any], depth: int, conditions: list[int]) -> str:

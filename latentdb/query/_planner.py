@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from latentdb.index import SegmentedIndex
-from latentdb.index._sealed import SealedSegment, merge_hits
+from latentdb.index import SealedSegment, SegmentedIndex, merge_hits
 from latentdb.query._columns import MetadataColumns, Unsupported
 from latentdb.query._subset import SubsetIndex
 from latentdb.query._where import Condition, canonical, to_sql

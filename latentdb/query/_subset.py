@@ -21,8 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from latentdb.errors import LatentDBWarning
-from latentdb.index import IndexSpec, SegmentedIndex, exact_search
-from latentdb.index._sealed import SealedSegment
+from latentdb.index import IndexSpec, SealedSegment, SegmentedIndex, exact_search
 from latentdb.space import Metric
 
 __all__ = ["FLAT_ROWS", "SUBSET_SPEC", "SubsetIndex"]
