@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from latentdb.errors import LatentDBWarning
-from latentdb.index import IndexSpec, SealedSegment, SegmentedIndex, exact_search
+from latentdb.index import EXACT_KIND, IndexSpec, SealedSegment, SegmentedIndex, exact_search
 from latentdb.space import Metric
 
 __all__ = ["FLAT_ROWS", "SUBSET_SPEC", "SubsetIndex"]
@@ -75,7 +75,7 @@ class SubsetIndex:
 
     @property
     def kind(self) -> str:
-        return "flat" if self.matrix is not None else "hnsw"
+        return EXACT_KIND if self.matrix is not None else SUBSET_SPEC.kind
 
     @property
     def ready(self) -> bool:
