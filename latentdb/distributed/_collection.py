@@ -26,7 +26,7 @@ What differs from one engine, and why:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -34,10 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from latentdb.analysis import (
-    IndexMeasurement,
     SpaceMap,
-    SpaceReport,
-    build_report,
     project,
     sample_positions,
     steps_bar,
@@ -426,49 +423,22 @@ class ShardedCollection(Collection):
         )
         return [record_id for page in pages for record_id in page.ids]
 
-    def _analyze(self, *, sample: int, k: int) -> SpaceReport:
+    def _every_vector(
+        self,
+    ) -> tuple[FloatMatrix, Callable[[npt.NDArray[np.int64]], list[str]]]:
         # Every vector is gathered to this process (the report measures queries
-        # against every row), so it needs the memory of the whole collection here; the
-        # index figures come from evaluate().
-        name, space = self.name, self.space
-        with steps_bar(f"analyzing {name}", 8) as steps:
-            steps.advance("reading vectors")
-            pages = self._group().read_all(
-                "get", {"where": None, "where_document": None, "include": ("vectors",)}
-            )
-            whole = concatenate(pages, frozenset({"vectors"}), space.dimension)
-            assert whole.vectors is not None
-            ids = np.array(whole.ids, dtype=object)
+        # against every row), so it needs the memory of the whole collection here.
+        pages = self._group().read_all(
+            "get", {"where": None, "where_document": None, "include": ("vectors",)}
+        )
+        whole = concatenate(pages, frozenset({"vectors"}), self.space.dimension)
+        assert whole.vectors is not None
+        ids = np.array(whole.ids, dtype=object)
 
-            def ids_of(positions: npt.NDArray[np.int64]) -> list[str]:
-                return [str(i) for i in ids[positions].tolist()]
+        def ids_of(positions: npt.NDArray[np.int64]) -> list[str]:
+            return [str(i) for i in ids[positions].tolist()]
 
-            def measure_index() -> IndexMeasurement:
-                status = self.index_status()
-                report = self.evaluate(sample=50 if status.kind == "flat" else 300)
-                return IndexMeasurement(
-                    kind=report.kind,
-                    spec=status.spec,
-                    params=report.params,
-                    recall=report.recall,
-                    recall_target=report.recall_target,
-                    qps=report.qps,
-                    exact_qps=report.exact_qps,
-                    source=report.source,
-                    pending=status.pending if status.kind != "flat" else 0,
-                )
-
-            return build_report(
-                whole.vectors,
-                ids_of,
-                collection=name,
-                model=space.model,
-                metric=space.metric,
-                sample=sample,
-                k=k,
-                measure_index=measure_index,
-                steps=steps,
-            )
+        return whole.vectors, ids_of
 
     def _map(
         self, *, method: str, sample: int, where: Where | None, filters: SqlFilter | None

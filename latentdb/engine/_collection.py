@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -11,10 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from latentdb.analysis import (
-    IndexMeasurement,
     SpaceMap,
-    SpaceReport,
-    build_report,
     project,
     sample_positions,
     steps_bar,
@@ -428,45 +425,17 @@ class EmbeddedCollection(Collection):
 
     # -- understanding the space ---------------------------------------------------
 
-    def _analyze(self, *, sample: int, k: int) -> SpaceReport:
+    def _every_vector(
+        self,
+    ) -> tuple[FloatMatrix, Callable[[npt.NDArray[np.int64]], list[str]]]:
         database, state = self._database, self._state
-        with steps_bar(f"analyzing {self.name}", 8) as steps:
-            steps.advance("reading vectors")
-            with database.store.lock:
-                index = database.index(state)
-                keys, rows = _live_rows(index)
+        with database.store.lock:
+            keys, rows = _live_rows(database.index(state))
 
-            def ids_of(positions: npt.NDArray[np.int64]) -> list[str]:
-                return state.ids.lookup(keys[positions][None, :])[0] if positions.size else []
+        def ids_of(positions: npt.NDArray[np.int64]) -> list[str]:
+            return state.ids.lookup(keys[positions][None, :])[0] if positions.size else []
 
-            def measure_index() -> IndexMeasurement:
-                status = self.index_status()
-                # ANN: 300 queries give recall to about +-0.01. Exact: recall is 1 by
-                # definition and 50 queries time the scan (300 took 9 s at 100k rows).
-                report = self.evaluate(sample=50 if status.kind == "flat" else 300)
-                return IndexMeasurement(
-                    kind=report.kind,
-                    spec=status.spec,
-                    params=report.params,
-                    recall=report.recall,
-                    recall_target=report.recall_target,
-                    qps=report.qps,
-                    exact_qps=report.exact_qps,
-                    source=report.source,
-                    pending=status.pending if status.kind != "flat" else 0,
-                )
-
-            return build_report(
-                rows,
-                ids_of,
-                collection=self.name,
-                model=state.space.model,
-                metric=state.space.metric,
-                sample=sample,
-                k=k,
-                measure_index=measure_index,
-                steps=steps,
-            )
+        return rows, ids_of
 
     def _map(
         self, *, method: str, sample: int, where: Where | None, filters: SqlFilter | None
