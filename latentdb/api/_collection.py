@@ -34,6 +34,7 @@ from latentdb.api._requests import (
     WriteRequest,
     get_request,
     query_request,
+    scroll_request,
     sql_filters,
     write_request,
 )
@@ -308,15 +309,7 @@ class Collection(abc.ABC):
         Raises:
             InvalidArgumentError, FilterError: bad batch, include or filters.
         """
-        check_non_negative(batch, "batch", minimum=1)
-        request = get_request(
-            None,
-            where=where,
-            limit=batch,
-            offset=0,
-            include=include,
-            where_document=where_document,
-        )
+        request = scroll_request(batch, where, where_document, include)
         return self._for_call()._scroll(request)
 
     def query(

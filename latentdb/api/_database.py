@@ -39,6 +39,7 @@ __all__ = [
     "EXTERNAL_MODEL",
     "CollectionSettings",
     "Database",
+    "MigrationRequest",
     "check_recall_target",
     "check_require_model",
     "check_same_space",
@@ -183,6 +184,17 @@ def collection_space(
         normalized=metric == "cosine",
     )
     return space, embedder
+
+
+@dataclass(frozen=True)
+class MigrationRequest:
+    """A checked ``migrate`` (see there): all but the name."""
+
+    embedder: str | None
+    reduce: int | None
+    new_name: str | None
+    background: bool
+    progress: MigrationProgress | None
 
 
 @dataclass(frozen=True)
@@ -439,12 +451,7 @@ class Database(Closeable):
         background = check_flag(background, "background")
         check_callable(progress, "progress")
         return self._migrate(
-            name,
-            embedder=embedder,
-            reduce=reduce,
-            new_name=new_name,
-            background=background,
-            progress=progress,
+            name, MigrationRequest(embedder, reduce, new_name, background, progress)
         )
 
     def list_migrations(self) -> list[Migration]:
@@ -499,16 +506,7 @@ class Database(Closeable):
     def _list_aliases(self) -> dict[str, str]: ...
 
     @abc.abstractmethod
-    def _migrate(
-        self,
-        name: str,
-        *,
-        embedder: str | None,
-        reduce: int | None,
-        new_name: str | None,
-        background: bool,
-        progress: MigrationProgress | None,
-    ) -> Migration: ...
+    def _migrate(self, name: str, request: MigrationRequest) -> Migration: ...
 
     @abc.abstractmethod
     def _list_migrations(self) -> list[Migration]: ...

@@ -47,24 +47,6 @@ if TYPE_CHECKING:
     from latentdb.api._collection import Collection
     from latentdb.space import LatentSpace
 
-__all__ = [
-    "GET_FIELDS",
-    "QUERY_FIELDS",
-    "FloatMatrix",
-    "GetRequest",
-    "Progress",
-    "QueryRequest",
-    "Where",
-    "WriteRequest",
-    "collection_embedder",
-    "embed_images",
-    "embed_texts",
-    "query_request",
-    "query_vectors",
-    "sql_filters",
-    "write_request",
-    "write_vectors",
-]
 
 FloatMatrix = npt.NDArray[np.float32]
 Where = Mapping[str, Any]
@@ -368,6 +350,26 @@ def get_request(
     start = check_non_negative(offset, "offset")
     filters = sql_filters(where, where_document)
     return GetRequest(fields, id_list, page, start, where, where_document, filters)
+
+
+def scroll_request(
+    batch: object, where: Where | None, where_document: Where | None, include: object
+) -> GetRequest:
+    """Check a ``scroll``'s arguments: a :class:`GetRequest` whose ``limit`` is the
+    batch.
+
+    Raises:
+        InvalidArgumentError, FilterError: bad input.
+    """
+    check_non_negative(batch, "batch", minimum=1)
+    return get_request(
+        None,
+        where=where,
+        limit=batch,
+        offset=0,
+        include=include,
+        where_document=where_document,
+    )
 
 
 # -- embedding in this process -------------------------------------------------------

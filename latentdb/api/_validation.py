@@ -29,26 +29,6 @@ from latentdb.errors import (
 if TYPE_CHECKING:
     from latentdb.space import LatentSpace
 
-__all__ = [
-    "MAX_DIMENSION",
-    "MAX_INT",
-    "MAX_K",
-    "MAX_SEARCH_PARAM",
-    "check_callable",
-    "check_collection_name",
-    "check_documents",
-    "check_flag",
-    "check_ids",
-    "check_include",
-    "check_metadatas",
-    "check_name",
-    "check_non_negative",
-    "check_search_params",
-    "check_text",
-    "check_texts",
-    "check_write_model",
-    "is_metadata_value",
-]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # The largest integer SQLite stores (limit, offset, batch bind as 64-bit integers).

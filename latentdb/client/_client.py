@@ -45,6 +45,7 @@ from latentdb.api import (
     IndexStatus,
     Migration,
     MigrationProgress,
+    MigrationRequest,
     MigrationStatus,
     QueryRequest,
     QueryResult,
@@ -303,23 +304,19 @@ class RemoteDatabase(Database):
 
     # -- migrations ----------------------------------------------------------------
 
-    def _migrate(
-        self,
-        name: str,
-        *,
-        embedder: str | None,
-        reduce: int | None,
-        new_name: str | None,
-        background: bool,
-        progress: MigrationProgress | None,
-    ) -> Migration:
+    def _migrate(self, name: str, request: MigrationRequest) -> Migration:
         # It runs on the server; background=False polls it until it ends, calling
         # progress(copied, total) as it moves.
-        body = {"name": name, "embedder": embedder, "reduce": reduce, "new_name": new_name}
+        body = {
+            "name": name,
+            "embedder": request.embedder,
+            "reduce": request.reduce,
+            "new_name": request.new_name,
+        }
         reply = self._call("POST", "/v1/migrations", body)
         migration = RemoteMigration(self, reply["id"], migration_status_from_wire(reply["status"]))
-        if not background:
-            migration._follow(None, progress)
+        if not request.background:
+            migration._follow(None, request.progress)
         return migration
 
     def _list_migrations(self) -> list[Migration]:

@@ -27,7 +27,7 @@ from latentdb.api import (
     Database,
     IndexSpec,
     Migration,
-    MigrationProgress,
+    MigrationRequest,
     check_collection_name,
     check_flag,
     check_non_negative,
@@ -274,16 +274,7 @@ class ShardedDatabase(Database):
 
     # -- what a sharded database does not do -----------------------------------------
 
-    def _migrate(
-        self,
-        name: str,
-        *,
-        embedder: str | None,
-        reduce: int | None,
-        new_name: str | None,
-        background: bool,
-        progress: MigrationProgress | None,
-    ) -> Migration:
+    def _migrate(self, name: str, request: MigrationRequest) -> Migration:
         # Not available: re-embed with ingest() into a new collection and switch_alias.
         raise InvalidArgumentError(
             "migrate is not available on a sharded database: re-embed into a new sharded "

@@ -22,14 +22,14 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from latentdb.api import GetResult, IndexSpec, get_request
+from latentdb.api import Collection, GetResult, IndexSpec, scroll_request
 from latentdb.engine import EmbeddedCollection, EmbeddedDatabase
 from latentdb.errors import CollectionNotFoundError, DuplicateIdError, InvalidArgumentError
 from latentdb.store import DATABASE_FILE
@@ -69,45 +69,35 @@ class ShardHost:
             spec: ``dimension``, ``metric``, ``model``, ``index`` (an IndexSpec's dict),
                 ``recall_target`` and, when set, ``reduce`` of the sharded collection.
         """
+        reduce = {} if spec.get("reduce") is None else {"reduce": int(spec["reduce"])}
+        self._open(
+            folder,
+            holder,
+            lambda database: database.get_or_create_collection(
+                SHARD_COLLECTION,
+                dimension=int(spec["dimension"]),
+                metric=spec["metric"],
+                embedder=None,
+                model=spec["model"],
+                index=IndexSpec.parse(spec["index"]),
+                recall_target=float(spec["recall_target"]),
+                # The driver checks model= before any shard is written to.
+                require_model=False,
+                **reduce,
+            ),
+        )
+
+    def _open(
+        self, folder: str, holder: str, collection_of: Callable[[EmbeddedDatabase], Collection]
+    ) -> _Engine:
+        """The engine of ``folder`` for ``holder``, opened (with ``collection_of`` its
+        database) if this process has not yet."""
         with self._lock:
             engine = self._engines.get(folder)
             if engine is None:
                 database = EmbeddedDatabase(folder)
-                reduce = {} if spec.get("reduce") is None else {"reduce": int(spec["reduce"])}
                 try:
-                    collection = database.get_or_create_collection(
-                        SHARD_COLLECTION,
-                        dimension=int(spec["dimension"]),
-                        metric=spec["metric"],
-                        embedder=None,
-                        model=spec["model"],
-                        index=IndexSpec.parse(spec["index"]),
-                        recall_target=float(spec["recall_target"]),
-                        # The driver checks model= before any shard is written to.
-                        require_model=False,
-                        **reduce,
-                    )
-                except BaseException:
-                    database.close()
-                    raise
-                assert isinstance(collection, EmbeddedCollection)  # the engine's own
-                engine = self._engines[folder] = _Engine(database, collection)
-            engine.holders.add(holder)
-
-    def _engine(self, folder: str, holder: str) -> _Engine:
-        """The open engine of ``folder``, opened now if this process has not yet.
-
-        Raises:
-            CollectionNotFoundError: the folder holds no shard (it was deleted).
-        """
-        with self._lock:
-            engine = self._engines.get(folder)
-            if engine is None:
-                if not (Path(folder) / DATABASE_FILE).exists():
-                    raise CollectionNotFoundError(f"shard folder {folder} does not exist")
-                database = EmbeddedDatabase(folder)
-                try:
-                    collection = database.get_collection(SHARD_COLLECTION)
+                    collection = collection_of(database)
                 except BaseException:
                     database.close()
                     raise
@@ -115,6 +105,18 @@ class ShardHost:
                 engine = self._engines[folder] = _Engine(database, collection)
             engine.holders.add(holder)
             return engine
+
+    def _engine(self, folder: str, holder: str) -> _Engine:
+        """The open engine of ``folder``, opened now if this process has not yet.
+
+        Raises:
+            CollectionNotFoundError: the folder holds no shard (it was deleted).
+        """
+        if folder not in self._engines and not (Path(folder) / DATABASE_FILE).exists():
+            raise CollectionNotFoundError(f"shard folder {folder} does not exist")
+        return self._open(
+            folder, holder, lambda database: database.get_collection(SHARD_COLLECTION)
+        )
 
     def call(self, folder: str, holder: str, method: str, arguments: Mapping[str, Any]) -> Any:
         """Run one :class:`~latentdb.Collection` method on the shard in ``folder``.
@@ -200,14 +202,7 @@ class ShardHost:
         include: Sequence[str],
     ) -> tuple[GetResult, int]:
         """Up to ``batch`` matching records after row key ``after``, and the last key."""
-        request = get_request(
-            None,
-            where=where,
-            limit=batch,
-            offset=0,
-            include=include,
-            where_document=where_document,
-        )
+        request = scroll_request(batch, where, where_document, include)
         return collection.page_after(request, after)
 
     def release(self, holder: str) -> None:

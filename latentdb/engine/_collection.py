@@ -168,39 +168,71 @@ class EmbeddedCollection(Collection):
     # -- writes --------------------------------------------------------------------
 
     def _write(self, request: WriteRequest) -> None:
-        if request.mode == "update":
-            self._update(request)
-            return
         matrix = write_vectors(self, request)[1]
-        assert matrix is not None
-        id_list, count = request.ids, request.count
         database, state = self._database, self._state
         store = database.store
         with store.lock:  # held until the commit is mirrored in the index
             with store.write():
                 database.sync(state)
-                if request.mode == "add":
-                    stored = store.keys_for_ids(state.row.id, id_list)
-                    if stored:
-                        first = next(i for i in id_list if i in stored)
-                        raise DuplicateIdError(
-                            f"id {first!r} is already stored in {self.name!r} "
-                            f"({len(stored)} of the {count} ids are): use upsert to replace"
-                        )
-                sequence = store.next_sequence()
-                store.insert_records(
-                    state.row.id,
-                    ids=id_list,
-                    vectors=matrix,
-                    documents=request.documents or [None] * count,
-                    metadatas=request.metadata_json or [None] * count,
-                    sequence=sequence,
+                if request.mode == "update":
+                    sequence, keys = self._update_rows(request, matrix)
+                else:
+                    assert matrix is not None
+                    sequence, keys = self._insert_rows(request, matrix)
+            if matrix is None:  # metadata or documents only: nothing for the index
+                self._apply(sequence, None, None, None)
+            else:
+                self._apply(sequence, keys, request.ids, matrix)
+
+    def _insert_rows(
+        self, request: WriteRequest, matrix: FloatMatrix
+    ) -> tuple[int, npt.NDArray[np.int64]]:
+        """Insert (add) or replace (upsert) the records, in the open transaction."""
+        store, row = self._database.store, self._state.row
+        id_list, count = request.ids, request.count
+        if request.mode == "add":
+            stored = store.keys_for_ids(row.id, id_list)
+            if stored:
+                first = next(i for i in id_list if i in stored)
+                raise DuplicateIdError(
+                    f"id {first!r} is already stored in {self.name!r} "
+                    f"({len(stored)} of the {count} ids are): use upsert to replace"
                 )
-                key_of = {
-                    record_id: key for key, record_id in store.keys_at(state.row.id, sequence)
-                }
-            keys = np.fromiter((key_of[i] for i in id_list), dtype=np.int64, count=count)
-            self._apply(sequence, keys, id_list, matrix)
+        sequence = store.next_sequence()
+        store.insert_records(
+            row.id,
+            ids=id_list,
+            vectors=matrix,
+            documents=request.documents or [None] * count,
+            metadatas=request.metadata_json or [None] * count,
+            sequence=sequence,
+        )
+        key_of = {record_id: key for key, record_id in store.keys_at(row.id, sequence)}
+        return sequence, np.fromiter((key_of[i] for i in id_list), dtype=np.int64, count=count)
+
+    def _update_rows(
+        self, request: WriteRequest, matrix: FloatMatrix | None
+    ) -> tuple[int, npt.NDArray[np.int64]]:
+        """Change the fields of stored records, in the open transaction."""
+        store, row = self._database.store, self._state.row
+        id_list = request.ids
+        key_of = store.keys_for_ids(row.id, id_list)
+        missing = [i for i in id_list if i not in key_of]
+        if missing:
+            raise RecordNotFoundError(
+                f"cannot update ids that are not stored in {self.name!r}: "
+                f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
+            )
+        keys = np.fromiter((key_of[i] for i in id_list), dtype=np.int64, count=request.count)
+        sequence = store.next_sequence()
+        store.update_records(
+            keys.tolist(),
+            vectors=matrix,
+            documents=request.documents,
+            metadatas=request.metadata_json,
+            sequence=sequence,
+        )
+        return sequence, keys
 
     def _apply(
         self,
@@ -223,35 +255,6 @@ class EmbeddedCollection(Collection):
                 sequence=sequence,
             )
         )
-
-    def _update(self, request: WriteRequest) -> None:
-        matrix = write_vectors(self, request)[1]
-        id_list, count = request.ids, request.count
-        database, state = self._database, self._state
-        store = database.store
-        with store.lock:  # held until the commit is mirrored in the index
-            with store.write():
-                database.sync(state)
-                key_of = store.keys_for_ids(state.row.id, id_list)
-                missing = [i for i in id_list if i not in key_of]
-                if missing:
-                    raise RecordNotFoundError(
-                        f"cannot update ids that are not stored in {self.name!r}: "
-                        f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
-                    )
-                keys = np.fromiter((key_of[i] for i in id_list), dtype=np.int64, count=count)
-                sequence = store.next_sequence()
-                store.update_records(
-                    keys.tolist(),
-                    vectors=matrix,
-                    documents=request.documents,
-                    metadatas=request.metadata_json,
-                    sequence=sequence,
-                )
-            if matrix is not None:
-                self._apply(sequence, keys, id_list, matrix)
-            else:
-                self._apply(sequence, None, None, None)
 
     def _delete(self, request: GetRequest) -> int:
         database, state = self._database, self._state

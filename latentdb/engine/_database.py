@@ -14,7 +14,7 @@ from latentdb.api import (
     CollectionSettings,
     Database,
     IndexSpec,
-    MigrationProgress,
+    MigrationRequest,
     check_text,
     collection_requires_model,
     version_names,
@@ -149,16 +149,8 @@ class EmbeddedDatabase(Database):
 
     # -- migrations ----------------------------------------------------------------
 
-    def _migrate(
-        self,
-        name: str,
-        *,
-        embedder: str | None,
-        reduce: int | None,
-        new_name: str | None,
-        background: bool,
-        progress: MigrationProgress | None,
-    ) -> Migration:
+    def _migrate(self, name: str, request: MigrationRequest) -> Migration:
+        embedder, reduce, new_name = request.embedder, request.reduce, request.new_name
         store = self.store
         with store.write():
             source = self.resolve(name)
@@ -178,9 +170,9 @@ class EmbeddedDatabase(Database):
                 break
             else:
                 migration = self._new_migration(source, name, wanted, reduce, new_name)
-        if background:
-            return migration.start(progress)
-        migration.run(progress)
+        if request.background:
+            return migration.start(request.progress)
+        migration.run(request.progress)
         return migration
 
     def _new_migration(
