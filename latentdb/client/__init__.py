@@ -8,7 +8,8 @@ The wire format the client and the server speak (arrays in their ``json`` or
 with the same functions, so the two sides cannot drift apart.
 """
 
-from latentdb.client._client import API_KEY_ENV, RemoteCollection, RemoteDatabase, RemoteMigration
+from latentdb.client._client import API_KEY_ENV, RemoteCollection, RemoteDatabase
+from latentdb.client._migration import RemoteMigration
 from latentdb.client._wire import (
     VECTOR_HEADER,
     VectorFormat,

@@ -25,7 +25,6 @@ import io
 import json
 import os
 import ssl
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,21 +43,19 @@ from latentdb.api import (
     IndexSpec,
     IndexStatus,
     Migration,
-    MigrationProgress,
     MigrationRequest,
-    MigrationStatus,
     QueryRequest,
     QueryResult,
     RecallReport,
     Where,
     WriteRequest,
 )
+from latentdb.client._migration import RemoteMigration
 from latentdb.client._wire import (
     VECTOR_HEADER,
     VectorFormat,
     encode_array,
     error_class,
-    error_class_named,
     get_result_from_wire,
     index_status_from_wire,
     migration_status_from_wire,
@@ -70,7 +67,6 @@ from latentdb.errors import (
     DatabaseClosedError,
     EmbedderError,
     InvalidArgumentError,
-    ServerError,
     TransportError,
 )
 from latentdb.space import LatentSpace, as_vector_batch
@@ -80,12 +76,10 @@ if TYPE_CHECKING:
     import httpx
 
 
-__all__ = ["API_KEY_ENV", "RemoteCollection", "RemoteDatabase", "RemoteMigration"]
+__all__ = ["API_KEY_ENV", "RemoteCollection", "RemoteDatabase"]
 
 # The client reads its key from here when connect() is given none.
 API_KEY_ENV = "LATENTDB_API_KEY"
-# Seconds between polls of a migration (each poll also waits on the server up to this).
-_POLL = 1.0
 # Methods whose request may be sent twice with the effect of once (RFC 9110, 9.2.2).
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
@@ -523,84 +517,3 @@ def _images(images: object) -> object:
             )
         encoded.append(base64.b64encode(data).decode("ascii"))
     return encoded
-
-
-class RemoteMigration(Migration):
-    """A migration running on a latentdb server, with :class:`Migration`'s methods."""
-
-    def __init__(self, database: RemoteDatabase, migration_id: int, status: MigrationStatus):
-        self._remote = database
-        self._id = migration_id
-        self._last = status
-
-    @property
-    def id(self) -> int:
-        """See :attr:`Migration.id`."""
-        return self._id
-
-    def _poll(self, wait: float) -> bool:
-        """Read the status (waiting on the server up to ``wait`` s); True while running.
-
-        Raises:
-            LatentDBError: the error that stopped the run.
-        """
-        reply = self._remote._call("GET", f"/v1/migrations/{self._id}", params={"wait": wait})
-        self._last = migration_status_from_wire(reply["status"])
-        return bool(reply["running"])
-
-    def status(self) -> MigrationStatus:
-        """See :meth:`Migration.status`."""
-        self._poll(0.0)
-        return self._last
-
-    @property
-    def done(self) -> bool:
-        """See :attr:`Migration.done`."""
-        return self.status().state == "done"
-
-    def start(self, progress: MigrationProgress | None = None) -> Migration:
-        """See :meth:`Migration.start` (``progress`` cannot cross: it is not called)."""
-        status = self._last
-        self._remote._call(
-            "POST",
-            "/v1/migrations",
-            {"name": status.alias, "embedder": status.embedder, "new_name": status.target},
-        )
-        return self
-
-    def wait(self, timeout: float | None = None) -> MigrationStatus:
-        """See :meth:`Migration.wait`.
-
-        Raises:
-            TimeoutError: still running after ``timeout`` seconds.
-            LatentDBError: the error that stopped the run, as the same class.
-        """
-        return self._follow(timeout, None)
-
-    def _follow(self, timeout: float | None, progress: MigrationProgress | None) -> MigrationStatus:
-        """Poll until the run ends, calling ``progress(copied, total)`` as it moves."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        seen = -1
-        while True:
-            left = _POLL if deadline is None else min(_POLL, deadline - time.monotonic())
-            running = self._poll(max(left, 0.0))
-            status = self._last
-            if progress is not None and status.copied != seen:
-                seen = status.copied
-                progress(seen, max(status.total, seen))
-            if not running:
-                if status.error is not None:
-                    name, _, message = status.error.partition(": ")
-                    raise (error_class_named(name) or ServerError)(message or status.error)
-                return status
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"migration {self._id} still running after {timeout} s")
-
-    def stop(self) -> None:
-        """See :meth:`Migration.stop`."""
-        self._remote._call("POST", f"/v1/migrations/{self._id}/stop", idempotent=True)
-
-    def run(self, progress: MigrationProgress | None = None) -> MigrationStatus:
-        """See :meth:`Migration.run`: started on the server, then waited for."""
-        self.start()
-        return self._follow(None, progress)
