@@ -14,7 +14,6 @@ import fcntl
 import os
 import threading
 from pathlib import Path
-from types import TracebackType
 
 __all__ = ["BuildLock"]
 
@@ -76,10 +75,5 @@ class BuildLock:
         self.acquire()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.release()
