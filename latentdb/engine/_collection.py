@@ -33,6 +33,7 @@ from latentdb.api import (
     write_vectors,
 )
 from latentdb.errors import DuplicateIdError, ReadOnlyError, RecordNotFoundError
+from latentdb.index import pair_distances
 from latentdb.query import QueryPlan, filtered_search, fts_query, fuse
 from latentdb.space import LatentSpace
 from latentdb.store import Changes, SqlFilter
@@ -393,7 +394,8 @@ class EmbeddedCollection(Collection):
                 keys = keys.reshape(len(fused), width)
                 scores = np.array([row[:width] for _, row in fused], dtype=np.float32)
                 scores = scores.reshape(len(fused), width)
-                distances = _distances(index, queries, keys, space.metric)
+                hits = index.vectors_of(keys.ravel()).reshape(*keys.shape, -1)
+                distances = pair_distances(queries, hits, space.metric)
             fetch_started = time.perf_counter() if explain else 0.0
             ids = state.ids.lookup(keys)
             documents = metadatas = None
@@ -479,23 +481,6 @@ class EmbeddedCollection(Collection):
             total=int(keys.size),
             collection=self.name,
         )
-
-
-def _distances(
-    index: SegmentedIndex, queries: FloatMatrix, keys: npt.NDArray[np.int64], metric: str
-) -> FloatMatrix:
-    """The distance of each query to each of its hits, in the space's metric."""
-    nq, width = keys.shape
-    vectors = index.vectors_of(keys.ravel()).reshape(nq, width, -1)
-    dots = np.einsum("qkd,qd->qk", vectors, queries)
-    if metric == "cosine":
-        out = np.maximum(1.0 - dots, 0.0)
-    elif metric == "ip":
-        out = -dots
-    else:
-        differences = vectors - queries[:, None, :]
-        out = np.einsum("qkd,qkd->qk", differences, differences)
-    return np.asarray(out, dtype=np.float32)
 
 
 def _live_rows(
