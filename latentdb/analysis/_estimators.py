@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from latentdb.errors import InvalidArgumentError
+from latentdb.index import distance_matrix
 
 __all__ = [
     "DUPLICATE_FRACTION",
@@ -244,8 +245,7 @@ def gaussian_like(
         return out
 
     query_rows = block(queries)
-    query_squared = np.einsum("ij,ij->i", query_rows, query_rows)
-    within = query_squared[:, None] + query_squared[None, :] - 2.0 * (query_rows @ query_rows.T)
+    within = distance_matrix(query_rows, query_rows, "l2")
     np.fill_diagonal(within, np.inf)
     nearest = np.sqrt(np.maximum(within.min(axis=1), 0.0)).astype(np.float64)
     np.fill_diagonal(within, -np.inf)
@@ -254,8 +254,7 @@ def gaussian_like(
     while done < count:
         size = min(20_000, count - done)
         rows = block(size)
-        distance = query_squared[:, None] + np.einsum("ij,ij->i", rows, rows)[None, :]
-        distance -= 2.0 * (query_rows @ rows.T)
+        distance = distance_matrix(query_rows, rows, "l2")
         np.maximum(distance, 0.0, out=distance)
         nearest = np.minimum(nearest, np.sqrt(distance.min(axis=1)))
         farthest = np.maximum(farthest, np.sqrt(distance.max(axis=1)))
@@ -332,12 +331,9 @@ def k_occurrence(vectors: object, *, k: int, metric: str) -> npt.NDArray[np.int6
     if metric == "cosine":
         norms = np.linalg.norm(rows, axis=1, keepdims=True)
         rows = rows / np.maximum(norms, 1e-30)
-    dots = rows @ rows.T
-    if metric == "l2":
-        squared = np.einsum("ij,ij->i", rows, rows)
-        scores = squared[:, None] + squared[None, :] - 2.0 * dots
-    else:
-        scores = -dots
+    # Cosine ranks as inner product on the unit rows: -<x, y>, as before the rows were
+    # normalized.
+    scores = distance_matrix(rows, rows, "l2" if metric == "l2" else "ip")
     np.fill_diagonal(scores, np.inf)
     return np.bincount(_top(scores, k).ravel(), minlength=n).astype(np.int64)
 
