@@ -17,6 +17,7 @@ from latentdb.analysis._estimators import DUPLICATE_FRACTION, FloatMatrix, IntMa
 from latentdb.analysis._progress import Steps
 from latentdb.analysis._reduction import Reduction, candidate_dimensions, reduction_trials
 from latentdb.errors import InvalidArgumentError
+from latentdb.index import EXACT_KIND
 
 __all__ = [
     "Advice",
@@ -449,7 +450,7 @@ def _index_advice(index: IndexMeasurement, count: int) -> Advice:
         "exact_qps": index.exact_qps,
         **{name: float(value) for name, value in index.params.items()},
     }
-    if index.kind == "flat":
+    if index.kind == EXACT_KIND:
         # One exact scan, timed twice by evaluate() (as "the index" and as "exact"):
         # only the second, warm figure is quoted.
         text = (

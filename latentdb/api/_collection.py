@@ -42,7 +42,7 @@ from latentdb.api._results import GetResult, QueryResult, RecallReport
 from latentdb.api._validation import MAX_K, check_ids, check_non_negative
 from latentdb.embed import ImageInput
 from latentdb.errors import InvalidArgumentError
-from latentdb.index import IndexStatus
+from latentdb.index import EXACT_KIND, IndexStatus
 from latentdb.space import LatentSpace
 from latentdb.store import SqlFilter
 
@@ -514,7 +514,7 @@ class Collection(abc.ABC):
         status = self.index_status()
         # ANN: 300 queries give recall to about +-0.01. Exact: recall is 1 by
         # definition and 50 queries time the scan (300 took 9 s at 100k rows).
-        report = self.evaluate(sample=50 if status.kind == "flat" else 300)
+        report = self.evaluate(sample=50 if status.kind == EXACT_KIND else 300)
         return IndexMeasurement(
             kind=report.kind,
             spec=status.spec,
@@ -524,7 +524,7 @@ class Collection(abc.ABC):
             qps=report.qps,
             exact_qps=report.exact_qps,
             source=report.source,
-            pending=status.pending if status.kind != "flat" else 0,
+            pending=status.pending if status.kind != EXACT_KIND else 0,
         )
 
     @abc.abstractmethod

@@ -27,7 +27,7 @@ from latentdb.errors import (
     InvalidArgumentError,
     ModelMismatchError,
 )
-from latentdb.index import IndexSpec
+from latentdb.index import EXACT_KIND, IndexSpec, ann_kind_names
 from latentdb.space import METRICS, LatentSpace, Metric
 
 if TYPE_CHECKING:
@@ -94,10 +94,10 @@ def reduced_space(space: LatentSpace, spec: IndexSpec, reduce: int | None) -> La
     and 1 <= reduce < dimension); unchanged when ``reduce`` is None."""
     if reduce is None:
         return space
-    if spec.kind == "flat":
+    if spec.exact:
         raise InvalidArgumentError(
-            "reduce= needs an ANN index (auto, hnsw, hnsw-sq8, ivf or ivf-pq): a "
-            "flat index scans the full vectors"
+            f"reduce= needs an ANN index ({ann_kind_names()}): a "
+            f"{EXACT_KIND} index scans the full vectors"
         )
     return replace(space, reduce=reduce)  # LatentSpace checks the value
 

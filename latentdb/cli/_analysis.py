@@ -12,6 +12,7 @@ from rich.table import Table
 from latentdb._connect import connect
 from latentdb.analysis import SpaceReport
 from latentdb.cli._app import CollectionName, Command, DatabasePath, app, console, parse_where
+from latentdb.index import EXACT_KIND
 
 __all__ = ["analyze", "map_command", "report_tables"]
 
@@ -86,7 +87,7 @@ def report_tables(report: SpaceReport) -> list[Table]:
         + ("; estimated from the sample" if report.near_duplicates_estimated else ""),
     )
     index = report.index
-    if index is not None and index.kind == "flat":
+    if index is not None and index.kind == EXACT_KIND:
         # One scan, which evaluate() times twice (as the index and as exact): one figure.
         facts.add_row(
             "index",

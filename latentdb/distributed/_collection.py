@@ -68,6 +68,7 @@ from latentdb.errors import (
     InvalidArgumentError,
     RecordNotFoundError,
 )
+from latentdb.index import EXACT_KIND
 from latentdb.space import LatentSpace
 from latentdb.store import CollectionRow, SqlFilter
 
@@ -190,9 +191,9 @@ class ShardedCollection(Collection):
             for key, value in status.params.items():
                 params[key] = max(params.get(key, value), value)
         tuned = [s.tuned_recall for s in statuses if s.tuned_recall is not None]
-        kinds = [s.kind for s in statuses if s.kind != "flat"]
+        kinds = [s.kind for s in statuses if s.kind != EXACT_KIND]
         return IndexStatus(
-            kind=kinds[0] if kinds else "flat",
+            kind=kinds[0] if kinds else EXACT_KIND,
             spec=statuses[0].spec,
             indexed=sum(s.indexed for s in statuses),
             pending=sum(s.pending for s in statuses),
@@ -396,7 +397,7 @@ class ShardedCollection(Collection):
         status = self.index_status()
         extra: dict[str, Any] = {}
         reduce = getattr(self.space, "reduce", None)
-        if reduce is not None and status.kind != "flat":
+        if reduce is not None and status.kind != EXACT_KIND:
             # What the reduction alone costs: only each shard's own top k re-scored.
             plain = self.query(vectors=matrix, k=depth, include=(), params={"rerank": 1})
             extra = {

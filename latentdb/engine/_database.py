@@ -29,7 +29,7 @@ from latentdb.errors import (
     DatabaseClosedError,
     InvalidArgumentError,
 )
-from latentdb.index import BuildLock, SegmentedIndex
+from latentdb.index import EXACT_KIND, BuildLock, SegmentedIndex
 from latentdb.space import LatentSpace
 from latentdb.store import CollectionRow, Store
 
@@ -371,7 +371,7 @@ class EmbeddedDatabase(Database):
             state = CollectionState(
                 row=row,
                 space=LatentSpace.from_dict(row.space),
-                spec=IndexSpec.parse(row.config.get("index", "flat")),
+                spec=IndexSpec.parse(row.config.get("index", EXACT_KIND)),
                 recall_target=float(row.config.get("recall_target", DEFAULT_RECALL_TARGET)),
             )
             self._states[row.id] = state

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
 from latentdb.api import Collection, Database
+from latentdb.index import INDEX_KINDS
 
 __all__ = [
     "AliasBody",
@@ -96,7 +97,7 @@ class CreateCollectionBody(Body):
     index: SkipValidation[str | dict[str, Any]] = _argument(
         Database.create_collection,
         "index",
-        "auto, flat, hnsw, hnsw-sq8, ivf, ivf-pq, or the fields of an IndexSpec.",
+        f"{', '.join(INDEX_KINDS)}, or the fields of an IndexSpec.",
     )
     recall_target: SkipValidation[float] = _argument(
         Database.create_collection, "recall_target", "Recall@10 approximate search is tuned to."
