@@ -14,6 +14,7 @@ import pytest
 
 import latentdb
 from latentdb import Collection, ServerError, TransportError
+from latentdb.engine import EmbeddedCollection
 from latentdb.server import ServerThread, create_app
 from tests.server.conftest import KEYS, serving
 
@@ -49,7 +50,7 @@ def test_a_500_keeps_the_keep_alive_connection(
 ) -> None:
     # Issue 15, defect 4: the 500 went out, then uvicorn closed the connection because
     # the exception reached it, and the next request on it was reset 30-40% of the time.
-    monkeypatch.setattr(Collection, "count", _broken)
+    monkeypatch.setattr(EmbeddedCollection, "_count", _broken)  # the engine behind the server
     host, port = server.url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=10)
     try:

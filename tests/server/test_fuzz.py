@@ -11,6 +11,7 @@ import pytest
 
 import latentdb
 from latentdb import Collection
+from latentdb.engine import EmbeddedCollection
 from tests.server.conftest import DOCS_READER, KEYS, WRITER, serving
 from tests.server.fuzzing import KNOWN_COLLECTION, KNOWN_MODEL, SPARED, FuzzReport, fuzz
 
@@ -75,7 +76,7 @@ def test_the_fuzzer_sees_a_server_error(tmp_path: Path, monkeypatch: pytest.Monk
     def broken(self: Collection) -> int:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(Collection, "count", broken)
+    monkeypatch.setattr(EmbeddedCollection, "_count", broken)  # the engine behind the server
     with serving(tmp_path / "db") as server:
         _seed(server.url)
         report = fuzz(server.url, cases=60, seconds=10, seed=5, spared=QUICK)

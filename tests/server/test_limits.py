@@ -19,6 +19,7 @@ from latentdb import (
     ServerError,
     TransportError,
 )
+from latentdb.engine import EmbeddedCollection
 from latentdb.server import ServerThread
 from tests.server.conftest import serving
 
@@ -118,7 +119,7 @@ def test_an_internal_error_is_a_500_without_its_details(
     def broken(self: Collection) -> int:
         raise RuntimeError("secret detail at /srv/data")
 
-    monkeypatch.setattr(Collection, "count", broken)
+    monkeypatch.setattr(EmbeddedCollection, "_count", broken)  # the engine behind the server
     reply = httpx.get(f"{small.url}/v1/collections/c/count")
     assert reply.status_code == 500
     assert reply.json() == {
