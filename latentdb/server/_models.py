@@ -1,5 +1,6 @@
-"""Request bodies of the HTTP API, typed for the OpenAPI document, with the interface's
-defaults.
+"""What the request bodies of the HTTP API share: their base, the wire types of their
+fields, and :func:`argument`, the field that takes its default from the interface.
+Each body is defined beside its route (``_routes/``), so a new method is one route.
 
 Each field has its real type (what JSON carries for the argument), so ``/openapi.json``
 describes every field, and its default is read from the signature of the method it
@@ -17,26 +18,21 @@ import inspect
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SkipValidation
-
-from latentdb.api import Collection, Database
-from latentdb.index import INDEX_KINDS
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "AliasBody",
-    "AnalyzeBody",
+    "IMAGES",
+    "VECTORS",
+    "WHERE",
+    "WHERE_DOCUMENT",
     "BinaryArray",
-    "CreateAliasBody",
-    "CreateCollectionBody",
-    "DeleteBody",
-    "EvaluateBody",
-    "GetBody",
-    "MapBody",
-    "MigrateBody",
-    "QueryBody",
-    "RecallTargetBody",
-    "ScrollBody",
-    "WriteBody",
+    "Body",
+    "GetField",
+    "Ids",
+    "QueryField",
+    "Vectors",
+    "Where",
+    "argument",
     "interface_default",
 ]
 
@@ -69,172 +65,10 @@ def interface_default(method: Callable[..., Any], parameter: str) -> Any:
     return inspect.signature(method).parameters[parameter].default
 
 
-def _argument(method: Callable[..., Any], parameter: str, description: str | None = None) -> Any:
+def argument(method: Callable[..., Any], parameter: str, description: str | None = None) -> Any:
     """A field that feeds ``parameter`` of ``method``, with the interface's default."""
     return Field(interface_default(method, parameter), description=description)
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class CreateCollectionBody(Body):
-    """Arguments of ``create_collection`` / ``get_or_create_collection``."""
-
-    name: SkipValidation[str] = Field(description="1-128 letters, digits, '.', '_', '-'.")
-    dimension: SkipValidation[int | None] = _argument(
-        Database.create_collection, "dimension", "Required without an embedder."
-    )
-    metric: SkipValidation[Literal["cosine", "l2", "ip"]] = _argument(
-        Database.create_collection, "metric", "cosine, l2 or ip."
-    )
-    embedder: SkipValidation[str | None] = _argument(
-        Database.create_collection, "embedder", "A registered embedder, or null."
-    )
-    model: SkipValidation[str | None] = _argument(
-        Database.create_collection, "model", "Where the vectors come from (without an embedder)."
-    )
-    index: SkipValidation[str | dict[str, Any]] = _argument(
-        Database.create_collection,
-        "index",
-        f"{', '.join(INDEX_KINDS)}, or the fields of an IndexSpec.",
-    )
-    recall_target: SkipValidation[float] = _argument(
-        Database.create_collection, "recall_target", "Recall@10 approximate search is tuned to."
-    )
-    reduce: SkipValidation[int | None] = _argument(
-        Database.create_collection, "reduce", "Index a PCA projection to this many dimensions."
-    )
-    require_model: SkipValidation[bool] = _argument(
-        Database.create_collection,
-        "require_model",
-        "Writes of vectors must name their model (model=, the collection's); false "
-        "accepts vectors without one. True needs model= without an embedder.",
-    )
-    get_or_create: bool = Field(False, description="Return the collection if it exists.")
-
-
-class CreateAliasBody(Body):
-    """Arguments of ``create_alias``."""
-
-    alias: SkipValidation[str]
-    collection: SkipValidation[str]
-
-
-class AliasBody(Body):
-    """The collection an alias is switched to."""
-
-    collection: SkipValidation[str]
-
-
-class MigrateBody(Body):
-    """Arguments of ``migrate`` (always in the background on the server)."""
-
-    name: SkipValidation[str]
-    embedder: SkipValidation[str | None] = _argument(Database.migrate, "embedder")
-    reduce: SkipValidation[int | None] = _argument(Database.migrate, "reduce")
-    new_name: SkipValidation[str | None] = _argument(Database.migrate, "new_name")
-
-
-class WriteBody(Body):
-    """Arguments of ``add``, ``upsert`` and ``update`` (their signatures are one)."""
-
-    ids: SkipValidation[Ids] = Field(description="String ids (or one string).")
-    vectors: SkipValidation[Vectors | None] = _argument(Collection.add, "vectors", VECTORS)
-    documents: SkipValidation[list[str | None] | None] = _argument(Collection.add, "documents")
-    metadatas: SkipValidation[list[dict[str, Any] | None] | None] = _argument(
-        Collection.add, "metadatas"
-    )
-    model: SkipValidation[str | None] = _argument(Collection.add, "model")
-    images: SkipValidation[list[str] | None] = _argument(Collection.add, "images", IMAGES)
-
-
-class DeleteBody(Body):
-    """Arguments of ``delete``."""
-
-    ids: SkipValidation[Ids | None] = _argument(Collection.delete, "ids")
-    where: SkipValidation[Where | None] = _argument(Collection.delete, "where", WHERE)
-    where_document: SkipValidation[Where | None] = _argument(
-        Collection.delete, "where_document", WHERE_DOCUMENT
-    )
-
-
-class GetBody(Body):
-    """Arguments of ``get``."""
-
-    ids: SkipValidation[Ids | None] = _argument(Collection.get, "ids")
-    where: SkipValidation[Where | None] = _argument(Collection.get, "where", WHERE)
-    limit: SkipValidation[int | None] = _argument(Collection.get, "limit")
-    offset: SkipValidation[int] = _argument(Collection.get, "offset")
-    include: SkipValidation[list[GetField]] = _argument(Collection.get, "include")
-    where_document: SkipValidation[Where | None] = _argument(
-        Collection.get, "where_document", WHERE_DOCUMENT
-    )
-
-
-class ScrollBody(Body):
-    """One page of ``scroll``: the first without ``after``, the next with the cursor the
-    previous page returned."""
-
-    batch: SkipValidation[int] = _argument(Collection.scroll, "batch")
-    where: SkipValidation[Where | None] = _argument(Collection.scroll, "where", WHERE)
-    where_document: SkipValidation[Where | None] = _argument(
-        Collection.scroll, "where_document", WHERE_DOCUMENT
-    )
-    include: SkipValidation[list[GetField]] = _argument(Collection.scroll, "include")
-    after: str | None = Field(None, description="The cursor the previous page returned.")
-
-
-class QueryBody(Body):
-    """Arguments of ``query``."""
-
-    vectors: SkipValidation[Vectors | None] = _argument(Collection.query, "vectors", VECTORS)
-    texts: SkipValidation[list[str] | str | None] = _argument(Collection.query, "texts")
-    k: SkipValidation[int] = _argument(Collection.query, "k")
-    where: SkipValidation[Where | None] = _argument(Collection.query, "where", WHERE)
-    include: SkipValidation[list[QueryField]] = _argument(Collection.query, "include")
-    exact: SkipValidation[bool] = _argument(Collection.query, "exact")
-    model: SkipValidation[str | None] = _argument(Collection.query, "model")
-    params: SkipValidation[dict[str, int] | None] = _argument(
-        Collection.query, "params", 'Search knobs for this call: {"ef": 128}.'
-    )
-    images: SkipValidation[list[str] | None] = _argument(Collection.query, "images", IMAGES)
-    explain: SkipValidation[bool] = _argument(Collection.query, "explain")
-    where_document: SkipValidation[Where | None] = _argument(
-        Collection.query, "where_document", WHERE_DOCUMENT
-    )
-    hybrid: SkipValidation[bool] = _argument(Collection.query, "hybrid")
-    hybrid_weights: SkipValidation[tuple[float, float]] = _argument(
-        Collection.query, "hybrid_weights"
-    )
-
-
-class EvaluateBody(Body):
-    """Arguments of ``evaluate``."""
-
-    queries: SkipValidation[Vectors | None] = _argument(Collection.evaluate, "queries", VECTORS)
-    k: SkipValidation[int] = _argument(Collection.evaluate, "k")
-    sample: SkipValidation[int] = _argument(Collection.evaluate, "sample")
-
-
-class AnalyzeBody(Body):
-    """Arguments of ``analyze``."""
-
-    sample: SkipValidation[int] = _argument(Collection.analyze, "sample")
-    k: SkipValidation[int] = _argument(Collection.analyze, "k")
-
-
-class MapBody(Body):
-    """Arguments of ``map`` (and ``project``)."""
-
-    method: SkipValidation[Literal["pca", "umap", "tsne"]] = _argument(
-        Collection.map, "method", "pca, umap or tsne."
-    )
-    sample: SkipValidation[int] = _argument(Collection.map, "sample")
-    where: SkipValidation[Where | None] = _argument(Collection.map, "where", WHERE)
-
-
-class RecallTargetBody(Body):
-    """Argument of ``set_recall_target``."""
-
-    target: SkipValidation[float]

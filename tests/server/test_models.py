@@ -14,18 +14,11 @@ import latentdb
 from latentdb import errors
 from latentdb.api import Collection, Database
 from latentdb.server import Keyring, create_app
-from latentdb.server._models import (
-    AnalyzeBody,
-    CreateCollectionBody,
-    DeleteBody,
-    EvaluateBody,
-    GetBody,
-    MapBody,
-    MigrateBody,
-    QueryBody,
-    ScrollBody,
-    WriteBody,
-)
+from latentdb.server._routes.analysis import AnalyzeBody, MapBody
+from latentdb.server._routes.collections import CreateCollectionBody
+from latentdb.server._routes.migrations import MigrateBody
+from latentdb.server._routes.queries import EvaluateBody, QueryBody
+from latentdb.server._routes.records import DeleteBody, GetBody, ScrollBody, WriteBody
 from tests.server.conftest import KEYS
 
 # Each body and the interface method it feeds. Parameters that do not travel: a

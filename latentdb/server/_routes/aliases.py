@@ -4,14 +4,29 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import Response
+from pydantic import SkipValidation
 
 from latentdb.server._access import Authorized
-from latentdb.server._models import AliasBody, CreateAliasBody
+from latentdb.server._models import Body
 from latentdb.server._openapi import responses
 from latentdb.server._plumbing import AnsweringRoute, json_response
 from latentdb.server._replies import AliasReply, DeletedReply
 
 __all__ = ["router"]
+
+
+class CreateAliasBody(Body):
+    """Arguments of ``create_alias``."""
+
+    alias: SkipValidation[str]
+    collection: SkipValidation[str]
+
+
+class AliasBody(Body):
+    """The collection an alias is switched to."""
+
+    collection: SkipValidation[str]
+
 
 router = APIRouter(prefix="/v1/aliases", tags=["aliases"], route_class=AnsweringRoute)
 

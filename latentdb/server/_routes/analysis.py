@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 from fastapi.responses import Response
+from pydantic import SkipValidation
 
+from latentdb.api import Collection
 from latentdb.server._access import Authorized
-from latentdb.server._models import AnalyzeBody, MapBody
+from latentdb.server._models import WHERE, Body, Where, argument
 from latentdb.server._openapi import responses
 from latentdb.server._plumbing import AnsweringRoute, json_response
 from latentdb.server._replies import SpaceMapReply, SpaceReportReply
 
 __all__ = ["router"]
+
+
+class AnalyzeBody(Body):
+    """Arguments of ``analyze``."""
+
+    sample: SkipValidation[int] = argument(Collection.analyze, "sample")
+    k: SkipValidation[int] = argument(Collection.analyze, "k")
+
+
+class MapBody(Body):
+    """Arguments of ``map`` (and ``project``)."""
+
+    method: SkipValidation[Literal["pca", "umap", "tsne"]] = argument(
+        Collection.map, "method", "pca, umap or tsne."
+    )
+    sample: SkipValidation[int] = argument(Collection.map, "sample")
+    where: SkipValidation[Where | None] = argument(Collection.map, "where", WHERE)
+
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["analysis"], route_class=AnsweringRoute)
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import Response
+from pydantic import Field, SkipValidation
 
-from latentdb.api import Collection
+from latentdb.api import Collection, Database
+from latentdb.index import INDEX_KINDS
 from latentdb.server._access import Authorized
-from latentdb.server._models import CreateCollectionBody, RecallTargetBody
+from latentdb.server._models import Body, argument
 from latentdb.server._openapi import responses
 from latentdb.server._plumbing import AnsweringRoute, json_response
 from latentdb.server._replies import (
@@ -22,6 +24,49 @@ from latentdb.server._replies import (
 )
 
 __all__ = ["router"]
+
+
+class CreateCollectionBody(Body):
+    """Arguments of ``create_collection`` / ``get_or_create_collection``."""
+
+    name: SkipValidation[str] = Field(description="1-128 letters, digits, '.', '_', '-'.")
+    dimension: SkipValidation[int | None] = argument(
+        Database.create_collection, "dimension", "Required without an embedder."
+    )
+    metric: SkipValidation[Literal["cosine", "l2", "ip"]] = argument(
+        Database.create_collection, "metric", "cosine, l2 or ip."
+    )
+    embedder: SkipValidation[str | None] = argument(
+        Database.create_collection, "embedder", "A registered embedder, or null."
+    )
+    model: SkipValidation[str | None] = argument(
+        Database.create_collection, "model", "Where the vectors come from (without an embedder)."
+    )
+    index: SkipValidation[str | dict[str, Any]] = argument(
+        Database.create_collection,
+        "index",
+        f"{', '.join(INDEX_KINDS)}, or the fields of an IndexSpec.",
+    )
+    recall_target: SkipValidation[float] = argument(
+        Database.create_collection, "recall_target", "Recall@10 approximate search is tuned to."
+    )
+    reduce: SkipValidation[int | None] = argument(
+        Database.create_collection, "reduce", "Index a PCA projection to this many dimensions."
+    )
+    require_model: SkipValidation[bool] = argument(
+        Database.create_collection,
+        "require_model",
+        "Writes of vectors must name their model (model=, the collection's); false "
+        "accepts vectors without one. True needs model= without an embedder.",
+    )
+    get_or_create: bool = Field(False, description="Return the collection if it exists.")
+
+
+class RecallTargetBody(Body):
+    """Argument of ``set_recall_target``."""
+
+    target: SkipValidation[float]
+
 
 router = APIRouter(prefix="/v1/collections", route_class=AnsweringRoute)
 

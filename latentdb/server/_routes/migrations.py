@@ -8,16 +8,27 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
+from pydantic import SkipValidation
 
 from latentdb.api import Database, Migration, MigrationStatus, version_names
 from latentdb.errors import NotFoundError
 from latentdb.server._access import Access, Authorized
-from latentdb.server._models import MigrateBody
+from latentdb.server._models import Body, argument
 from latentdb.server._openapi import responses
 from latentdb.server._plumbing import AnsweringRoute, json_response, scrub
 from latentdb.server._replies import MigrationEntry, MigrationReply
 
 __all__ = ["router"]
+
+
+class MigrateBody(Body):
+    """Arguments of ``migrate`` (always in the background on the server)."""
+
+    name: SkipValidation[str]
+    embedder: SkipValidation[str | None] = argument(Database.migrate, "embedder")
+    reduce: SkipValidation[int | None] = argument(Database.migrate, "reduce")
+    new_name: SkipValidation[str | None] = argument(Database.migrate, "new_name")
+
 
 router = APIRouter(prefix="/v1/migrations", tags=["migrations"], route_class=AnsweringRoute)
 

@@ -7,10 +7,23 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import Response
+from pydantic import Field, SkipValidation
 
+from latentdb.api import Collection
 from latentdb.client import decode_array, get_result_to_wire, rows_of
 from latentdb.server._access import Access, Authorized, Scrolls, VectorForm, images
-from latentdb.server._models import DeleteBody, GetBody, ScrollBody, WriteBody
+from latentdb.server._models import (
+    IMAGES,
+    VECTORS,
+    WHERE,
+    WHERE_DOCUMENT,
+    Body,
+    GetField,
+    Ids,
+    Vectors,
+    Where,
+    argument,
+)
 from latentdb.server._openapi import responses
 from latentdb.server._plumbing import AnsweringRoute, json_response
 from latentdb.server._replies import (
@@ -22,6 +35,56 @@ from latentdb.server._replies import (
 )
 
 __all__ = ["router"]
+
+
+class WriteBody(Body):
+    """Arguments of ``add``, ``upsert`` and ``update`` (their signatures are one)."""
+
+    ids: SkipValidation[Ids] = Field(description="String ids (or one string).")
+    vectors: SkipValidation[Vectors | None] = argument(Collection.add, "vectors", VECTORS)
+    documents: SkipValidation[list[str | None] | None] = argument(Collection.add, "documents")
+    metadatas: SkipValidation[list[dict[str, Any] | None] | None] = argument(
+        Collection.add, "metadatas"
+    )
+    model: SkipValidation[str | None] = argument(Collection.add, "model")
+    images: SkipValidation[list[str] | None] = argument(Collection.add, "images", IMAGES)
+
+
+class DeleteBody(Body):
+    """Arguments of ``delete``."""
+
+    ids: SkipValidation[Ids | None] = argument(Collection.delete, "ids")
+    where: SkipValidation[Where | None] = argument(Collection.delete, "where", WHERE)
+    where_document: SkipValidation[Where | None] = argument(
+        Collection.delete, "where_document", WHERE_DOCUMENT
+    )
+
+
+class GetBody(Body):
+    """Arguments of ``get``."""
+
+    ids: SkipValidation[Ids | None] = argument(Collection.get, "ids")
+    where: SkipValidation[Where | None] = argument(Collection.get, "where", WHERE)
+    limit: SkipValidation[int | None] = argument(Collection.get, "limit")
+    offset: SkipValidation[int] = argument(Collection.get, "offset")
+    include: SkipValidation[list[GetField]] = argument(Collection.get, "include")
+    where_document: SkipValidation[Where | None] = argument(
+        Collection.get, "where_document", WHERE_DOCUMENT
+    )
+
+
+class ScrollBody(Body):
+    """One page of ``scroll``: the first without ``after``, the next with the cursor the
+    previous page returned."""
+
+    batch: SkipValidation[int] = argument(Collection.scroll, "batch")
+    where: SkipValidation[Where | None] = argument(Collection.scroll, "where", WHERE)
+    where_document: SkipValidation[Where | None] = argument(
+        Collection.scroll, "where_document", WHERE_DOCUMENT
+    )
+    include: SkipValidation[list[GetField]] = argument(Collection.scroll, "include")
+    after: str | None = Field(None, description="The cursor the previous page returned.")
+
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["records"], route_class=AnsweringRoute)
 
