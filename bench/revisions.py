@@ -123,6 +123,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3, help="timed passes (best kept)")
     parser.add_argument("--rounds", type=int, default=2, help="A B then B A, this many times")
+    parser.add_argument(
+        "--tasks", default="ingest,query", help="what to measure: ingest, query or both"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench/results")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, default=None, help=argparse.SUPPRESS)
@@ -156,8 +159,9 @@ def main() -> None:
 
 def measure(trees: dict[str, Path], root: Path, args: argparse.Namespace) -> list[Result]:
     rows: list[Result] = []
+    tasks = set(args.tasks.split(","))
     built = {}
-    for name, tree in trees.items():
+    for name, tree in trees.items() if "query" in tasks else ():
         built[name] = root / f"built-{name}"
         optimize = run(tree, "build", built[name], args)
         print(f"{name}: built in {optimize['optimize_s']:.1f} s", flush=True)
@@ -165,17 +169,13 @@ def measure(trees: dict[str, Path], root: Path, args: argparse.Namespace) -> lis
     for round_ in range(args.rounds):
         order = ["base", "head"] if round_ % 2 == 0 else ["head", "base"]
         for name in order:
-            folder = root / f"ingest-{name}-{round_}"
-            ingest = run(trees[name], "ingest", folder, args)
-            speed = run(trees[name], "query", built[name], args)
-            row = {"revision": name, "round": round_, **ingest, **speed}
+            row: Result = {"revision": name, "round": round_}
+            if "ingest" in tasks:
+                row |= run(trees[name], "ingest", root / f"ingest-{name}-{round_}", args)
+            if "query" in tasks:
+                row |= run(trees[name], "query", built[name], args)
             rows.append(row)
-            print(
-                f"round {round_} {name}: ingest {row['ingest_s']:.2f} s, qps1 "
-                f"{row['qps1']:,.0f} (recall {row['recall_qps1']:.3f}), default include "
-                f"{row['qps1_default']:,.0f}",
-                flush=True,
-            )
+            print(f"round {round_} {name}: " + json.dumps(row), flush=True)
     return rows
 
 
@@ -184,15 +184,19 @@ def report(rows: list[Result], args: argparse.Namespace) -> None:
         values = [float(r[key]) for r in rows if r["revision"] == name and key in r]
         return min(values) if low else max(values)
 
+    def median(name: str, key: str) -> float:
+        return float(np.median([r[key] for r in rows if r["revision"] == name and key in r]))
+
     lines = [
         "# Two revisions, interleaved (bench/revisions.py)",
         "",
         f"base `{args.base}`, head `{args.head or 'working tree'}`; {args.rounds} rounds "
-        f"(A B, B A, ...); best of each. 100k shared PyPI vectors, {args.queries} queries, "
+        f"(A B, B A, ...); best and median of each. 100k shared PyPI vectors, "
+        f"{args.queries} queries, "
         "k=10, one query per call on one thread.",
         "",
-        "| | base | head | head / base |",
-        "|---|--:|--:|--:|",
+        "| | base (best) | head (best) | head / base | medians, head / base |",
+        "|---|--:|--:|--:|--:|",
     ]
     summary: Result = {}
     for key, label, low in (
@@ -202,9 +206,12 @@ def report(rows: list[Result], args: argparse.Namespace) -> None:
         ("recall_qps1", "recall@10", False),
         ("optimize_s", "optimize (s, once)", True),
     ):
+        if not any(key in r for r in rows):
+            continue
         base, head = best("base", key, low), best("head", key, low)
         summary[key] = {"base": base, "head": head, "ratio": head / base}
-        lines.append(f"| {label} | {base:,.3f} | {head:,.3f} | {head / base:.3f} |")
+        middle = median("head", key) / median("base", key)
+        lines.append(f"| {label} | {base:,.3f} | {head:,.3f} | {head / base:.3f} | {middle:.3f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
