@@ -41,7 +41,6 @@ from latentdb.store import Changes, SqlFilter
 if TYPE_CHECKING:
     from latentdb.engine._database import EmbeddedDatabase
     from latentdb.engine._state import CollectionState
-    from latentdb.index import SegmentedIndex
 
 __all__ = ["EmbeddedCollection"]
 
@@ -435,7 +434,7 @@ class EmbeddedCollection(Collection):
     ) -> tuple[FloatMatrix, Callable[[npt.NDArray[np.int64]], list[str]]]:
         database, state = self._database, self._state
         with database.store.lock:
-            keys, rows = _live_rows(database.index(state))
+            keys, rows = database.index(state).live_rows()
 
         def ids_of(positions: npt.NDArray[np.int64]) -> list[str]:
             return state.ids.lookup(keys[positions][None, :])[0] if positions.size else []
@@ -454,7 +453,7 @@ class EmbeddedCollection(Collection):
                 database.sync(state)
                 index = database.index(state)
                 if condition is None:
-                    keys = _live_rows(index, vectors=False)[0]
+                    keys = index.live_rows(vectors=False)[0]
                 else:
                     keys = np.array(
                         [key for key, _ in store.select(state.row.id, where=condition)],
@@ -481,23 +480,3 @@ class EmbeddedCollection(Collection):
             total=int(keys.size),
             collection=self.name,
         )
-
-
-def _live_rows(
-    index: SegmentedIndex, *, vectors: bool = True
-) -> tuple[npt.NDArray[np.int64], FloatMatrix]:
-    """Keys (ascending) and, with ``vectors``, float32 vectors of every live row."""
-    parts = [index.growing.live_rows(copy=not vectors)]
-    for _, segment in index.sealed:
-        rows = np.flatnonzero(segment.alive)
-        matrix = (
-            np.ascontiguousarray(segment.vectors[rows], dtype=np.float32)
-            if vectors
-            else np.empty((rows.size, 0), dtype=np.float32)
-        )
-        parts.append((segment.keys[rows], matrix))
-    keys = np.concatenate([part_keys for part_keys, _ in parts])
-    order = np.argsort(keys, kind="stable")
-    if not vectors:
-        return keys[order], np.empty((keys.size, 0), dtype=np.float32)
-    return keys[order], np.concatenate([matrix for _, matrix in parts])[order]

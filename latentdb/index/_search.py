@@ -335,6 +335,18 @@ class SegmentSearch:
                 out[held] = segment.sequences[rows[held]]
         return out
 
+    def live_rows(self, *, vectors: bool = True) -> tuple[KeyArray, FloatMatrix]:
+        """Keys of every live row, ascending, and with ``vectors`` their float32 vectors
+        (n, d) in the same order; without, an empty (n, 0) array and no copy of them."""
+        if not vectors:
+            growing_keys = self.growing.live_rows(copy=False)[0]
+            sealed = [segment.keys[np.flatnonzero(segment.alive)] for _, segment in self.sealed]
+            keys = np.sort(np.concatenate([growing_keys, *sealed]), kind="stable")
+            return keys, np.empty((keys.size, 0), dtype=np.float32)
+        keys, rows = self._live_rows()
+        order = np.argsort(keys, kind="stable")
+        return keys[order], rows[order]
+
     def _live_rows(self, *, copy: bool = True) -> tuple[KeyArray, FloatMatrix]:
         """Keys and float32 vectors of every live row, segment by segment.
 
