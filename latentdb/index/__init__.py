@@ -16,7 +16,7 @@ from latentdb.index._kinds import (
     index_kind,
 )
 from latentdb.index._lock import BuildLock
-from latentdb.index._sealed import SealedSegment, merge_hits
+from latentdb.index._sealed import SealedSegment, merge_hits, merge_to_width
 from latentdb.index._segments import IndexStatus, SegmentedIndex
 from latentdb.index._spec import AUTO_MIN_ROWS, INDEX_KINDS, IndexSpec, ann_kind_names
 
@@ -40,6 +40,7 @@ __all__ = [
     "exact_search",
     "index_kind",
     "merge_hits",
+    "merge_to_width",
     "pair_distances",
     "scores_to_distances",
     "squared_norms",

@@ -540,6 +540,21 @@ def merge_hits(
     return distances[:, :k], keys[:, :k]
 
 
+def merge_to_width(
+    parts: list[tuple[FloatMatrix, KeyArray]], k: int, nq: int, wanted: int
+) -> tuple[FloatMatrix, KeyArray, npt.NDArray[np.bool_]]:
+    """:func:`merge_hits`, then exactly ``wanted`` columns (padded with key -1 at
+    distance inf), and which queries came up short of ``wanted`` real hits."""
+    distances, keys = merge_hits(parts, k, nq)
+    if keys.shape[1] < wanted:
+        pad = wanted - keys.shape[1]
+        distances = np.pad(distances, ((0, 0), (0, pad)), constant_values=np.inf)
+        keys = np.pad(keys, ((0, 0), (0, pad)), constant_values=-1)
+    distances, keys = distances[:, :wanted], keys[:, :wanted]
+    short: npt.NDArray[np.bool_] = np.any(keys < 0, axis=1)
+    return distances, keys, short
+
+
 def _concatenated(parts: list[KeyArray]) -> KeyArray:
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 

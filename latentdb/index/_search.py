@@ -19,7 +19,7 @@ from latentdb.index._flat import FlatIndex, exact_search
 from latentdb.index._kinds import EXACT_KIND, filtered_ef, index_kind
 from latentdb.index._lock import BuildLock
 from latentdb.index._manifest import SegmentFiles
-from latentdb.index._sealed import SealedSegment, merge_hits
+from latentdb.index._sealed import SealedSegment, merge_hits, merge_to_width
 from latentdb.index._sealing import SealingPolicy
 from latentdb.index._spec import IndexSpec
 from latentdb.space import Metric
@@ -166,14 +166,7 @@ class SegmentSearch:
                 parts.append(segment.exact(queries, k))
             else:
                 parts.append(segment.search(queries, k, settings))
-        distances, found = merge_hits(parts, k, nq)
-        wanted = min(k, self.live)
-        if found.shape[1] < wanted:
-            pad = wanted - found.shape[1]
-            distances = np.pad(distances, ((0, 0), (0, pad)), constant_values=np.inf)
-            found = np.pad(found, ((0, 0), (0, pad)), constant_values=-1)
-        distances, found = distances[:, :wanted], found[:, :wanted]
-        short = (found < 0).any(axis=1)
+        distances, found, short = merge_to_width(parts, k, nq, min(k, self.live))
         if short.any() and not exact:
             # The graph found fewer than k live rows (many tombstones): scan those queries.
             distances[short], found[short] = self.search(queries[short], k, exact=True)
@@ -215,14 +208,7 @@ class SegmentSearch:
             parts.append(
                 segment.search(queries, k, settings, selected=selection.selected_in(segment))
             )
-        distances, found = merge_hits(parts, k, nq)
-        wanted = min(k, selection.count)
-        if found.shape[1] < wanted:
-            pad = wanted - found.shape[1]
-            distances = np.pad(distances, ((0, 0), (0, pad)), constant_values=np.inf)
-            found = np.pad(found, ((0, 0), (0, pad)), constant_values=-1)
-        distances, found = distances[:, :wanted], found[:, :wanted]
-        short = (found < 0).any(axis=1)
+        distances, found, short = merge_to_width(parts, k, nq, min(k, selection.count))
         settings["exact_fallbacks"] = int(short.sum())
         if short.any():
             distances[short], found[short] = self._search_subset(

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from latentdb.index import SealedSegment, SegmentedIndex, merge_hits
+from latentdb.index import SealedSegment, SegmentedIndex, merge_to_width
 from latentdb.query._columns import MetadataColumns, Unsupported
 from latentdb.query._subset import SubsetIndex
 from latentdb.query._where import Condition, canonical, to_sql
@@ -287,14 +287,7 @@ def _with_growing(
         chosen = growing_keys[selection.contains(growing_keys)]
         if chosen.size:
             parts.append(index.growing.search(queries, k, keys=chosen))
-    distances, keys = merge_hits(parts, k, queries.shape[0]) if len(parts) > 1 else hits
-    wanted = min(k, selection.count)
-    if keys.shape[1] < wanted:
-        pad = wanted - keys.shape[1]
-        distances = np.pad(distances, ((0, 0), (0, pad)), constant_values=np.inf)
-        keys = np.pad(keys, ((0, 0), (0, pad)), constant_values=-1)
-    distances, keys = distances[:, :wanted], keys[:, :wanted]
-    short = (keys < 0).any(axis=1)
+    distances, keys, short = merge_to_width(parts, k, queries.shape[0], min(k, selection.count))
     if short.any():  # the probed lists held fewer than k allowed rows: scan
         distances[short], keys[short] = index.search(queries[short], k, keys=selection.keys())
     return distances, keys
