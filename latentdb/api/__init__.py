@@ -60,13 +60,15 @@ from latentdb.api._validation import (
     check_write_model,
     is_metadata_value,
 )
-from latentdb.index import IndexSpec, IndexStatus
+from latentdb.index import INDEX_KINDS, IndexSpec, IndexStatus
+from latentdb.query import QueryPlan
 
 __all__ = [
     "DEFAULT_RECALL_TARGET",
     "EXTERNAL",
     "EXTERNAL_MODEL",
     "GET_FIELDS",
+    "INDEX_KINDS",
     "MAX_DIMENSION",
     "MAX_INT",
     "MAX_K",
@@ -85,6 +87,7 @@ __all__ = [
     "MigrationRequest",
     "MigrationStatus",
     "Progress",
+    "QueryPlan",
     "QueryRequest",
     "QueryResult",
     "RecallReport",

@@ -32,7 +32,6 @@ from urllib.parse import quote
 
 import numpy as np
 
-from latentdb.analysis import SpaceMap, SpaceReport
 from latentdb.api import (
     Collection,
     CollectionSettings,
@@ -47,6 +46,8 @@ from latentdb.api import (
     QueryRequest,
     QueryResult,
     RecallReport,
+    SpaceMap,
+    SpaceReport,
     Where,
     WriteRequest,
 )
@@ -70,10 +71,11 @@ from latentdb.errors import (
     TransportError,
 )
 from latentdb.space import LatentSpace, as_vector_batch
-from latentdb.store import SqlFilter
 
 if TYPE_CHECKING:
     import httpx
+
+    from latentdb.store import SqlFilter
 
 
 __all__ = ["API_KEY_ENV", "RemoteCollection", "RemoteDatabase"]

@@ -23,10 +23,15 @@ import numpy as np
 import numpy.typing as npt
 
 from latentdb import errors
-from latentdb.api import GetResult, MigrationStatus, QueryResult, RecallReport
+from latentdb.api import (
+    GetResult,
+    IndexStatus,
+    MigrationStatus,
+    QueryPlan,
+    QueryResult,
+    RecallReport,
+)
 from latentdb.errors import InvalidVectorError, LatentDBError
-from latentdb.index import IndexStatus
-from latentdb.query import QueryPlan
 from latentdb.space import LatentSpace
 
 __all__ = [

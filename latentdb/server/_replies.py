@@ -19,8 +19,14 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field, create_model
 
-from latentdb.api import IndexStatus, MigrationStatus, RecallReport, SpaceMap, SpaceReport
-from latentdb.query import QueryPlan
+from latentdb.api import (
+    IndexStatus,
+    MigrationStatus,
+    QueryPlan,
+    RecallReport,
+    SpaceMap,
+    SpaceReport,
+)
 from latentdb.server._models import BinaryArray
 from latentdb.space import LatentSpace
 

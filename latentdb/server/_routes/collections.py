@@ -9,8 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import Field, SkipValidation
 
-from latentdb.api import Collection, Database
-from latentdb.index import INDEX_KINDS
+from latentdb.api import INDEX_KINDS, Collection, Database
 from latentdb.server._access import Authorized
 from latentdb.server._models import Body, argument
 from latentdb.server._openapi import responses
