@@ -50,7 +50,16 @@ BATCH = 10_000
 
 def worker(task: str, folder: Path, data: Path, queries: int, repeats: int) -> Result:
     """One measurement, in this process (latentdb imported from PYTHONPATH)."""
+    # This file's checkout went first on sys.path (for bench._common, which imports no
+    # latentdb), and an editable install maps "latentdb" to its own checkout: drop both,
+    # so that the revision on PYTHONPATH is the latentdb imported.
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO]
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
     import latentdb
+
+    wanted = Path(os.environ["PYTHONPATH"]).resolve()
+    if not Path(latentdb.__file__).resolve().is_relative_to(wanted):
+        raise SystemExit(f"imported {latentdb.__file__}, not the revision in {wanted}")
 
     xb, xq, (true_ids, _) = load_dataset(data, queries)
     ids = [str(i) for i in range(len(xb))]
