@@ -11,8 +11,7 @@ sharded collection's driver).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -67,8 +66,7 @@ def sql_filters(where: Where | None, where_document: Where | None) -> SqlFilter 
     return and_filters(*filters) if filters else None
 
 
-@dataclass(frozen=True)
-class WriteRequest:
+class WriteRequest(NamedTuple):
     """A checked ``add``, ``upsert`` or ``update``.
 
     Attributes:
@@ -101,7 +99,7 @@ class WriteRequest:
     embeds: bool
 
     @property
-    def count(self) -> int:
+    def size(self) -> int:
         """The number of ids."""
         return len(self.ids)
 
@@ -176,14 +174,13 @@ def write_vectors(
             return None, None
         return request.vectors, request.prepared
     if request.images is not None:
-        made = embed_images(collection, request.images, request.count, request.progress)
+        made = embed_images(collection, request.images, request.size, request.progress)
     else:
         made = embed_texts(collection, request.documents or [], request.progress)
-    return made, collection.space.prepare(made, rows=request.count)
+    return made, collection.space.prepare(made, rows=request.size)
 
 
-@dataclass(frozen=True)
-class QueryRequest:
+class QueryRequest(NamedTuple):
     """A checked ``query``.
 
     Attributes:
@@ -309,8 +306,7 @@ def _check_weights(weights: object) -> tuple[float, float]:
     return vector, text
 
 
-@dataclass(frozen=True)
-class GetRequest:
+class GetRequest(NamedTuple):
     """A checked ``get`` or ``scroll``.
 
     Attributes:

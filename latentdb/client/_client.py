@@ -422,7 +422,7 @@ class RemoteCollection(Collection):
         }
         self._remote._call(_WRITE_METHODS[request.mode], f"{self._path}/records", body)
         if request.progress is not None and request.embeds:
-            request.progress(request.count)  # the server embedded them all
+            request.progress(request.size)  # the server embedded them all
 
     def _delete(self, request: GetRequest) -> int:
         body = {

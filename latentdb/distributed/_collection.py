@@ -216,7 +216,7 @@ class ShardedCollection(Collection):
         # engine prepares a batch, so both store the same bits: the driver sends the
         # vectors as given (or embedded), checked but not normalized.
         vectors = write_vectors(self, request)[0]
-        id_list, count = request.ids, request.count
+        id_list, count = request.ids, request.size
         group = self._group()
         stored = set() if request.mode == "upsert" else group.present(id_list)
         if request.mode == "update":

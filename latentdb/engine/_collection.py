@@ -189,7 +189,7 @@ class EmbeddedCollection(Collection):
     ) -> tuple[int, npt.NDArray[np.int64]]:
         """Insert (add) or replace (upsert) the records, in the open transaction."""
         store, row = self._database.store, self._state.row
-        id_list, count = request.ids, request.count
+        id_list, count = request.ids, request.size
         if request.mode == "add":
             stored = store.keys_for_ids(row.id, id_list)
             if stored:
@@ -223,7 +223,7 @@ class EmbeddedCollection(Collection):
                 f"cannot update ids that are not stored in {self.name!r}: "
                 f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
             )
-        keys = np.fromiter((key_of[i] for i in id_list), dtype=np.int64, count=request.count)
+        keys = np.fromiter((key_of[i] for i in id_list), dtype=np.int64, count=request.size)
         sequence = store.next_sequence()
         store.update_records(
             keys.tolist(),

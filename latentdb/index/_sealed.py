@@ -551,7 +551,7 @@ def merge_to_width(
         distances = np.pad(distances, ((0, 0), (0, pad)), constant_values=np.inf)
         keys = np.pad(keys, ((0, 0), (0, pad)), constant_values=-1)
     distances, keys = distances[:, :wanted], keys[:, :wanted]
-    short: npt.NDArray[np.bool_] = np.any(keys < 0, axis=1)
+    short: npt.NDArray[np.bool_] = (keys < 0).any(axis=1)  # type: ignore[assignment]  # np.any: +10 us
     return distances, keys, short
 
 
