@@ -13,7 +13,14 @@ with needs_extra("server", "the latentdb server"):
 
 from latentdb.server._app import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY, create_app, limited
 from latentdb.server._auth import ENV_KEYS, ApiKey, Keyring
-from latentdb.server._serve import ServerThread, build, check_exposure, is_loopback, serve
+from latentdb.server._serve import (
+    ServerThread,
+    build,
+    check_exposure,
+    is_loopback,
+    serve,
+    warm_up,
+)
 
 __all__ = [
     "DEFAULT_MAX_BATCH",
@@ -28,4 +35,5 @@ __all__ = [
     "is_loopback",
     "limited",
     "serve",
+    "warm_up",
 ]

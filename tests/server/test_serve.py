@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 
 import latentdb
-from latentdb import IndexSpec, TransportError
-from latentdb.server import ServerThread
+from latentdb import IndexSpec, LatentDBWarning, TransportError
+from latentdb.embed import register, unregister
+from latentdb.server import Keyring, ServerThread, serve, warm_up
+from tests.conftest import HashingEmbedder
 from tests.server.conftest import WRITER, serving
 
 # The model every test vector is written as: collections require writes of vectors
@@ -125,3 +127,44 @@ def test_concurrent_writers_and_readers_lose_nothing(tmp_path: Path) -> None:
             assert len(collection.get(written, include=[]).ids) == len(written)
             collection.optimize()
             assert collection.index_status().indexed == len(written)
+
+
+def test_serve_loads_every_model_before_the_first_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18: the first text query on a fresh server waited seconds for its model.
+    serve() loads and runs each collection's model once before it listens."""
+    made: list[HashingEmbedder] = []
+
+    def factory(name: str) -> HashingEmbedder:
+        made.append(HashingEmbedder(name))
+        return made[-1]
+
+    register("warm-test", factory)
+    try:
+        with latentdb.connect(tmp_path / "db") as db:
+            db.create_collection("a", embedder="warm-test")
+            db.create_collection("b", embedder="warm-test")  # one model, loaded once
+            db.create_collection("v", embedder=None, dimension=4, model="m")  # none
+        register("warm-test", factory)  # forget the instance that created them
+        made.clear()
+        listening: list[int] = []
+        monkeypatch.setattr("uvicorn.Server.run", lambda self: listening.append(len(made)))
+        serve(tmp_path / "db", host="127.0.0.1", port=0, keys=Keyring([]), no_auth=True)
+        assert listening == [1]  # the model was made before the server would listen
+        assert [embedder.calls for embedder in made] == [1]  # and run once
+    finally:
+        unregister("warm-test")
+
+
+def test_warm_up_warns_about_a_model_that_cannot_load(tmp_path: Path) -> None:
+    register("warm-once", HashingEmbedder)
+    try:
+        with latentdb.connect(tmp_path / "db") as db:
+            db.create_collection("gone", embedder="warm-once")
+            db.create_collection("plain", embedder=None, dimension=4, model="m")
+            unregister("warm-once")
+            with pytest.warns(LatentDBWarning, match="'warm-once' did not load"):
+                assert warm_up(db) == {}
+    finally:
+        unregister("warm-once")
