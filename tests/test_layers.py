@@ -119,9 +119,6 @@ def test_no_import_cycle_between_files() -> None:
                 imported = imported.rpartition(".")[0]
             if runtime and imported != module and imported in modules:
                 graph[module].add(imported)
-    # A package's __init__ re-exports its modules: an edge from a module to its own
-    # package's __init__ would close a cycle by construction, so such imports are
-    # already refused by the private-module rule's spirit; count them.
     state: dict[str, int] = {}
     cycles: list[str] = []
 

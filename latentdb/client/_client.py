@@ -21,6 +21,7 @@ and exception classes; only what cannot cross a network differs:
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -337,12 +338,22 @@ class RemoteCollection(Collection):
         self._path = _path(address)
         self._info = info
         self._alias = info.get("alias")
+        self._follows = self._alias is not None  # read again at each use
 
     def _fresh(self) -> Mapping[str, Any]:
         """What the server says of the collection now (through an alias: its target)."""
-        if self._alias is not None:
+        if self._follows:
             self._info = self._remote._call("GET", self._path)
         return self._info
+
+    def _for_call(self) -> RemoteCollection:
+        # Through an alias, the target is read once for the whole call, not once for
+        # each of the space, model and embedder that its checks and its request read.
+        if not self._follows:
+            return self
+        pinned = copy.copy(self)
+        pinned._info, pinned._follows = self._fresh(), False
+        return pinned
 
     @property
     def name(self) -> str:
