@@ -39,7 +39,7 @@ from latentdb.api._requests import (
     write_request,
     write_vectors,
 )
-from latentdb.api._results import GetResult, QueryResult, RecallReport
+from latentdb.api._results import GetResult, Metadata, QueryResult, RecallReport
 from latentdb.api._validation import (
     MAX_DIMENSION,
     MAX_INT,
@@ -82,6 +82,7 @@ __all__ = [
     "GetResult",
     "IndexSpec",
     "IndexStatus",
+    "Metadata",
     "Migration",
     "MigrationProgress",
     "MigrationRequest",

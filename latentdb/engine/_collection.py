@@ -22,6 +22,7 @@ from latentdb.api import (
     GetRequest,
     GetResult,
     IndexStatus,
+    Metadata,
     QueryRequest,
     QueryResult,
     RecallReport,
@@ -176,6 +177,7 @@ class EmbeddedCollection(Collection):
                 database.sync(state)
                 if request.mode == "update":
                     sequence, keys = self._update_rows(request, matrix)
+                    state.rows.drop(keys.tolist())
                 else:
                     assert matrix is not None
                     sequence, keys = self._insert_rows(request, matrix)
@@ -183,6 +185,7 @@ class EmbeddedCollection(Collection):
                 self._apply(sequence, None, None, None)
             else:
                 self._apply(sequence, keys, request.ids, matrix)
+            database.sync(state)  # notes our commit: queries go on without the lock
 
     def _insert_rows(
         self, request: WriteRequest, matrix: FloatMatrix
@@ -269,6 +272,7 @@ class EmbeddedCollection(Collection):
                 sequence = store.next_sequence()
                 store.delete_records(state.row.id, keys.tolist(), sequence=sequence)
             self._apply(sequence, None, None, None, keys)
+            database.sync(state)  # notes our commit: queries go on without the lock
         return len(rows)
 
     # -- reads ---------------------------------------------------------------------
@@ -344,6 +348,10 @@ class EmbeddedCollection(Collection):
         queries = request.queries
         if queries is None:
             queries = space.prepare(query_vectors(self, request), copy=False)
+        if not request.filtered and not request.hybrid and not request.explain:
+            answer = self._query_snapshot(request, queries)
+            if answer is not None:
+                return answer
         fields, depth, params, exact = request.fields, request.depth, request.params, request.exact
         explain, filtered = request.explain, request.filtered
         store = database.store
@@ -427,6 +435,76 @@ class EmbeddedCollection(Collection):
             scores=scores,
         )
 
+    def _query_snapshot(self, request: QueryRequest, queries: FloatMatrix) -> QueryResult | None:
+        """The query on the index's published snapshot, taking no lock: writes, builds
+        and optimize() go on meanwhile, and queries run side by side.
+
+        None when it cannot be answered so (the caller takes the lock): the index is not
+        loaded, another connection has committed since the last catch-up, or a hit was
+        deleted after the snapshot was taken.
+        """
+        database, state = self._database, self._state
+        index = state.index
+        if index is None or state.stale or not database.store.unchanged_since(database.version):
+            return None
+        readers = index.readers
+        readers.append(None)  # optimize() may wait for us (see SegmentedIndex._unpublish)
+        try:
+            view = index.view
+            if view is None:
+                return None
+            fields = request.fields
+            distances, keys = view.search(
+                queries, request.depth, params=request.params, exact=request.exact
+            )
+            try:
+                ids = state.ids.lookup(keys)
+            except (KeyError, IndexError):
+                return None
+            if any(None in row for row in ids):
+                return None
+            documents = metadatas = None
+            if "documents" in fields or "metadatas" in fields:
+                rows = self._rows_of(keys, fields)
+                if rows is None:
+                    return None
+                documents, metadatas = rows
+            hit_vectors = None
+            if "vectors" in fields:
+                found = view.vectors_of(keys.ravel())
+                hit_vectors = list(found.reshape(keys.shape[0], keys.shape[1], found.shape[1]))
+        finally:
+            readers.pop()
+        return QueryResult(
+            ids=ids,
+            distances=distances if "distances" in fields else None,
+            documents=documents,
+            metadatas=metadatas,
+            vectors=hit_vectors,
+        )
+
+    def _rows_of(
+        self, keys: npt.NDArray[np.int64], fields: frozenset[str]
+    ) -> tuple[list[list[str | None]] | None, list[list[Metadata | None]] | None] | None:
+        """The documents and metadatas ``fields`` asks for, of each hit, read without the
+        lock; None when a hit's row is gone (deleted since the snapshot)."""
+        cache = self._state.rows
+        epoch = cache.epoch  # before reading: a write meanwhile keeps the rows out
+        key_list = keys.tolist()
+        found, missing = cache.lookup(set().union(*key_list))
+        if missing:
+            read = self._database.store.payloads(missing)
+            if len(read) < len(missing):
+                return None
+            found.update(cache.fill(read, epoch))
+        documents = metadatas = None
+        if "documents" in fields:
+            documents = [[found[key][0] for key in row] for row in key_list]
+        if "metadatas" in fields:
+            # A row met twice gets one copy per place: callers may change theirs.
+            metadatas = [[_copied(found[key][1]) for key in row] for row in key_list]
+        return documents, metadatas
+
     # -- understanding the space ---------------------------------------------------
 
     def _every_vector(
@@ -480,3 +558,7 @@ class EmbeddedCollection(Collection):
             total=int(keys.size),
             collection=self.name,
         )
+
+
+def _copied(metadata: Metadata | None) -> Metadata | None:
+    return None if metadata is None else dict(metadata)

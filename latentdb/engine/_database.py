@@ -100,6 +100,12 @@ class EmbeddedDatabase(Database):
             raise DatabaseClosedError(f"database {self.path} is closed")
         return self._store
 
+    @property
+    def version(self) -> int:
+        """The store's data_version at the last catch-up (:meth:`sync`): while
+        ``store.unchanged_since(version)``, every state not marked stale is current."""
+        return self._data_version
+
     # -- collections ---------------------------------------------------------------
 
     def _create_collection(self, name: str, settings: CollectionSettings) -> EmbeddedCollection:
@@ -410,6 +416,8 @@ class EmbeddedDatabase(Database):
             state.apply(
                 store.changes_since(state.row.id, state.applied, dimension=state.space.dimension)
             )
+        else:  # nothing says which rows changed
+            state.rows.clear()
         state.stale = False
 
     def index(self, state: CollectionState) -> SegmentedIndex:

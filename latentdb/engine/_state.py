@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from latentdb.engine._rows import RowCache
 from latentdb.index import IndexSpec, SegmentedIndex
 from latentdb.query import FilterCache
 from latentdb.space import LatentSpace
@@ -67,17 +68,21 @@ class IdsByKey:
             array[rows] = ids if isinstance(ids, list) else list(ids)
 
     def discard(self, keys: npt.NDArray[np.int64]) -> None:
-        """Forget ``keys`` (those not held are ignored)."""
+        """Forget ``keys`` (those not held are ignored).
+
+        The array keeps their ids (until it is next rebuilt): a key is never reused,
+        and a query searching a snapshot taken before the delete may still look it up.
+        """
         for key in keys.tolist():
             self._ids.pop(key, None)
-        array = self._array
-        if array is not None and keys.size:
-            rows = keys - self._offset
-            rows = rows[(rows >= 0) & (rows < array.shape[0])]
-            array[rows] = None
 
     def lookup(self, keys: npt.NDArray[np.int64]) -> list[list[str]]:
-        """The ids of a (nq, k) matrix of held keys, as nested lists."""
+        """The ids of a (nq, k) matrix of held keys, as nested lists.
+
+        Raises:
+            KeyError, IndexError: a key is not held (a query on a snapshot may meet a
+                key deleted since, once the array has been rebuilt without it).
+        """
         array = self._array
         if array is not None:
             found: list[list[str]] = (
@@ -111,6 +116,8 @@ class CollectionState:
     stale: bool = False
     # Metadata as columns and recent filters, built on the first filtered query.
     filters: FilterCache = field(default_factory=FilterCache)
+    # Documents and metadata of rows queries returned lately.
+    rows: RowCache = field(default_factory=RowCache)
 
     def drop_index(self) -> None:
         """Forget the loaded index; the next use loads it again from the store."""
@@ -120,9 +127,12 @@ class CollectionState:
 
     def apply(self, changes: Changes) -> None:
         """Mirror committed writes into the loaded index (a no-op until it is loaded)."""
+        self.rows.drop(np.concatenate((changes.keys, changes.deleted)).tolist())
         index = self.index
         if index is None:
             return
+        # Ids first: apply() publishes the snapshot that lock-free queries read them for.
+        self.ids.update(changes.keys, changes.ids)
         try:
             index.apply(
                 changes.keys,
@@ -135,6 +145,5 @@ class CollectionState:
         except BaseException:
             self.drop_index()  # half-applied: rebuilt from the store on next use
             raise
-        self.ids.update(changes.keys, changes.ids)
         self.ids.discard(changes.deleted)
         self.applied = max(self.applied, changes.sequence)

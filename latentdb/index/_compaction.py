@@ -5,6 +5,8 @@ the growing rows into a new segment.
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Iterator
 
 import numpy as np
@@ -16,6 +18,7 @@ from latentdb.index._manifest import SavedState
 from latentdb.index._sealed import SealedSegment, min_build_rows
 from latentdb.index._search import FloatMatrix, KeyArray
 from latentdb.index._tuning import Tuning, built_rows, holdout
+from latentdb.index._view import SearchView
 
 __all__ = ["Compaction"]
 
@@ -24,7 +27,27 @@ _MAX_DEAD_FRACTION = 0.1
 
 
 class Compaction(Tuning):
-    """optimize() and the builds it shares with sealing."""
+    """optimize() and the builds it shares with sealing; publishing snapshots."""
+
+    # The snapshot queries search without the lock (None: take the lock, see publish).
+    view: SearchView | None
+    # One entry per query searching a view now (deque appends and pops are atomic).
+    readers: deque[None]
+
+    def publish(self) -> SearchView:
+        """Freeze the index as it is now for queries that take no lock (call under the
+        lock, at the end of every change)."""
+        view = self.view = SearchView(self)
+        return view
+
+    def _unpublish(self) -> None:
+        """Withdraw the published view and wait for the queries searching any view to
+        end (call under the lock): before a change that no copy protects. Queries that
+        start meanwhile find no view and wait for the lock."""
+        self.view = None
+        while self.readers:
+            time.sleep(0.0005)
+        self.growing.unshare()
 
     def optimize(self) -> None:
         """Bring every row into one ANN segment (dropping dead rows), tune and save, now.
@@ -47,6 +70,7 @@ class Compaction(Tuning):
                 self._rebuild(kind)
                 retune = True  # a new graph or new lists: measure again
             self._finish_build(retune=retune)
+            self.publish()
 
     def _kind_to_build(self) -> str:
         """The kind the next build makes. An ``auto`` collection that has an ANN
@@ -63,9 +87,9 @@ class Compaction(Tuning):
         """Tune (if asked), fold the growing rows into the one segment, save."""
         if retune:
             self.tune()
-        segment = self.sealed[0][1]
-        if self._fold(segment):
-            self.sealed = [(self._write_segment(segment), segment)]
+        folded = self._fold(self.sealed[0][1])
+        if folded is not None:
+            self.sealed = [(self._write_segment(folded), folded)]
         self._save()
 
     def build_from_parts(
@@ -111,21 +135,25 @@ class Compaction(Tuning):
             for keys, vectors, sequences in held:
                 self.growing.upsert(keys, vectors, sequences=sequences)
             self._finish_build(retune=True)
+            self.publish()
             return True
 
-    def _fold(self, segment: SealedSegment) -> bool:
+    def _fold(self, segment: SealedSegment) -> SealedSegment | None:
         """Move the growing rows that ``segment`` does not hold yet into it (the tuning
-        sample, rows written meanwhile), so queries search the graph alone. False when
-        nothing moved."""
+        sample, rows written meanwhile), so queries search the graph alone. Returns the
+        segment that holds them (a copy if readers may be searching ``segment``), or
+        None when nothing moved."""
         keys, vectors = self.growing.live_rows()
         absent = ~segment.holds(keys)  # a replaced row's key stays growing
         if not absent.any():
-            return False
+            return None
         moved = keys[absent]
+        if segment.shared:
+            segment = segment.detached()
         segment.extend(moved, vectors[absent], sequences=self.growing.sequences_of(moved))
         self.growing.remove(moved)
         self.growing.compact()
-        return True
+        return segment
 
     def _extendable(self, kind: str) -> bool:
         if len(self.sealed) != 1:
@@ -144,6 +172,8 @@ class Compaction(Tuning):
         if not added.any():
             return
         moved = keys[added]
+        if segment.shared:  # readers may be searching it: extend a copy of it
+            segment = segment.detached()
         segment.extend(moved, vectors[added], sequences=self.growing.sequences_of(moved))
         self.growing.remove(moved)
         self.growing.compact()
@@ -165,6 +195,8 @@ class Compaction(Tuning):
         # Everything is in the growing segment, in key order (a bulk load): hand its
         # pages back as the build copies them, so the data is not held twice.
         in_place = not self.sealed and vectors.base is not None and _ascending(built)
+        if in_place:  # readers wait for this build: it hands their rows' memory back
+            self._unpublish()
         consumed = growing.forget_pages if in_place else None
         try:
             segment = SealedSegment.build(
@@ -187,7 +219,7 @@ class Compaction(Tuning):
     def _save(self) -> None:
         """Write the manifest atomically (under the build lock); drop the segment
         folders it no longer names."""
-        state = SavedState(self.params, self.tuned_rows, self.tuned_recall)
+        state = SavedState(self.params, self.tuned_rows, self.tuned_recall, self.saved_curve())
         self.sealed = self.files.save(self.sealed, spec=self.spec, reduce=self.reduce, state=state)
 
 

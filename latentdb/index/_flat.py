@@ -62,10 +62,42 @@ class FlatIndex:
         self._masked = 0
         # Squared row norms for the l2 single-query path, rebuilt after a write.
         self._norms: FloatMatrix | None = None
+        # Arrays a frozen copy (a reader's snapshot) also holds: a write that would
+        # change their first ``_size`` rows in place copies them first.
+        self._shared: set[str] = set()
+        self._frozen = False
 
     def __len__(self) -> int:
         """Number of live rows."""
         return self._size - self._masked
+
+    # -- snapshots ----------------------------------------------------------------
+
+    def frozen(self) -> FlatIndex:
+        """A copy that no later write changes, sharing this index's arrays (cheap).
+
+        The rows it sees are the first ``_size`` of arrays that writes here only ever
+        append to; a write that would change them in place (a delete, an update, a
+        compaction) first copies the array it changes.
+        """
+        view = FlatIndex.__new__(FlatIndex)
+        view.__dict__.update(self.__dict__)
+        view._shared, view._frozen = set(), True
+        self._shared = {"_vectors", "_keys", "_sequences", "_alive"}
+        return view
+
+    def unshare(self) -> None:
+        """Forget that frozen copies share the arrays (once none is searched any more)."""
+        self._shared = set()
+
+    def _own(self, *names: str) -> None:
+        """Copy those of the named arrays that a frozen copy shares (before a write)."""
+        if self._frozen:
+            raise RuntimeError("a frozen FlatIndex is read-only")
+        for name in names:
+            if name in self._shared:
+                setattr(self, name, getattr(self, name).copy())
+                self._shared.discard(name)
 
     # -- writes -------------------------------------------------------------------
 
@@ -83,6 +115,7 @@ class FlatIndex:
         alive[: self._size] = self._alive[: self._size]
         self._vectors, self._keys, self._alive = vectors, keys, alive
         self._sequences = sequences
+        self._shared = set()
 
     def _rows_of(self, keys: KeyArray) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
         """Row positions of ``keys`` and which of them are held (alive or masked)."""
@@ -115,7 +148,9 @@ class FlatIndex:
             return
         if sequences is None:
             sequences = np.zeros(keys.shape[0], dtype=np.int64)
+        self._own()  # a frozen copy is read-only
         if adopt and self._size == 0 and _adoptable(keys, vectors, self.dimension):
+            self._shared = set()
             self._vectors, self._keys = vectors, keys.copy()
             self._sequences = np.array(sequences, dtype=np.int64)
             self._alive = np.ones(keys.shape[0], dtype=bool)
@@ -124,6 +159,7 @@ class FlatIndex:
         rows, found = self._rows_of(keys)
         if found.any():
             held_rows = rows[found]
+            self._own("_vectors", "_sequences", "_alive")
             self._masked -= int(np.count_nonzero(~self._alive[held_rows]))
             self._vectors[held_rows] = vectors[found]
             self._sequences[held_rows] = sequences[found]
@@ -140,6 +176,7 @@ class FlatIndex:
             self._size = stop
             tail = self._keys[max(start - 1, 0) : stop]
             if not np.all(tail[1:] > tail[:-1]):  # only if keys came out of order
+                self._own("_vectors", "_keys", "_sequences", "_alive")
                 order = np.argsort(self._keys[:stop], kind="stable")
                 self._vectors[:stop] = self._vectors[order]
                 self._keys[:stop] = self._keys[order]
@@ -155,6 +192,9 @@ class FlatIndex:
         rows, found = self._rows_of(keys)
         rows = rows[found]
         rows = rows[self._alive[rows]]
+        if not rows.size:
+            return
+        self._own("_alive")
         self._alive[rows] = False
         self._masked += int(np.unique(rows).size)
         self._norms = None
@@ -163,6 +203,7 @@ class FlatIndex:
         """Drop masked rows now."""
         if not self._masked:
             return
+        self._own("_vectors", "_keys", "_sequences", "_alive")
         keep = np.flatnonzero(self._alive[: self._size])
         count = keep.size
         self._vectors[:count] = self._vectors[keep]
@@ -180,7 +221,7 @@ class FlatIndex:
         index: the whole pages inside those rows read as zeros afterwards, so the index
         must not be searched again. Linux only; elsewhere nothing happens.
         """
-        if rows.size == 0:
+        if rows.size == 0 or "_vectors" in self._shared:  # a snapshot still reads them
             return
         row_bytes = self.dimension * 4
         base = self._vectors.ctypes.data
@@ -235,7 +276,7 @@ class FlatIndex:
             norms = squared_norms(matrix) if self.metric == "l2" else None
             distances, positions = exact_search(queries, matrix, k, self.metric, norms=norms)
             return distances, self._keys[rows][positions]
-        if self._masked > _MAX_MASKED_ROWS:
+        if self._masked > _MAX_MASKED_ROWS and not self._frozen:
             self.compact()
         matrix = self._vectors[: self._size]
         alive = self._alive[: self._size] if self._masked else None
@@ -258,7 +299,7 @@ class FlatIndex:
         Returns:
             (distances float32 (m,), keys int64 (m,)), m <= k.
         """
-        if self._masked > _MAX_MASKED_ROWS:
+        if self._masked > _MAX_MASKED_ROWS and not self._frozen:
             self.compact()
         matrix = self._vectors[: self._size]
         if self.metric == "l2" and self._norms is None:

@@ -21,6 +21,7 @@ product for ip.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,8 @@ class SealedSegment:
         # The last settings mapping searched with and its parameters: the same dict
         # object comes back query after query (see SegmentedIndex), so no key is built.
         self._last: tuple[Mapping[str, int], Any, Any] | None = None
+        # Whether a frozen copy (a reader's snapshot) shares ``alive`` and the index.
+        self._shared = False
 
     # -- building, saving, loading -----------------------------------------------
 
@@ -279,6 +282,37 @@ class SealedSegment:
             )
         )
 
+    # -- snapshots --------------------------------------------------------------
+
+    def frozen(self) -> SealedSegment:
+        """A copy that no later :meth:`remove` or :meth:`extend` of this segment changes,
+        sharing its arrays and faiss index (cheap): a later remove copies ``alive``
+        first, and the caller of an extend works on :meth:`detached` instead."""
+        view = copy.copy(self)
+        view._parameters = dict(self._parameters)
+        self._shared = True
+        return view
+
+    @property
+    def shared(self) -> bool:
+        """Whether a frozen copy may still search this segment's faiss index."""
+        return self._shared
+
+    def detached(self) -> SealedSegment:
+        """A copy with its own faiss index and arrays (to extend while readers search
+        this one)."""
+        index = faiss.clone_index(self.index)
+        if self._in_storage:
+            vectors = storage_view(index, (self.keys.shape[0], self.vectors.shape[1]))
+        else:
+            vectors = np.array(self.vectors, dtype=np.float32)
+        twin = SealedSegment(
+            kind=self.kind, metric=self.metric, keys=self.keys.copy(), index=index,
+            vectors=vectors, sequences=self.sequences.copy(), projection=self.projection,
+        )  # fmt: skip
+        twin._set_alive(self.alive.copy())
+        return twin
+
     # -- rows -------------------------------------------------------------------
 
     @property
@@ -333,6 +367,8 @@ class SealedSegment:
         rows, held = self.rows_of(keys)
         rows = np.unique(rows[held])
         if rows.size:
+            if self._shared:  # a snapshot reads the old mask
+                self.alive, self._shared = self.alive.copy(), False
             self.alive[rows] = False
             self.dead += int(rows.size)
             self._selector, self._last = None, None
@@ -341,6 +377,8 @@ class SealedSegment:
     def extend(self, keys: KeyArray, vectors: FloatMatrix, *, sequences: KeyArray) -> None:
         """Add rows whose keys are not rows here yet (in place), each the version written
         at its ``sequences`` entry."""
+        if self._shared:
+            raise RuntimeError("extend() of a segment a snapshot searches: extend detached()")
         start = self.keys.shape[0]
         self.index.add(self.indexed(np.ascontiguousarray(vectors, dtype=np.float32)))
         self.keys = np.concatenate([self.keys, keys])

@@ -235,7 +235,7 @@ class SegmentSearch:
                 defaults["rerank"] = self.sealed[0][1].default_rerank
             settings = self._settings = {**defaults, **self.params}
             self._settings_kind = kind
-            self._overrides.clear()
+            self._overrides = {}  # a new dict: snapshots keep the one of their settings
         if not params:
             return settings
         key = tuple(params.items())

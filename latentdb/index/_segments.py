@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,8 @@ class SegmentedIndex(Compaction):
         # and load it again from the store.
         self.damaged = False
         self.files = SegmentFiles(folder, self.build_lock)
+        self.readers = deque()
+        self.publish()
 
     # -- opening and closing -------------------------------------------------------
 
@@ -127,6 +130,8 @@ class SegmentedIndex(Compaction):
         if self.sealed:
             self._set_params(saved.params)
             self.tuned_rows, self.tuned_recall = saved.tuned_rows, saved.tuned_recall
+            self.restore_curve(saved.curve)
+        self.publish()
 
     def reconcile(self, stored_keys: KeyArray, stored_sequences: KeyArray) -> KeyArray:
         """Keep alive only the segment rows whose version the store holds, once each.
@@ -146,6 +151,7 @@ class SegmentedIndex(Compaction):
             _, held = segment.rows_of(stored_keys)
             live |= held
         missing: KeyArray = stored_keys[~live]
+        self.publish()
         return missing
 
     def saved_elsewhere(self) -> bool:
@@ -207,6 +213,7 @@ class SegmentedIndex(Compaction):
         self.applied = max(self.applied, sequence)
         if len(self.growing) >= self.spec.seal_rows and self.folder is not None:
             self.sealing.wrote()
+        self.publish()
 
     # -- sealing ----------------------------------------------------------------------
 
@@ -235,6 +242,7 @@ class SegmentedIndex(Compaction):
             daemon=True,
         )
         self._builder.start()
+        self.publish()
 
     def _build_in_background(
         self,
@@ -270,6 +278,7 @@ class SegmentedIndex(Compaction):
                 if generation == self._generation:
                     self._builder = None
                     self._touched = None
+                    self.publish()
 
     def _install(self, name: str, segment: SealedSegment, keys: KeyArray) -> None:
         """Swap a built segment in for the growing rows it was built from (under lock)."""
@@ -280,9 +289,11 @@ class SegmentedIndex(Compaction):
         self.sealed.append((name, segment))
         if self._needs_tuning():
             self.tune()
-        if self._fold(segment):
-            self.sealed[-1] = (self._write_segment(segment), segment)
+        folded = self._fold(segment)
+        if folded is not None:
+            self.sealed[-1] = (self._write_segment(folded), folded)
         self._save()
+        self.publish()
 
     def wait(self) -> None:
         """Wait for a background build to finish."""
@@ -297,3 +308,4 @@ class SegmentedIndex(Compaction):
             if self.sealed:
                 self.tune()
                 self._save()
+            self.publish()

@@ -8,6 +8,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -33,6 +34,10 @@ from latentdb.store._wal import CommitWatch
 
 # Seconds a connection waits for another process's write lock before giving up.
 _BUSY_TIMEOUT = 60.0
+# The file mapped by each reader() connection (address space, not memory).
+_READER_MMAP_BYTES = 1 << 30
+# The file mapped by each reader() connection (address space, not memory).
+_READER_MMAP_BYTES = 1 << 30
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_CANTOPEN = 5, 6, 8, 14
 
 
@@ -52,6 +57,10 @@ class StoreCore:
     def __init__(self, folder: Path) -> None:
         self.path = folder / DATABASE_FILE
         self.lock = threading.RLock()
+        # Read-only connections of the threads that read without the lock (reader()).
+        self._local = threading.local()
+        self._readers: weakref.WeakSet[GuardedConnection] = weakref.WeakSet()
+        self._reader_target: tuple[str | Path, bool] = (self.path, False)
         self.read_only = False
         self._in_transaction = False
         if not check_database_file(self.path):
@@ -94,6 +103,7 @@ class StoreCore:
         in_wal = wal.exists() and wal.stat().st_size > 0
         uri = self.path.absolute().as_uri() + ("?mode=ro" if in_wal else "?mode=ro&immutable=1")
         connection = connect(uri, files=self.path, uri=True, timeout=_BUSY_TIMEOUT)
+        self._reader_target = (uri, True)
         try:
             schema_stamp(connection, self.path)
         except BaseException:
@@ -131,11 +141,34 @@ class StoreCore:
         """Close the connection (idempotent)."""
         with self.lock:
             try:
+                for reader in list(self._readers):
+                    reader.close()
                 self._connection.close()
             except sqlite3.Error as error:
                 raise (storage_error(error, companion_files(self.path)) or error) from error
             finally:
                 self._commits.close()
+
+    def reader(self) -> GuardedConnection:
+        """The calling thread's own read-only connection, for reads that take no lock:
+        each statement sees the latest commit. Made on first use; closed by
+        :meth:`close`, or when the thread ends."""
+        connection: GuardedConnection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            target, uri = self._reader_target
+            connection = connect(target, files=self.path, uri=uri, timeout=_BUSY_TIMEOUT)
+            connection.execute("PRAGMA query_only = 1")
+            # Rows read through the OS's page cache, not copied into SQLite's own one
+            # per connection: 10 random rows of a 100k collection in ~60 us, not ~85.
+            connection.execute(f"PRAGMA mmap_size = {_READER_MMAP_BYTES}")
+            self._local.connection = connection
+            self._readers.add(connection)
+        return connection
+
+    def unchanged_since(self, version: int) -> bool:
+        """Whether no connection has committed since :meth:`data_version` returned
+        ``version`` (without the lock; False when unsure: then ask data_version)."""
+        return self._commits.unchanged(version)
 
     def _migrate(self) -> None:
         """Check that the file holds latentdb's schema, and bring it up to date.

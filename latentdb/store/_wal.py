@@ -149,7 +149,7 @@ class CommitWatch:
     """``PRAGMA data_version`` of one connection, asked only when the WAL-index header
     says another connection may have committed (see the module).
 
-    Not thread-safe: the store calls it under its lock.
+    Not thread-safe but for :meth:`unchanged`: the store calls the rest under its lock.
 
     Attributes:
         fallback: Why the header is not used (the pragma runs on every call), or None
@@ -169,6 +169,7 @@ class CommitWatch:
         self._shm: int | None = None
         self._seen: tuple[bytes, int] | None = None  # (header, data_version)
         self._unchecked = 0  # answers from the header since the pragma last ran
+        self._unlocked = 0  # answers of unchanged() since it last said False to recheck
         self.fallback: str | None = probe_wal_index()
         if self.fallback is not None:
             self._warn()
@@ -197,6 +198,23 @@ class CommitWatch:
         elif self._shm is None and self.fallback is None:  # not given up just now
             self._open()
         return version
+
+    def unchanged(self, version: int) -> bool:
+        """Whether no connection has committed since :meth:`data_version` last returned
+        ``version``: one read of the WAL-index header, safe without the store's lock
+        (False when unsure, and on every :data:`RECHECK_EVERY`-th call, so that the
+        pragma still checks the header now and then)."""
+        seen, shm = self._seen, self._shm
+        if seen is None or shm is None or seen[1] != version or self.fallback is not None:
+            return False
+        self._unlocked += 1
+        if self._unlocked >= RECHECK_EVERY:  # a race may lose a count: harmless
+            self._unlocked = 0
+            return False
+        try:
+            return read_header(shm) == seen[0]
+        except OSError:  # closed meanwhile (or reused): ask under the lock
+            return False
 
     def close(self) -> None:
         """Close the ``-shm`` file (idempotent)."""

@@ -1,0 +1,147 @@
+"""Queries read a snapshot and take no lock: they go on while a writer holds the store,
+never see a row deleted before they started, see every write acknowledged before they
+started (here or through another connection), and return rows' current documents and
+metadata (the hot-row cache forgets what writes change)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+import latentdb
+from latentdb import IndexSpec
+from latentdb.engine import EmbeddedCollection
+
+MODEL = "test/vectors"
+DIMENSION = 8
+
+
+def make(db: latentdb.Database, rows: int = 400, *, seal_rows: int = 10_000) -> EmbeddedCollection:
+    collection = db.create_collection(
+        "c", dimension=DIMENSION, metric="l2", embedder=None, model=MODEL,
+        index=IndexSpec(kind="hnsw", seal_rows=seal_rows),
+    )  # fmt: skip
+    vectors = np.random.default_rng(0).normal(size=(rows, DIMENSION))
+    collection.add(
+        [f"r{i}" for i in range(rows)], vectors=vectors, model=MODEL,
+        documents=[f"doc {i}" for i in range(rows)], metadatas=[{"n": i} for i in range(rows)],
+    )  # fmt: skip
+    assert isinstance(collection, EmbeddedCollection)
+    return collection
+
+
+def answered_while_locked(db: latentdb.Database, call: Callable[[], object]) -> object:
+    """``call``'s answer, run in a thread while this one holds the store's lock (as a
+    writer does for its whole transaction); fails if it waited for the lock."""
+    store = db.store  # type: ignore[attr-defined]
+    out: list[object] = []
+    with store.lock:
+        thread = threading.Thread(target=lambda: out.append(call()))
+        thread.start()
+        thread.join(30)
+        finished = not thread.is_alive()
+    thread.join()
+    assert finished, "the query waited for the writer's lock"
+    return out[0]
+
+
+def test_queries_do_not_wait_for_a_writer(db: latentdb.Database) -> None:
+    collection = make(db)
+    query = np.random.default_rng(1).normal(size=DIMENSION)
+    expected = collection.query(vectors=query, k=5)
+    collection.optimize()
+    for include in ([], ["distances", "documents", "metadatas"]):
+        result = answered_while_locked(
+            db, lambda include=include: collection.query(vectors=query, k=5, include=include)
+        )
+        assert result.ids == expected.ids  # type: ignore[attr-defined]
+    result = answered_while_locked(db, lambda: collection.query(vectors=query, k=5))
+    assert result.documents == expected.documents  # type: ignore[attr-defined]
+    assert result.metadatas == expected.metadatas  # type: ignore[attr-defined]
+
+
+def test_a_query_sees_every_acknowledged_write_and_nothing_deleted(
+    db: latentdb.Database,
+) -> None:
+    collection = make(db, 300, seal_rows=200)  # sealing in the background meanwhile
+    rng = np.random.default_rng(2)
+    deleted: set[str] = set()
+    written: list[str] = []
+    failures: list[BaseException] = []
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def write() -> None:
+        try:
+            for batch in range(40):
+                ids = [f"w{batch}-{i}" for i in range(10)]
+                collection.add(ids, vectors=rng.normal(size=(10, DIMENSION)), model=MODEL)
+                gone = [f"r{batch * 5 + i}" for i in range(5)]
+                collection.delete(gone)
+                with lock:
+                    written.extend(ids)
+                    deleted.update(gone)
+        except BaseException as error:
+            failures.append(error)
+        finally:
+            done.set()
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                with lock:
+                    gone_before, seen_before = set(deleted), list(written)
+                ids = collection.query(vectors=np.zeros(DIMENSION), k=1000, include=[]).ids[0]
+                returned = set(ids)
+                assert not returned & gone_before, sorted(returned & gone_before)[:5]
+                assert set(seen_before) <= returned
+                assert len(ids) == len(returned)
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=write)] + [threading.Thread(target=read) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
+    assert collection.count() == 300 + len(written) - len(deleted)
+
+
+def test_writes_through_another_connection_are_seen(
+    open_db: Callable[[], latentdb.Database],
+) -> None:
+    here = open_db()
+    collection = make(here)
+    collection.optimize()
+    query = np.full(DIMENSION, 9.0)
+    assert "far" not in collection.query(vectors=query, k=1, include=[]).ids[0]
+    there = open_db()  # its own SQLite connection, as another process has
+    other = there.get_collection("c")
+    other.add(["far"], vectors=query[None, :], model=MODEL, metadatas=[{"n": -1}])
+    assert collection.query(vectors=query, k=1, include=[]).ids[0] == ["far"]
+    other.update(["far"], metadatas=[{"n": -2}], documents=["changed"])
+    result = collection.query(vectors=query, k=1)
+    assert result.metadatas == [[{"n": -2}]] and result.documents == [["changed"]]
+    other.delete(["far"])
+    assert "far" not in collection.query(vectors=query, k=3, include=[]).ids[0]
+
+
+def test_documents_and_metadata_are_current_and_the_caller_s_own(db: latentdb.Database) -> None:
+    collection = make(db)
+    query = np.random.default_rng(3).normal(size=DIMENSION)
+    first = collection.query(vectors=query, k=3)
+    hit = first.ids[0][0]
+    first.metadatas[0][0]["n"] = "changed by the caller"  # type: ignore[index]
+    again = collection.query(vectors=query, k=3)
+    assert again.metadatas == [collection.get(first.ids[0]).metadatas]
+    assert again.metadatas[0][0] != {"n": "changed by the caller"}
+    collection.update([hit], metadatas=[{"n": 1234}], documents=["updated"])
+    updated = collection.query(vectors=query, k=3)
+    assert updated.metadatas[0][0] == {"n": 1234} and updated.documents[0][0] == "updated"
+    collection.upsert([hit], vectors=query[None, :], model=MODEL, documents=["upserted"])
+    upserted = collection.query(vectors=query, k=1)
+    assert upserted.ids == [[hit]] and upserted.documents == [["upserted"]]
+    assert upserted.metadatas == [[None]]
