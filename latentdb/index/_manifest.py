@@ -40,6 +40,8 @@ class SavedState:
     params: dict[str, int] = field(default_factory=dict)
     tuned_rows: int = 0
     tuned_recall: float | None = None
+    # The held-out recall curve re-tunes read (Tuning.saved_curve); None: none.
+    curve: dict[str, Any] | None = None
 
 
 class SegmentFiles:
@@ -115,6 +117,7 @@ class SegmentFiles:
             params={str(k): int(v) for k, v in manifest.get("params", {}).items()},
             tuned_rows=int(manifest.get("tuned_rows", 0)),
             tuned_recall=manifest.get("tuned_recall"),
+            curve=manifest.get("tuning_curve"),
         )
         return sealed, state
 
@@ -191,6 +194,7 @@ class SegmentFiles:
             "params": state.params,
             "tuned_rows": state.tuned_rows,
             "tuned_recall": state.tuned_recall,
+            "tuning_curve": state.curve,
         }
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
