@@ -48,6 +48,11 @@ __all__ = ["FILTERED_EF_MAX", "IndexStatus", "SegmentedIndex", "Selection", "fil
 _SEAL_QUIET_SECONDS = SEAL_QUIET_SECONDS
 # Kept for tests that count the rows a build indexes.
 _built_rows = built_rows
+# Rows the growing segment seals at once a graph holds rows (see _seal_size).
+DELTA_SEAL_ROWS = 2_500
+# Sealed segments merged into one once this many are within MERGE_SPREAD x in size.
+MERGE_SEGMENTS = 4
+MERGE_SPREAD = 3
 
 
 class SegmentedIndex(Compaction):
@@ -211,20 +216,33 @@ class SegmentedIndex(Compaction):
             self._touched.update(keys.tolist())
             self._touched.update(deleted.tolist())
         self.applied = max(self.applied, sequence)
-        if len(self.growing) >= self.spec.seal_rows and self.folder is not None:
+        if len(self.growing) >= self._seal_size() and self.folder is not None:
             self.sealing.wrote()
         self.publish()
 
     # -- sealing ----------------------------------------------------------------------
 
+    def _seal_size(self) -> int:
+        """Rows the growing segment collects before it is sealed: ``spec.seal_rows`` for
+        the first segment; once a graph holds rows, a delta of :data:`DELTA_SEAL_ROWS`
+        (or what the kind needs to train), so that under steady writes the exact scan
+        that every query pays stays short. Deltas are merged by size tier."""
+        if not self.sealed:
+            return self.spec.seal_rows
+        trains = 2 * min_build_rows(self.sealed[0][1].kind, self.reduce)
+        return min(self.spec.seal_rows, max(DELTA_SEAL_ROWS, trains))
+
     def _overdue(self) -> bool:
         """Whether the growing segment is too big to wait for writes to pause."""
-        return len(self.growing) >= SEAL_OVERDUE * self.spec.seal_rows
+        return len(self.growing) >= SEAL_OVERDUE * self._seal_size()
 
     def _maybe_seal(self) -> None:
+        """Start a background seal of the growing segment if one is due, or else a merge
+        of sealed segments (under the lock)."""
         if self._builder is not None or self._closed or self.folder is None:
             return
-        if len(self.growing) < self.spec.seal_rows:
+        if len(self.growing) < self._seal_size():
+            self._maybe_merge()
             return
         kind = self._kind_to_build()
         if index_kind(kind).exact:
@@ -244,18 +262,54 @@ class SegmentedIndex(Compaction):
         self._builder.start()
         self.publish()
 
+    def _maybe_merge(self) -> None:
+        """Start a background merge of the smallest size tier of sealed segments once it
+        holds :data:`MERGE_SEGMENTS` of them (under the lock): a tier is the segments
+        under :data:`MERGE_SPREAD` times the smallest one's live rows, so each row is
+        rebuilt about log(rows / delta) times, and a query searches a few segments."""
+        if len(self.sealed) < MERGE_SEGMENTS or self._builder is not None or self._closed:
+            return
+        by_size = sorted((segment for _, segment in self.sealed), key=lambda s: s.live)
+        smallest = max(by_size[0].live, 1)
+        tier = [s for s in by_size if s.live < MERGE_SPREAD * smallest][: 2 * MERGE_SEGMENTS]
+        if len(tier) < MERGE_SEGMENTS:
+            return
+        kind = self.sealed[0][1].kind
+        parts = [segment.live_rows() for segment in tier]
+        keys = np.concatenate([part[0] for part in parts])
+        if built_rows(keys.shape[0]) < min_build_rows(kind, self.reduce):
+            return
+        vectors = np.concatenate([part[1] for part in parts])
+        sequences = np.concatenate([s.sequences[np.flatnonzero(s.alive)] for s in tier])
+        order = np.argsort(keys, kind="stable")
+        self._touched = set()
+        self._builder = threading.Thread(
+            target=self._build_in_background,
+            args=(kind, keys[order], vectors[order], sequences[order], None, self._generation),
+            kwargs={"replaces": tuple(tier)},
+            name="latentdb-merge",
+            daemon=True,
+        )
+        self._builder.start()
+        self.publish()
+
     def _build_in_background(
         self,
         kind: str,
         keys: KeyArray,
         vectors: FloatMatrix,
         sequences: KeyArray,
-        rows: npt.NDArray[np.intp],
+        rows: npt.NDArray[np.intp] | None,
         generation: int,
+        *,
+        replaces: tuple[SealedSegment, ...] = (),
     ) -> None:
+        """Build a segment of ``rows`` of ``vectors`` (all if None) and install it in
+        place of the growing rows it holds, or of the segments it ``replaces``."""
         try:
             # Spare room for the tuning rows and some written meanwhile, folded in next.
-            spare = vectors.shape[0] - rows.shape[0] + rows.shape[0] // 100
+            built = vectors.shape[0] if rows is None else rows.shape[0]
+            spare = vectors.shape[0] - built + built // 100
             segment = SealedSegment.build(
                 kind=kind, spec=self.spec, metric=self.metric, keys=keys, vectors=vectors,
                 sequences=sequences, rows=rows, spare=spare, reduce=self.reduce,
@@ -266,7 +320,10 @@ class SegmentedIndex(Compaction):
                 name = self._write_segment(segment)  # outside the lock: queries go on
                 with self.lock:
                     if not self._closed and generation == self._generation:
-                        self._install(name, segment, keys)
+                        if replaces:
+                            self._install_merged(name, segment, replaces)
+                        else:
+                            self._install(name, segment, keys)
         except Exception as error:  # a failed build leaves the rows in the growing segment
             warnings.warn(
                 f"building an index segment failed ({error}); rows stay searchable exactly",
@@ -278,7 +335,22 @@ class SegmentedIndex(Compaction):
                 if generation == self._generation:
                     self._builder = None
                     self._touched = None
+                    self._maybe_seal()  # the next seal or merge, if one is due
                     self.publish()
+
+    def _install_merged(
+        self, name: str, segment: SealedSegment, replaces: tuple[SealedSegment, ...]
+    ) -> None:
+        """Swap a merged segment in for the segments it was built from (under lock)."""
+        touched = np.fromiter(self._touched or (), dtype=np.int64)
+        segment.remove(touched)  # changed during the build: masked in the old ones too
+        kept = [(n, s) for n, s in self.sealed if not any(s is old for old in replaces)]
+        if len(kept) != len(self.sealed) - len(replaces):
+            return  # a replaced segment is gone (optimize() ran): the merge is moot
+        self.sealed = [*kept, (name, segment)]
+        self.sealed.sort(key=lambda entry: -entry[1].live)  # the largest first
+        self._save()
+        self.publish()
 
     def _install(self, name: str, segment: SealedSegment, keys: KeyArray) -> None:
         """Swap a built segment in for the growing rows it was built from (under lock)."""

@@ -209,3 +209,40 @@ def test_an_index_without_a_folder_never_seals(tmp_path: Path) -> None:
     write(index, 0, clustered(300))
     clock.advance(10)
     assert clock.timers == [] and index.status().segments == 0
+
+
+def test_once_a_graph_holds_rows_deltas_seal_small_and_merge_by_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_segments, "DELTA_SEAL_ROWS", 150)
+    clock = FakeClock()
+    index = segmented(tmp_path, clock, seal_rows=1000)
+    vectors = clustered(2200)
+    write(index, 0, vectors[:1000])
+    clock.advance(SEAL_QUIET_SECONDS * 2)
+    index.wait()
+    assert (index.status().segments, index.status().pending) == (1, 0)
+    sizes = []
+    for start in range(1000, 1600, 150):  # four deltas of 150 rows, each sealed alone
+        write(index, start, vectors[start : start + 150])
+        assert index.status().pending == 150
+        clock.advance(SEAL_QUIET_SECONDS * 2)
+        index.wait()
+        sizes.append(sorted(segment.live for _, segment in index.sealed))
+    assert sizes[:3] == [[150, 1000], [150, 150, 1000], [150, 150, 150, 1000]]
+    # The fourth delta made a tier of four small segments: merged into one.
+    index.wait()
+    assert sorted(segment.live for _, segment in index.sealed) == [600, 1000]
+    with index.lock:
+        index.apply(
+            np.empty(0, np.int64), vectors[:0], None, np.arange(1000, 1100, dtype=np.int64),
+            3000,
+        )  # fmt: skip
+        _, found = index.search(vectors[:1], 2000, exact=True)
+    assert sorted(found[0].tolist()) == list(range(1000)) + list(range(1100, 1600))
+    assert index.status().pending == 0 and index.status().deleted == 100
+    reopened = segmented(tmp_path, FakeClock(), seal_rows=1000)
+    reopened.load()
+    assert sorted(segment.live for _, segment in reopened.sealed) == [600, 1000]
+    index.close(wait=True)
+    reopened.close(wait=True)
