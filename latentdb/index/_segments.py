@@ -233,8 +233,10 @@ class SegmentedIndex(Compaction):
         return min(self.spec.seal_rows, max(DELTA_SEAL_ROWS, trains))
 
     def _overdue(self) -> bool:
-        """Whether the growing segment is too big to wait for writes to pause."""
-        return len(self.growing) >= SEAL_OVERDUE * self._seal_size()
+        """Whether the growing segment is too big to wait for writes to pause: a delta
+        (see :meth:`_seal_size`) is sealed as soon as it is full."""
+        times = SEAL_OVERDUE if not self.sealed else 1
+        return len(self.growing) >= times * self._seal_size()
 
     def _maybe_seal(self) -> None:
         """Start a background seal of the growing segment if one is due, or else a merge
