@@ -19,12 +19,14 @@ rows are rebuilt from the store.
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections import deque
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 import numpy.typing as npt
 
@@ -48,6 +50,11 @@ __all__ = ["FILTERED_EF_MAX", "IndexStatus", "SegmentedIndex", "Selection", "fil
 _SEAL_QUIET_SECONDS = SEAL_QUIET_SECONDS
 # Kept for tests that count the rows a build indexes.
 _built_rows = built_rows
+# OpenMP threads of a background build: all cores but one.
+_BACKGROUND_BUILD_THREADS = max(
+    1,
+    (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) - 1,
+)
 # Rows the growing segment seals at once a graph holds rows (see _seal_size).
 DELTA_SEAL_ROWS = 2_500
 # Sealed segments merged into one once this many are within MERGE_SPREAD x in size.
@@ -308,6 +315,9 @@ class SegmentedIndex(Compaction):
     ) -> None:
         """Build a segment of ``rows`` of ``vectors`` (all if None) and install it in
         place of the growing rows it holds, or of the segments it ``replaces``."""
+        # OpenMP's thread count is this thread's own setting: background builds leave a
+        # core to queries (a query is one thread; a build would take every core).
+        faiss.omp_set_num_threads(_BACKGROUND_BUILD_THREADS)
         try:
             # Spare room for the tuning rows and some written meanwhile, folded in next.
             built = vectors.shape[0] if rows is None else rows.shape[0]
