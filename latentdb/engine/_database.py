@@ -22,6 +22,7 @@ from latentdb.api import (
 from latentdb.embed import get_embedder
 from latentdb.engine._collection import EmbeddedCollection
 from latentdb.engine._migration import EmbeddedMigration
+from latentdb.engine._rows import RowCache
 from latentdb.engine._state import CollectionState, IdsByKey
 from latentdb.errors import (
     CollectionExistsError,
@@ -65,6 +66,9 @@ class EmbeddedDatabase(Database):
             ) from None
         self._store: Store | None = Store(self.path)
         self._states: dict[int, CollectionState] = {}
+        # Documents and metadata of rows queries returned lately, for every collection
+        # (row keys are database-wide): one budget for the database.
+        self._rows = RowCache()
         self._data_version = self._store.data_version()
         # Aliases as last read, and the data_version they were read at.
         self._aliases: dict[str, int] | None = None
@@ -379,6 +383,7 @@ class EmbeddedDatabase(Database):
                 space=LatentSpace.from_dict(row.space),
                 spec=IndexSpec.parse(row.config.get("index", EXACT_KIND)),
                 recall_target=float(row.config.get("recall_target", DEFAULT_RECALL_TARGET)),
+                rows=self._rows,
             )
             self._states[row.id] = state
         return EmbeddedCollection(self, state, alias=alias)

@@ -17,8 +17,8 @@ from typing import Any
 
 __all__ = ["ROW_CACHE_BYTES", "RowCache"]
 
-# The cache's budget: documents and metadata JSON, counted in characters, plus a fixed
-# cost per row for the Python objects around them.
+# The cache's budget (one per database): documents and metadata JSON, counted in
+# characters, plus a fixed cost per row for the Python objects around them.
 ROW_CACHE_BYTES = 64 << 20
 _ROW_OVERHEAD = 240
 

@@ -116,7 +116,8 @@ class CollectionState:
     stale: bool = False
     # Metadata as columns and recent filters, built on the first filtered query.
     filters: FilterCache = field(default_factory=FilterCache)
-    # Documents and metadata of rows queries returned lately.
+    # Documents and metadata of rows queries returned lately (the database's cache,
+    # shared by its collections).
     rows: RowCache = field(default_factory=RowCache)
 
     def drop_index(self) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import latentdb
 from latentdb import IndexSpec
 from latentdb.engine import EmbeddedCollection
+from latentdb.engine._rows import _ROW_OVERHEAD, RowCache
 
 MODEL = "test/vectors"
 DIMENSION = 8
@@ -145,3 +146,22 @@ def test_documents_and_metadata_are_current_and_the_caller_s_own(db: latentdb.Da
     upserted = collection.query(vectors=query, k=1)
     assert upserted.ids == [[hit]] and upserted.documents == [["upserted"]]
     assert upserted.metadatas == [[None]]
+
+
+def test_the_row_cache_keeps_no_row_read_before_a_write_and_stays_in_budget() -> None:
+    cache = RowCache(budget=_ROW_OVERHEAD * 10 + 100)
+    epoch = cache.epoch
+    cache.drop([1])  # a write lands while a query reads row 1 from SQLite
+    assert cache.fill({1: ("old", '{"n": 1}')}, epoch) == {1: ("old", {"n": 1})}
+    assert cache.lookup([1]) == ({}, [1])  # the possibly stale row was not kept
+    cache.fill({key: ("d", None) for key in range(30)}, cache.epoch)
+    assert 0 < len(cache) <= 10 and cache.lookup([29])[0]  # the newest stay
+    found, missing = cache.lookup([0, 29])
+    assert missing == [0] and found == {29: ("d", None)}
+    cache.fill({40: (None, '{"a": [1]}')}, cache.epoch)
+    mine = cache.lookup([40])[0][40][1]
+    assert mine == {"a": [1]}
+    mine["b"] = 2  # type: ignore[index]
+    assert cache.lookup([40])[0][40][1] == {"a": [1]}
+    cache.clear()
+    assert len(cache) == 0
