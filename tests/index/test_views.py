@@ -12,6 +12,7 @@ import pytest
 from latentdb.index import IndexSpec, SegmentedIndex
 from latentdb.index._flat import FlatIndex
 from latentdb.index._sealed import SealedSegment
+from latentdb.index._spec import ANN_KINDS
 from tests._segments import clustered
 
 NO_KEYS = np.empty(0, np.int64)
@@ -100,6 +101,27 @@ def test_a_shared_segment_is_extended_as_a_copy() -> None:
     query = clustered(10, seed=9)[:1]
     assert twin.search(query, 1, {"ef": 64})[1][0, 0] == 500
     assert view.search(query, 1, {"ef": 64})[1][0, 0] < 500
+
+
+@pytest.mark.parametrize("kind", ANN_KINDS)
+@pytest.mark.parametrize("reduce", [None, 8])
+def test_every_kind_detaches_a_copy_that_extends_alone(kind: str, reduce: int | None) -> None:
+    keys = np.arange(2000, dtype=np.int64)
+    segment = SealedSegment.build(
+        kind=kind, spec=IndexSpec(kind=kind), metric="l2", keys=keys,
+        vectors=clustered(2000), sequences=keys + 1, reduce=reduce,
+    )  # fmt: skip
+    view = segment.frozen()
+    query = clustered(1, seed=4)
+    before = view.search(query, 10, {})
+    twin = segment.detached()
+    twin.extend(
+        np.arange(2000, 2100, dtype=np.int64), query.repeat(100, axis=0),
+        sequences=np.arange(2001, 2101, dtype=np.int64),
+    )  # fmt: skip
+    np.testing.assert_array_equal(view.search(query, 10, {})[1], before[1])
+    assert (twin.live, view.live, view.index.ntotal) == (2100, 2000, 2000)
+    assert set(twin.search(query, 10, {})[1][0].tolist()) <= set(range(2000, 2100))
 
 
 def segmented(folder: Path, *, seal_rows: int = 100_000) -> SegmentedIndex:
