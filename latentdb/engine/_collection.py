@@ -401,7 +401,7 @@ class EmbeddedCollection(Collection):
                 keys = keys.reshape(len(fused), width)
                 scores = np.array([row[:width] for _, row in fused], dtype=np.float32)
                 scores = scores.reshape(len(fused), width)
-                hits = index.vectors_of(keys.ravel()).reshape(*keys.shape, -1)
+                hits = index.vectors_of(keys.ravel()).reshape(*keys.shape, space.dimension)
                 distances = pair_distances(queries, hits, space.metric)
             fetch_started = time.perf_counter() if explain else 0.0
             ids = state.ids.lookup(keys)
