@@ -394,6 +394,15 @@ def serve(
     access_log: Annotated[
         bool, typer.Option("--access-log", help="Log every request (off: see /metrics).")
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Processes serving the database (one per core: the GIL holds one "
+            "process to one core).",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the database in PATH over HTTP.
 
@@ -406,8 +415,9 @@ def serve(
     check_exposure(host, keys, no_auth=no_auth, max_body=max_body, max_batch=max_batch)
     scheme = "https" if certfile else "http"
     access = "without authentication" if no_auth else f"with {len(keys)} API key(s)"
+    processes = f" in {workers} processes" if workers > 1 else ""
     Console(stderr=True, soft_wrap=True).print(
-        f"serving {path} at {scheme}://{host}:{port} {access}"
+        f"serving {path} at {scheme}://{host}:{port} {access}{processes}"
     )
     run(
         path,
@@ -420,4 +430,5 @@ def serve(
         certfile=certfile,
         keyfile=keyfile,
         access_log=access_log,
+        workers=workers,
     )

@@ -73,18 +73,18 @@ class Access:
             )
 
 
-def access(request: Request) -> Access:
+async def access(request: Request) -> Access:
     """The request's :class:`Access` (a FastAPI dependency)."""
     state = request.app.state
     return Access(database=state.database, key=key_of(request), max_batch=state.max_batch)
 
 
-def vector_form(request: Request) -> VectorFormat:
+async def vector_form(request: Request) -> VectorFormat:
     """The form of arrays the reply uses, named by the ``X-LatentDB-Vectors`` header."""
     return "binary" if request.headers.get(VECTOR_HEADER, "") == "binary" else "json"
 
 
-def scrolls(request: Request) -> Cursors:
+async def scrolls(request: Request) -> Cursors:
     """The app's open ``scroll`` iterations (cursors live on one server)."""
     found: Cursors = request.app.state.cursors
     return found

@@ -30,12 +30,14 @@ from latentdb._version import __version__
 from latentdb.api import Database
 from latentdb.errors import InvalidArgumentError, LatentDBError, NotFoundError
 from latentdb.server._auth import Keyring
+from latentdb.server._fastlane import FastLane
 from latentdb.server._metrics import Metrics
 from latentdb.server._openapi import document, key_responses
 from latentdb.server._plumbing import (
     ASGIApp,
     Cursors,
     Limits,
+    answer_error,
     crash,
     error_response,
 )
@@ -96,8 +98,7 @@ def _answer_errors(app: FastAPI) -> None:
 
     @app.exception_handler(LatentDBError)
     async def on_latentdb_error(request: Request, error: LatentDBError) -> Response:
-        metrics.error(error.code)
-        return error_response(error, database=request.app.state.database)
+        return answer_error(request.app.state, error)
 
     @app.exception_handler(RequestValidationError)
     async def on_bad_request(request: Request, error: RequestValidationError) -> Response:
@@ -138,6 +139,19 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
-def limited(app: FastAPI, *, max_body: int = DEFAULT_MAX_BODY) -> ASGIApp:
-    """``app`` behind the body size limit and the request metrics (what uvicorn serves)."""
-    return Limits(app, max_body=max_body, metrics=app.state.metrics)
+def limited(
+    app: FastAPI, *, max_body: int = DEFAULT_MAX_BODY, keepalive_requests: int | None = None
+) -> ASGIApp:
+    """``app`` behind the body size limit, the request metrics and the fast lane of
+    queries (what uvicorn serves).
+
+    Args:
+        keepalive_requests: Close a keep-alive connection after this many requests
+            (see :class:`~latentdb.server._plumbing.Limits`); None: never.
+    """
+    return Limits(
+        FastLane(app),
+        max_body=max_body,
+        metrics=app.state.metrics,
+        keepalive_requests=keepalive_requests,
+    )

@@ -36,10 +36,15 @@ __all__ = [
     "AnsweringRoute",
     "Cursors",
     "Limits",
+    "Receive",
+    "Scope",
+    "Send",
+    "answer_error",
     "crash",
     "error_response",
     "json_response",
     "key_of",
+    "presented_key",
     "scrub",
 ]
 
@@ -48,6 +53,8 @@ log = logging.getLogger("latentdb.server")
 # A scroll cursor left alone this long is dropped.
 CURSOR_IDLE_SECONDS = 600.0
 MAX_CURSORS = 1000
+# Connections whose requests Limits counts at most (see keepalive_requests).
+_MAX_CONNECTIONS_COUNTED = 10_000
 # The only routes answered without an API key.
 OPEN_PATHS = frozenset({"/healthz"})
 
@@ -73,6 +80,12 @@ def error_response(
     response = json_response(wire, error.status)
     response.headers.update(headers or {})
     return response
+
+
+def answer_error(state: Any, error: LatentDBError) -> Response:
+    """The app's reply to ``error`` (``state``: the app's state), counted in /metrics."""
+    state.metrics.error(error.code)
+    return error_response(error, database=state.database)
 
 
 def scrub(message: str, database: object) -> str:
@@ -105,11 +118,17 @@ def key_of(request: Request) -> ApiKey | None:
         return None
     found: ApiKey | None = getattr(request.state, "key", None)
     if found is None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        presented = token.strip() if scheme.lower() == "bearer" else None
-        found = request.state.key = keyring.find(presented or request.headers.get("x-api-key"))
+        headers = request.headers
+        presented = presented_key(headers.get("authorization", ""), headers.get("x-api-key"))
+        found = request.state.key = keyring.find(presented)
     return found
+
+
+def presented_key(authorization: str, api_key_header: str | None) -> str | None:
+    """The key a request presents: ``Authorization: Bearer KEY``, else ``X-API-Key``."""
+    scheme, _, token = authorization.partition(" ")
+    presented = token.strip() if scheme.lower() == "bearer" else None
+    return presented or api_key_header
 
 
 class AnsweringRoute(APIRoute):
@@ -144,12 +163,29 @@ class AnsweringRoute(APIRoute):
 
 class Limits:
     """A pure ASGI middleware: refuses bodies over ``max_body`` bytes with 413 (before
-    reading them, when Content-Length says so), and counts every request for /metrics."""
+    reading them, when Content-Length says so), and counts every request for /metrics.
 
-    def __init__(self, app: ASGIApp, *, max_body: int, metrics: Metrics) -> None:
+    With ``keepalive_requests``, a keep-alive connection is closed (``Connection:
+    close``) after that many requests, as nginx's directive of that name does. Several
+    worker processes share one listening socket, and whichever is awake first accepts a
+    new connection, so a burst of connections can all land on one worker; a client that
+    reconnects is accepted by the least busy one, and the shares even out."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body: int,
+        metrics: Metrics,
+        keepalive_requests: int | None = None,
+    ) -> None:
         self.app = app
         self.max_body = max_body
         self.metrics = metrics
+        self.keepalive_requests = keepalive_requests
+        # Requests answered on each open connection, by client address (the event loop
+        # alone touches it). Connections that close early leave entries: dropped in bulk.
+        self._served: dict[tuple[str, int], int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -157,10 +193,13 @@ class Limits:
             return
         started_at = time.perf_counter()
         status, started = [500], [False]
+        close = self._last_on_connection(scope.get("client"), scope.get("path", ""))
 
         async def sending(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status[0], started[0] = message["status"], True
+                if close:
+                    message["headers"] = [*message.get("headers", ()), (b"connection", b"close")]
             await send(message)
 
         try:
@@ -203,6 +242,20 @@ class Limits:
             path = getattr(route, "path", None) or "unmatched"
             seconds = time.perf_counter() - started_at
             self.metrics.observe(scope["method"], path, status[0], seconds)
+
+    def _last_on_connection(self, client: tuple[str, int] | None, path: str) -> bool:
+        """Whether this request is the last its connection may make. Never a page of a
+        scroll: its cursor lives in this worker, and the next page must find it."""
+        if self.keepalive_requests is None or client is None:
+            return False
+        served = self._served.get(client, 0) + 1
+        if served >= self.keepalive_requests and not path.endswith("/scroll"):
+            self._served.pop(client, None)
+            return True
+        if len(self._served) >= _MAX_CONNECTIONS_COUNTED:
+            self._served.clear()
+        self._served[client] = served
+        return False
 
     async def _too_large(self, size: int | None, send: Send) -> None:
         said = "" if size is None else f" of {size:,} bytes"

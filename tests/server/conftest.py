@@ -25,6 +25,7 @@ def serving(
     keys: list[str] | None = None,
     max_body: int = 1 << 20,
     max_batch: int = 1000,
+    keepalive_requests: int | None = None,
 ) -> Iterator[ServerThread]:
     """A server over the database in ``folder`` (no auth when ``keys`` is None)."""
     with latentdb.connect(folder) as database:
@@ -35,6 +36,7 @@ def serving(
             no_auth=keys is None,
             max_body=max_body,
             max_batch=max_batch,
+            keepalive_requests=keepalive_requests,
         )
         with ServerThread(app) as server:
             yield server

@@ -86,7 +86,7 @@ def test_a_crash_outside_the_routes_is_answered_in_band(
         raise RuntimeError("a bug in the exception handling")
 
     # A not-found handler that fails: the exception escapes every route.
-    app = server.app.app  # type: ignore[attr-defined]
+    app = server.app.app.app  # type: ignore[attr-defined]  # Limits, FastLane, FastAPI
     monkeypatch.setitem(app.exception_handlers, 404, broken)
     monkeypatch.setattr(app, "middleware_stack", None)  # built again with it
     with httpx.Client(base_url=server.url) as client:
