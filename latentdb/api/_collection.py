@@ -371,17 +371,17 @@ class Collection(abc.ABC):
             vectors,
             texts,
             images,
-            k=k,
-            where=where,
-            include=include,
-            exact=exact,
-            model=model,
-            params=params,
-            explain=explain,
-            where_document=where_document,
-            hybrid=hybrid,
-            hybrid_weights=hybrid_weights,
-        )
+            k,
+            where,
+            include,
+            exact,
+            model,
+            params,
+            explain,
+            where_document,
+            hybrid,
+            hybrid_weights,
+        )  # positional: matching 10 keywords costs every query a microsecond
         return target._query(request)
 
     def analyze(self, *, sample: int = 2000, k: int = 10) -> SpaceReport:

@@ -224,7 +224,6 @@ def query_request(
     vectors: object,
     texts: object,
     images: Sequence[ImageInput] | None,
-    *,
     k: object,
     where: Where | None,
     include: object,
@@ -243,6 +242,25 @@ def query_request(
         ModelMismatchError, FilterError: bad input.
     """
     # Written for speed: a one-vector query should cost little beyond the graph walk.
+    if (
+        vectors is not None
+        and texts is None
+        and images is None
+        and where is None
+        and where_document is None
+        and params is None
+        and model is None
+        and exact is False
+        and explain is False
+        and hybrid is False
+        and type(k) is int
+        and 0 < k <= MAX_K
+    ):  # the common query: vectors and k, checked in a few calls
+        return QueryRequest(
+            check_include(include, QUERY_FIELDS), k, k, vectors,
+            space.prepare(vectors, copy=False), None, None, None, None,
+            False, False, False, (1.0, 1.0), None, None, None, None,
+        )  # fmt: skip
     fields = check_include(include, QUERY_FIELDS)
     count = check_non_negative(k, "k", minimum=1, maximum=MAX_K)
     if (vectors is not None) + (texts is not None) + (images is not None) != 1:

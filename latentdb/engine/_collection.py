@@ -348,7 +348,12 @@ class EmbeddedCollection(Collection):
         queries = request.queries
         if queries is None:
             queries = space.prepare(query_vectors(self, request), copy=False)
-        if not request.filtered and not request.hybrid and not request.explain:
+        if (
+            request.condition is None  # not request.filtered, without a property's frame
+            and request.document is None
+            and not request.hybrid
+            and not request.explain
+        ):
             answer = self._query_snapshot(request, queries)
             if answer is not None:
                 return answer
@@ -461,7 +466,7 @@ class EmbeddedCollection(Collection):
                 ids = state.ids.lookup(keys)
             except (KeyError, IndexError):
                 return None
-            if any(None in row for row in ids):
+            if (None in ids[0]) if len(ids) == 1 else any(None in row for row in ids):
                 return None
             documents = metadatas = None
             if "documents" in fields or "metadatas" in fields:

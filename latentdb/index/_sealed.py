@@ -42,6 +42,9 @@ __all__ = ["FILTERED_EF_MAX", "SealedSegment", "filtered_ef", "merge_hits", "min
 
 # faiss's SWIG type stubs lack most classes used here (SearchParametersHNSW, downcasts).
 faiss: Any = _faiss
+# The C function behind faiss.swig_ptr (a Python wrapper that only calls it): one frame
+# less, three times a query.
+_swig_ptr: Any = getattr(getattr(faiss, "swigfaiss", None), "_swigfaiss", faiss).swig_ptr
 
 FloatMatrix = npt.NDArray[np.float32]
 KeyArray = npt.NDArray[np.int64]
@@ -516,7 +519,7 @@ class SealedSegment:
         fetch = k if k <= live else live
         raw = np.empty((1, fetch), dtype=np.float32)
         rows = np.empty((1, fetch), dtype=np.int64)
-        swig_ptr = faiss.swig_ptr
+        swig_ptr = _swig_ptr
         self.index.search_c(1, swig_ptr(query), fetch, swig_ptr(raw), swig_ptr(rows), parameters)
         if rows[0, -1] < 0:  # fewer than fetch live rows reached
             hit = rows[0] >= 0

@@ -212,7 +212,7 @@ class CommitWatch:
             self._unlocked = 0
             return False
         try:
-            return read_header(shm) == seen[0]
+            return os.pread(shm, _HEADER_SIZE, 0) == seen[0]  # read_header, inlined
         except OSError:  # closed meanwhile (or reused): ask under the lock
             return False
 
