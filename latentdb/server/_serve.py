@@ -24,6 +24,7 @@ from latentdb.errors import InvalidArgumentError, LatentDBError, LatentDBWarning
 from latentdb.server._app import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY, create_app, limited
 from latentdb.server._auth import Keyring
 from latentdb.server._plumbing import ASGIApp, Receive, Scope, Send
+from latentdb.server._protocol import OneWriteProtocol
 
 __all__ = ["ServerThread", "build", "check_exposure", "is_loopback", "serve", "warm_up"]
 
@@ -143,6 +144,7 @@ def serve(
         "access_log": access_log,
         "log_level": log_level,
         "server_header": False,
+        "http": OneWriteProtocol,
     }
     if workers > 1:
         _serve_workers(
@@ -321,7 +323,9 @@ class ServerThread:
         self._socket.bind((host, 0))
         port = self._socket.getsockname()[1]
         self.url = f"http://{host}:{port}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="off", http=OneWriteProtocol
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run,
