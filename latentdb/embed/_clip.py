@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from latentdb.embed._common import DirectoryModel, FloatMatrix, ImageInput, hugging_face_imports
+from latentdb.embed._common import (
+    DirectoryModel,
+    FloatMatrix,
+    ImageInput,
+    hugging_face_imports,
+    torch_threads,
+)
 from latentdb.errors import EmbedderError
 from latentdb.space import Metric
 
@@ -125,7 +131,8 @@ class ClipEmbedder(DirectoryModel):
         """Embed texts with the text tower into float32 (n, dimension) unit vectors.
 
         Texts longer than the model's context (77 tokens for released CLIP models) are
-        cut to it, as CLIP was trained.
+        cut to it, as CLIP was trained. One text runs on one torch thread (see
+        :func:`~latentdb.embed._common.torch_threads`).
 
         Args:
             texts: The texts, in order.
@@ -152,22 +159,23 @@ class ClipEmbedder(DirectoryModel):
         import torch
 
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), _BATCH_SIZE):
-            batch = order[start : start + _BATCH_SIZE]
-            tokens = loaded.tokenizer(
-                [texts[i] for i in batch],
-                padding=True,
-                truncation=True,
-                max_length=loaded.max_text_tokens,
-                return_tensors="pt",
-            )
-            with torch.inference_mode():
-                features = loaded.model.get_text_features(
-                    input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
-                ).pooler_output
-            out[batch] = _unit_rows(features.to(torch.float32).numpy())
-            if progress is not None:
-                progress(start + len(batch))
+        with torch_threads(len(texts)):
+            for start in range(0, len(order), _BATCH_SIZE):
+                batch = order[start : start + _BATCH_SIZE]
+                tokens = loaded.tokenizer(
+                    [texts[i] for i in batch],
+                    padding=True,
+                    truncation=True,
+                    max_length=loaded.max_text_tokens,
+                    return_tensors="pt",
+                )
+                with torch.inference_mode():
+                    features = loaded.model.get_text_features(
+                        input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
+                    ).pooler_output
+                out[batch] = _unit_rows(features.to(torch.float32).numpy())
+                if progress is not None:
+                    progress(start + len(batch))
         return out
 
     def embed_images(
@@ -182,7 +190,8 @@ class ClipEmbedder(DirectoryModel):
         white, resized and cropped as the model's image processor says) before the first
         one is embedded, so a bad image fails the call before any work is spent. The
         prepared inputs (0.6 MB each at 224 px) are held for the whole call: embed very
-        large sets in chunks.
+        large sets in chunks. One image runs on one torch thread (see
+        :func:`~latentdb.embed._common.torch_threads`).
 
         Args:
             images: File paths (``str`` or ``os.PathLike``), encoded image bytes (PNG,
@@ -212,13 +221,14 @@ class ClipEmbedder(DirectoryModel):
         ]
         import torch
 
-        for start in range(0, len(pixels), _BATCH_SIZE):
-            batch = torch.from_numpy(np.stack(pixels[start : start + _BATCH_SIZE]))
-            with torch.inference_mode():
-                features = loaded.model.get_image_features(pixel_values=batch).pooler_output
-            out[start : start + len(batch)] = _unit_rows(features.to(torch.float32).numpy())
-            if progress is not None:
-                progress(start + len(batch))
+        with torch_threads(len(pixels)):
+            for start in range(0, len(pixels), _BATCH_SIZE):
+                batch = torch.from_numpy(np.stack(pixels[start : start + _BATCH_SIZE]))
+                with torch.inference_mode():
+                    features = loaded.model.get_image_features(pixel_values=batch).pooler_output
+                out[start : start + len(batch)] = _unit_rows(features.to(torch.float32).numpy())
+                if progress is not None:
+                    progress(start + len(batch))
         return out
 
     def _load(self) -> _LoadedModel:

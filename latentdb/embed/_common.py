@@ -25,6 +25,7 @@ __all__ = [
     "TextModel",
     "directory_fingerprint",
     "hugging_face_imports",
+    "torch_threads",
 ]
 
 FloatMatrix: TypeAlias = npt.NDArray[np.float32]
@@ -127,3 +128,29 @@ def hugging_face_imports(runs_on: str, extra: str) -> Iterator[None]:
         ) from None
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     transformers_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+
+
+@contextmanager
+def torch_threads(inputs: int) -> Iterator[None]:
+    """Around a torch embedding call of ``inputs`` texts or images: one input runs on
+    one torch thread, more on torch's default (every core).
+
+    Why: torch's OpenMP threads split every operator of one short text across the cores
+    and spin at each barrier; with another process on one of two cores, one query took
+    0.39-0.89 s against ~45 ms on one thread (issue 18).
+
+    ``torch.set_num_threads`` is set back on leaving. It reaches the calling thread's
+    OpenMP pool, and MKL's (which the process shares), so a large batch embedded at the
+    same moment in another thread may run its MKL calls on one thread meanwhile.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    if inputs != 1 or previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

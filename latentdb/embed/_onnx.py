@@ -22,7 +22,9 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,15 +58,22 @@ def available_threads() -> int:
 class OnnxBertEmbedder(TextModel):
     """Embeds text with a sentence-transformers BERT model on ONNX Runtime (CPU).
 
-    Loads on first use. ONNX Runtime runs each call on at most ``threads`` threads (by
-    default the cores this process may use), and its idle threads sleep instead of
-    spinning, so a single query never competes with more threads than there are cores.
+    Loads on first use. The ONNX Runtime session runs each batch on one thread (no
+    intra-op pool, so nothing spins or waits on a descheduled peer), and a call with
+    several batches runs up to ``threads`` of them at once, each on its own thread:
+    one query text takes one core, and a large input takes every core.
+
+    Why: an intra-op pool splits every operator of a short text across the cores and
+    meets at each one. With another process on one of two cores, one short query took
+    0.39-0.89 s on torch's default threads against ~45 ms on one (issue 18); on ONNX
+    Runtime one thread is as fast as two for a short text even on an idle machine, and
+    whole batches side by side meet once per batch (bench/results/text.md).
 
     Args:
         name: The embedder string it was registered under.
         path: The sentence-transformers model directory.
         model: The model's name in the space (default: the path).
-        threads: ONNX Runtime's intra-op threads (default: :func:`available_threads`).
+        threads: Batches run at once (default: :func:`available_threads`).
     """
 
     def __init__(
@@ -86,7 +95,7 @@ class OnnxBertEmbedder(TextModel):
         with self._lock:
             if self._session is None:
                 self._tokenizer = _load_tokenizer(self.path, self._settings.max_length)
-                self._session = _load_session(self.path, self._settings, self.threads)
+                self._session = _load_session(self.path, self._settings)
             return self._session, self._tokenizer
 
     def embed_texts(
@@ -99,7 +108,8 @@ class OnnxBertEmbedder(TextModel):
 
         Texts are stripped (as sentence-transformers does), cut at the model's
         ``max_seq_length`` tokens, sorted by token count and run in batches of similar
-        length, so little time goes on padding.
+        length, so little time goes on padding. One batch (one query text, say) runs in
+        the calling thread; more run ``threads`` at a time.
 
         Args:
             texts: The texts, in order.
@@ -119,26 +129,48 @@ class OnnxBertEmbedder(TextModel):
             encodings = tokenizer.encode_batch(cleaned)
         token_ids = [encoding.ids for encoding in encodings]
         order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
+        # No more than a share of the texts a batch, so that a few texts still fill
+        # every thread (a batch of 8 to 48 texts runs as fast per text as one of 32).
+        size = min(_BATCH_SIZE, -(-len(order) // self.threads))
+        batches = _batches(order, token_ids, size)
         done = 0
         reported = 0
-        for batch in _batches(order, token_ids):
-            out[batch] = _run(session, [token_ids[i] for i in batch])
-            done += len(batch)
-            if progress is not None and (done - reported >= _CHUNK or done == len(order)):
-                progress(done)
-                reported = done
+        with _batch_runner(self.threads, len(batches)) as run_all:
+            results = run_all(lambda batch: _run(session, [token_ids[i] for i in batch]), batches)
+            for batch, vectors in zip(batches, results, strict=True):
+                out[batch] = vectors
+                done += len(batch)
+                if progress is not None and (done - reported >= _CHUNK or done == len(order)):
+                    progress(done)
+                    reported = done
         return out
 
 
-def _batches(order: list[int], token_ids: list[list[int]]) -> list[list[int]]:
-    """Consecutive runs of ``order`` (sorted by length) within both batch limits."""
+Batch = list[int]
+BatchRunner = Callable[[Callable[[Batch], FloatMatrix], list[Batch]], Iterator[FloatMatrix]]
+
+
+@contextmanager
+def _batch_runner(threads: int, batches: int) -> Iterator[BatchRunner]:
+    """A map over batches, results in order: in the calling thread for one batch (or one
+    thread), else on a pool of ``threads`` threads closed when the block ends.
+    ONNX Runtime's ``run`` is thread-safe and releases the GIL."""
+    workers = min(threads, batches)
+    if workers <= 1:
+        yield lambda run, items: map(run, items)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="latentdb-embed") as pool:
+        yield lambda run, items: pool.map(run, items)
+
+
+def _batches(order: list[int], token_ids: list[list[int]], size: int) -> list[list[int]]:
+    """Consecutive runs of ``order`` (sorted by length) of at most ``size`` texts and
+    _BATCH_TOKENS padded tokens."""
     batches: list[list[int]] = []
     current: list[int] = []
     for index in order:
         longest = len(token_ids[index])  # sorted: the newest is the longest
-        if current and (
-            len(current) >= _BATCH_SIZE or (len(current) + 1) * longest > _BATCH_TOKENS
-        ):
+        if current and (len(current) >= size or (len(current) + 1) * longest > _BATCH_TOKENS):
             batches.append(current)
             current = []
         current.append(index)
@@ -247,7 +279,7 @@ def _load_tokenizer(path: Path, max_length: int) -> Any:
     return tokenizer
 
 
-def _load_session(path: Path, settings: _Settings, threads: int) -> Any:
+def _load_session(path: Path, settings: _Settings) -> Any:
     import onnxruntime
 
     try:
@@ -259,13 +291,15 @@ def _load_session(path: Path, settings: _Settings, threads: int) -> Any:
     graph = bert_graph(settings, weights)
     del weights
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
+    # One thread per run, the caller's: batches run side by side instead (see
+    # OnnxBertEmbedder). Spinning stays off, should a pool ever be configured: spinning
+    # threads steal the cores from whatever runs between two calls.
+    options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Idle pool threads sleep: spinning ones would steal the cores from whatever runs
-    # between two calls (the index search, another request).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.log_severity_level = 3
     try:
         return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from latentdb.embed._common import FloatMatrix, TextModel, hugging_face_imports
+from latentdb.embed._common import FloatMatrix, TextModel, hugging_face_imports, torch_threads
 from latentdb.errors import EmbedderError
 from latentdb.space import Metric
 
@@ -63,7 +63,8 @@ class SentenceTransformerEmbedder(TextModel):
         *,
         progress: Callable[[int], None] | None = None,
     ) -> FloatMatrix:
-        """Embed texts into float32 (n, dimension) vectors.
+        """Embed texts into float32 (n, dimension) vectors; one text on one torch thread
+        (see :func:`~latentdb.embed._common.torch_threads`).
 
         Args:
             texts: The texts, in order.
@@ -75,16 +76,17 @@ class SentenceTransformerEmbedder(TextModel):
         encoder = self._load()
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), _CHUNK):
-            chunk = order[start : start + _CHUNK]
-            out[chunk] = encoder.encode(
-                [texts[i] for i in chunk],
-                batch_size=_BATCH_SIZE,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-            if progress is not None:
-                progress(min(start + _CHUNK, len(order)))
+        with torch_threads(len(texts)):
+            for start in range(0, len(order), _CHUNK):
+                chunk = order[start : start + _CHUNK]
+                out[chunk] = encoder.encode(
+                    [texts[i] for i in chunk],
+                    batch_size=_BATCH_SIZE,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+                if progress is not None:
+                    progress(min(start + _CHUNK, len(order)))
         return out
 
 

@@ -99,14 +99,18 @@ def test_progress_counts_up_to_the_number_of_texts(texts: list[str]) -> None:
     assert get_embedder("minilm").embed_texts([]).shape == (0, 384)
 
 
-def test_threads_follow_the_cores_this_process_may_use() -> None:
+def test_one_text_runs_on_one_thread_and_batches_on_every_core() -> None:
+    """The session runs a batch on the caller's thread alone (no intra-op pool, nothing
+    spins); a call of several batches runs as many at once as the process has cores."""
     embedder = get_embedder("minilm")
     assert isinstance(embedder, OnnxBertEmbedder)
     embedder.embed_texts(["load"])
     assert embedder.threads == available_threads() == len(os.sched_getaffinity(0))
     options = embedder._session.get_session_options()
-    assert options.intra_op_num_threads == embedder.threads
+    assert options.intra_op_num_threads == 1
     assert options.inter_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
 
 
 def _model_copy(tmp_path: Path, **config_changes: object) -> Path:
