@@ -1,8 +1,8 @@
 """Query planning: the ``where`` and ``where_document`` languages (SQL, or in-memory
 metadata columns) and the planner that chooses how a filtered query is answered."""
 
-from latentdb.query._documents import compile_where_document, fts_query
-from latentdb.query._hybrid import candidates, fuse
+from latentdb.query._documents import compile_where_document
+from latentdb.query._hybrid import candidates, fts_query, fuse
 from latentdb.query._planner import (
     EXACT_ROWS,
     FilterCache,

@@ -19,7 +19,6 @@ at most ``MAX_CONDITIONS`` (1,000) conditions, as in ``where``.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import threading
 from collections.abc import Mapping
@@ -29,7 +28,7 @@ from latentdb.errors import FilterError
 from latentdb.query._where import MAX_CONDITIONS, MAX_DEPTH, is_text, join_balanced, show
 from latentdb.store import SqlFilter
 
-__all__ = ["compile_where_document", "fts_query"]
+__all__ = ["compile_where_document"]
 
 _OPERATORS = ("$contains", "$not_contains", "$match", "$and", "$or")
 
@@ -111,15 +110,3 @@ def _check_match(text: str) -> None:
                 f"$match: {text!r} is not a valid full-text query ({error}); quote words "
                 "to match them as they are, e.g. '\"col:x\"'"
             ) from None
-
-
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def fts_query(text: str) -> str | None:
-    """An FTS5 query matching any word of a plain text (each word quoted, so that no
-    character of the text is read as FTS5 syntax); None when it has no words."""
-    words = _WORD.findall(text)
-    if not words:
-        return None
-    return " OR ".join('"' + word.replace('"', '""') + '"' for word in dict.fromkeys(words))

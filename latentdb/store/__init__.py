@@ -13,6 +13,7 @@ from latentdb.store._rows import (
 )
 from latentdb.store._schema import DATABASE_FILE
 from latentdb.store._store import Store
+from latentdb.store._text import TextMatch
 
 __all__ = [
     "DATABASE_FILE",
@@ -22,6 +23,7 @@ __all__ = [
     "SqlFilter",
     "Store",
     "StoredRecord",
+    "TextMatch",
     "blobs_to_vectors",
     "storage_error",
     "vectors_to_blobs",
