@@ -433,8 +433,20 @@ class EmbeddedDatabase(Database):
             index = self._new_index(state)
             index.load()
             self._install(state, index)
+        elif state.index.saved_elsewhere():
+            self._adopt(state, state.index)
         assert state.index is not None  # apply() only drops it when it raises
         return state.index
+
+    def _adopt(self, state: CollectionState, old: SegmentedIndex) -> None:
+        """Load the segments another process saved (a seal, a merge, an optimize) in
+        place of ``old``'s, keeping those both name (a segment's files never change under
+        its name), and reconcile with the store as on first use (call under the lock).
+        Queries go on on ``old``'s snapshot meanwhile."""
+        index = self._new_index(state)
+        index.load(reuse=dict(old.sealed))
+        old.close(wait=False)
+        self._install(state, index)
 
     def build_index(self, state: CollectionState) -> bool:
         """optimize() for a collection whose index is not loaded and has nothing saved

@@ -15,9 +15,32 @@ import os
 import threading
 from pathlib import Path
 
-__all__ = ["BuildLock"]
+__all__ = ["BuildLock", "claim", "release_claim"]
 
 LOCK_FILE = ".build.lock"
+# Held by the process that builds a background segment (seal or merge) of the folder.
+SEAL_CLAIM_FILE = ".seal.lock"
+
+
+def claim(folder: Path, name: str = SEAL_CLAIM_FILE) -> int | None:
+    """An exclusive ``flock`` on ``folder/name`` taken without waiting, as an open file
+    descriptor that :func:`release_claim` gives back (from any thread); None when
+    another holder has it or the folder cannot hold the file."""
+    try:
+        fd = os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def release_claim(fd: int) -> None:
+    """Give back a :func:`claim` (closing the descriptor drops its lock)."""
+    os.close(fd)
 
 
 class BuildLock:

@@ -15,6 +15,7 @@ import shutil
 import uuid
 import warnings
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,9 +58,17 @@ class SegmentFiles:
         self._checksums: dict[str, Checksums] = {}
 
     def load(
-        self, *, spec: IndexSpec, reduce: int | None, metric: Metric, dimension: int
+        self,
+        *,
+        spec: IndexSpec,
+        reduce: int | None,
+        metric: Metric,
+        dimension: int,
+        reuse: Mapping[str, SealedSegment] | None = None,
     ) -> tuple[list[tuple[str, SealedSegment]], SavedState]:
-        """The saved segments (every row alive) and the state saved with them.
+        """The saved segments (every row alive, but those taken from ``reuse``: segments
+        already in memory by name, since a segment's files never change under its name)
+        and the state saved with them.
 
         A segment that is missing, damaged or foreign is dropped with a
         :class:`LatentDBWarning` (its rows come back from the store); so is everything
@@ -98,6 +107,10 @@ class SegmentFiles:
         sealed = []
         for entry in manifest["segments"]:
             name = str(entry["name"])
+            if reuse is not None and name in reuse:
+                sealed.append((name, reuse[name]))
+                self._checksums[name] = entry["files"]
+                continue
             try:
                 segment = SealedSegment.load(
                     self.folder / name,

@@ -23,6 +23,7 @@ import os
 import threading
 import warnings
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from latentdb.errors import LatentDBWarning
 from latentdb.index._compaction import Compaction
 from latentdb.index._flat import FlatIndex
 from latentdb.index._kinds import FILTERED_EF_MAX, filtered_ef, index_kind
-from latentdb.index._lock import BuildLock
+from latentdb.index._lock import BuildLock, claim, release_claim
 from latentdb.index._manifest import SegmentFiles
 from latentdb.index._sealed import SealedSegment, min_build_rows
 from latentdb.index._sealing import SEAL_OVERDUE, SEAL_QUIET_SECONDS, Clock, SealingPolicy
@@ -127,8 +128,9 @@ class SegmentedIndex(Compaction):
 
     # -- opening and closing -------------------------------------------------------
 
-    def load(self) -> None:
-        """Load the saved segments, every row alive until :meth:`reconcile` says.
+    def load(self, reuse: Mapping[str, SealedSegment] | None = None) -> None:
+        """Load the saved segments, every row alive until :meth:`reconcile` says (those
+        named in ``reuse``, another index's of this folder, are taken from it).
 
         A segment that is missing, damaged or foreign is dropped with a
         :class:`LatentDBWarning` (its rows come back from the store); so is everything
@@ -137,8 +139,9 @@ class SegmentedIndex(Compaction):
         segments no manifest names, are swept when no build runs.
         """
         self.sealed, saved = self.files.load(
-            spec=self.spec, reduce=self.reduce, metric=self.metric, dimension=self.dimension
-        )
+            spec=self.spec, reduce=self.reduce, metric=self.metric, dimension=self.dimension,
+            reuse=reuse,
+        )  # fmt: skip
         if self.sealed:
             self._set_params(saved.params)
             self.tuned_rows, self.tuned_recall = saved.tuned_rows, saved.tuned_recall
@@ -250,6 +253,8 @@ class SegmentedIndex(Compaction):
         of sealed segments (under the lock)."""
         if self._builder is not None or self._closed or self.folder is None:
             return
+        if self.saved_elsewhere():
+            return  # another process's segments: the engine loads them before we build
         if len(self.growing) < self._seal_size():
             self._maybe_merge()
             return
@@ -258,6 +263,9 @@ class SegmentedIndex(Compaction):
             return
         if built_rows(len(self.growing)) < min_build_rows(kind, self.reduce):
             return  # a seal too small to train (seal_rows under ivf-pq's 256, say)
+        claimed = claim(self.folder)
+        if claimed is None:
+            return  # another process is building one: its segment will be loaded
         keys, vectors = self.growing.live_rows()  # a snapshot: writes go on meanwhile
         sequences = self.growing.sequences_of(keys)
         built = np.flatnonzero(~holdout(keys.shape[0]))  # the rest stay growing
@@ -265,6 +273,7 @@ class SegmentedIndex(Compaction):
         self._builder = threading.Thread(
             target=self._build_in_background,
             args=(kind, keys[built], vectors, sequences[built], built, self._generation),
+            kwargs={"claimed": claimed},
             name="latentdb-seal",
             daemon=True,
         )
@@ -288,6 +297,10 @@ class SegmentedIndex(Compaction):
         keys = np.concatenate([part[0] for part in parts])
         if built_rows(keys.shape[0]) < min_build_rows(kind, self.reduce):
             return
+        assert self.folder is not None
+        claimed = claim(self.folder)
+        if claimed is None:
+            return  # another process is building one: its segment will be loaded
         vectors = np.concatenate([part[1] for part in parts])
         sequences = np.concatenate([s.sequences[np.flatnonzero(s.alive)] for s in tier])
         order = np.argsort(keys, kind="stable")
@@ -295,7 +308,7 @@ class SegmentedIndex(Compaction):
         self._builder = threading.Thread(
             target=self._build_in_background,
             args=(kind, keys[order], vectors[order], sequences[order], None, self._generation),
-            kwargs={"replaces": tuple(tier)},
+            kwargs={"replaces": tuple(tier), "claimed": claimed},
             name="latentdb-merge",
             daemon=True,
         )
@@ -312,6 +325,7 @@ class SegmentedIndex(Compaction):
         generation: int,
         *,
         replaces: tuple[SealedSegment, ...] = (),
+        claimed: int | None = None,
     ) -> None:
         """Build a segment of ``rows`` of ``vectors`` (all if None) and install it in
         place of the growing rows it holds, or of the segments it ``replaces``."""
@@ -329,6 +343,8 @@ class SegmentedIndex(Compaction):
             if self._closed or generation != self._generation:
                 return  # closed, or optimize() rebuilt everything meanwhile
             with self.build_lock:  # before the store's lock, as everywhere
+                if self.saved_elsewhere():
+                    return  # another process saved meanwhile: the engine loads its work
                 name = self._write_segment(segment)  # outside the lock: queries go on
                 with self.lock:
                     if not self._closed and generation == self._generation:
@@ -343,6 +359,8 @@ class SegmentedIndex(Compaction):
                 stacklevel=1,
             )
         finally:
+            if claimed is not None:
+                release_claim(claimed)
             with self.lock:
                 if generation == self._generation:
                     self._builder = None

@@ -6,14 +6,17 @@ metadata (the hot-row cache forgets what writes change)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 
 import latentdb
 from latentdb import IndexSpec
 from latentdb.engine import EmbeddedCollection
 from latentdb.engine._rows import _ROW_OVERHEAD, RowCache
+from latentdb.index import _segments
 
 MODEL = "test/vectors"
 DIMENSION = 8
@@ -165,3 +168,32 @@ def test_the_row_cache_keeps_no_row_read_before_a_write_and_stays_in_budget() ->
     assert cache.lookup([40])[0][40][1] == {"a": [1]}
     cache.clear()
     assert len(cache) == 0
+
+
+def test_a_process_adopts_the_segments_another_one_built(
+    open_db: Callable[[], latentdb.Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_segments, "_SEAL_QUIET_SECONDS", 0.05)
+    monkeypatch.setattr(_segments, "DELTA_SEAL_ROWS", 200)
+    here, there = open_db(), open_db()  # two connections, as two server workers have
+    builder = make(here, 1000, seal_rows=400)
+    builder.optimize()
+    follower = there.get_collection("c")
+    query = np.random.default_rng(4).normal(size=DIMENSION)
+    follower.query(vectors=query, k=5)  # loads the optimized segment
+    vectors = np.random.default_rng(5).normal(size=(300, DIMENSION))
+    builder.add([f"n{i}" for i in range(300)], vectors=vectors, model=MODEL)
+    index = builder._state.index  # type: ignore[attr-defined]
+    for _ in range(200):  # the delta is sealed in the background once the writes pause
+        index.wait()
+        if index.status().segments == 2:
+            break
+        time.sleep(0.05)
+    assert index.status().segments == 2
+    found = follower.query(vectors=vectors[:3], k=1, include=[]).ids
+    assert found == [["n0"], ["n1"], ["n2"]]
+    status = follower.index_status()
+    assert (status.segments, status.indexed + status.pending) == (2, 1300)
+    assert status.pending < 300  # the delta's rows come from its segment, not the store
+    names = {name for name, _ in follower._state.index.sealed}  # type: ignore[attr-defined]
+    assert names == {name for name, _ in index.sealed}
