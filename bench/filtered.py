@@ -45,8 +45,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
-# Shared with ann.py and exact.py; run as a script, bench/ is on sys.path.
 from _common import (
     BATCH_THREADS,
     BUILD_THREADS,
@@ -88,6 +86,9 @@ from _common import (
     thread_limit,
     time_calls,
 )
+
+# Shared with ann.py and exact.py; run as a script, bench/ is on sys.path.
+from _filtered_first import first_queries, first_tables
 
 Where = Mapping[str, Any]
 BoolArray = npt.NDArray[np.bool_]
@@ -1132,6 +1133,7 @@ def render(report: Result) -> str:
         f"pass estimated above {cfg['budget_s']:.0f} s is cut, to no fewer than "
         f"{MIN_QUERIES}): see the Builds table.",
         "",
+        *(first_tables(report["first"]) if "first" in report else []),
         "## Filters",
         "",
         *filters_table(report),
@@ -1219,6 +1221,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--qdrant-dir", type=Path, help="qdrant's folder (default /dev/shm)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 200 queries, 1 pass")
     parser.add_argument("--train", type=int, help="use only the first N train vectors (smoke)")
+    parser.add_argument(
+        "--first",
+        choices=("with", "only", "skip"),
+        default="with",
+        help="the first-queries section (fresh opens, unseen data, writes): with the peers "
+        "(default), only it (kept beside the peers' tables of the last run), or not",
+    )
+    parser.add_argument(
+        "--first-datasets", default="pypi,mixture", help="data sets of the first-queries section"
+    )
+    parser.add_argument("--first-rows", type=int, help="rows per data set there (100,000)")
+    parser.add_argument("--first-queries", type=int, default=1000, help="queries per case")
     args = parser.parse_args(argv)
     args.systems = [name.strip() for name in args.systems.split(",") if name.strip()]
     unknown = set(args.systems) - set(SYSTEMS)
@@ -1234,6 +1248,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.first != "only":
+        peers(args)
+    if args.first != "skip":
+        print(write_first(args))
+
+
+def write_first(args: argparse.Namespace) -> str:
+    """Run the first-queries section and write it into filtered.{md,json} beside the
+    peers' results there (from this run, or from the last one: their own date says)."""
+    with tempfile.TemporaryDirectory(prefix="latentdb-first-", dir=args.workdir) as tmp:
+        first = first_queries(
+            data_path=args.data,
+            workdir=args.workdir or Path(tmp),
+            rows=args.first_rows or args.train,
+            queries=args.first_queries,
+            datasets=[name.strip() for name in args.first_datasets.split(",") if name.strip()],
+        )
+    first["date"] = machine_info()["date"]
+    first["versions"] = package_versions(PACKAGES)
+    path = args.out / "filtered.json"
+    report = json.loads(path.read_text()) if path.exists() else None
+    args.out.mkdir(parents=True, exist_ok=True)
+    if report is None or "results" not in report:
+        report = {"first": first}
+        text = "\n".join(["# Filtered search", "", *first_tables(first)])
+    else:
+        report["first"] = first
+        text = render(report)
+    (args.out / "filtered.md").write_text(text)
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return text
+
+
+def peers(args: argparse.Namespace) -> None:
+    """latentdb and the peers at each selectivity, on the shared data (the tables after
+    the first-queries section)."""
     started = time.perf_counter()
     run: Result = {"data": str(args.data), "systems": args.systems}
     run["load_avg_at_start"] = load_average()

@@ -35,8 +35,9 @@ __all__ = [
 # faiss's SWIG type stubs lack most classes used here (SearchParametersHNSW, downcasts).
 faiss: Any = _faiss
 
-# A filtered graph search keeps only allowed rows as results but walks the whole graph:
-# with a fraction f of the rows allowed it needs a wider beam to find k of them.
+# A masked graph search keeps only allowed rows as results but walks the whole graph:
+# with a fraction f of the rows allowed it needs a wider beam to find k of them. The
+# widest beam filtered_ef gives.
 FILTERED_EF_MAX = 1024
 
 # Search-knob ladders, cheapest first. Tuning climbs them to the first rung that meets
@@ -51,13 +52,17 @@ REDUCED_RERANKS = (2, 4, 8, 16)
 
 
 def filtered_ef(ef: int, fraction: float) -> int:
-    """The beam width of a graph search where ``fraction`` of the rows are allowed,
-    from the one tuned unfiltered: ``ef / fraction ** 0.4``. On the PyPI MiniLM graph,
-    recall 0.95 took 1.25x the unfiltered beam with half the rows allowed, 2x at 20%, 3x
-    at 10%; a smaller graph tuned with less margin (3,000 rows, M=16) needed the 1.3x at
-    half. Narrow filters are scanned or get an index of their own instead. Deleted rows
-    still in a segment are masked the same way: with 70% of a segment deleted, recall@10
-    fell to 0.76 at the tuned beam (tests/test_lifecycle.py, issue 15)."""
+    """The beam width of a graph search where ``fraction`` of the rows are live, from the
+    one tuned unfiltered: ``ef / fraction ** 0.4``, for the deleted rows a segment still
+    masks: with 70% of a segment deleted, recall@10 fell to 0.76 at the tuned beam
+    (tests/test_lifecycle.py, issue 15).
+
+    A rule fitted to one data set, so filters do not rely on it: the planner measures the
+    beam each filter needs on the queries asked (latentdb/query/_tuning.py). On the PyPI
+    MiniLM graph (100k, M=32) recall 0.95 took about 1x the unfiltered beam with half the
+    rows allowed and 2x with a tenth, as the rule gives, but 6x with a tenth chosen along
+    one direction of the space, where the rule gives 2.5x (issue 18). It still sets the
+    beam of a masked search whose caller gives other knobs but no ``ef``."""
     return int(min(FILTERED_EF_MAX, max(ef, math.ceil(ef / max(fraction, 1e-3) ** 0.4))))
 
 

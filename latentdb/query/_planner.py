@@ -2,44 +2,109 @@
 (``query(..., explain=True)``).
 
 The filter is evaluated over in-memory metadata columns (``_columns``) into the set of
-allowed rows. Few allowed rows are scanned exactly: the scan costs in proportion to
-them, and a graph search would walk past most of the graph to find them. Many allowed
-rows go to the ANN index with the others masked out (a faiss IDSelector), with a beam
-widened as the allowed fraction shrinks; a query that still finds fewer than k allowed
-rows, when k exist, is scanned exactly. So k results always come back when k rows match.
+allowed rows, and the planner answers with a plan whose recall was measured, never
+guessed:
+
+- few allowed rows (``EXACT_ROWS``) are scanned exactly: the scan costs in proportion
+  to them, and nothing is faster and surer;
+- more are scanned exactly too until the planner has measured, on the queries users
+  asked, a setting of the collection's graph (the others masked out) or of a graph of
+  the filter's own rows that reaches the recall target (``_tuning``). The measuring runs
+  in a background thread; a setting that cannot beat the scan's speed, or the target, is
+  not taken, and the scan stays. A measurement holds while the sealed segments and the
+  filter's rows in them stay about the same; else it is taken again.
+
+A filter on a metadata key no earlier filter named first needs that key's column. On a
+small collection it is built in the query; on a large one in a background thread, and
+meanwhile the filter is answered exactly without it: the rows nearest the query, by an
+exact scan, are tested in SQL until k pass (``_ranked_search``). Whatever the plan, k
+results come back whenever k rows match.
 """
 
 from __future__ import annotations
 
+import math
+import threading
 import time
-import weakref
-from collections import OrderedDict
-from collections.abc import Mapping
+import warnings
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from latentdb.index import SealedSegment, SegmentedIndex, merge_to_width
+from latentdb.errors import LatentDBWarning
+from latentdb.index import (
+    SealedSegment,
+    SegmentedIndex,
+    exact_search,
+    index_kind,
+    merge_to_width,
+    scores_to_distances,
+    squared_norms,
+)
 from latentdb.query._columns import MetadataColumns, Unsupported
-from latentdb.query._subset import SubsetIndex
-from latentdb.query._where import Condition, canonical, to_sql
+from latentdb.query._selection import (
+    KeySelection,
+    MaskSelection,
+    Selection,
+    segments_signature,
+)
+from latentdb.query._subset import SubsetGraph, SubsetMatrix, gather
+from latentdb.query._tuning import (
+    MIN_QUERIES,
+    TUNE_K,
+    Measurement,
+    Truth,
+    knob_ladder,
+    measure,
+    tune_knob,
+)
+from latentdb.query._where import Condition, canonical, json_path, to_sql
 from latentdb.store import SqlFilter, Store
 
 __all__ = ["EXACT_ROWS", "FilterCache", "QueryPlan", "and_filters", "filtered_search"]
 
 FloatMatrix = npt.NDArray[np.float32]
 KeyArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
+Hits = tuple[FloatMatrix, KeyArray]
 
-# Up to this many allowed rows, a filter seen once scans them exactly; from this
-# fraction of the rows up, the graph with the others masked out finds k of them about
-# as fast as an unfiltered search (measured: see the filters issue's closing note).
+# Up to this many allowed rows a filter is always scanned: ~0.15 ms at 384 dimensions,
+# under an unfiltered graph search, and exact.
 EXACT_ROWS = 2048
+# Below this allowed fraction a filter used again gets a graph of its own rows (a copy
+# of them: more would cost the memory of the collection again).
 GRAPH_FRACTION = 0.3
-_CACHED_FILTERS = 16
-_SUBSETS = 4  # filters with an index of their own (a 10% subset of 100k x 384: ~20 MB)
+# Graph knobs are measured up to this value (a beam of 1,024 costs ~20 unfiltered
+# searches: the scan wins before it, except on millions of rows).
+FILTERED_KNOB_MAX = 1024
+# Scan matrices kept, all filters together, and at most half of it for one filter.
+_MATRIX_BYTES = 64 << 20
+_CACHED_FILTERS = 16  # evaluated selections kept (until the next write)
+_PLANS = 64  # filters whose plans are kept
+_GRAPHS = 4  # filters with a graph of their own (a 10% subset of 100k x 384: ~20 MB)
+_POOL = 256  # recent filtered queries kept as tuning queries
+_TRUTH_CHUNK = 32  # tuning queries answered exactly per hold of the store's lock
+_GRAPH_EF_FIRST = 16  # the first beam measured on a filter's own graph
+# A filter gets a graph of its own rows when its best measured plan is this many times
+# slower than an unfiltered search (issue 18 asks filtered qps1 >= 0.5x unfiltered).
+_GRAPH_WHEN_SLOWER = 2.0
+# A measured plan is measured again when the tuning queries have doubled since (a
+# sharper bound, so a cheaper setting may pass), or when the filter's rows in the
+# sealed segments changed by more than this fraction.
+_RETUNE_GROWTH = 4
+_RETUNE_DRIFT = 0.1
+# Records up to which a new key's column is built inside the query (~3 us a record:
+# 60 ms); past it, in the background while queries are answered without it.
+_SYNC_ROWS = 20_000
+_LOAD_CHUNK = 65_536  # records a background column build reads per statement (~3 MB of JSON)
+# The nearest rows tested in SQL first when a column is missing, and the factor by which
+# the depth grows when fewer than k of them pass.
+_RANKED_DEPTH = 1024
+_RANKED_GROWTH = 4
 
 
 @dataclass(frozen=True)
@@ -49,17 +114,21 @@ class QueryPlan:
     Attributes:
         strategy: "ann" (the index), "exact" (a full scan), "exact-filtered" (a scan of
             the rows the filter allows), "ann-filtered" (the index with the others
-            masked out), "subset-flat" / "subset-hnsw" (an index of the allowed rows
-            alone, kept for a filter used again) or "empty" (the filter allows nothing).
+            masked out), "subset-hnsw" (a graph of the allowed rows alone, kept for a
+            filter used again), "exact-ranked" (the nearest rows, by an exact scan, tested
+            in SQL: the filter's metadata key is being read into memory) or "empty" (the
+            filter allows nothing).
         rows: Live records in the collection.
         estimated: Rows the filter allows, estimated from a sample (None unfiltered).
-        allowed: Rows the filter allows, counted (None unfiltered).
-        params: The search settings used (e.g. the widened ``ef``).
+        allowed: Rows the filter allows, counted (None unfiltered, or not counted).
+        params: The search settings used (e.g. the measured ``ef``).
         exact_fallbacks: Queries the index answered with fewer than k allowed rows,
             scanned exactly instead.
         filter_source: "columns" (in memory) or "sql" (a filter the columns cannot
-            evaluate exactly).
+            evaluate exactly, or not yet).
         timings_ms: Milliseconds per step ("filter", "search", "fetch").
+        recall: The recall@10 the plan is known to reach: 1.0 for an exact plan, else
+            the lower confidence bound measured on recent queries (None unfiltered).
     """
 
     strategy: str
@@ -70,91 +139,170 @@ class QueryPlan:
     exact_fallbacks: int = 0
     filter_source: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    recall: float | None = None
 
 
-class ColumnSelection:
-    """The rows a filter allows, as a mask over the metadata columns' slots."""
+@dataclass(frozen=True)
+class _Measured:
+    """A plan measured for one filter, and what it was measured on."""
 
-    def __init__(self, columns: MetadataColumns, mask: BoolArray) -> None:
-        self._columns = columns
-        self._mask = mask
-        self.count = int(np.count_nonzero(mask))
-        self._keys: KeyArray | None = None
-        self._rows: weakref.WeakKeyDictionary[SealedSegment, tuple[int, BoolArray]] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._selected: weakref.WeakKeyDictionary[
-            SealedSegment, tuple[tuple[int, int], tuple[Any, int]]
-        ] = weakref.WeakKeyDictionary()
-        self.uses = 0  # queries that used this selection
-        self.subset: SubsetIndex | None = None
+    strategy: str  # "ann-filtered", "subset-hnsw" or "exact-filtered"
+    params: dict[str, int]
+    recall: float  # mean recall@10 on the tuning queries (1.0 for the scan)
+    lower: float  # its lower confidence bound
+    queries: int  # tuning queries measured
+    seconds: float  # per query
+    pool: int  # tuning queries there were
+    signature: tuple[tuple[int, int], ...]  # the sealed segments
+    sealed: int  # the filter's allowed live rows in them
+    unfiltered: float  # seconds of an unfiltered search, per query, timed alike
 
-    def keys(self) -> KeyArray:
-        if self._keys is None:
-            self._keys = np.sort(self._columns.keys[: self._mask.shape[0]][self._mask])
-        return self._keys
 
-    def contains(self, keys: KeyArray) -> BoolArray:
-        slots = self._columns.slots_of(keys)
-        out = np.zeros(keys.shape[0], dtype=bool)
-        known = (slots >= 0) & (slots < self._mask.shape[0])
-        out[known] = self._mask[slots[known]]
-        return out
+@dataclass
+class _FilterPlan:
+    """What the planner keeps of one filter across writes."""
 
-    def rows_of(self, segment: SealedSegment) -> BoolArray:
-        rows = segment.keys.shape[0]
-        cached = self._rows.get(segment)
-        if cached is not None and cached[0] == rows:
-            return cached[1]
-        slots = self._columns.segment_slots(segment)
-        out = np.zeros(rows, dtype=bool)
-        known = (slots >= 0) & (slots < self._mask.shape[0])
-        out[known] = self._mask[slots[known]]
-        self._rows[segment] = (rows, out)
-        return out
+    uses: int = 0
+    selection: Selection | None = None  # the latest evaluation
+    measured: _Measured | None = None
+    queued: bool = False  # a measurement is waiting or running
+    matrix: SubsetMatrix | None = None
+    graph: SubsetGraph | None = None
+    graph_measured: bool = False  # the graph was there when last measured
+    scan_seconds: float | None = None  # a scan, per query (moving average)
+    fraction: float = 1.0  # allowed / live rows, last seen
 
-    def selected_in(self, segment: SealedSegment) -> tuple[Any, int]:
-        state = (segment.keys.shape[0], segment.dead)
-        cached = self._selected.get(segment)
-        if cached is None or cached[0] != state:
-            cached = self._selected[segment] = (state, segment.selector_for(self.rows_of(segment)))
-        return cached[1]
+
+class _QueryPool:
+    """The most recent filtered queries (any filter): the tuning queries."""
+
+    def __init__(self, capacity: int) -> None:
+        self._rows: deque[FloatMatrix] = deque(maxlen=capacity)
+        self.added = 0  # queries ever added
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def add(self, queries: FloatMatrix) -> None:
+        for row in queries[: self._rows.maxlen]:
+            self._rows.append(np.array(row, dtype=np.float32))
+        self.added += queries.shape[0]
+
+    def snapshot(self) -> FloatMatrix:
+        if not self._rows:
+            return np.empty((0, 0), dtype=np.float32)
+        return np.ascontiguousarray(np.stack(list(self._rows)))
 
 
 class FilterCache:
-    """A collection's metadata columns and its recently used filters' selections."""
+    """A collection's metadata columns, its recently used filters' selections and the
+    plans measured for them (safe to share between threads)."""
 
     def __init__(self) -> None:
         self.columns = MetadataColumns()
-        self._loaded = False
-        self._selections: OrderedDict[str, tuple[int, ColumnSelection, int, str]] = OrderedDict()
+        self.lock = threading.RLock()
+        self._selections: OrderedDict[str, tuple[int, Selection, int, str]] = OrderedDict()
+        self._plans: OrderedDict[str, _FilterPlan] = OrderedDict()
+        self.pool = _QueryPool(_POOL)
+        self._loading: set[str] = set()  # keys whose columns a background thread builds
+        self._failed: set[str] = set()  # ... and those it failed to (read in the query)
+        self._jobs: deque[_FilterPlan] = deque()
+        self._worker: threading.Thread | None = None
+        self._index: Any = None  # the index (or snapshot of it) last searched
+        self._hints: dict[int, int] = {}  # selectivity bucket -> knob value that passed
+        self.measurements = 0  # measurements made (for tests and benchmarks)
 
-    def subset_for(
-        self, selection: ColumnSelection, segments: list[SealedSegment], index: SegmentedIndex
-    ) -> SubsetIndex:
-        """The selection's own index, (re)built when missing or out of date; at most
-        _SUBSETS of them are kept, for the filters used most recently."""
-        subset = selection.subset
-        if subset is not None and (subset.matches(segments) or not subset.ready):
-            return subset
-        masks = [selection.rows_of(segment) for segment in segments]
-        subset = selection.subset = SubsetIndex(segments, masks, index.metric, index.recall_target)
-        holders = [entry[1] for entry in self._selections.values() if entry[1].subset]
-        for stale in holders[: max(0, len(holders) - _SUBSETS)]:  # least recent first
-            stale.subset = None
-        return subset
+    # -- metadata columns ------------------------------------------------------------
 
     def catch_up(self, store: Store, collection_id: int, applied: int) -> MetadataColumns:
-        """Bring the columns up to the store's write ``applied`` (call under its lock)."""
-        columns = self.columns
-        if self._loaded and columns.applied >= applied:
+        """Bring the columns up to the store's write ``applied``."""
+        with store.lock, self.lock:  # the store's lock first, everywhere
+            columns = self.columns
+            if columns.applied >= applied:
+                return columns
+            if not columns.started:  # nothing to bring: note the write (a cache key)
+                columns.applied, columns.version = applied, columns.version + 1
+                return columns
+            self._catch_up(store, collection_id)
             return columns
+
+    def _catch_up(self, store: Store, collection_id: int) -> int:
+        """Apply every write since the columns' sequence (inside a store snapshot when
+        the caller reads more in it); the sequence now."""
+        columns = self.columns
         now, rows, deleted = store.metadata_since(collection_id, columns.applied)
-        columns.upsert(rows)
-        columns.delete(deleted)
-        columns.applied = now
-        self._loaded = True
-        return columns
+        if columns.started and (rows or deleted):
+            columns.upsert(rows)
+            columns.delete(deleted)
+        columns.applied = max(columns.applied, now)
+        return now
+
+    def ready(self, store: Store, collection_id: int, condition: Condition, live: int) -> bool:
+        """Whether every key ``condition`` reads has its column: built now when the
+        collection is small, else started in the background (False until it is done)."""
+        with store.lock, self.lock:
+            missing = self.columns.missing(condition)
+            if not missing:
+                return True
+            if live <= _SYNC_ROWS or missing & self._failed:
+                self._failed -= missing
+                with store.read():  # the new columns and the catch-up at one sequence
+                    now = self._catch_up(store, collection_id)
+                    for name in sorted(missing):
+                        at, keys, values = store.metadata_field(collection_id, json_path(name))
+                        assert at == now  # one snapshot
+                        self.columns.add_column(name, keys, values)
+                return True
+            waiting = missing - self._loading
+            if waiting:
+                self._loading |= waiting
+                threading.Thread(
+                    target=self._load,
+                    args=(store, collection_id, sorted(waiting)),
+                    name="latentdb-columns",
+                    daemon=True,
+                ).start()
+            return False
+
+    def _load(self, store: Store, collection_id: int, names: list[str]) -> None:
+        """Build columns a chunk of records at a time, through this thread's own
+        connection (queries and writes go on, on the other core: SQLite parses the JSON
+        without holding the GIL), then bring them up to date in one snapshot under the
+        store's lock: the writes since the first chunk are applied over what was read."""
+        try:
+            loaded: dict[str, tuple[list[KeyArray], list[Any]]] = {}
+            since: int | None = None
+            for name in names:
+                parts: tuple[list[KeyArray], list[Any]] = ([], [])
+                after = 0
+                while True:
+                    at, keys, values = store.metadata_field(
+                        collection_id, json_path(name), after=after, limit=_LOAD_CHUNK,
+                        unlocked=True,
+                    )  # fmt: skip
+                    since = at if since is None else min(since, at)
+                    parts[0].append(keys)
+                    parts[1].extend(values)
+                    if keys.shape[0] < _LOAD_CHUNK:
+                        break
+                    after = int(keys[-1])
+                loaded[name] = parts
+            with store.read(), self.lock:
+                self._catch_up(store, collection_id)
+                _, changed, deleted = store.metadata_since(collection_id, since or 0)
+                for name, (key_parts, values) in loaded.items():
+                    keys, values = _updated(
+                        np.concatenate(key_parts), values, name, changed, deleted
+                    )
+                    self.columns.add_column(name, keys, values)
+        except Exception:  # the next query reads them itself (and raises what fails)
+            with self.lock:
+                self._failed |= set(names)
+        finally:
+            with self.lock:
+                self._loading -= set(names)
+
+    # -- selections ------------------------------------------------------------------
 
     def selection(
         self,
@@ -162,33 +310,357 @@ class FilterCache:
         document: SqlFilter | None,
         store: Store,
         collection_id: int,
-    ) -> tuple[ColumnSelection, int, str]:
+        key: str | None = None,
+    ) -> tuple[Selection, int, str]:
         """The rows the filters allow, the estimate from a sample, and where the
         answer came from ("columns", or "sql" for document filters and what the columns
-        cannot evaluate exactly); cached until the next write."""
-        key = "" if condition is None else canonical(condition)
-        if document is not None:
-            key += f"|{document.sql}|{document.params!r}"
-        columns = self.columns
-        cached = self._selections.get(key)
-        if cached is not None and cached[0] == columns.version:
-            self._selections.move_to_end(key)
-            return cached[1], cached[2], cached[3]
-        try:
-            if document is not None or condition is None:
-                raise Unsupported("a document filter is answered by SQL")
-            estimated = columns.estimate(condition)
-            selection = ColumnSelection(columns, columns.mask(condition))
-            source = "columns"
-        except Unsupported:
-            sql = [f for f in (None if condition is None else to_sql(condition), document) if f]
-            allowed = store.select(collection_id, where=and_filters(*sql))
-            keys = np.fromiter((k for k, _ in allowed), dtype=np.int64, count=len(allowed))
-            selection, estimated, source = _KeySelection(columns, keys), len(allowed), "sql"
-        self._selections[key] = (columns.version, selection, estimated, source)
-        if len(self._selections) > _CACHED_FILTERS:
-            self._selections.popitem(last=False)
-        return selection, estimated, source
+        cannot evaluate exactly); cached until the next write. The columns of the keys
+        ``condition`` reads must be built (:meth:`ready`); ``key``: its
+        :func:`filter_key`, if the caller has it."""
+        if key is None:
+            key = filter_key(condition, document)
+        with store.lock, self.lock:
+            columns = self.columns
+            cached = self._selections.get(key)
+            if cached is not None and cached[0] == columns.version:
+                self._selections.move_to_end(key)
+                return cached[1], cached[2], cached[3]
+            version = columns.version
+            selection: Selection
+            try:
+                if document is not None or condition is None:
+                    raise Unsupported("a document filter is answered by SQL")
+                estimated = columns.estimate(condition)
+                selection = MaskSelection(columns, columns.mask(condition))
+                source = "columns"
+            except Unsupported:
+                sql = [f for f in (None if condition is None else to_sql(condition), document) if f]
+                allowed = store.select(collection_id, where=and_filters(*sql))
+                keys = np.fromiter((k for k, _ in allowed), dtype=np.int64, count=len(allowed))
+                selection, estimated, source = KeySelection(keys), len(allowed), "sql"
+            self._selections[key] = (version, selection, estimated, source)
+            if len(self._selections) > _CACHED_FILTERS:
+                self._selections.popitem(last=False)
+            return selection, estimated, source
+
+    def plan(self, key: str) -> _FilterPlan:
+        """The plan kept for the filter ``key`` (made on first use)."""
+        with self.lock:
+            plan = self._plans.get(key)
+            if plan is None:
+                plan = self._plans[key] = _FilterPlan()
+                if len(self._plans) > _PLANS:
+                    self._plans.popitem(last=False)
+            else:
+                self._plans.move_to_end(key)
+            return plan
+
+    # -- measuring ---------------------------------------------------------------------
+
+    def want_measurement(self, plan: _FilterPlan, index: Any) -> None:
+        """Queue ``plan`` for measuring (once; a background thread works the queue)."""
+        with self.lock:
+            self._index = index
+            if plan.queued or len(self.pool) < MIN_QUERIES:
+                return
+            plan.queued = True
+            self._jobs.append(plan)
+            if self._worker is None:
+                self._worker = threading.Thread(
+                    target=self._work, name="latentdb-filter-tuning", daemon=True
+                )
+                self._worker.start()
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Wait until no column is being read and no measurement is queued or running
+        (tests, benchmarks); whether that happened within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if self._worker is None and not self._loading:
+                    return True
+            time.sleep(0.01)
+        return False
+
+    def _work(self) -> None:
+        while True:
+            with self.lock:
+                if not self._jobs:
+                    self._worker = None
+                    return
+                plan = self._jobs.popleft()
+                index, selection, pool = self._index, plan.selection, self.pool.snapshot()
+            try:
+                if index is not None and selection is not None and len(pool) >= MIN_QUERIES:
+                    measured = self._measure(plan, index, selection, pool)
+                    with self.lock:
+                        plan.measured = measured
+                        self.measurements += 1
+            except Exception as error:  # the scan goes on answering
+                warnings.warn(
+                    f"measuring a filtered plan failed ({error}); the filter is scanned",
+                    LatentDBWarning,
+                    stacklevel=1,
+                )
+            finally:
+                with self.lock:
+                    plan.queued = False
+
+    def _measure(
+        self, plan: _FilterPlan, index: Any, selection: Selection, pool: FloatMatrix
+    ) -> _Measured:
+        """Measure the plans that may beat the scan of ``selection`` on the tuning
+        queries, and keep the fastest that reaches the target (each timed here, one query
+        per call, so that all are timed alike)."""
+        index, lock = _searchable(index)
+        with lock:
+            segments = [segment for _, segment in index.sealed]
+            signature = segments_signature(segments)
+            sealed = selection.sealed_count(segments)
+            knob = index_kind(index.kind()).knob if segments else None
+            base = int(index.search_settings()[knob]) if knob else 0
+            target = float(index.recall_target)
+            live = max(int(index.live), 1)
+
+        def exact(queries: FloatMatrix) -> KeyArray:
+            with lock:
+                return self._exact(plan, selection, index, queries, TUNE_K)[1]
+
+        def scan(query: FloatMatrix) -> KeyArray:
+            with lock:
+                return self._scan(plan, selection, index, query, TUNE_K)[1]
+
+        def unfiltered(query: FloatMatrix) -> KeyArray:
+            with lock:
+                found: KeyArray = index.search(query, TUNE_K)[1]
+            return found
+
+        truth = Truth(exact, pool)
+        best = _Measured(
+            "exact-filtered", {}, 1.0, 1.0, 0, _scan_cost(plan, scan, pool), len(pool),
+            signature, sealed, _timed(unfiltered, pool),
+        )  # fmt: skip
+        if knob:
+
+            def masked(value: int) -> Measurement:
+                params = {knob: value}
+
+                def one(query: FloatMatrix) -> KeyArray:
+                    with lock:
+                        hits = index.search_selected(query, TUNE_K, selection, params=params)
+                    found: KeyArray = hits[0][1]
+                    return found
+
+                return measure(one, pool, truth, target)
+
+            bucket = round(2 * math.log2(max(selection.count / live, 1e-9)))
+            ladder = knob_ladder(base, FILTERED_KNOB_MAX)
+            start = int(np.searchsorted(ladder, self._hints.get(bucket, base)))
+            winner, _ = tune_knob(masked, ladder, start=start, target=target, slowest=best.seconds)
+            if winner is not None:
+                self._hints[bucket] = winner.value
+                if winner.measurement.seconds < best.seconds:
+                    best = _from(winner.measurement, "ann-filtered", {knob: winner.value}, best)
+        graph = plan.graph
+        plan.graph_measured = graph is not None and graph.ready
+        if graph is not None and graph.ready and graph.digest == selection.digest(segments):
+            own_graph = graph
+
+            def own(value: int) -> Measurement:
+                params = {"ef": value}
+
+                def one(query: FloatMatrix) -> KeyArray:
+                    with lock:
+                        sealed_hits = own_graph.search(query, TUNE_K, params)
+                        return _with_growing(index, selection, query, TUNE_K, sealed_hits)[1]
+
+                return measure(one, pool, truth, target)
+
+            ladder = knob_ladder(_GRAPH_EF_FIRST, FILTERED_KNOB_MAX)
+            winner, _ = tune_knob(own, ladder, start=0, target=target, slowest=best.seconds)
+            if winner is not None and winner.measurement.seconds < best.seconds:
+                best = _from(winner.measurement, "subset-hnsw", {"ef": winner.value}, best)
+        return best
+
+    # -- strategies --------------------------------------------------------------------
+
+    def _exact(
+        self, plan: _FilterPlan, selection: Selection, index: Any, queries: FloatMatrix, k: int
+    ) -> Hits:
+        """:meth:`_scan` for a batch of queries: one matrix product per segment."""
+        segments = [segment for _, segment in index.sealed]
+        matrix = plan.matrix
+        if not segments or (matrix is not None and matrix.digest == selection.digest(segments)):
+            return self._scan(plan, selection, index, queries, k)
+        parts = []
+        for segment in segments:
+            allowed = selection.rows_of(segment)
+            if not allowed.any():
+                continue
+            scores = queries @ np.asarray(segment.vectors).T
+            if index.metric == "l2":
+                scores = 2.0 * scores - _norms(segment)
+            scores[:, ~allowed] = -np.inf
+            kept = min(k, int(allowed.sum()))
+            top = np.argpartition(-scores, kept - 1, axis=1)[:, :kept]
+            top_scores = np.take_along_axis(scores, top, axis=1)
+            distances = scores_to_distances(queries, top_scores, index.metric)
+            parts.append((distances, segment.keys[top]))
+        if len(index.growing):
+            growing_keys, _ = index.growing.live_rows(copy=False)
+            chosen = growing_keys[selection.contains(growing_keys)]
+            parts.append(index.growing.search(queries, k, keys=chosen))
+        distances, keys, _ = merge_to_width(parts, k, queries.shape[0], min(k, selection.count))
+        return distances, keys
+
+    def _scan(
+        self, plan: _FilterPlan, selection: Selection, index: Any, queries: FloatMatrix, k: int
+    ) -> Hits:
+        """Exact top-k among the allowed rows: the sealed ones from the filter's matrix
+        (made when it fits), else each segment scanned whole with the others masked."""
+        segments = [segment for _, segment in index.sealed]
+        if not segments:
+            return index.search(queries, k, keys=selection.keys())  # type: ignore[no-any-return]
+        matrix = plan.matrix
+        digest = selection.digest(segments)
+        if matrix is None or matrix.digest != digest:
+            matrix = plan.matrix = None
+            size = selection.sealed_count(segments) * index.dimension * 4
+            if size <= _MATRIX_BYTES // 2:
+                with self.lock:
+                    self._fit_matrices(size)
+                keys, vectors = gather(segments, [selection.rows_of(s) for s in segments])
+                matrix = plan.matrix = SubsetMatrix(keys, vectors, index.metric, digest)
+        if matrix is not None:
+            return _with_growing(index, selection, queries, k, matrix.search(queries, k))
+        parts = []
+        for segment in segments:
+            distances, rows = exact_search(
+                queries,
+                segment.vectors,
+                k,
+                index.metric,
+                alive=selection.rows_of(segment),
+                norms=_norms(segment) if index.metric == "l2" else None,
+            )
+            parts.append((distances, segment.keys[rows]))
+        if len(index.growing):
+            growing_keys, _ = index.growing.live_rows(copy=False)
+            chosen = growing_keys[selection.contains(growing_keys)]
+            parts.append(index.growing.search(queries, k, keys=chosen))
+        distances, keys, _ = merge_to_width(parts, k, queries.shape[0], min(k, selection.count))
+        return distances, keys
+
+    def _fit_matrices(self, size: int) -> None:
+        """Drop the matrices of the least recent filters until ``size`` more fit."""
+        held = [plan for plan in self._plans.values() if plan.matrix is not None]
+        total = sum(plan.matrix.bytes for plan in held if plan.matrix is not None)
+        for plan in held:  # least recent first
+            if total + size <= _MATRIX_BYTES:
+                break
+            if plan.matrix is not None:
+                total -= plan.matrix.bytes
+                plan.matrix = None
+
+    def _graph_for(self, plan: _FilterPlan, selection: Selection, index: Any) -> None:
+        """Start a graph of the filter's own rows when it has none of these rows; at most
+        _GRAPHS are kept, for the filters used most recently."""
+        segments = [segment for _, segment in index.sealed]
+        digest = selection.digest(segments)
+        graph = plan.graph
+        if graph is not None and (graph.digest == digest or not graph.may_rebuild()):
+            return
+        with self.lock:
+            held = [p for p in self._plans.values() if p.graph is not None and p is not plan]
+            for stale in held[: max(0, len(held) - _GRAPHS + 1)]:
+                stale.graph = None
+        keys, vectors = gather(segments, [selection.rows_of(s) for s in segments])
+        plan.graph = SubsetGraph(keys, vectors, index.metric, digest)
+        plan.graph_measured = False
+
+
+def _from(result: Measurement, strategy: str, params: dict[str, int], base: _Measured) -> _Measured:
+    return _Measured(
+        strategy,
+        params,
+        result.recall,
+        result.lower,
+        result.queries,
+        result.seconds,
+        base.pool,
+        base.signature,
+        base.sealed,
+        base.unfiltered,
+    )
+
+
+def _updated(
+    keys: KeyArray,
+    values: list[Any],
+    name: str,
+    changed: Sequence[tuple[int, Mapping[str, Any] | None]],
+    deleted: Sequence[int],
+) -> tuple[KeyArray, list[Any]]:
+    """Values read a chunk at a time, with the writes since the first chunk applied:
+    changed rows take their new value, deleted ones go."""
+    by_key = dict(zip(keys.tolist(), values, strict=True))
+    for key, metadata in changed:
+        by_key[key] = None if metadata is None else metadata.get(name)
+    for key in deleted:
+        by_key.pop(key, None)
+    order = sorted(by_key)
+    return np.array(order, dtype=np.int64), [by_key[key] for key in order]
+
+
+def _searchable(index: Any) -> tuple[Any, AbstractContextManager[Any]]:
+    """What a background measurement searches, and the lock each search takes: the
+    index's published snapshot where it has one (no lock: no write changes it), else the
+    index itself under the store's lock (a write may change it)."""
+    view = getattr(index, "view", None)
+    if view is not None:
+        return view, nullcontext()
+    lock = getattr(index, "lock", None)
+    return index, lock if lock is not None else nullcontext()
+
+
+def _scan_cost(plan: _FilterPlan, scan: Callable[[FloatMatrix], Any], pool: FloatMatrix) -> float:
+    """Seconds of a scan of the filter's rows per query: as its own queries timed it
+    where they did (no more scans), else timed now."""
+    return plan.scan_seconds if plan.scan_seconds is not None else _timed(scan, pool)
+
+
+def _timed(search: Callable[[FloatMatrix], Any], queries: FloatMatrix, count: int = 8) -> float:
+    """Seconds per query of ``search``, one query per call (the median: the first call
+    may build what the others reuse)."""
+    times = []
+    for row in range(min(count, queries.shape[0])):
+        started = time.perf_counter()
+        search(queries[row : row + 1])
+        times.append(time.perf_counter() - started)
+    return float(np.median(times)) if times else 0.0
+
+
+_NORMS: dict[int, tuple[Any, FloatMatrix]] = {}
+
+
+def _norms(segment: SealedSegment) -> FloatMatrix:
+    """||row||^2 of a segment's rows (l2 scans), kept while its vectors are."""
+    vectors = segment.vectors
+    cached = _NORMS.get(id(vectors))
+    if cached is None or cached[0] is not vectors:
+        if len(_NORMS) > 16:
+            _NORMS.clear()
+        cached = _NORMS[id(vectors)] = (vectors, squared_norms(vectors))
+    return cached[1]
+
+
+def filter_key(condition: Condition | None, document: SqlFilter | None) -> str:
+    """A filter's identity: the same filter written differently has the same key (and
+    True and 1 differ: a Condition compares them equal, so it cannot be the key)."""
+    key = "" if condition is None else canonical(condition)
+    if document is not None:
+        key += f"|{document.sql}|{document.params!r}"
+    return key
 
 
 def and_filters(*filters: SqlFilter) -> SqlFilter:
@@ -199,16 +671,6 @@ def and_filters(*filters: SqlFilter) -> SqlFilter:
         " AND ".join(f"({f.sql})" for f in filters),
         tuple(param for f in filters for param in f.params),
     )
-
-
-class _KeySelection(ColumnSelection):
-    """Allowed rows given as keys (from SQL), mapped onto the columns' slots."""
-
-    def __init__(self, columns: MetadataColumns, keys: KeyArray) -> None:
-        mask = np.zeros(columns.size, dtype=bool)
-        slots = columns.slots_of(keys)
-        mask[slots[slots >= 0]] = True
-        super().__init__(columns, mask)
 
 
 def filtered_search(
@@ -224,43 +686,84 @@ def filtered_search(
     *,
     params: Mapping[str, int] | None,
     exact: bool,
-) -> tuple[tuple[FloatMatrix, KeyArray], QueryPlan]:
-    """Answer a filtered query (call under the store's lock)."""
+) -> tuple[Hits, QueryPlan]:
+    """Answer a filtered query (see the module docstring)."""
     started = time.perf_counter()
     cache.catch_up(store, collection_id, applied)
-    selection, estimated, source = cache.selection(condition, document, store, collection_id)
+    cache.pool.add(queries)
+    live = index.live
+    if (
+        document is None
+        and condition is not None
+        and not cache.ready(store, collection_id, condition, live)
+    ):
+        if params:
+            index.check_params(params)
+        ranked, guess = _ranked_search(store, collection_id, index, to_sql(condition), queries, k)
+        searched = time.perf_counter()
+        return ranked, QueryPlan(
+            strategy="exact-ranked",
+            rows=live,
+            estimated=guess,
+            filter_source="sql",
+            timings_ms={"filter": 0.0, "search": (searched - started) * 1e3},
+            recall=1.0,
+        )
+    key = filter_key(condition, document)
+    selection, estimated, source = cache.selection(condition, document, store, collection_id, key)
+    plan = cache.plan(key)
     filtered = time.perf_counter()
     nq = queries.shape[0]
     used: dict[str, Any] = {}
-    selection.uses += 1
+    plan.uses += 1
+    plan.selection = selection
     segments = [segment for _, segment in index.sealed]
-    count, fraction = selection.count, selection.count / max(index.live, 1)
+    count = selection.count
+    plan.fraction = count / max(live, 1)
+    recall: float | None = 1.0
+    hits: Hits
     if count == 0:
         strategy = "empty"
         hits = (np.empty((nq, 0), dtype=np.float32), np.empty((nq, 0), dtype=np.int64))
-    elif exact or not segments or (count <= EXACT_ROWS and selection.uses < 2):
-        strategy = "exact-filtered"
+    elif params and not exact:
+        # The caller's own knobs: the graph, others masked out, as told.
+        strategy, recall = "ann-filtered", None
+        hits, used = index.search_selected(queries, k, selection, params=params)
+    else:
         if params:
             index.check_params(params)  # a scan: no knob applies, but a bad one is refused
-        hits = index.search(queries, k, keys=selection.keys())
-    elif fraction >= GRAPH_FRACTION or params or selection.uses < 2:
-        # A filter seen once, or allowing many rows: the graph, others masked out.
-        strategy = "ann-filtered"
-        hits, used = index.search_selected(queries, k, selection, params=params)
-    else:  # a filter used again: an index over its rows alone, once it is built
-        subset = cache.subset_for(selection, segments, index)
-        if subset.ready:
-            strategy = f"subset-{subset.kind}"
-            used = subset.params
-            hits = _with_growing(index, selection, queries, k, subset.search(queries, k))
-        else:  # building in the background
-            strategy = "ann-filtered"
-            hits, used = index.search_selected(queries, k, selection, params=params)
+        measured = None if exact or count <= EXACT_ROWS or not segments else plan.measured
+        if measured is not None and not _holds(measured, segments, selection):
+            measured = None
+        if measured is None or measured.strategy == "exact-filtered":
+            strategy = "exact-filtered"
+            scan_started = time.perf_counter()
+            hits = cache._scan(plan, selection, index, queries, k)
+            per_query = (time.perf_counter() - scan_started) / max(nq, 1)
+            plan.scan_seconds = (
+                per_query
+                if plan.scan_seconds is None
+                else 0.8 * plan.scan_seconds + 0.2 * per_query
+            )
+        elif measured.strategy == "subset-hnsw" and _graph_holds(plan, selection, segments):
+            assert plan.graph is not None
+            strategy, used, recall = "subset-hnsw", dict(measured.params), measured.lower
+            hits = _with_growing(
+                index, selection, queries, k, plan.graph.search(queries, k, measured.params)
+            )
+        elif measured.strategy == "ann-filtered":
+            strategy, recall = "ann-filtered", measured.lower
+            hits, used = index.search_selected(queries, k, selection, params=measured.params)
+        else:  # the graph it was measured on is gone: scan until measured again
+            strategy, measured = "exact-filtered", None
+            hits = cache._scan(plan, selection, index, queries, k)
+        if not exact and count > EXACT_ROWS and segments:
+            _next_steps(cache, plan, selection, index, measured, segments)
     searched = time.perf_counter()
     fallbacks = int(used.pop("exact_fallbacks", 0))
     return hits, QueryPlan(
         strategy=strategy,
-        rows=index.live,
+        rows=live,
         estimated=estimated,
         allowed=selection.count,
         params={name: int(value) for name, value in used.items()},
@@ -270,17 +773,60 @@ def filtered_search(
             "filter": (filtered - started) * 1e3,
             "search": (searched - filtered) * 1e3,
         },
+        recall=recall,
     )
 
 
+def _holds(measured: _Measured, segments: list[SealedSegment], selection: Selection) -> bool:
+    """Whether a measurement still stands: the same sealed segments, and about the same
+    allowed rows in them."""
+    if measured.signature != segments_signature(segments):
+        return False
+    drift = abs(selection.sealed_count(segments) - measured.sealed)
+    return drift <= _RETUNE_DRIFT * max(measured.sealed, 1)
+
+
+def _graph_holds(plan: _FilterPlan, selection: Selection, segments: list[SealedSegment]) -> bool:
+    graph = plan.graph
+    return graph is not None and graph.ready and graph.digest == selection.digest(segments)
+
+
+def _next_steps(
+    cache: FilterCache,
+    plan: _FilterPlan,
+    selection: Selection,
+    index: Any,
+    measured: _Measured | None,
+    segments: list[SealedSegment],
+) -> None:
+    """Start what makes the filter's later queries cheaper: a graph of its own rows
+    (narrow enough, and no plan measured reaches half the speed of an unfiltered
+    search), and a measurement when there is none that holds, when the tuning queries
+    have grown fourfold since, or when its graph became ready."""
+    if (
+        plan.fraction < GRAPH_FRACTION
+        and measured is not None
+        and measured.seconds > _GRAPH_WHEN_SLOWER * measured.unfiltered
+    ):
+        cache._graph_for(plan, selection, index)
+    graph_ready = plan.graph is not None and plan.graph.ready
+    if (
+        measured is None
+        or len(cache.pool) >= _RETUNE_GROWTH * measured.pool
+        or (graph_ready and not plan.graph_measured)
+    ):
+        cache.want_measurement(plan, index)
+
+
 def _with_growing(
-    index: SegmentedIndex,
-    selection: ColumnSelection,
+    index: Any,
+    selection: Selection,
     queries: FloatMatrix,
     k: int,
-    hits: tuple[FloatMatrix, KeyArray],
-) -> tuple[FloatMatrix, KeyArray]:
-    """Merge the allowed rows of the growing segment (scanned) into a subset's hits."""
+    hits: Hits,
+) -> Hits:
+    """Merge the allowed rows of the growing segment (scanned) into hits from the sealed
+    rows; queries that come up short of k (when k rows are allowed) are scanned."""
     parts = [hits]
     if len(index.growing):
         growing_keys, _ = index.growing.live_rows(copy=False)
@@ -288,6 +834,51 @@ def _with_growing(
         if chosen.size:
             parts.append(index.growing.search(queries, k, keys=chosen))
     distances, keys, short = merge_to_width(parts, k, queries.shape[0], min(k, selection.count))
-    if short.any():  # the probed lists held fewer than k allowed rows: scan
+    if short.any():
         distances[short], keys[short] = index.search(queries[short], k, keys=selection.keys())
     return distances, keys
+
+
+def _ranked_search(
+    store: Store,
+    collection_id: int,
+    index: Any,
+    where: SqlFilter,
+    queries: FloatMatrix,
+    k: int,
+) -> tuple[Hits, int | None]:
+    """Exact top-k among the rows ``where`` allows, without the metadata columns: each
+    query's nearest rows, by an exact scan of the index, are tested in SQL, deeper until
+    k pass or every row was tested. Returns the hits and the allowed rows estimated
+    from the deepest test."""
+    live = int(index.live)
+    rows_d, rows_k = [], []
+    estimate: int | None = None
+    for row in range(queries.shape[0]):
+        query = queries[row : row + 1]
+        depth = min(live, max(_RANKED_DEPTH, 8 * k))
+        tested = 0
+        passed = np.empty(0, dtype=np.int64)
+        while True:
+            distances, keys = index.search(query, depth, exact=True)
+            found = keys[0] >= 0
+            distances, keys = distances[0][found], keys[0][found]
+            # The ranking is exact, so the nearer rows are the ones tested already.
+            fresh = store.keys_matching(collection_id, keys[tested:].tolist(), where)
+            passed = np.concatenate([passed, fresh])
+            tested = keys.shape[0]
+            chosen = np.isin(keys, passed)
+            hits = int(chosen.sum())
+            estimate = round(hits * live / max(tested, 1))
+            if hits >= k or depth >= live:
+                distances, keys = distances[chosen][:k], keys[chosen][:k]
+                break
+            # Deep enough for k at the rate seen so far, at least _RANKED_GROWTH times.
+            rate = (hits + 1) / (tested + 2)
+            depth = min(live, max(depth * _RANKED_GROWTH, math.ceil(2 * k / rate)))
+        rows_d.append(distances)
+        rows_k.append(keys)
+    width = min(len(row) for row in rows_k) if rows_k else 0
+    out_d = np.stack([row[:width] for row in rows_d]).astype(np.float32, copy=False)
+    out_k = np.stack([row[:width] for row in rows_k]).astype(np.int64, copy=False)
+    return (out_d.reshape(len(rows_d), width), out_k.reshape(len(rows_k), width)), estimate

@@ -1,107 +1,142 @@
-"""A filter's allowed rows as a small index of their own: the answer to a filter that
-allows too many rows to scan and too few for a graph search to find them cheaply.
+"""A filter's allowed rows held apart: as one matrix, scanned exactly, or as an HNSW graph
+of their own.
 
-A graph search with most rows masked out walks past them all: on the PyPI MiniLM data a
-filter allowing 10% of the rows needed about three times the beam of an unfiltered
-search for the same recall, and an IVF restricted to the allowed rows had to probe a
-third of its lists. A filter used again is therefore given an index over only the rows
-it allows, from the vectors the segments already hold: a plain matrix, scanned exactly,
-when they are few; else an HNSW graph of their own, built in a background thread (the
-filtered graph search answers meanwhile) and tuned to the recall target on held-out
-rows like any segment.
+The matrix is the scan of a filter used again: a copy of its allowed rows is read once,
+not gathered from the segments (or the whole segment scanned) for every query. The graph
+answers a filter that allows too many rows to scan and too few for the collection's
+graph to find them cheaply: a graph search with most rows masked out walks past them all
+(on the PyPI MiniLM data a 10% filter needed about twice the beam of an unfiltered
+search for the same recall, and a filter correlated with the query's neighbourhood five
+times). It is built in a background thread; the planner measures its recall on the
+filter's own queries before it answers any (``_tuning``).
+
+Both are copies of the rows of sealed segments as a filter allowed them at one moment
+(``digest``); rows written since live in the growing segment and are merged in by the
+planner.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from latentdb.errors import LatentDBWarning
-from latentdb.index import EXACT_KIND, IndexSpec, SealedSegment, SegmentedIndex, exact_search
+from latentdb.index import IndexSpec, SealedSegment, exact_search, squared_norms
 from latentdb.space import Metric
 
-__all__ = ["FLAT_ROWS", "SUBSET_SPEC", "SubsetIndex"]
+__all__ = ["SUBSET_SPEC", "Digest", "SubsetGraph", "SubsetMatrix", "gather"]
 
 FloatMatrix = npt.NDArray[np.float32]
 KeyArray = npt.NDArray[np.int64]
+# Per sealed segment: (its keys array's id, rows, allowed live rows, hash of which).
+Digest = tuple[tuple[int, int, int, int], ...]
 
-FLAT_ROWS = 4096  # up to this many rows, a subset is one matrix scanned whole
 # Subset graphs are small and rebuilt when their filter's rows change: a lighter build
-# than a collection's (M=32, efC=200), tuned to the same recall target.
+# than a collection's (M=32, efC=200). Their search beam is measured by the planner.
 SUBSET_SPEC = IndexSpec(kind="hnsw", m=16, ef_construction=100)
+# A graph is rebuilt for changed rows no sooner than this many times its build took after
+# it was built: at most a fifth of a core goes to rebuilding.
+_REBUILD_PAUSE = 4.0
 
 
-class SubsetIndex:
-    """The rows a filter allows in the sealed segments, indexed alone."""
+def gather(
+    segments: Sequence[SealedSegment], masks: Sequence[npt.NDArray[np.bool_]]
+) -> tuple[KeyArray, FloatMatrix]:
+    """The keys and float32 vectors (n, d), C-contiguous, of the rows ``masks`` allow
+    (each a mask over its segment's live rows)."""
+    keys, vectors = [], []
+    for segment, mask in zip(segments, masks, strict=True):
+        rows = np.flatnonzero(mask)
+        keys.append(segment.keys[rows])
+        vectors.append(np.asarray(segment.vectors[rows], dtype=np.float32))
+    dimension = segments[0].vectors.shape[1] if segments else 0
+    if not keys:
+        return np.empty(0, dtype=np.int64), np.empty((0, dimension), dtype=np.float32)
+    return np.concatenate(keys), np.ascontiguousarray(np.concatenate(vectors))
 
-    def __init__(
-        self,
-        segments: Sequence[SealedSegment],
-        masks: Sequence[npt.NDArray[np.bool_]],
-        metric: Metric,
-        recall_target: float,
-    ) -> None:
+
+class SubsetMatrix:
+    """The allowed rows as one matrix, scanned exactly."""
+
+    kind = "flat"
+
+    def __init__(self, keys: KeyArray, matrix: FloatMatrix, metric: Metric, digest: Digest):
+        self.keys = keys
+        self.matrix = matrix
         self.metric = metric
-        # What it was built from: a changed segment means a rebuild.
-        self.built_from = _signature(segments)
-        keys, vectors = [], []
-        for segment, mask in zip(segments, masks, strict=True):
-            rows = np.flatnonzero(mask & segment.alive)
-            keys.append(segment.keys[rows])
-            vectors.append(np.asarray(segment.vectors[rows], dtype=np.float32))
-        self.keys: KeyArray = np.concatenate(keys)
-        matrix = np.ascontiguousarray(np.concatenate(vectors))
-        self.rows = int(self.keys.shape[0])
-        self.matrix: FloatMatrix | None = None
-        self.graph: SegmentedIndex | None = None
+        self.digest = digest
+        self.rows = int(keys.shape[0])
+        self._norms = squared_norms(matrix) if metric == "l2" else None
+
+    @property
+    def bytes(self) -> int:
+        return int(self.matrix.nbytes)
+
+    def search(self, queries: FloatMatrix, k: int) -> tuple[FloatMatrix, KeyArray]:
+        """Exact top-k of each query among the rows, nearest first."""
+        distances, positions = exact_search(queries, self.matrix, k, self.metric, norms=self._norms)
+        return distances, self.keys[positions]
+
+
+class SubsetGraph:
+    """The allowed rows as an HNSW graph of their own, built in a background thread (a
+    bare segment: the planner measures its beam, so the build tunes nothing)."""
+
+    kind = SUBSET_SPEC.kind
+
+    def __init__(self, keys: KeyArray, matrix: FloatMatrix, metric: Metric, digest: Digest):
+        self.keys = keys
+        self.metric = metric
+        self.digest = digest
+        self.rows = int(keys.shape[0])
+        self.segment: SealedSegment | None = None
         self.failed = False
         self._ready = threading.Event()
-        if self.rows <= FLAT_ROWS:
-            self.matrix = matrix
-            self._norms = (matrix * matrix).sum(axis=1) if metric == "l2" else None
-            self._ready.set()
-            return
+        self._started = time.monotonic()
+        self._finished = self._took = 0.0
         self._thread = threading.Thread(
-            target=self._build,
-            args=(matrix, recall_target),
-            name="latentdb-subset",
-            daemon=True,
+            target=self._build, args=(matrix,), name="latentdb-subset", daemon=True
         )
         self._thread.start()
 
     @property
-    def kind(self) -> str:
-        return EXACT_KIND if self.matrix is not None else SUBSET_SPEC.kind
-
-    @property
     def ready(self) -> bool:
-        """Built (a graph builds in the background); False for good if it failed."""
+        """Built; False for good if the build failed."""
         return self._ready.is_set() and not self.failed
 
+    @property
+    def building(self) -> bool:
+        return not self._ready.is_set()
+
+    def may_rebuild(self) -> bool:
+        """Whether a graph of newer rows may replace this one: not while it builds, nor
+        sooner than ``_REBUILD_PAUSE`` times its build took (rows that change all the
+        time would keep a core building)."""
+        if self.building:
+            return False
+        return time.monotonic() - self._finished >= _REBUILD_PAUSE * self._took
+
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait for a background build; whether it is ready."""
+        """Wait for the build; whether it is ready."""
         self._ready.wait(timeout)
         return self.ready
 
-    def _build(self, matrix: FloatMatrix, recall_target: float) -> None:
+    def _build(self, matrix: FloatMatrix) -> None:
         try:
-            graph = SegmentedIndex(
-                dimension=matrix.shape[1],
-                metric=self.metric,
+            self.segment = SealedSegment.build(
+                kind=SUBSET_SPEC.kind,
                 spec=SUBSET_SPEC,
-                folder=None,
-                lock=threading.RLock(),
-                recall_target=recall_target,
+                metric=self.metric,
+                keys=self.keys,
+                vectors=matrix,
+                sequences=np.zeros(self.rows, dtype=np.int64),
             )
-            empty = np.empty(0, dtype=np.int64)
-            graph.apply(self.keys, matrix, None, empty, 1, adopt=True)
-            graph.optimize()
-            self.graph = graph
-        except Exception as error:  # the filtered graph search goes on answering
+        except Exception as error:  # the planner goes on with the other plans
             self.failed = True
             warnings.warn(
                 f"building an index for a filter failed ({error}); filtered queries use "
@@ -110,26 +145,15 @@ class SubsetIndex:
                 stacklevel=1,
             )
         finally:
+            self._finished = time.monotonic()
+            self._took = self._finished - self._started
             self._ready.set()
 
-    def matches(self, segments: Sequence[SealedSegment]) -> bool:
-        """Built from these segments as they are now."""
-        return self.built_from == _signature(segments)
-
-    @property
-    def params(self) -> dict[str, int]:
-        return {} if self.graph is None else dict(self.graph.search_settings())
-
-    def search(self, queries: FloatMatrix, k: int) -> tuple[FloatMatrix, KeyArray]:
-        """Top-k of each query among the subset's rows, nearest first (-1 padded)."""
-        if self.matrix is not None:
-            distances, positions = exact_search(
-                queries, self.matrix, k, self.metric, norms=self._norms
-            )
-            return distances, self.keys[positions]
-        assert self.graph is not None  # callers check ready
-        return self.graph.search(queries, k)
-
-
-def _signature(segments: Sequence[SealedSegment]) -> list[tuple[int, int, int]]:
-    return [(id(segment), segment.keys.shape[0], segment.dead) for segment in segments]
+    def search(
+        self, queries: FloatMatrix, k: int, params: Mapping[str, int]
+    ) -> tuple[FloatMatrix, KeyArray]:
+        """Top-k of each query among the rows, nearest first (-1 padded)."""
+        assert self.segment is not None  # callers check ready
+        if queries.shape[0] == 1:
+            return self.segment.search_one(queries, k, params)
+        return self.segment.search(queries, k, params)

@@ -49,6 +49,7 @@ __all__ = [
     "Field",
     "Not",
     "compile_where",
+    "json_path",
     "parse_where",
     "to_sql",
 ]
@@ -287,6 +288,12 @@ def _plain(condition: Condition) -> Any:
 # -- SQL ------------------------------------------------------------------------------
 
 
+def json_path(key: str) -> str:
+    """The SQLite JSON path of a metadata key (the parser refuses keys with ``"`` or
+    ``\\``, so quoting it is enough)."""
+    return f'$."{key}"'
+
+
 def to_sql(condition: Condition) -> SqlFilter:
     """SQL over the ``metadata`` JSON column: 1 for matching rows, 0 otherwise (never
     NULL, so that NOT is exact)."""
@@ -300,7 +307,7 @@ def _sql(condition: Condition, params: list[Any]) -> str:
     if isinstance(condition, All | Any_):
         joiner = " AND " if isinstance(condition, All) else " OR "
         return join_balanced([_sql(item, params) for item in condition.items], joiner)
-    path = f'$."{condition.key}"'
+    path = json_path(condition.key)
     op, operand = condition.op, condition.operand
     if op == "$eq":
         return _equals(path, operand, params)

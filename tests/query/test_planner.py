@@ -1,9 +1,12 @@
-"""The query planner: each way of answering a filtered query, chosen by how many rows the
-filter allows, gives k results when k rows match and recall against the exact filtered
-answer; explain=True says which way was taken."""
+"""The query planner: every filtered answer meets the recall target from the first query
+(exact until a plan is measured on the queries asked, then the measured plan), at every
+selectivity, after writes too; the graph is taken only when it was measured to reach the
+target, and k results come back whenever k rows match; explain=True says which way was
+taken."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,8 @@ import pytest
 
 import latentdb
 from latentdb import Collection, IndexSpec
-from latentdb.query import _planner, _subset
+from latentdb.query import _planner
+from latentdb.query._planner import FilterCache
 from tests._data import pypi_minilm
 
 # The model every test vector is written as: collections require writes of vectors
@@ -21,7 +25,18 @@ from tests._data import pypi_minilm
 MODEL = "test/vectors"
 
 ROWS = 3000
-QUERIES = 60
+QUERIES = 100
+TARGET = 0.95
+EXACT = {"exact-filtered", "exact-ranked", "empty"}
+
+# Filters over the fields of metadatas(): about 0.5%, 5%, 30%, 60% of the rows, and an $and.
+FILTERS: dict[str, dict[str, Any]] = {
+    "0.5%": {"u": {"$lt": 5}},
+    "5%": {"u": {"$lt": 50}},
+    "30%": {"u": {"$lt": 300}},
+    "60%": {"u": {"$gte": 400}},
+    "and": {"$and": [{"u": {"$lt": 500}}, {"even": True}]},
+}
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +44,26 @@ def data() -> tuple[np.ndarray, np.ndarray]:
     return pypi_minilm(ROWS, QUERIES)
 
 
-@pytest.fixture(scope="module")
-def collection(tmp_path_factory: pytest.TempPathFactory, data: Any) -> Any:
-    train, _ = data
-    db = latentdb.connect(tmp_path_factory.mktemp("planner"))
+def metadatas(rows: int, seed: int = 7) -> list[dict[str, Any]]:
+    draws = np.random.default_rng(seed).integers(0, 1000, size=rows)
+    return [{"u": int(u), "even": i % 2 == 0, "bucket": i % 100} for i, u in enumerate(draws)]
+
+
+def allowed_by(where: dict[str, Any], rows: list[dict[str, Any]]) -> np.ndarray:
+    def one(m: dict[str, Any], clause: dict[str, Any]) -> bool:
+        if "$and" in clause:
+            return all(one(m, c) for c in clause["$and"])
+        ((key, condition),) = clause.items()
+        if not isinstance(condition, dict):
+            return bool(m[key] == condition)
+        ((op, value),) = condition.items()
+        return bool({"$lt": m[key] < value, "$gte": m[key] >= value}[op])
+
+    return np.array([one(m, where) for m in rows])
+
+
+def make(folder: Path, train: np.ndarray, rows: list[dict[str, Any]]) -> tuple[Any, Collection]:
+    db = latentdb.connect(folder)
     collection = db.create_collection(
         "c",
         dimension=384,
@@ -41,119 +72,257 @@ def collection(tmp_path_factory: pytest.TempPathFactory, data: Any) -> Any:
         model=MODEL,
     )
     collection.add(
-        [str(i) for i in range(ROWS)],
-        vectors=train,
-        metadatas=[{"bucket": i % 100, "even": i % 2 == 0} for i in range(ROWS)],
-        model=MODEL,
+        [str(i) for i in range(train.shape[0])], vectors=train, metadatas=rows, model=MODEL
     )
     collection.optimize()
-    yield collection
+    return db, collection
+
+
+def cache_of(collection: Collection) -> FilterCache:
+    cache: FilterCache = collection._state.filters  # type: ignore[attr-defined]
+    return cache
+
+
+def exact_ids(
+    vectors: np.ndarray, queries: np.ndarray, allowed: np.ndarray, k: int = 10
+) -> np.ndarray:
+    rows = np.flatnonzero(allowed)
+    scores = queries @ vectors[rows].T
+    return rows[np.argsort(-scores, axis=1)[:, :k]]
+
+
+def ask(
+    collection: Collection, queries: np.ndarray, where: dict[str, Any]
+) -> tuple[list[list[int]], list[Any]]:
+    """The queries one at a time (as users ask), with their plans."""
+    ids, plans = [], []
+    for query in queries:
+        result = collection.query(vectors=query, k=10, where=where, include=[], explain=True)
+        ids.append([int(i) for i in result.ids[0]])
+        plans.append(result.plan)
+    return ids, plans
+
+
+def recall(found: list[list[int]], truth: np.ndarray) -> float:
+    pairs = zip(found, truth, strict=True)
+    return sum(len(set(row) & set(want.tolist())) for row, want in pairs) / truth.size
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, data: Any) -> Path:
+    """One collection built for the module; each test opens its own copy."""
+    train, _ = data
+    folder = tmp_path_factory.mktemp("planner")
+    db, _ = make(folder, train, metadatas(ROWS))
+    db.close()
+    return folder
+
+
+@pytest.fixture
+def fresh(tmp_path: Path, built: Path) -> Any:
+    shutil.copytree(built, tmp_path / "db")
+    db = latentdb.connect(tmp_path / "db")
+    yield db.get_collection("c"), metadatas(ROWS)
     db.close()
 
 
-def exact_filtered(train: np.ndarray, queries: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-    rows = np.flatnonzero(allowed)
-    scores = queries @ train[rows].T
-    return rows[np.argsort(-scores, axis=1)[:, :10]]
-
-
-def check(collection: Collection, data: Any, where: dict[str, Any], allowed: np.ndarray) -> str:
-    """Recall >= 0.95 and k results; the strategy the planner took."""
-    train, test = data
-    truth = exact_filtered(train, test, allowed)
-    found = [collection.query(vectors=q, k=10, where=where, include=[]).ids[0] for q in test]
-    assert all(len(row) == min(10, int(allowed.sum())) for row in found)
-    hits = sum(
-        len({int(i) for i in row} & set(want.tolist()))
-        for row, want in zip(found, truth, strict=True)
-    )
-    assert hits / truth.size >= 0.95
-    plan = collection.query(vectors=test[0], k=10, where=where, explain=True).plan
-    assert plan is not None and plan.allowed == int(allowed.sum())
-    assert plan.estimated is not None and plan.rows == ROWS
-    assert set(plan.timings_ms) == {"filter", "search", "fetch"}
-    return plan.strategy
-
-
-def test_a_wide_filter_searches_the_graph_with_the_rest_masked(
-    collection: Collection, data: Any
-) -> None:
-    where = {"even": True}  # half the rows
-    assert check(collection, data, where, np.arange(ROWS) % 2 == 0) == "ann-filtered"
-    plan = collection.query(vectors=data[1][0], where=where, explain=True).plan
-    assert plan is not None and plan.params["ef"] >= collection.index_status().params["ef"]
-
-
-def test_a_narrow_filter_is_scanned_then_kept_as_a_matrix(
-    collection: Collection, data: Any
-) -> None:
-    where = {"bucket": {"$lt": 3}}  # 90 rows
-    first = collection.query(
-        vectors=data[1][0], where={"bucket": {"$lt": 3}, "even": {"$exists": True}}, explain=True
-    ).plan
-    assert first is not None and first.strategy == "exact-filtered"  # seen once
-    assert check(collection, data, where, np.arange(ROWS) % 100 < 3) == "subset-flat"
-
-
-def test_a_middle_filter_used_again_gets_a_graph_of_its_own(
-    collection: Collection, data: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_subset, "FLAT_ROWS", 200)
+@pytest.fixture
+def measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Filters of more than 100 rows are measured, and a scan looks slow (1 s a query):
+    any setting that reaches the target is taken, so the measured plans are exercised
+    on a small collection."""
     monkeypatch.setattr(_planner, "EXACT_ROWS", 100)
-    where = {"bucket": {"$lt": 25}}  # 750 rows: a quarter
-    allowed = np.arange(ROWS) % 100 < 25
-    first = collection.query(vectors=data[1][0], where=where, explain=True).plan
-    assert first is not None and first.strategy == "ann-filtered"
-    collection.query(vectors=data[1][0], where=where)  # used again: the build starts
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        plan = collection.query(vectors=data[1][0], where=where, explain=True).plan
-        assert plan is not None
-        if plan.strategy == "subset-hnsw":
-            break
-        assert plan.strategy == "ann-filtered"  # answered meanwhile
-        time.sleep(0.05)
-    assert check(collection, data, where, allowed) == "subset-hnsw"
+    monkeypatch.setattr(_planner, "_scan_cost", lambda plan, scan, pool: 1.0)
 
 
-def test_k_results_whenever_k_rows_match(
-    collection: Collection, data: Any, monkeypatch: pytest.MonkeyPatch
+def test_every_selectivity_meets_the_target_from_the_first_query(
+    fresh: Any, data: Any, measured: None
 ) -> None:
-    monkeypatch.setattr(_planner, "EXACT_ROWS", 0)  # even 12 rows go to the graph
+    collection, rows = fresh
+    train, test = data
+    for name, where in FILTERS.items():
+        truth = exact_ids(train, test, allowed_by(where, rows))
+        found, plans = ask(collection, test, where)
+        assert plans[0].strategy in EXACT, name  # nothing measured yet: exact
+        assert recall(found[:1], truth[:1]) == 1.0, name
+        assert recall(found, truth) >= TARGET, name
+        assert all(plan.recall is None or plan.recall >= TARGET for plan in plans), name
+    assert cache_of(collection).wait_idle()
+    for name, where in FILTERS.items():  # every plan now measured
+        truth = exact_ids(train, test, allowed_by(where, rows))
+        found, plans = ask(collection, test, where)
+        assert recall(found, truth) >= TARGET, name
+        assert plans[-1].recall is not None and plans[-1].recall >= TARGET, name
+    # The wide filters went to the graph (a scan looks slow here): the beam measured
+    # for them, not one fitted elsewhere.
+    plan = ask(collection, test[:1], FILTERS["60%"])[1][0]
+    assert plan.strategy == "ann-filtered" and plan.params["ef"] >= 1
+
+
+def test_a_filter_the_graph_cannot_serve_is_scanned(fresh: Any, data: Any, measured: None) -> None:
+    collection, rows = fresh
+    train, test = data
+    collection.set_recall_target(0.999)  # no 256 queries can bound a graph's recall so high
+    where = FILTERS["30%"]
+    ask(collection, test, where)
+    assert cache_of(collection).wait_idle()
+    found, plans = ask(collection, test, where)
+    assert {plan.strategy for plan in plans} == {"exact-filtered"}
+    assert recall(found, exact_ids(train, test, allowed_by(where, rows))) == 1.0
+    assert cache_of(collection).measurements >= 1  # measured, and the scan stayed
+
+
+def test_a_narrow_filter_slower_than_half_an_unfiltered_search_gets_a_graph_of_its_own(
+    fresh: Any, data: Any, measured: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collection, rows = fresh
+    train, test = data
+    # The scan looks slow and an unfiltered search fast: no plan but a graph of the
+    # filter's own rows could keep up.
+    monkeypatch.setattr(_planner, "_timed", lambda search, queries, count=8: 1e-5)
+    where = FILTERS["5%"]  # 150 rows: below GRAPH_FRACTION
+    truth = exact_ids(train, test, allowed_by(where, rows))
+    cache = cache_of(collection)
+    plan = cache.plan(_planner.filter_key(_parse(where), None))
+    deadline = time.monotonic() + 60
+    while plan.graph is None and time.monotonic() < deadline:
+        ask(collection, test[:20], where)  # measured, then a query starts the graph
+        cache.wait_idle()
+    assert plan.graph is not None and plan.graph.wait(60)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not plan.graph_measured:
+        ask(collection, test[:1], where)  # a query notices the graph and asks to measure it
+        cache.wait_idle()
+    found, plans = ask(collection, test, where)
+    assert recall(found, truth) >= TARGET
+    assert plans[-1].strategy in {"subset-hnsw", "ann-filtered", "exact-filtered"}
+    assert plans[-1].recall is not None and plans[-1].recall >= TARGET
+
+
+def _parse(where: dict[str, Any]) -> Any:
+    from latentdb.query import parse_where
+
+    return parse_where(where)
+
+
+def test_writes_are_seen_and_a_measured_plan_holds(fresh: Any, data: Any, measured: None) -> None:
+    collection, rows = fresh
+    train, test = data
+    where = FILTERS["60%"]
+    cache = cache_of(collection)
+    for _ in range(3):  # the tuning queries full: no more measuring for their growth
+        ask(collection, test, where)
+        assert cache.wait_idle()
+    assert ask(collection, test[:1], where)[1][0].strategy == "ann-filtered"
+    before = cache.measurements
+    # New rows (the growing segment), a metadata change each way, a delete.
+    near = test[:5] + 0.01 * np.random.default_rng(1).standard_normal((5, 384)).astype(np.float32)
+    near /= np.linalg.norm(near, axis=1, keepdims=True)
+    collection.add(
+        [f"n{i}" for i in range(5)], vectors=near, metadatas=[{"u": 900}] * 5, model=MODEL
+    )
+    inside = int(np.flatnonzero(allowed_by(where, rows))[0])
+    outside = int(np.flatnonzero(~allowed_by(where, rows))[0])
+    collection.update([str(inside), str(outside)], metadatas=[{"u": 0}, {"u": 999}])
+    gone = int(np.flatnonzero(allowed_by(where, rows))[1])
+    collection.delete([str(gone)])
+    rows = [dict(m) for m in rows]
+    rows[inside]["u"], rows[outside]["u"] = 0, 999
+    allowed = allowed_by(where, rows)
+    allowed[gone] = False
+    vectors = np.vstack([train, near])
+    allowed = np.concatenate([allowed, np.ones(5, dtype=bool)])
+    names = [str(i) for i in range(ROWS)] + [f"n{i}" for i in range(5)]
+    truth = exact_ids(vectors, test, allowed)
+    results = [
+        collection.query(vectors=q, k=10, where=where, include=[], explain=True) for q in test
+    ]
+    found = [[names.index(i) for i in result.ids[0]] for result in results]
+    assert all(allowed[row].all() for row in found)  # nothing the filter excludes now
+    assert all(f"n{i}" in results[i].ids[0] for i in range(5))  # new rows are found
+    assert recall(found, truth) >= TARGET
+    assert {result.plan.strategy for result in results if result.plan} == {"ann-filtered"}
+    assert cache.measurements == before  # a few writes leave the measurement standing
+
+
+def test_a_new_key_is_answered_exactly_while_its_column_is_read(
+    fresh: Any, data: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collection, rows = fresh
+    train, test = data
+    monkeypatch.setattr(_planner, "_SYNC_ROWS", 0)  # as on a large collection
+    monkeypatch.setattr(_planner, "_LOAD_CHUNK", 500)  # several chunks
+    news = (  # each on a key no filter has read yet
+        (FILTERS["0.5%"], allowed_by(FILTERS["0.5%"], rows)),
+        ({"bucket": 7}, np.arange(ROWS) % 100 == 7),
+        ({"even": False}, np.arange(ROWS) % 2 == 1),
+    )
+    for where, allowed in news:
+        result = collection.query(vectors=test[:3], k=10, where=where, include=[], explain=True)
+        assert result.plan is not None and result.plan.strategy == "exact-ranked"
+        assert result.plan.recall == 1.0 and result.plan.filter_source == "sql"
+        truth = exact_ids(train, test[:3], allowed)
+        assert [[int(i) for i in row] for row in result.ids] == truth.tolist()
+        assert cache_of(collection).wait_idle()
+        again = collection.query(vectors=test[:3], k=10, where=where, include=[], explain=True)
+        assert again.plan is not None and again.plan.filter_source == "columns"
+        assert again.ids == result.ids
+    # Fewer rows allowed than asked for: every one comes back, nearest first.
+    few = {"$and": [{"bucket": 7}, {"u": {"$lt": 100}}]}
+    count = int(((np.arange(ROWS) % 100 == 7) & allowed_by({"u": {"$lt": 100}}, rows)).sum())
+    cache_of(collection).columns.columns.pop("u")  # read "u" again
+    result = collection.query(vectors=test[0], k=50, where=few, include=[], explain=True)
+    assert result.plan is not None and result.plan.strategy == "exact-ranked"
+    assert len(result.ids[0]) == count
+    assert cache_of(collection).wait_idle()
+
+
+def test_a_column_read_in_the_background_misses_no_write(
+    fresh: Any, data: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collection, rows = fresh
+    _, test = data
+    monkeypatch.setattr(_planner, "_SYNC_ROWS", 0)
+    monkeypatch.setattr(_planner, "_LOAD_CHUNK", 100)
+    cache = cache_of(collection)
+    real_field = cache._load
+
+    def with_writes(*args: Any) -> None:  # writes land between the chunks
+        collection.update(["0", "1"], metadatas=[{"u": 1}, {"u": 999}])
+        collection.delete(["2"])
+        real_field(*args)
+
+    monkeypatch.setattr(cache, "_load", with_writes)
+    collection.query(vectors=test[0], k=10, where={"u": {"$lt": 5}}, include=[])
+    assert cache.wait_idle()
+    rows = [dict(m) for m in rows]
+    rows[0]["u"], rows[1]["u"] = 1, 999
+    want = {str(i) for i, m in enumerate(rows) if m["u"] < 5 and i != 2}
+    got = collection.query(vectors=test[0], k=100, where={"u": {"$lt": 5}}, include=[])
+    assert set(got.ids[0]) == want
+
+
+def test_k_results_whenever_k_rows_match(fresh: Any, data: Any, measured: None) -> None:
+    collection, _ = fresh
+    _, test = data
     where = {"$and": [{"bucket": 7}, {"even": False}]}  # 30 rows (1%), scattered
-    result = collection.query(vectors=data[1][:20], k=10, where=where, include=[], explain=True)
+    result = collection.query(vectors=test[:20], k=10, where=where, include=[], explain=True)
     assert all(len(row) == 10 for row in result.ids)
-    assert result.plan is not None and result.plan.strategy == "ann-filtered"
-    none = collection.query(vectors=data[1][:3], where={"bucket": 7, "even": True}, explain=True)
+    forced = collection.query(
+        vectors=test[:20], k=10, where=where, include=[], explain=True, params={"ef": 10}
+    )
+    assert all(len(row) == 10 for row in forced.ids)  # the graph came up short: scanned
+    assert forced.plan is not None and forced.plan.strategy == "ann-filtered"
+    none = collection.query(vectors=test[:3], where={"bucket": 7, "even": True}, explain=True)
     assert none.ids == [[], [], []] and none.plan is not None and none.plan.strategy == "empty"
 
 
-def test_writes_change_what_a_cached_filter_allows(tmp_path: Path, data: Any) -> None:
-    train, test = data
-    with latentdb.connect(tmp_path) as db:
-        c = db.create_collection("w", dimension=384, embedder=None, index="hnsw", model=MODEL)
-        c.add(
-            [str(i) for i in range(600)],
-            vectors=train[:600],
-            metadatas=[{"b": i % 10} for i in range(600)],
-            model=MODEL,
-        )
-        c.optimize()
-        where = {"b": 3}
-        for _ in range(3):  # cached, then kept as a matrix
-            ids = c.query(vectors=test[0], k=100, where=where, include=[]).ids[0]
-        assert sorted(map(int, ids)) == list(range(3, 600, 10))
-        c.update(["3"], metadatas=[{"b": 4}])
-        c.delete(["13"])
-        c.add(["new"], vectors=train[700], metadatas=[{"b": 3}], model=MODEL)
-        ids = c.query(vectors=test[0], k=100, where=where, include=[]).ids[0]
-        assert set(ids) == {str(i) for i in range(23, 600, 10)} | {"new"}
-
-
-def test_unfiltered_explain_names_the_index(collection: Collection, data: Any) -> None:
-    plan = collection.query(vectors=data[1][0], explain=True).plan
+def test_unfiltered_explain_names_the_index(fresh: Any, data: Any) -> None:
+    collection, _ = fresh
+    _, test = data
+    plan = collection.query(vectors=test[0], explain=True).plan
     assert plan is not None and plan.strategy == "ann" and plan.allowed is None
     assert plan.params == collection.index_status().params
-    exact = collection.query(vectors=data[1][0], exact=True, explain=True).plan
+    exact = collection.query(vectors=test[0], exact=True, explain=True).plan
     assert exact is not None and exact.strategy == "exact"
-    assert collection.query(vectors=data[1][0]).plan is None  # only when asked
+    assert collection.query(vectors=test[0]).plan is None  # only when asked

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from latentdb import Collection, Database, FilterError
 from latentdb.query import compile_where, parse_where
-from latentdb.query._columns import MetadataColumns, Unsupported
+from latentdb.query._columns import MetadataColumns, Unsupported, fields_of
 
 # The model every test vector is written as: collections require writes of vectors
 # to name their model (require_model).
@@ -112,10 +112,12 @@ def expected_ids(metadatas: list[Any], where: dict[str, Any]) -> list[str]:
 
 
 def column_ids(metadatas: list[Any], where: dict[str, Any]) -> list[str]:
-    columns = MetadataColumns()
-    columns.upsert((key, m) for key, m in enumerate(metadatas))
     condition = parse_where(where)
     assert condition is not None
+    columns = MetadataColumns()
+    keys = np.arange(len(metadatas), dtype=np.int64)
+    for name in sorted(fields_of(condition)):  # built as the store would give them
+        columns.add_column(name, keys, [(m or {}).get(name) for m in metadatas])
     mask = columns.mask(condition)
     return [str(int(k)) for k in columns.keys[: columns.size][mask]]
 
@@ -253,7 +255,7 @@ def test_integers_past_float_precision_are_filtered_exactly(db: Database) -> Non
         assert sorted(result.ids[0]) == want
         assert result.plan is not None and result.plan.filter_source == "sql"
     columns = MetadataColumns()
-    columns.upsert([(1, {"n": 1})])
+    columns.add_column("n", np.array([1], dtype=np.int64), [1])
     condition = parse_where({"n": big})
     assert condition is not None
     with pytest.raises(Unsupported):
