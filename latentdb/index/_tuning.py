@@ -51,8 +51,11 @@ _INDEXED_MARGIN = 0.01
 # ~3% difference in search cost; ef 32-63 are tuned to the integer).
 _BISECT_RESOLUTION = 32
 # The held-out curve is measured up to this recall (or until recall stops rising), so a
-# later target up to it is read off measured points (on the PyPI set: ef 256, ~3 s).
-_CURVE_TOP = 0.998
+# later target up to it is read off measured points. On the PyPI set (100k) that is ef
+# 192; going on to 0.998 took ef 384 and doubled the tuning time (to ~40 s of a 350 s
+# build on a loaded 2-core machine, bench/results/tuning.md). A target above it is
+# measured on indexed rows.
+_CURVE_TOP = 0.995
 # Queries timed to choose between re-rank depths read off the curve.
 _TIMING_QUERIES = 50
 # Re-tune once the collection has grown by this factor since the last tuning.
@@ -128,18 +131,21 @@ class Tuning(SegmentSearch):
         reaches the target. When none does, the widest setting tried is kept and
         :attr:`tuned_recall` (below the target) says so.
 
-        The tuning queries are rows held out of the build (leave-one-out: each query's
-        own row is not counted), compared with exact search over the same rows. With
-        none left (they join the segment once tuned), the knob is interpolated on the
-        curve the last held-out tuning measured (:attr:`tuning_curve`); only without one
-        are indexed rows measured, with a margin for the recall they overstate.
+        The tuning queries are rows held out of the build, searched on the sealed
+        segments and compared with an exact scan of them. With fewer left than a build
+        holds out (they join the segment once tuned; a few rows written since are no
+        sample), the knob is interpolated on the curve the last held-out tuning
+        measured (:attr:`tuning_curve`); only without one are indexed rows measured
+        (leave-one-out: a query's own row does not count), with a margin for the recall
+        they overstate.
         """
         descriptor = index_kind(self.kind())
         if descriptor.exact or descriptor.knob is None:
             return
         ladders = descriptor.ladders(reduced=self.reduce is not None)
         queries, query_keys, held_out = self._tuning_queries(_TUNE_SAMPLE)
-        if not held_out and self._tune_from_curve(ladders, descriptor.knob, k):
+        enough = query_keys.size >= min(_TUNE_SAMPLE, held_out_count(self.live))
+        if not (held_out and enough) and self._tune_from_curve(ladders, descriptor.knob, k):
             return
         if not query_keys.size:
             return
@@ -175,7 +181,7 @@ class Tuning(SegmentSearch):
             if winners
             else max(tops, key=lambda top: top.recall)  # search as wide as we know
         )
-        if held_out:
+        if held_out and enough:  # not a curve of a few rows written since the last
             self.tuning_curve, self.curve_rows = tuple(trials.values()), self.live
         source = "held-out rows" if held_out else "indexed rows"
         self._install_tuning(chosen, source, int(query_keys.size), bool(winners), trials.values())
@@ -183,10 +189,11 @@ class Tuning(SegmentSearch):
     def _tune_from_curve(self, ladders: list[list[dict[str, int]]], knob: str, k: int) -> bool:
         """Tune on :attr:`tuning_curve`: per ladder, the cheapest knob whose recall,
         interpolated between the measured settings, meets the target; the fastest of
-        those. False when there is no curve for these ladders, or it was measured when
-        the collection was under half or over twice its size now."""
+        those. False when there is no curve for these ladders, it was measured when
+        the collection was under half or over twice its size now, or it stops short of
+        a target above ``_CURVE_TOP``."""
         rows = self.curve_rows
-        if not rows * _RETUNE_GROWTH >= self.live >= rows / _RETUNE_GROWTH:
+        if not rows * _RETUNE_GROWTH > self.live > rows / _RETUNE_GROWTH:
             return False
         winners: list[tuple[float, Trial]] = []
         tops: list[Trial] = []
@@ -208,8 +215,8 @@ class Tuning(SegmentSearch):
                 tops.append(max(points, key=lambda point: point.recall))
             else:
                 winners.append((0.0, found))
-        if not winners and not tops:
-            return False
+        if not winners and (not tops or self.recall_target > _CURVE_TOP):
+            return False  # no curve, or one that stopped short of the target: measure
         if len(winners) > 1:  # time them on stored rows: timing needs no held-out rows
             queries, _ = self._sample_rows(_TIMING_QUERIES)
             winners = [(self._seconds_per_query(queries, k, w.params), w) for _, w in winners]
