@@ -17,7 +17,7 @@ guessed:
 A filter on a metadata key no earlier filter named first needs that key's column. On a
 small collection it is built in the query; on a large one in a background thread, and
 meanwhile the filter is answered exactly without it: the rows nearest the query, by an
-exact scan, are tested in SQL until k pass (``_ranked_search``). Whatever the plan, k
+exact scan, are tested in SQL until k pass (``_plans.ranked_search``). Whatever the plan, k
 results come back whenever k rows match.
 """
 
@@ -40,20 +40,25 @@ from latentdb.errors import LatentDBWarning
 from latentdb.index import (
     SealedSegment,
     SegmentedIndex,
-    exact_search,
     index_kind,
-    merge_to_width,
-    scores_to_distances,
-    squared_norms,
 )
 from latentdb.query._columns import MetadataColumns, Unsupported
+from latentdb.query._plans import (
+    MATRIX_BYTES,
+    FilterPlan,
+    Measured,
+    exact_batch,
+    ranked_search,
+    scan,
+    with_growing,
+)
 from latentdb.query._selection import (
     KeySelection,
     MaskSelection,
     Selection,
     segments_signature,
 )
-from latentdb.query._subset import SubsetGraph, SubsetMatrix, gather
+from latentdb.query._subset import SubsetGraph, gather
 from latentdb.query._tuning import (
     MIN_QUERIES,
     TUNE_K,
@@ -81,8 +86,6 @@ GRAPH_FRACTION = 0.3
 # Graph knobs are measured up to this value (a beam of 1,024 costs ~20 unfiltered
 # searches: the scan wins before it, except on millions of rows).
 FILTERED_KNOB_MAX = 1024
-# Scan matrices kept, all filters together, and at most half of it for one filter.
-_MATRIX_BYTES = 64 << 20
 _CACHED_FILTERS = 16  # evaluated selections kept (until the next write)
 _PLANS = 64  # filters whose plans are kept
 _GRAPHS = 4  # filters with a graph of their own (a 10% subset of 100k x 384: ~20 MB)
@@ -101,10 +104,6 @@ _RETUNE_DRIFT = 0.1
 # 60 ms); past it, in the background while queries are answered without it.
 _SYNC_ROWS = 20_000
 _LOAD_CHUNK = 65_536  # records a background column build reads per statement (~3 MB of JSON)
-# The nearest rows tested in SQL first when a column is missing, and the factor by which
-# the depth grows when fewer than k of them pass.
-_RANKED_DEPTH = 1024
-_RANKED_GROWTH = 4
 
 
 @dataclass(frozen=True)
@@ -142,37 +141,6 @@ class QueryPlan:
     recall: float | None = None
 
 
-@dataclass(frozen=True)
-class _Measured:
-    """A plan measured for one filter, and what it was measured on."""
-
-    strategy: str  # "ann-filtered", "subset-hnsw" or "exact-filtered"
-    params: dict[str, int]
-    recall: float  # mean recall@10 on the tuning queries (1.0 for the scan)
-    lower: float  # its lower confidence bound
-    queries: int  # tuning queries measured
-    seconds: float  # per query
-    pool: int  # tuning queries there were
-    signature: tuple[tuple[int, int], ...]  # the sealed segments
-    sealed: int  # the filter's allowed live rows in them
-    unfiltered: float  # seconds of an unfiltered search, per query, timed alike
-
-
-@dataclass
-class _FilterPlan:
-    """What the planner keeps of one filter across writes."""
-
-    uses: int = 0
-    selection: Selection | None = None  # the latest evaluation
-    measured: _Measured | None = None
-    queued: bool = False  # a measurement is waiting or running
-    matrix: SubsetMatrix | None = None
-    graph: SubsetGraph | None = None
-    graph_measured: bool = False  # the graph was there when last measured
-    scan_seconds: float | None = None  # a scan, per query (moving average)
-    fraction: float = 1.0  # allowed / live rows, last seen
-
-
 class _QueryPool:
     """The most recent filtered queries (any filter): the tuning queries."""
 
@@ -202,11 +170,11 @@ class FilterCache:
         self.columns = MetadataColumns()
         self.lock = threading.RLock()
         self._selections: OrderedDict[str, tuple[int, Selection, int, str]] = OrderedDict()
-        self._plans: OrderedDict[str, _FilterPlan] = OrderedDict()
+        self._plans: OrderedDict[str, FilterPlan] = OrderedDict()
         self.pool = _QueryPool(_POOL)
         self._loading: set[str] = set()  # keys whose columns a background thread builds
         self._failed: set[str] = set()  # ... and those it failed to (read in the query)
-        self._jobs: deque[_FilterPlan] = deque()
+        self._jobs: deque[FilterPlan] = deque()
         self._worker: threading.Thread | None = None
         self._index: Any = None  # the index (or snapshot of it) last searched
         self._hints: dict[int, int] = {}  # selectivity bucket -> knob value that passed
@@ -343,12 +311,12 @@ class FilterCache:
                 self._selections.popitem(last=False)
             return selection, estimated, source
 
-    def plan(self, key: str) -> _FilterPlan:
+    def plan(self, key: str) -> FilterPlan:
         """The plan kept for the filter ``key`` (made on first use)."""
         with self.lock:
             plan = self._plans.get(key)
             if plan is None:
-                plan = self._plans[key] = _FilterPlan()
+                plan = self._plans[key] = FilterPlan()
                 if len(self._plans) > _PLANS:
                     self._plans.popitem(last=False)
             else:
@@ -357,7 +325,7 @@ class FilterCache:
 
     # -- measuring ---------------------------------------------------------------------
 
-    def want_measurement(self, plan: _FilterPlan, index: Any) -> None:
+    def want_measurement(self, plan: FilterPlan, index: Any) -> None:
         """Queue ``plan`` for measuring (once; a background thread works the queue)."""
         with self.lock:
             self._index = index
@@ -407,8 +375,8 @@ class FilterCache:
                     plan.queued = False
 
     def _measure(
-        self, plan: _FilterPlan, index: Any, selection: Selection, pool: FloatMatrix
-    ) -> _Measured:
+        self, plan: FilterPlan, index: Any, selection: Selection, pool: FloatMatrix
+    ) -> Measured:
         """Measure the plans that may beat the scan of ``selection`` on the tuning
         queries, and keep the fastest that reaches the target (each timed here, one query
         per call, so that all are timed alike)."""
@@ -424,11 +392,11 @@ class FilterCache:
 
         def exact(queries: FloatMatrix) -> KeyArray:
             with lock:
-                return self._exact(plan, selection, index, queries, TUNE_K)[1]
+                return self._exact_now(plan, selection, index, queries, TUNE_K)[1]
 
         def scan(query: FloatMatrix) -> KeyArray:
             with lock:
-                return self._scan(plan, selection, index, query, TUNE_K)[1]
+                return self._scan_now(plan, selection, index, query, TUNE_K)[1]
 
         def unfiltered(query: FloatMatrix) -> KeyArray:
             with lock:
@@ -436,7 +404,7 @@ class FilterCache:
             return found
 
         truth = Truth(exact, pool)
-        best = _Measured(
+        best = Measured(
             "exact-filtered", {}, 1.0, 1.0, 0, _scan_cost(plan, scan, pool), len(pool),
             signature, sealed, _timed(unfiltered, pool),
         )  # fmt: skip
@@ -472,7 +440,7 @@ class FilterCache:
                 def one(query: FloatMatrix) -> KeyArray:
                     with lock:
                         sealed_hits = own_graph.search(query, TUNE_K, params)
-                        return _with_growing(index, selection, query, TUNE_K, sealed_hits)[1]
+                        return with_growing(index, selection, query, TUNE_K, sealed_hits)[1]
 
                 return measure(one, pool, truth, target)
 
@@ -482,87 +450,32 @@ class FilterCache:
                 best = _from(winner.measurement, "subset-hnsw", {"ef": winner.value}, best)
         return best
 
-    # -- strategies --------------------------------------------------------------------
-
-    def _exact(
-        self, plan: _FilterPlan, selection: Selection, index: Any, queries: FloatMatrix, k: int
+    def _scan_now(
+        self, plan: FilterPlan, selection: Selection, index: Any, queries: FloatMatrix, k: int
     ) -> Hits:
-        """:meth:`_scan` for a batch of queries: one matrix product per segment."""
-        segments = [segment for _, segment in index.sealed]
-        matrix = plan.matrix
-        if not segments or (matrix is not None and matrix.digest == selection.digest(segments)):
-            return self._scan(plan, selection, index, queries, k)
-        parts = []
-        for segment in segments:
-            allowed = selection.rows_of(segment)
-            if not allowed.any():
-                continue
-            scores = queries @ np.asarray(segment.vectors).T
-            if index.metric == "l2":
-                scores = 2.0 * scores - _norms(segment)
-            scores[:, ~allowed] = -np.inf
-            kept = min(k, int(allowed.sum()))
-            top = np.argpartition(-scores, kept - 1, axis=1)[:, :kept]
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            distances = scores_to_distances(queries, top_scores, index.metric)
-            parts.append((distances, segment.keys[top]))
-        if len(index.growing):
-            growing_keys, _ = index.growing.live_rows(copy=False)
-            chosen = growing_keys[selection.contains(growing_keys)]
-            parts.append(index.growing.search(queries, k, keys=chosen))
-        distances, keys, _ = merge_to_width(parts, k, queries.shape[0], min(k, selection.count))
-        return distances, keys
+        return scan(plan, selection, index, queries, k, self._make_room)
 
-    def _scan(
-        self, plan: _FilterPlan, selection: Selection, index: Any, queries: FloatMatrix, k: int
+    def _exact_now(
+        self, plan: FilterPlan, selection: Selection, index: Any, queries: FloatMatrix, k: int
     ) -> Hits:
-        """Exact top-k among the allowed rows: the sealed ones from the filter's matrix
-        (made when it fits), else each segment scanned whole with the others masked."""
-        segments = [segment for _, segment in index.sealed]
-        if not segments:
-            return index.search(queries, k, keys=selection.keys())  # type: ignore[no-any-return]
-        matrix = plan.matrix
-        digest = selection.digest(segments)
-        if matrix is None or matrix.digest != digest:
-            matrix = plan.matrix = None
-            size = selection.sealed_count(segments) * index.dimension * 4
-            if size <= _MATRIX_BYTES // 2:
-                with self.lock:
-                    self._fit_matrices(size)
-                keys, vectors = gather(segments, [selection.rows_of(s) for s in segments])
-                matrix = plan.matrix = SubsetMatrix(keys, vectors, index.metric, digest)
-        if matrix is not None:
-            return _with_growing(index, selection, queries, k, matrix.search(queries, k))
-        parts = []
-        for segment in segments:
-            distances, rows = exact_search(
-                queries,
-                segment.vectors,
-                k,
-                index.metric,
-                alive=selection.rows_of(segment),
-                norms=_norms(segment) if index.metric == "l2" else None,
-            )
-            parts.append((distances, segment.keys[rows]))
-        if len(index.growing):
-            growing_keys, _ = index.growing.live_rows(copy=False)
-            chosen = growing_keys[selection.contains(growing_keys)]
-            parts.append(index.growing.search(queries, k, keys=chosen))
-        distances, keys, _ = merge_to_width(parts, k, queries.shape[0], min(k, selection.count))
-        return distances, keys
+        return exact_batch(plan, selection, index, queries, k, self._make_room)
+
+    def _make_room(self, size: int) -> None:
+        with self.lock:
+            self._fit_matrices(size)
 
     def _fit_matrices(self, size: int) -> None:
         """Drop the matrices of the least recent filters until ``size`` more fit."""
         held = [plan for plan in self._plans.values() if plan.matrix is not None]
         total = sum(plan.matrix.bytes for plan in held if plan.matrix is not None)
         for plan in held:  # least recent first
-            if total + size <= _MATRIX_BYTES:
+            if total + size <= MATRIX_BYTES:
                 break
             if plan.matrix is not None:
                 total -= plan.matrix.bytes
                 plan.matrix = None
 
-    def _graph_for(self, plan: _FilterPlan, selection: Selection, index: Any) -> None:
+    def _graph_for(self, plan: FilterPlan, selection: Selection, index: Any) -> None:
         """Start a graph of the filter's own rows when it has none of these rows; at most
         _GRAPHS are kept, for the filters used most recently."""
         segments = [segment for _, segment in index.sealed]
@@ -579,8 +492,8 @@ class FilterCache:
         plan.graph_measured = False
 
 
-def _from(result: Measurement, strategy: str, params: dict[str, int], base: _Measured) -> _Measured:
-    return _Measured(
+def _from(result: Measurement, strategy: str, params: dict[str, int], base: Measured) -> Measured:
+    return Measured(
         strategy,
         params,
         result.recall,
@@ -623,7 +536,7 @@ def _searchable(index: Any) -> tuple[Any, AbstractContextManager[Any]]:
     return index, lock if lock is not None else nullcontext()
 
 
-def _scan_cost(plan: _FilterPlan, scan: Callable[[FloatMatrix], Any], pool: FloatMatrix) -> float:
+def _scan_cost(plan: FilterPlan, scan: Callable[[FloatMatrix], Any], pool: FloatMatrix) -> float:
     """Seconds of a scan of the filter's rows per query: as its own queries timed it
     where they did (no more scans), else timed now."""
     return plan.scan_seconds if plan.scan_seconds is not None else _timed(scan, pool)
@@ -638,20 +551,6 @@ def _timed(search: Callable[[FloatMatrix], Any], queries: FloatMatrix, count: in
         search(queries[row : row + 1])
         times.append(time.perf_counter() - started)
     return float(np.median(times)) if times else 0.0
-
-
-_NORMS: dict[int, tuple[Any, FloatMatrix]] = {}
-
-
-def _norms(segment: SealedSegment) -> FloatMatrix:
-    """||row||^2 of a segment's rows (l2 scans), kept while its vectors are."""
-    vectors = segment.vectors
-    cached = _NORMS.get(id(vectors))
-    if cached is None or cached[0] is not vectors:
-        if len(_NORMS) > 16:
-            _NORMS.clear()
-        cached = _NORMS[id(vectors)] = (vectors, squared_norms(vectors))
-    return cached[1]
 
 
 def filter_key(condition: Condition | None, document: SqlFilter | None) -> str:
@@ -699,7 +598,7 @@ def filtered_search(
     ):
         if params:
             index.check_params(params)
-        ranked, guess = _ranked_search(store, collection_id, index, to_sql(condition), queries, k)
+        ranked, guess = ranked_search(store, collection_id, index, to_sql(condition), queries, k)
         searched = time.perf_counter()
         return ranked, QueryPlan(
             strategy="exact-ranked",
@@ -738,7 +637,7 @@ def filtered_search(
         if measured is None or measured.strategy == "exact-filtered":
             strategy = "exact-filtered"
             scan_started = time.perf_counter()
-            hits = cache._scan(plan, selection, index, queries, k)
+            hits = cache._scan_now(plan, selection, index, queries, k)
             per_query = (time.perf_counter() - scan_started) / max(nq, 1)
             plan.scan_seconds = (
                 per_query
@@ -748,7 +647,7 @@ def filtered_search(
         elif measured.strategy == "subset-hnsw" and _graph_holds(plan, selection, segments):
             assert plan.graph is not None
             strategy, used, recall = "subset-hnsw", dict(measured.params), measured.lower
-            hits = _with_growing(
+            hits = with_growing(
                 index, selection, queries, k, plan.graph.search(queries, k, measured.params)
             )
         elif measured.strategy == "ann-filtered":
@@ -756,7 +655,7 @@ def filtered_search(
             hits, used = index.search_selected(queries, k, selection, params=measured.params)
         else:  # the graph it was measured on is gone: scan until measured again
             strategy, measured = "exact-filtered", None
-            hits = cache._scan(plan, selection, index, queries, k)
+            hits = cache._scan_now(plan, selection, index, queries, k)
         if not exact and count > EXACT_ROWS and segments:
             _next_steps(cache, plan, selection, index, measured, segments)
     searched = time.perf_counter()
@@ -777,7 +676,7 @@ def filtered_search(
     )
 
 
-def _holds(measured: _Measured, segments: list[SealedSegment], selection: Selection) -> bool:
+def _holds(measured: Measured, segments: list[SealedSegment], selection: Selection) -> bool:
     """Whether a measurement still stands: the same sealed segments, and about the same
     allowed rows in them."""
     if measured.signature != segments_signature(segments):
@@ -786,17 +685,17 @@ def _holds(measured: _Measured, segments: list[SealedSegment], selection: Select
     return drift <= _RETUNE_DRIFT * max(measured.sealed, 1)
 
 
-def _graph_holds(plan: _FilterPlan, selection: Selection, segments: list[SealedSegment]) -> bool:
+def _graph_holds(plan: FilterPlan, selection: Selection, segments: list[SealedSegment]) -> bool:
     graph = plan.graph
     return graph is not None and graph.ready and graph.digest == selection.digest(segments)
 
 
 def _next_steps(
     cache: FilterCache,
-    plan: _FilterPlan,
+    plan: FilterPlan,
     selection: Selection,
     index: Any,
-    measured: _Measured | None,
+    measured: Measured | None,
     segments: list[SealedSegment],
 ) -> None:
     """Start what makes the filter's later queries cheaper: a graph of its own rows
@@ -816,69 +715,3 @@ def _next_steps(
         or (graph_ready and not plan.graph_measured)
     ):
         cache.want_measurement(plan, index)
-
-
-def _with_growing(
-    index: Any,
-    selection: Selection,
-    queries: FloatMatrix,
-    k: int,
-    hits: Hits,
-) -> Hits:
-    """Merge the allowed rows of the growing segment (scanned) into hits from the sealed
-    rows; queries that come up short of k (when k rows are allowed) are scanned."""
-    parts = [hits]
-    if len(index.growing):
-        growing_keys, _ = index.growing.live_rows(copy=False)
-        chosen = growing_keys[selection.contains(growing_keys)]
-        if chosen.size:
-            parts.append(index.growing.search(queries, k, keys=chosen))
-    distances, keys, short = merge_to_width(parts, k, queries.shape[0], min(k, selection.count))
-    if short.any():
-        distances[short], keys[short] = index.search(queries[short], k, keys=selection.keys())
-    return distances, keys
-
-
-def _ranked_search(
-    store: Store,
-    collection_id: int,
-    index: Any,
-    where: SqlFilter,
-    queries: FloatMatrix,
-    k: int,
-) -> tuple[Hits, int | None]:
-    """Exact top-k among the rows ``where`` allows, without the metadata columns: each
-    query's nearest rows, by an exact scan of the index, are tested in SQL, deeper until
-    k pass or every row was tested. Returns the hits and the allowed rows estimated
-    from the deepest test."""
-    live = int(index.live)
-    rows_d, rows_k = [], []
-    estimate: int | None = None
-    for row in range(queries.shape[0]):
-        query = queries[row : row + 1]
-        depth = min(live, max(_RANKED_DEPTH, 8 * k))
-        tested = 0
-        passed = np.empty(0, dtype=np.int64)
-        while True:
-            distances, keys = index.search(query, depth, exact=True)
-            found = keys[0] >= 0
-            distances, keys = distances[0][found], keys[0][found]
-            # The ranking is exact, so the nearer rows are the ones tested already.
-            fresh = store.keys_matching(collection_id, keys[tested:].tolist(), where)
-            passed = np.concatenate([passed, fresh])
-            tested = keys.shape[0]
-            chosen = np.isin(keys, passed)
-            hits = int(chosen.sum())
-            estimate = round(hits * live / max(tested, 1))
-            if hits >= k or depth >= live:
-                distances, keys = distances[chosen][:k], keys[chosen][:k]
-                break
-            # Deep enough for k at the rate seen so far, at least _RANKED_GROWTH times.
-            rate = (hits + 1) / (tested + 2)
-            depth = min(live, max(depth * _RANKED_GROWTH, math.ceil(2 * k / rate)))
-        rows_d.append(distances)
-        rows_k.append(keys)
-    width = min(len(row) for row in rows_k) if rows_k else 0
-    out_d = np.stack([row[:width] for row in rows_d]).astype(np.float32, copy=False)
-    out_k = np.stack([row[:width] for row in rows_k]).astype(np.int64, copy=False)
-    return (out_d.reshape(len(rows_d), width), out_k.reshape(len(rows_k), width)), estimate

@@ -1,0 +1,236 @@
+"""What the planner keeps of a filter, and the exact ways of answering it: a scan of the
+allowed rows (a matrix of them where it fits, else each segment scanned whole with the
+others masked), the same for a batch of tuning queries, and, while a metadata key's
+column is still being read, the nearest rows by an exact scan tested in SQL."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from latentdb.index import (
+    SealedSegment,
+    exact_search,
+    merge_to_width,
+    scores_to_distances,
+    squared_norms,
+)
+from latentdb.query._selection import Selection
+from latentdb.query._subset import SubsetGraph, SubsetMatrix, gather
+from latentdb.store import SqlFilter, Store
+
+__all__ = [
+    "MATRIX_BYTES",
+    "FilterPlan",
+    "Measured",
+    "exact_batch",
+    "ranked_search",
+    "scan",
+    "with_growing",
+]
+
+FloatMatrix = npt.NDArray[np.float32]
+KeyArray = npt.NDArray[np.int64]
+Hits = tuple[FloatMatrix, KeyArray]
+
+# Scan matrices kept, all filters together, and at most half of it for one filter.
+MATRIX_BYTES = 64 << 20
+# The nearest rows tested in SQL first when a column is missing, and the factor by which
+# the depth grows when fewer than k of them pass.
+_RANKED_DEPTH = 1024
+_RANKED_GROWTH = 4
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A plan measured for one filter, and what it was measured on."""
+
+    strategy: str  # "ann-filtered", "subset-hnsw" or "exact-filtered"
+    params: dict[str, int]
+    recall: float  # mean recall@10 on the tuning queries (1.0 for the scan)
+    lower: float  # its lower confidence bound
+    queries: int  # tuning queries measured
+    seconds: float  # per query
+    pool: int  # tuning queries there were
+    signature: tuple[tuple[int, int], ...]  # the sealed segments
+    sealed: int  # the filter's allowed live rows in them
+    unfiltered: float  # seconds of an unfiltered search, per query, timed alike
+
+
+@dataclass
+class FilterPlan:
+    """What the planner keeps of one filter across writes."""
+
+    uses: int = 0
+    selection: Selection | None = None  # the latest evaluation
+    measured: Measured | None = None
+    queued: bool = False  # a measurement is waiting or running
+    matrix: SubsetMatrix | None = None
+    graph: SubsetGraph | None = None
+    graph_measured: bool = False  # the graph was there when last measured
+    scan_seconds: float | None = None  # a scan, per query (moving average)
+    fraction: float = 1.0  # allowed / live rows, last seen
+
+
+def exact_batch(
+    plan: FilterPlan,
+    selection: Selection,
+    index: Any,
+    queries: FloatMatrix,
+    k: int,
+    make_room: Callable[[int], None],
+) -> Hits:
+    """:func:`scan` for a batch of queries: one matrix product per segment."""
+    segments = [segment for _, segment in index.sealed]
+    matrix = plan.matrix
+    if not segments or (matrix is not None and matrix.digest == selection.digest(segments)):
+        return scan(plan, selection, index, queries, k, make_room)
+    parts = []
+    for segment in segments:
+        allowed = selection.rows_of(segment)
+        if not allowed.any():
+            continue
+        scores = queries @ np.asarray(segment.vectors).T
+        if index.metric == "l2":
+            scores = 2.0 * scores - _norms(segment)
+        scores[:, ~allowed] = -np.inf
+        kept = min(k, int(allowed.sum()))
+        top = np.argpartition(-scores, kept - 1, axis=1)[:, :kept]
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        distances = scores_to_distances(queries, top_scores, index.metric)
+        parts.append((distances, segment.keys[top]))
+    if len(index.growing):
+        growing_keys, _ = index.growing.live_rows(copy=False)
+        chosen = growing_keys[selection.contains(growing_keys)]
+        parts.append(index.growing.search(queries, k, keys=chosen))
+    distances, keys, _ = merge_to_width(parts, k, queries.shape[0], min(k, selection.count))
+    return distances, keys
+
+
+def scan(
+    plan: FilterPlan,
+    selection: Selection,
+    index: Any,
+    queries: FloatMatrix,
+    k: int,
+    make_room: Callable[[int], None],
+) -> Hits:
+    """Exact top-k among the allowed rows: the sealed ones from the filter's matrix
+    (made when it fits; ``make_room(bytes)`` drops older ones), else each segment
+    scanned whole with the others masked."""
+    segments = [segment for _, segment in index.sealed]
+    if not segments:
+        return index.search(queries, k, keys=selection.keys())  # type: ignore[no-any-return]
+    matrix = plan.matrix
+    digest = selection.digest(segments)
+    if matrix is None or matrix.digest != digest:
+        matrix = plan.matrix = None
+        size = selection.sealed_count(segments) * index.dimension * 4
+        if size <= MATRIX_BYTES // 2:
+            make_room(size)
+            keys, vectors = gather(segments, [selection.rows_of(s) for s in segments])
+            matrix = plan.matrix = SubsetMatrix(keys, vectors, index.metric, digest)
+    if matrix is not None:
+        return with_growing(index, selection, queries, k, matrix.search(queries, k))
+    parts = []
+    for segment in segments:
+        distances, rows = exact_search(
+            queries,
+            segment.vectors,
+            k,
+            index.metric,
+            alive=selection.rows_of(segment),
+            norms=_norms(segment) if index.metric == "l2" else None,
+        )
+        parts.append((distances, segment.keys[rows]))
+    if len(index.growing):
+        growing_keys, _ = index.growing.live_rows(copy=False)
+        chosen = growing_keys[selection.contains(growing_keys)]
+        parts.append(index.growing.search(queries, k, keys=chosen))
+    distances, keys, _ = merge_to_width(parts, k, queries.shape[0], min(k, selection.count))
+    return distances, keys
+
+
+_NORMS: dict[int, tuple[Any, FloatMatrix]] = {}
+
+
+def _norms(segment: SealedSegment) -> FloatMatrix:
+    """||row||^2 of a segment's rows (l2 scans), kept while its vectors are."""
+    vectors = segment.vectors
+    cached = _NORMS.get(id(vectors))
+    if cached is None or cached[0] is not vectors:
+        if len(_NORMS) > 16:
+            _NORMS.clear()
+        cached = _NORMS[id(vectors)] = (vectors, squared_norms(vectors))
+    return cached[1]
+
+
+def with_growing(
+    index: Any,
+    selection: Selection,
+    queries: FloatMatrix,
+    k: int,
+    hits: Hits,
+) -> Hits:
+    """Merge the allowed rows of the growing segment (scanned) into hits from the sealed
+    rows; queries that come up short of k (when k rows are allowed) are scanned."""
+    parts = [hits]
+    if len(index.growing):
+        growing_keys, _ = index.growing.live_rows(copy=False)
+        chosen = growing_keys[selection.contains(growing_keys)]
+        if chosen.size:
+            parts.append(index.growing.search(queries, k, keys=chosen))
+    distances, keys, short = merge_to_width(parts, k, queries.shape[0], min(k, selection.count))
+    if short.any():
+        distances[short], keys[short] = index.search(queries[short], k, keys=selection.keys())
+    return distances, keys
+
+
+def ranked_search(
+    store: Store,
+    collection_id: int,
+    index: Any,
+    where: SqlFilter,
+    queries: FloatMatrix,
+    k: int,
+) -> tuple[Hits, int | None]:
+    """Exact top-k among the rows ``where`` allows, without the metadata columns: each
+    query's nearest rows, by an exact scan of the index, are tested in SQL, deeper until
+    k pass or every row was tested. Returns the hits and the allowed rows estimated
+    from the deepest test."""
+    live = int(index.live)
+    rows_d, rows_k = [], []
+    estimate: int | None = None
+    for row in range(queries.shape[0]):
+        query = queries[row : row + 1]
+        depth = min(live, max(_RANKED_DEPTH, 8 * k))
+        tested = 0
+        passed = np.empty(0, dtype=np.int64)
+        while True:
+            distances, keys = index.search(query, depth, exact=True)
+            found = keys[0] >= 0
+            distances, keys = distances[0][found], keys[0][found]
+            # The ranking is exact, so the nearer rows are the ones tested already.
+            fresh = store.keys_matching(collection_id, keys[tested:].tolist(), where)
+            passed = np.concatenate([passed, fresh])
+            tested = keys.shape[0]
+            chosen = np.isin(keys, passed)
+            hits = int(chosen.sum())
+            estimate = round(hits * live / max(tested, 1))
+            if hits >= k or depth >= live:
+                distances, keys = distances[chosen][:k], keys[chosen][:k]
+                break
+            # Deep enough for k at the rate seen so far, at least _RANKED_GROWTH times.
+            rate = (hits + 1) / (tested + 2)
+            depth = min(live, max(depth * _RANKED_GROWTH, math.ceil(2 * k / rate)))
+        rows_d.append(distances)
+        rows_k.append(keys)
+    width = min(len(row) for row in rows_k) if rows_k else 0
+    out_d = np.stack([row[:width] for row in rows_d]).astype(np.float32, copy=False)
+    out_k = np.stack([row[:width] for row in rows_k]).astype(np.int64, copy=False)
+    return (out_d.reshape(len(rows_d), width), out_k.reshape(len(rows_k), width)), estimate
