@@ -27,6 +27,7 @@ def claim(folder: Path, name: str = SEAL_CLAIM_FILE) -> int | None:
     descriptor that :func:`release_claim` gives back (from any thread); None when
     another holder has it or the folder cannot hold the file."""
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / name, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:
         return None

@@ -101,6 +101,12 @@ class SealingPolicy:
         if self._timer is None and not self._stopped:
             self._arm(self.quiet_seconds)
 
+    def retry(self) -> None:
+        """A due seal could not start now (another process is building): check again
+        after the quiet time (under the lock)."""
+        if self._timer is None and not self._stopped:
+            self._arm(self.quiet_seconds)
+
     def cancel(self) -> None:
         """Drop a pending check (optimize() seals everything itself)."""
         if self._timer is not None:

@@ -253,8 +253,9 @@ class SegmentedIndex(Compaction):
         of sealed segments (under the lock)."""
         if self._builder is not None or self._closed or self.folder is None:
             return
-        if self.saved_elsewhere():
-            return  # another process's segments: the engine loads them before we build
+        if self.saved_elsewhere():  # another process's segments: the engine loads them
+            self.sealing.retry()  # (on its next catch-up) before this index builds
+            return
         if len(self.growing) < self._seal_size():
             self._maybe_merge()
             return
@@ -264,8 +265,9 @@ class SegmentedIndex(Compaction):
         if built_rows(len(self.growing)) < min_build_rows(kind, self.reduce):
             return  # a seal too small to train (seal_rows under ivf-pq's 256, say)
         claimed = claim(self.folder)
-        if claimed is None:
-            return  # another process is building one: its segment will be loaded
+        if claimed is None:  # another process is building one: its segment will be
+            self.sealing.retry()  # loaded, or this index builds once it is done
+            return
         keys, vectors = self.growing.live_rows()  # a snapshot: writes go on meanwhile
         sequences = self.growing.sequences_of(keys)
         built = np.flatnonzero(~holdout(keys.shape[0]))  # the rest stay growing
