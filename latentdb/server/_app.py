@@ -20,6 +20,8 @@ segment is built.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -140,7 +142,11 @@ def _allowed_methods(request: Request) -> str:
 
 
 def limited(
-    app: FastAPI, *, max_body: int = DEFAULT_MAX_BODY, keepalive_requests: int | None = None
+    app: FastAPI,
+    *,
+    max_body: int = DEFAULT_MAX_BODY,
+    keepalive_requests: int | None = None,
+    crowded: Callable[[], bool] | None = None,
 ) -> ASGIApp:
     """``app`` behind the body size limit, the request metrics and the fast lane of
     queries (what uvicorn serves).
@@ -148,10 +154,13 @@ def limited(
     Args:
         keepalive_requests: Close a keep-alive connection after this many requests
             (see :class:`~latentdb.server._plumbing.Limits`); None: never.
+        crowded: Whether this worker holds more than its share of the connections (it
+            then closes them sooner); None: one process.
     """
     return Limits(
         FastLane(app),
         max_body=max_body,
         metrics=app.state.metrics,
         keepalive_requests=keepalive_requests,
+        crowded=crowded,
     )

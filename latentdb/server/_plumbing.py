@@ -32,6 +32,7 @@ from latentdb.server._metrics import Metrics
 
 __all__ = [
     "OPEN_PATHS",
+    "REBALANCE_REQUESTS",
     "ASGIApp",
     "AnsweringRoute",
     "Cursors",
@@ -53,6 +54,8 @@ log = logging.getLogger("latentdb.server")
 # A scroll cursor left alone this long is dropped.
 CURSOR_IDLE_SECONDS = 600.0
 MAX_CURSORS = 1000
+# Requests a connection makes before a crowded worker closes it (see Limits).
+REBALANCE_REQUESTS = 10
 # Connections whose requests Limits counts at most (see keepalive_requests).
 _MAX_CONNECTIONS_COUNTED = 10_000
 # The only routes answered without an API key.
@@ -166,10 +169,12 @@ class Limits:
     reading them, when Content-Length says so), and counts every request for /metrics.
 
     With ``keepalive_requests``, a keep-alive connection is closed (``Connection:
-    close``) after that many requests, as nginx's directive of that name does. Several
-    worker processes share one listening socket, and whichever is awake first accepts a
-    new connection, so a burst of connections can all land on one worker; a client that
-    reconnects is accepted by the least busy one, and the shares even out."""
+    close``) after that many requests, as nginx's directive of that name does, and, with
+    ``crowded`` too, after ``REBALANCE_REQUESTS`` while ``crowded()`` says this worker
+    holds more than its share of the connections. The kernel hands each new connection to
+    a worker by a hash of its addresses (``SO_REUSEPORT``), so 16 connections can split
+    12/4 between 2 workers; a client that reconnects is hashed again, and the shares even
+    out."""
 
     def __init__(
         self,
@@ -178,11 +183,13 @@ class Limits:
         max_body: int,
         metrics: Metrics,
         keepalive_requests: int | None = None,
+        crowded: Callable[[], bool] | None = None,
     ) -> None:
         self.app = app
         self.max_body = max_body
         self.metrics = metrics
         self.keepalive_requests = keepalive_requests
+        self.crowded = crowded
         # Requests answered on each open connection, by client address (the event loop
         # alone touches it). Connections that close early leave entries: dropped in bulk.
         self._served: dict[tuple[str, int], int] = {}
@@ -249,7 +256,10 @@ class Limits:
         if self.keepalive_requests is None or client is None:
             return False
         served = self._served.get(client, 0) + 1
-        if served >= self.keepalive_requests and not path.endswith("/scroll"):
+        due = served >= self.keepalive_requests or (
+            served >= REBALANCE_REQUESTS and self.crowded is not None and self.crowded()
+        )
+        if due and not path.endswith("/scroll"):
             self._served.pop(client, None)
             return True
         if len(self._served) >= _MAX_CONNECTIONS_COUNTED:

@@ -17,7 +17,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["OneWriteProtocol"]
+__all__ = ["ConnectionShare", "OneWriteProtocol", "counting"]
 
 
 class _GatheredWrites:
@@ -67,3 +67,44 @@ class OneWriteProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         gathered: Any = _GatheredWrites(transport, self.loop)
         super().connection_made(gathered)
+
+
+class ConnectionShare:
+    """The connections each worker of a server holds, in memory the workers share, and
+    which of them is this worker's (``slots[index]``, changed by this worker only).
+
+    Args:
+        slots: One count per worker (a ``multiprocessing.Array`` of ints).
+        index: This worker's slot.
+    """
+
+    def __init__(self, slots: Any, index: int) -> None:
+        self.slots = slots
+        self.index = index
+
+    def opened(self) -> None:
+        self.slots[self.index] += 1
+
+    def closed(self) -> None:
+        self.slots[self.index] -= 1
+
+    def crowded(self) -> bool:
+        """Whether this worker holds more than its share of the connections (the total
+        over the workers, rounded up)."""
+        counts = self.slots[:]
+        return bool(counts[self.index] > -(-sum(counts) // len(counts)))
+
+
+def counting(share: ConnectionShare) -> type[OneWriteProtocol]:
+    """:class:`OneWriteProtocol`, counting this worker's connections in ``share``."""
+
+    class Counted(OneWriteProtocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            share.opened()
+            super().connection_made(transport)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            share.closed()
+            super().connection_lost(exc)
+
+    return Counted

@@ -4,40 +4,44 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import multiprocessing
+import multiprocessing.process
 import os
+import signal
 import socket
 import sys
 import threading
 import time
 import warnings
-from collections.abc import MutableMapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
-from uvicorn.supervisors import Multiprocess
 
 from latentdb.api import Database, collection_embedder
 from latentdb.engine import EmbeddedDatabase
 from latentdb.errors import InvalidArgumentError, LatentDBError, LatentDBWarning, StorageError
 from latentdb.server._app import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY, create_app, limited
 from latentdb.server._auth import Keyring
-from latentdb.server._plumbing import ASGIApp, Receive, Scope, Send
-from latentdb.server._protocol import OneWriteProtocol
+from latentdb.server._plumbing import ASGIApp
+from latentdb.server._protocol import ConnectionShare, OneWriteProtocol, counting
 
 __all__ = ["ServerThread", "build", "check_exposure", "is_loopback", "serve", "warm_up"]
 
 _log = logging.getLogger("latentdb.server")
-# Requests a keep-alive connection makes to a worker among several before it is closed,
-# so that connections spread over the workers (Limits). 16 clients opened at once split
-# 5/11 between 2 workers; at ~50 requests/s a connection, each is re-made every few
-# seconds, and a reconnect costs about one request's time.
+# Requests a keep-alive connection makes to a worker among several before it is closed
+# (sooner while the worker holds more than its share: Limits), so that connections keep
+# spreading over the workers: the kernel's hash split 16 connections 12/4 and 13/3
+# between 2 workers, and 8/8 with the rule. A reconnect costs about one request's time.
 WORKER_KEEPALIVE_REQUESTS = 200
 # The thread pools of numpy's BLAS, faiss's OpenMP and MKL, one thread each in a worker.
 _THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-# Seconds a worker may take to answer its supervisor's ping (see _serve_workers).
-_WORKER_HEALTHCHECK_SECONDS = 60
+# The signals that stop a server of several workers.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# uvicorn's own logger: the parent's lines sit among the workers' ("Started server ...").
+_uvicorn_log = logging.getLogger("uvicorn.error")
 
 
 def is_loopback(host: str) -> bool:
@@ -86,12 +90,14 @@ def build(
     max_body: int = DEFAULT_MAX_BODY,
     max_batch: int = DEFAULT_MAX_BATCH,
     keepalive_requests: int | None = None,
+    crowded: Callable[[], bool] | None = None,
 ) -> ASGIApp:
     """The served application, after the checks on how it may be exposed.
 
     Args:
-        keepalive_requests: Close a keep-alive connection after this many requests (a
-            worker among several: see :func:`~latentdb.server.limited`).
+        keepalive_requests, crowded: For a worker among several: close a keep-alive
+            connection after this many requests, or sooner while the worker is crowded
+            (see :func:`~latentdb.server.limited`).
 
     Raises:
         InvalidArgumentError: see :func:`check_exposure`.
@@ -100,7 +106,7 @@ def build(
     app = create_app(
         database, keys=None if no_auth else keys, max_body=max_body, max_batch=max_batch
     )
-    return limited(app, max_body=max_body, keepalive_requests=keepalive_requests)
+    return limited(app, max_body=max_body, keepalive_requests=keepalive_requests, crowded=crowded)
 
 
 def serve(
@@ -147,18 +153,16 @@ def serve(
         "http": OneWriteProtocol,
     }
     if workers > 1:
-        _serve_workers(
-            _WorkerApp(
-                Path(path),
-                host=host,
-                keys=keys,
-                no_auth=no_auth,
-                max_body=max_body,
-                max_batch=max_batch,
-            ),
-            workers,
-            settings,
+        worker = _Worker(
+            Path(path),
+            host=host,
+            keys=keys,
+            no_auth=no_auth,
+            max_body=max_body,
+            max_batch=max_batch,
+            settings=settings,
         )
+        _serve_workers(worker, workers)
         return
     with EmbeddedDatabase(Path(path)) as database:
         for name, seconds in warm_up(database).items():
@@ -174,16 +178,25 @@ def serve(
         uvicorn.Server(uvicorn.Config(app, **settings)).run()
 
 
-def _serve_workers(factory: _WorkerApp, workers: int, settings: dict[str, Any]) -> None:
-    """Serve ``factory``'s app from ``workers`` processes until interrupted.
+def _serve_workers(worker: _Worker, workers: int) -> None:
+    """Serve from ``workers`` processes until interrupted (Ctrl-C, SIGTERM).
 
-    uvicorn's supervisor starts the processes (spawned: each a fresh interpreter that
-    opens the database itself), restarts one that dies, and on Ctrl-C or SIGTERM stops
-    them all, each finishing its requests and closing its database. The parent binds
-    the port, so that a port in use fails here, once; the socket listens from the moment
-    the first worker is ready, so no connection waits behind a worker's warm-up.
+    Each worker is a spawned interpreter that opens the database, warms it up, and only
+    then listens, on a socket of its own bound to the one port with ``SO_REUSEPORT``: the
+    kernel hands each new connection to one of the workers' sockets by a hash of its
+    addresses. With one shared socket, whichever worker was running when a connection
+    came accepted it, and on busy cores that was the busy one: 16 connections all went to
+    one of 2 workers. This process holds the port (bound, never listening), starts the
+    workers, starts another for one that dies, and on Ctrl-C or SIGTERM stops them all,
+    each finishing its requests and closing its database.
+
+    Raises:
+        InvalidArgumentError: the port is in use, or the system has no SO_REUSEPORT.
+        StorageError: a worker could not open the database.
     """
-    with EmbeddedDatabase(factory.path):
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise InvalidArgumentError("--workers needs SO_REUSEPORT (Linux, macOS, BSD)")
+    with EmbeddedDatabase(worker.path):
         pass  # creates or upgrades the folder once, before the workers open it
     # The processes are the parallelism: a BLAS or OpenMP pool of a core's worth of
     # threads in each of them oversubscribes the cores (OpenBLAS threads spin while they
@@ -191,26 +204,93 @@ def _serve_workers(factory: _WorkerApp, workers: int, settings: dict[str, Any]) 
     # instead of 0.3 ms. The workers inherit these; a value the user set is kept.
     for variable in _THREAD_VARIABLES:
         os.environ.setdefault(variable, "1")
-    config = uvicorn.Config(
-        factory,
-        factory=True,
-        workers=workers,
-        # A worker that loads a model answers the supervisor's pings late; the default
-        # of 5 s would have it killed and restarted while it warms up.
-        timeout_worker_healthcheck=_WORKER_HEALTHCHECK_SECONDS,
-        **settings,
-    )
-    listening = config.bind_socket()
+    host, port = worker.settings["host"], worker.settings["port"]
     try:
-        Multiprocess(config, sockets=[listening]).run()
+        # A plain bind first: it fails while anything holds the port, even another
+        # server's SO_REUSEPORT group that the workers' sockets would silently join.
+        _bound(host, port, reuse_port=False).close()
+        holder = _bound(host, port, reuse_port=True)
+    except OSError as error:
+        raise InvalidArgumentError(
+            f"cannot serve on {host}:{port} (--host, --port): {error.strerror or error}"
+        ) from None
+    worker.settings["port"] = holder.getsockname()[1]  # port 0: the one the system chose
+    try:
+        _supervise(worker, workers)
     finally:
-        listening.close()
+        holder.close()
 
 
-class _WorkerApp:
-    """What a worker process serves, built in that process (picklable: the supervisor
-    sends it to each spawned worker). It opens the database, warms it up (models and
-    indexes), and closes it when the server shuts down (the ASGI lifespan)."""
+def _supervise(worker: _Worker, workers: int) -> None:
+    stop = threading.Event()
+    failed = False
+
+    def on_signal(number: int, frame: object) -> None:
+        stop.set()
+
+    uvicorn.Config("", **worker.settings)  # sets uvicorn's logging up here as in a worker
+    handlers = {number: signal.signal(number, on_signal) for number in _STOP_SIGNALS}
+    spawn = multiprocessing.get_context("spawn")
+    slots = spawn.Array("i", workers, lock=False)  # each worker's connections
+
+    def start(number: int) -> multiprocessing.process.BaseProcess:
+        slots[number] = 0  # a worker that died took its connections along
+        process = spawn.Process(target=worker.run, args=(slots, number), name="latentdb-worker")
+        process.start()
+        return process
+
+    processes: list[multiprocessing.process.BaseProcess] = []
+    try:
+        _uvicorn_log.info("Started parent process [%d]", os.getpid())
+        processes = [start(number) for number in range(workers)]
+        while not stop.wait(0.5):
+            for number, process in enumerate(processes):
+                if process.is_alive():
+                    continue
+                if process.exitcode == STARTUP_FAILURE:
+                    _uvicorn_log.error("Worker [%d] could not start: stopping", process.pid)
+                    failed = True
+                    stop.set()
+                    break
+                _uvicorn_log.warning(
+                    "Worker [%d] died (exit code %s): starting another",
+                    process.pid,
+                    process.exitcode,
+                )
+                processes[number] = start(number)
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: uvicorn finishes the requests under way
+        for process in processes:
+            process.join()
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+        _uvicorn_log.info("Stopping parent process [%d]", os.getpid())
+    if failed:
+        raise StorageError(
+            f"a worker could not open the database in {worker.path} (its error is above)"
+        )
+
+
+def _bound(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (not listening yet)."""
+    bound = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        bound.bind((host.strip("[]"), port))
+    except OSError:
+        bound.close()
+        raise
+    return bound
+
+
+class _Worker:
+    """One worker process's settings and its body (picklable: each worker is spawned).
+    It opens the database, warms it up (models and indexes), binds its own socket and
+    serves until told to stop, then closes the database."""
 
     def __init__(
         self,
@@ -221,6 +301,7 @@ class _WorkerApp:
         no_auth: bool,
         max_body: int,
         max_batch: int,
+        settings: dict[str, Any],
     ) -> None:
         self.path = path
         self.host = host
@@ -228,8 +309,10 @@ class _WorkerApp:
         self.no_auth = no_auth
         self.max_body = max_body
         self.max_batch = max_batch
+        self.settings = settings
 
-    def __call__(self) -> ASGIApp:
+    def open(self, share: ConnectionShare | None = None) -> tuple[ASGIApp, Database]:
+        """The app over the database, warmed up; exits the process if it cannot be."""
         try:
             database = EmbeddedDatabase(self.path)
             for name, seconds in warm_up(database).items():
@@ -242,32 +325,34 @@ class _WorkerApp:
                 max_body=self.max_body,
                 max_batch=self.max_batch,
                 keepalive_requests=WORKER_KEEPALIVE_REQUESTS,
+                crowded=None if share is None else share.crowded,
             )
         except Exception:
             # Any other exit has the supervisor start the worker again, and again.
             _log.exception("worker %d could not open %s", os.getpid(), self.path)
             sys.exit(STARTUP_FAILURE)
-        return _Closing(app, database)
+        return app, database
 
+    def run(self, slots: Any, number: int) -> None:
+        """Serve until SIGTERM or SIGINT (the body of a worker process).
 
-class _Closing:
-    """``app``, closing ``database`` once the server has shut down (ASGI lifespan)."""
-
-    def __init__(self, app: ASGIApp, database: Database) -> None:
-        self.app = app
-        self.database = database
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "lifespan":
-            await self.app(scope, receive, send)
-            return
-
-        async def sending(message: MutableMapping[str, Any]) -> None:
-            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                self.database.close()
-            await send(message)
-
-        await self.app(scope, receive, sending)
+        Args:
+            slots: The connections each worker holds (shared memory).
+            number: This worker's slot in ``slots``.
+        """
+        share = ConnectionShare(slots, number)
+        app, database = self.open(share)
+        settings = {**self.settings, "http": counting(share)}
+        try:
+            try:
+                listening = _bound(self.settings["host"], self.settings["port"], reuse_port=True)
+            except OSError:
+                _log.exception("worker %d could not bind its socket", os.getpid())
+                sys.exit(STARTUP_FAILURE)
+            with listening:
+                uvicorn.Server(uvicorn.Config(app, **settings)).run(sockets=[listening])
+        finally:
+            database.close()
 
 
 def warm_up(database: Database) -> dict[str, float]:

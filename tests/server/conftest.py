@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,6 +26,7 @@ def serving(
     max_body: int = 1 << 20,
     max_batch: int = 1000,
     keepalive_requests: int | None = None,
+    crowded: Callable[[], bool] | None = None,
 ) -> Iterator[ServerThread]:
     """A server over the database in ``folder`` (no auth when ``keys`` is None)."""
     with latentdb.connect(folder) as database:
@@ -37,6 +38,7 @@ def serving(
             max_body=max_body,
             max_batch=max_batch,
             keepalive_requests=keepalive_requests,
+            crowded=crowded,
         )
         with ServerThread(app) as server:
             yield server

@@ -17,6 +17,8 @@ import pytest
 import latentdb
 from latentdb.engine import EmbeddedCollection
 from latentdb.server import ServerThread
+from latentdb.server._plumbing import REBALANCE_REQUESTS
+from latentdb.server._protocol import ConnectionShare
 from latentdb.server._routes import queries
 from tests.server.conftest import DOCS_READER, KEYS, READER, WRITER, serving
 
@@ -219,3 +221,32 @@ def test_a_connection_closes_after_keepalive_requests(tmp_path: Path) -> None:
             assert reply.getheader("connection") == "close"  # the first request after them
         finally:
             connection.close()
+
+
+def test_a_crowded_worker_closes_connections_sooner(tmp_path: Path) -> None:
+    crowded = [True]
+    with serving(tmp_path / "db", keepalive_requests=1000, crowded=lambda: crowded[0]) as served:
+        host, port = served.url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            said = []
+            for _ in range(2 * REBALANCE_REQUESTS):
+                connection.request("GET", "/v1/collections")
+                reply = connection.getresponse()
+                reply.read()
+                said.append(reply.getheader("connection"))
+                crowded[0] = len(said) < REBALANCE_REQUESTS + 3  # no longer, from then on
+            closed = [n + 1 for n, value in enumerate(said) if value == "close"]
+            assert closed == [REBALANCE_REQUESTS]  # then its next connection is left alone
+        finally:
+            connection.close()
+
+
+def test_connection_shares() -> None:
+    slots = [9, 7]
+    first, second = ConnectionShare(slots, 0), ConnectionShare(slots, 1)
+    assert first.crowded() and not second.crowded()  # 9 > ceil(16 / 2)
+    first.closed()
+    second.opened()
+    assert slots == [8, 8] and not first.crowded() and not second.crowded()
+    assert ConnectionShare([2, 1, 0], 0).crowded()  # 2 > ceil(3 / 3)

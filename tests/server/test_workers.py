@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psutil
 import pytest
+import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
 import latentdb
-from latentdb.errors import DatabaseClosedError, TransportError
-from latentdb.server import Keyring
-from latentdb.server._serve import _WorkerApp
+from latentdb.errors import DatabaseClosedError, InvalidArgumentError, TransportError
+from latentdb.server import Keyring, serve
+from latentdb.server._serve import _Worker
 from tests.server.conftest import WRITER
 from tests.server.test_serve import free_port
 
@@ -52,7 +52,7 @@ def test_workers_share_one_database_and_stop_cleanly(tmp_path: Path) -> None:
         for worker in workers:  # the processes are the parallelism: one BLAS thread each
             assert worker.environ().get("OPENBLAS_NUM_THREADS") == "1"
         with latentdb.connect(url, api_key=WRITER) as db:
-            db.create_collection("c", dimension=3, embedder=None, model=MODEL)
+            db.create_collection("c", dimension=3, metric="l2", embedder=None, model=MODEL)
         # Each round writes through a fresh connection and reads through another: whichever
         # worker each lands on (the kernel picks), a write is seen by the next read.
         for round in range(8):
@@ -66,6 +66,19 @@ def test_workers_share_one_database_and_stop_cleanly(tmp_path: Path) -> None:
                 assert collection.get([f"r{round}"], include=[]).ids == [f"r{round}"]
                 hit = collection.query(vectors=vector, k=1, include=["distances"])
                 assert hit.ids == [[f"r{round}"]]
+        # A record each worker has read (and may keep in its cache of hot rows), then
+        # changed through one of them: every worker answers with the new version.
+        for version in ("first", "second", "third"):
+            with latentdb.connect(url, api_key=WRITER) as writer:
+                writer.get_collection("c").upsert(
+                    ["r0"], vectors=[1.0, 0.0, 0.0], documents=[version], model=MODEL
+                )
+            for _ in range(6):
+                with latentdb.connect(url, api_key=WRITER) as reader:
+                    collection = reader.get_collection("c")
+                    hit = collection.query(vectors=[1.0, 0.0, 0.0], k=1)
+                    assert hit.ids == [["r0"]] and hit.documents == [[version]]
+                    assert collection.get(["r0"]).documents == [version]
     finally:
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=60)
@@ -79,54 +92,52 @@ def test_workers_share_one_database_and_stop_cleanly(tmp_path: Path) -> None:
         assert db.get_collection("c").count() == 8
 
 
-def lifespan(app: Any, *events: str) -> list[str]:
-    """Run ``app``'s ASGI lifespan through ``events``; the messages it sends back."""
-    sent: list[str] = []
-    incoming = [{"type": f"lifespan.{event}"} for event in events]
-
-    async def receive() -> MutableMapping[str, Any]:
-        return incoming.pop(0)
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        sent.append(message["type"])
-
-    asyncio.run(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send))
-    return sent
-
-
-def test_a_worker_closes_its_database_when_the_server_stops(tmp_path: Path) -> None:
-    with latentdb.connect(tmp_path / "db") as db:
-        db.create_collection("c", dimension=2, embedder=None, model=MODEL)
-    factory = _WorkerApp(
-        tmp_path / "db",
+def worker(folder: Path) -> _Worker:
+    return _Worker(
+        folder,
         host="127.0.0.1",
         keys=Keyring([]),
         no_auth=True,
         max_body=1 << 20,
         max_batch=100,
+        settings={"host": "127.0.0.1", "port": 0, "log_level": "warning"},
     )
-    app = factory()
-    database = app.database  # type: ignore[attr-defined]
-    assert database.list_collections() == ["c"]
-    assert lifespan(app, "startup", "shutdown") == [
-        "lifespan.startup.complete",
-        "lifespan.shutdown.complete",
-    ]
-    with pytest.raises(DatabaseClosedError):
+
+
+def test_a_worker_closes_its_database_when_its_server_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with latentdb.connect(tmp_path / "db") as db:
+        db.create_collection("c", dimension=2, embedder=None, model=MODEL)
+    served: list[Any] = []
+
+    def run(server: uvicorn.Server, sockets: list[socket.socket]) -> None:
+        # what the worker serves: the app over its database, on a socket of its own
+        database = server.config.app.app.app.state.database  # Limits, FastLane, FastAPI
+        served.append((database.list_collections(), sockets[0].getsockopt(
+            socket.SOL_SOCKET, socket.SO_REUSEPORT
+        ), database))  # fmt: skip
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    worker(tmp_path / "db").run([0], 0)
+    [(names, reuse_port, database)] = served
+    assert names == ["c"] and reuse_port
+    with pytest.raises(DatabaseClosedError):  # closed once the server returned
         database.list_collections()
 
 
 def test_a_worker_that_cannot_open_the_database_is_not_restarted(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a database folder")
-    factory = _WorkerApp(
-        tmp_path / "file",
-        host="127.0.0.1",
-        keys=Keyring([]),
-        no_auth=True,
-        max_body=1 << 20,
-        max_batch=100,
-    )
-    # uvicorn's supervisor starts a worker again after any other exit, forever
+    # the supervisor stops on this exit code, and starts a worker again after any other
     with pytest.raises(SystemExit) as exited:
-        factory()
+        worker(tmp_path / "file").open()
     assert exited.value.code == STARTUP_FAILURE
+
+
+def test_workers_refuse_a_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(InvalidArgumentError, match=f"cannot serve on 127.0.0.1:{port}"):
+            serve(tmp_path / "db", port=port, keys=Keyring([]), no_auth=True, workers=2)
