@@ -222,6 +222,11 @@ class SegmentedIndex(Compaction):
             self.growing.remove(deleted)
             for _, segment in self.sealed:
                 segment.remove(deleted)
+        if len(self.sealed) > 1 and any(not segment.live for _, segment in self.sealed):
+            # A segment whose every row was deleted or replaced (a delta of rows written,
+            # then deleted) costs each query a search for nothing: no longer searched,
+            # and swept when the next manifest leaves it out.
+            self.sealed = [entry for entry in self.sealed if entry[1].live] or self.sealed[:1]
         if self._touched is not None:
             self._touched.update(keys.tolist())
             self._touched.update(deleted.tolist())

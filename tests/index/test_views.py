@@ -200,3 +200,18 @@ def test_a_bulk_load_build_withdraws_the_view_and_waits_for_its_readers(tmp_path
     assert not builder.is_alive() and views and views[0] is not None
     assert every_key(index.view) == list(range(3000))
     index.close(wait=True)
+
+
+def test_a_segment_whose_rows_are_all_gone_is_no_longer_searched(tmp_path: Path) -> None:
+    index = segmented(tmp_path / "i", seal_rows=300)
+    write(index, np.arange(600, dtype=np.int64))
+    index.optimize()
+    write(index, np.arange(1000, 1300, dtype=np.int64))
+    with index.lock:
+        index._maybe_seal()  # a delta of 300 rows
+    index.wait()
+    assert len(index.sealed) == 2
+    write(index, NO_KEYS, deleted=np.arange(1000, 1300, dtype=np.int64))
+    assert [segment.live for _, segment in index.sealed] == [600]
+    assert every_key(index.view) == list(range(600))
+    index.close(wait=True)
