@@ -240,21 +240,32 @@ class Writer:
             self.error = error
 
 
+@dataclass
+class Timed:
+    """Queries asked one at a time: wall seconds, the asking thread's CPU seconds, the ids
+    found, and ``before()`` just before each."""
+
+    seconds: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    ids: list[list[str]] = field(default_factory=list)
+    marks: list[int] = field(default_factory=list)
+
+
 def timed_queries(
     collection: Any,
     queries: FloatMatrix,
     where: Mapping[str, Any] | None,
     before: Callable[[], int],
-) -> tuple[list[float], list[list[str]], list[int]]:
-    """Each query one at a time: its seconds, its ids, and ``before()`` just before it."""
-    seconds, ids, marks = [], [], []
+) -> Timed:
+    out = Timed()
     for row in range(queries.shape[0]):
-        marks.append(before())
-        started = time.perf_counter()
+        out.marks.append(before())
+        started, cpu = time.perf_counter(), time.thread_time()
         result = collection.query(vectors=queries[row], k=10, where=where, include=[])
-        seconds.append(time.perf_counter() - started)
-        ids.append(result.ids[0])
-    return seconds, ids, marks
+        out.cpu.append(time.thread_time() - cpu)
+        out.seconds.append(time.perf_counter() - started)
+        out.ids.append(result.ids[0])
+    return out
 
 
 def recall_of(
@@ -305,21 +316,23 @@ def run_case(
         writer = Writer(collection, data, start) if writes else None
         with writer if writer is not None else contextlib.nullcontext():
             before = (lambda: writer.committed) if writer is not None else (lambda: 0)
-            unfiltered = [timed_queries(collection, xq[:window], None, before)[0] for _ in range(2)]
+            unfiltered = [timed_queries(collection, xq[:window], None, before) for _ in range(2)]
             mark = before()
-            clock = time.perf_counter()
+            clock, cpu = time.perf_counter(), time.thread_time()
             first = collection.query(vectors=xq[0], k=10, where=where, include=[], explain=True)
-            first_latency = time.perf_counter() - clock
-            seconds, ids, marks = timed_queries(collection, xq[1:], where, before)
-            ids, marks = [first.ids[0], *ids], [mark, *marks]
-            steady, _, _ = timed_queries(collection, xq, where, before)
-            after = timed_queries(collection, xq[:window], None, before)[0]
+            first_latency, first_cpu = time.perf_counter() - clock, time.thread_time() - cpu
+            rest = timed_queries(collection, xq[1:], where, before)
+            ids, marks = [first.ids[0], *rest.ids], [mark, *rest.marks]
+            steady = timed_queries(collection, xq, where, before)
+            after = timed_queries(collection, xq[:window], None, before)
             plan = collection.query(vectors=xq[0], k=10, where=where, include=[], explain=True).plan
         if writer is not None and writer.error is not None:
             raise writer.error
         written = writer.committed if writer is not None else 0
     recalls = recall_of(data, where, ids, marks, start)
-    unfiltered_qps = max(qps(unfiltered[1]), qps(after))
+    base = unfiltered[1] if qps(unfiltered[1].seconds) >= qps(after.seconds) else after
+    unfiltered_qps, unfiltered_cpu = qps(base.seconds), qps(base.cpu)
+    seconds = rest.seconds
     row = {
         "filter": name,
         "where": where,
@@ -327,18 +340,27 @@ def run_case(
         "allowed": int(where_mask(where, data.columns).sum()),
         "open_s": open_s,
         "first_ms": first_latency * 1e3,
+        "first_cpu_ms": first_cpu * 1e3,
         "first_plan": None if first.plan is None else first.plan.strategy,
         "recall_first_window": float(np.mean(recalls[:window])),
         "recall_all": float(np.mean(recalls)),
         "min_query_recall_first_window": float(np.min(recalls[:window])),
         "qps1_2_to_window": qps(seconds[: window - 1]),
         "qps1_2_to_all": qps(seconds),
-        "qps1_steady": qps(steady),
+        "qps1_steady": qps(steady.seconds),
         "qps1_unfiltered": unfiltered_qps,
-        "qps1_unfiltered_first_pass": qps(unfiltered[0]),
+        "qps1_unfiltered_first_pass": qps(unfiltered[0].seconds),
         "ratio_2_to_window": qps(seconds[: window - 1]) / unfiltered_qps,
         "ratio_2_to_all": qps(seconds) / unfiltered_qps,
-        "ratio_steady": qps(steady) / unfiltered_qps,
+        "ratio_steady": qps(steady.seconds) / unfiltered_qps,
+        # The same from the asking thread's CPU time: what the queries cost, without the
+        # time they waited for a core (the machine is shared; background work runs on
+        # the other core).
+        "cpu_qps1_2_to_window": qps(rest.cpu[: window - 1]),
+        "cpu_qps1_steady": qps(steady.cpu),
+        "cpu_qps1_unfiltered": unfiltered_cpu,
+        "cpu_ratio_2_to_window": qps(rest.cpu[: window - 1]) / unfiltered_cpu,
+        "cpu_ratio_steady": qps(steady.cpu) / unfiltered_cpu,
         "p50_ms": float(np.median(seconds) * 1e3),
         "p99_ms": float(np.quantile(seconds, 0.99) * 1e3),
         "max_ms": float(np.max(seconds) * 1e3),
@@ -353,7 +375,8 @@ def run_case(
         f"recall {row['recall_first_window']:.4f}/{row['recall_all']:.4f}, qps1 2-{window} "
         f"{row['qps1_2_to_window']:,.0f} ({row['ratio_2_to_window']:.2f}x), steady "
         f"{row['qps1_steady']:,.0f} ({row['ratio_steady']:.2f}x), unfiltered "
-        f"{unfiltered_qps:,.0f}; then {row['plan_after']}",
+        f"{unfiltered_qps:,.0f}; CPU-time x {row['cpu_ratio_2_to_window']:.2f} / "
+        f"{row['cpu_ratio_steady']:.2f}; then {row['plan_after']}",
         file=sys.stderr,
         flush=True,
     )
@@ -407,10 +430,19 @@ def first_tables(first: Result) -> list[str]:
         "the exact answer over the rows committed before each query; goal >= the target "
         f"(0.95) over the first {FIRST_WINDOW}; first = the first filtered query on a key "
         "no filter has read (<= 200 ms); x = qps1 / unfiltered qps1 (>= 0.5 from the second "
-        "query on). Writes: a thread adds 20 rows, pauses 20 ms, again, while the queries "
-        "run; the unfiltered baseline is taken with it running too.",
+        "query on); CPU x = the same ratio from the asking thread's CPU time (what the "
+        "queries cost without waiting for a core; background work, the column read and the "
+        "measuring, runs on the other core). Writes: a thread adds 20 rows, pauses 20 ms, "
+        "again, while the queries run; the unfiltered baseline is taken with it running too.",
         "",
     ]
+    if "peers_from" in first:
+        lines += [
+            f"The sections after this one are from the peers' run of {first['peers_from']}, "
+            "kept as they were (`--first only`): its latentdb rows predate the measured "
+            "planner.",
+            "",
+        ]
     for name, block in first["datasets"].items():
         built = block["build"]
         lines += [
@@ -422,10 +454,10 @@ def first_tables(first: Result) -> list[str]:
                 f"built in {built['build_s']:.0f} s"
             ),
             "",
-            "| filter | writes | rows allowed | first ms | first plan | recall 1-200 (all) "
-            "| qps1 2-200 (x) | qps1 2-1000 (x) | steady qps1 (x) | unfiltered qps1 | p99 ms "
-            "| plan after | rows written |",
-            "|---|---|--:|--:|---|--:|--:|--:|--:|--:|--:|---|--:|",
+            "| filter | writes | rows allowed | first ms (CPU) | first plan | recall 1-200 (all) "
+            "| qps1 2-200 (x) | qps1 2-1000 (x) | steady qps1 (x) | unfiltered qps1 "
+            "| CPU x 2-200 / steady | p99 ms | plan after | rows written |",
+            "|---|---|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|---|--:|",
         ]  # fmt: skip
         for row in block["cases"]:
             after = row["plan_after"] or {}
@@ -436,12 +468,13 @@ def first_tables(first: Result) -> list[str]:
                 plan += f" (measured >= {after['recall']:.3f})"
             lines.append(
                 f"| {row['filter']} | {'yes' if row['writes'] else 'no'} | {row['allowed']:,} "
-                f"| {row['first_ms']:.0f} | {row['first_plan']} | "
+                f"| {row['first_ms']:.0f} ({row['first_cpu_ms']:.0f}) | {row['first_plan']} | "
                 f"{row['recall_first_window']:.4f} ({row['recall_all']:.4f}) | "
                 f"{row['qps1_2_to_window']:,.0f} ({row['ratio_2_to_window']:.2f}) | "
                 f"{row['qps1_2_to_all']:,.0f} ({row['ratio_2_to_all']:.2f}) | "
                 f"{row['qps1_steady']:,.0f} ({row['ratio_steady']:.2f}) | "
-                f"{row['qps1_unfiltered']:,.0f} | {row['p99_ms']:.1f} | {plan} | "
+                f"{row['qps1_unfiltered']:,.0f} | {row['cpu_ratio_2_to_window']:.2f} / "
+                f"{row['cpu_ratio_steady']:.2f} | {row['p99_ms']:.1f} | {plan} | "
                 f"{row['rows_written']:,} |"
             )
         lines.append("")

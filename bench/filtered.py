@@ -1274,6 +1274,8 @@ def write_first(args: argparse.Namespace) -> str:
         report = {"first": first}
         text = "\n".join(["# Filtered search", "", *first_tables(first)])
     else:
+        if args.first == "only":  # the peers' tables below are the last run's
+            first["peers_from"] = report["machine"]["date"]
         report["first"] = first
         text = render(report)
     (args.out / "filtered.md").write_text(text)

@@ -186,7 +186,7 @@ def test_a_narrow_filter_slower_than_half_an_unfiltered_search_gets_a_graph_of_i
     plan = cache.plan(_planner.filter_key(_parse(where), None))
     deadline = time.monotonic() + 60
     while plan.graph is None and time.monotonic() < deadline:
-        ask(collection, test[:20], where)  # measured, then a query starts the graph
+        ask(collection, test[:40], where)  # measured, then a query starts the graph
         cache.wait_idle()
     assert plan.graph is not None and plan.graph.wait(60)
     deadline = time.monotonic() + 60
