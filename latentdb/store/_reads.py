@@ -312,17 +312,34 @@ class RecordReads(StoreCore):
         return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
 
     def metadata_since(
-        self, collection_id: int, sequence: int
+        self, collection_id: int, sequence: int, *, unlocked: bool = False
     ) -> tuple[int, list[tuple[int, dict[str, Any] | None]], list[int]]:
         """(sequence now, (key, metadata) of rows written after ``sequence``, keys
-        deleted after it), read consistently."""
-        with self.read():
-            now = self._sequence_now()
-            rows = self._connection.execute(
-                "SELECT key, metadata FROM records WHERE collection_id = ? AND seq > ?",
-                (collection_id, sequence),
-            ).fetchall()
-            deleted = self._deleted_since(collection_id, sequence)
+        deleted after it), read consistently.
+
+        Args:
+            unlocked: Read through the calling thread's own connection (:meth:`reader`),
+                without the store's lock: three statements, each the latest commit; the
+                sequence first, so every write up to it is in what follows (and perhaps
+                later ones, which a catch-up from that sequence then applies again).
+        """
+        rows_sql = "SELECT key, metadata FROM records WHERE collection_id = ? AND seq > ?"
+        if unlocked:
+            connection = self.reader()
+            now = int(connection.execute("SELECT value FROM sequence").fetchone()[0])
+            rows = connection.execute(rows_sql, (collection_id, sequence)).fetchall()
+            deleted = [
+                row[0]
+                for row in connection.execute(
+                    "SELECT key FROM tombstones WHERE collection_id = ? AND seq > ?",
+                    (collection_id, sequence),
+                ).fetchall()
+            ]
+        else:
+            with self.read():
+                now = self._sequence_now()
+                rows = self._connection.execute(rows_sql, (collection_id, sequence)).fetchall()
+                deleted = self._deleted_since(collection_id, sequence)
         loads = json.loads
         return now, [(key, None if text is None else loads(text)) for key, text in rows], deleted
 
