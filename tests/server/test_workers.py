@@ -26,7 +26,20 @@ from tests.server.test_serve import free_port
 MODEL = "test/vectors"
 
 
-@pytest.mark.slow  # three processes start: ~5 s on 2 cores
+def workers_of(pid: int) -> list[psutil.Process]:
+    """The spawned workers of the server ``pid`` (not multiprocessing's resource tracker,
+    nor a worker that died and is not reaped yet)."""
+    found = []
+    for child in psutil.Process(pid).children():
+        try:
+            if "spawn_main" in " ".join(child.cmdline()) and child.status() != "zombie":
+                found.append(child)
+        except psutil.Error:  # gone, or a zombie
+            pass
+    return found
+
+
+@pytest.mark.slow  # three processes start, one is killed and replaced: ~10 s on 2 cores
 def test_workers_share_one_database_and_stop_cleanly(tmp_path: Path) -> None:
     port, url = free_port(), ""
     command = [
@@ -45,9 +58,7 @@ def test_workers_share_one_database_and_stop_cleanly(tmp_path: Path) -> None:
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        # the spawned workers (multiprocessing also starts its resource tracker)
-        children = psutil.Process(server.pid).children()
-        workers = [child for child in children if "spawn_main" in " ".join(child.cmdline())]
+        workers = workers_of(server.pid)
         assert len(workers) == 2
         for worker in workers:  # the processes are the parallelism: one BLAS thread each
             assert worker.environ().get("OPENBLAS_NUM_THREADS") == "1"
@@ -79,6 +90,23 @@ def test_workers_share_one_database_and_stop_cleanly(tmp_path: Path) -> None:
                     hit = collection.query(vectors=[1.0, 0.0, 0.0], k=1)
                     assert hit.ids == [["r0"]] and hit.documents == [[version]]
                     assert collection.get(["r0"]).documents == [version]
+        # A worker that dies is replaced; the replacement loads what the others wrote.
+        workers[0].kill()
+        deadline = time.monotonic() + 120
+        while True:
+            now = workers_of(server.pid)
+            if len(now) == 2 and workers[0] not in now:
+                break
+            assert time.monotonic() < deadline, "no worker replaced the one that died"
+            time.sleep(0.1)
+        replacement = next(child for child in now if child not in workers)
+        while not replacement.net_connections("tcp"):  # listening once warmed up
+            assert time.monotonic() < deadline, "the replacement never listened"
+            time.sleep(0.1)
+        for _ in range(8):
+            with latentdb.connect(url, api_key=WRITER) as reader:
+                assert reader.get_collection("c").get(["r0"]).documents == ["third"]
+        workers = now
     finally:
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=60)
@@ -87,6 +115,7 @@ def test_workers_share_one_database_and_stop_cleanly(tmp_path: Path) -> None:
     # each worker finished its requests and closed its database (the lifespan's end)
     assert output.count("Application shutdown complete") == 2, output
     assert "Stopping parent process" in output
+    assert "died (exit code -9): starting another" in output
     assert not any(worker.is_running() for worker in workers)
     with latentdb.connect(tmp_path / "db") as db:
         assert db.get_collection("c").count() == 8
