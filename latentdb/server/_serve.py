@@ -128,10 +128,11 @@ def serve(
 
     One process, one embedded :class:`Database`; requests run on the event loop (a
     short query) or in a thread pool. With ``workers`` above 1, that many processes
-    serve the one database, each with its own :class:`Database` (SQLite's WAL lets them
-    share it, and each catches up with the others' writes before it answers), behind
-    one listening socket: one Python process is held to one core by the GIL. With
-    ``certfile`` and ``keyfile`` it speaks HTTPS (uvicorn's TLS options).
+    serve the one database on the one port, each with its own :class:`Database`
+    (SQLite's WAL lets them share it, and each catches up with the others' writes before
+    it answers): one Python process is held to one core by the GIL. See
+    :func:`_serve_workers`. With ``certfile`` and ``keyfile`` it speaks HTTPS (uvicorn's
+    TLS options).
 
     Raises:
         InvalidArgumentError: see :func:`build`; a certificate without its key;
