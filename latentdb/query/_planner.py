@@ -166,12 +166,14 @@ class _QueryPool:
             if len(self._rows) > self._capacity:
                 self._rows.popitem(last=False)
 
-    def snapshot(self) -> FloatMatrix:
-        """The queries, newest first (a measurement that stops early has used the
-        latest: the workload as it is now)."""
+    def snapshot(self, seed: int) -> FloatMatrix:
+        """The queries in a random order: a measurement that stops early must have seen
+        a random sample of them. Newest first, a 25% filter on the PyPI slice passed
+        ef 48 on the last 32 of 100 queries, which were easier: all 100 measured 0.947."""
         if not self._rows:
             return np.empty((0, 0), dtype=np.float32)
-        return np.ascontiguousarray(np.stack(list(reversed(self._rows.values()))))
+        rows = np.stack(list(self._rows.values()))
+        return np.ascontiguousarray(rows[np.random.default_rng(seed).permutation(len(rows))])
 
 
 class FilterCache:
@@ -390,7 +392,8 @@ class FilterCache:
                     self._worker = None
                     return
                 plan = self._jobs.popleft()
-                index, selection, pool = self._index, plan.selection, self.pool.snapshot()
+                index, selection = self._index, plan.selection
+                pool = self.pool.snapshot(seed=self.measurements)
             try:
                 if index is not None and selection is not None and len(pool) >= MIN_QUERIES:
                     measured = self._measure(plan, index, selection, pool)
