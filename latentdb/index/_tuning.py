@@ -437,11 +437,16 @@ def _climb_on(
 
 
 def _interpolated(points: list[Trial], knob: str, required: float) -> Trial | None:
-    """The cheapest knob whose lower bound, interpolated linearly between ``points``
-    (one ladder's, by rising knob), reaches ``required``; None when none does.
+    """The cheapest knob whose lower bound, interpolated between ``points`` (one
+    ladder's, by rising knob) linearly in the knob's logarithm, reaches ``required``;
+    None when none does.
 
-    Recall rises ever more slowly with the knob, so a straight line between two
-    measured settings lies under the curve: the knob read off it errs high, not low."""
+    Recall rises about linearly in log(ef) between two rungs, a little less than that:
+    on 1,000 held-out rows of the PyPI set (an M=32 graph of the other 99k rows) ef 20
+    read 0.913 and ef 40 0.964, where the line in log(ef) between the rungs around them
+    gives 0.912 and 0.963 (the line in ef: 0.910 and 0.962). The line lies under the
+    curve, so the knob read off it errs high, not low.
+    """
     below: Trial | None = None
     for point in points:
         bound = _lower_bound(point)
@@ -452,9 +457,9 @@ def _interpolated(points: list[Trial], knob: str, required: float) -> Trial | No
             return point
         low, high = below.params[knob], point.params[knob]
         fraction = (required - _lower_bound(below)) / (bound - _lower_bound(below))
-        step = math.ceil(fraction * (high - low) - 1e-9)  # not 6 for 5.000000000000001
-        value = min(high, max(low + 1, low + step))
-        share = (value - low) / (high - low)
+        exact = low * (high / low) ** fraction
+        value = min(high, max(low + 1, math.ceil(exact - 1e-9)))  # not 16 for 15.0000001
+        share = math.log(value / low) / math.log(high / low)
         return Trial(
             {**point.params, knob: value},
             below.recall + share * (point.recall - below.recall),

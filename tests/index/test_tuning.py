@@ -216,9 +216,11 @@ def test_recall_and_its_standard_error() -> None:
     assert _tuning._recall_and_error(np.array([[5, -1]]), np.array([[5, -1]]))[0] == 1.0
 
 
-def test_the_interpolated_knob_errs_high() -> None:
-    points = [Trial({"ef": 10}, 0.90, 0.0), Trial({"ef": 20}, 0.96, 0.0)]
-    found = _tuning._interpolated(points, "ef", 0.93)
-    assert found is not None and found.params == {"ef": 15} and found.recall == pytest.approx(0.93)
+def test_the_knob_is_interpolated_in_its_logarithm() -> None:
+    points = [Trial({"ef": 10}, 0.90, 0.0), Trial({"ef": 40}, 0.96, 0.0)]
+    found = _tuning._interpolated(points, "ef", 0.93)  # halfway in log(ef): ef 20
+    assert found is not None and found.params == {"ef": 20} and found.recall == pytest.approx(0.93)
+    found = _tuning._interpolated(points, "ef", 0.931)  # a little more: the next integer up
+    assert found is not None and found.params == {"ef": 21} and found.recall >= 0.931
     assert _tuning._interpolated(points, "ef", 0.97) is None
     assert _tuning._interpolated(points, "ef", 0.5) == points[0]
