@@ -61,6 +61,7 @@ FIRST_WINDOW = 200  # queries the recall and the early qps1 are taken over
 WRITE_BATCH = 20  # rows per add() of the writer
 WRITE_PAUSE_S = 0.02  # between two adds: ~1,000 rows a second when nothing waits
 INGEST_BATCH = 10_000
+WRITER_ROWS = 40_000  # rows a writer may add in one case (it stops if it runs out)
 
 
 @dataclass
@@ -104,15 +105,15 @@ def pypi_data(path: Path, rows: int | None) -> FirstData:
     if rows:
         xb = np.ascontiguousarray(xb[:rows])
     rng = np.random.default_rng(METADATA_SEED + 1)
-    picked = xb[rng.integers(0, xb.shape[0], size=20_000)]
+    picked = xb[rng.integers(0, xb.shape[0], size=WRITER_ROWS)]
     noise = rng.standard_normal(picked.shape).astype(np.float32)
     extra = unit_rows(picked + 0.3 * noise / np.sqrt(picked.shape[1]))
     return with_metadata("pypi", xb, xq, extra)
 
 
 def mixture_data(rows: int) -> FirstData:
-    """A Gaussian mixture (see the module docstring): rows, 1,000 queries and 20,000
-    writer rows drawn from it alike."""
+    """A Gaussian mixture (see the module docstring): rows, 1,000 queries and
+    WRITER_ROWS writer rows drawn from it alike."""
     rng = np.random.default_rng(MIXTURE_SEED)
     centres = rng.standard_normal((MIXTURE_CLUSTERS, DIMENSION)).astype(np.float32)
     bases = rng.standard_normal((MIXTURE_CLUSTERS, DIMENSION, MIXTURE_SUBSPACE)).astype(
@@ -127,7 +128,7 @@ def mixture_data(rows: int) -> FirstData:
         noise = rng.standard_normal((count, DIMENSION)).astype(np.float32) * 0.35
         return unit_rows(centres[cluster] + along + noise)
 
-    return with_metadata("mixture", draw(rows), draw(1000), draw(20_000))
+    return with_metadata("mixture", draw(rows), draw(1000), draw(WRITER_ROWS))
 
 
 def where_mask(where: Mapping[str, Any], columns: dict[str, np.ndarray]) -> np.ndarray:
@@ -272,8 +273,8 @@ def recall_of(
     data: FirstData, where: Mapping[str, Any], ids: list[list[str]], marks: list[int], start: int
 ) -> list[float]:
     """Per-query recall@10 against the exact answer over the base rows and the writer's
-    rows committed before the query: [0, start) by earlier cases on the same folder, and
-    [start, start + mark) by this one."""
+    rows committed before the query ([0, start + mark): each case that writes starts
+    from a copy of the built collection, start 0)."""
     base_rows = np.flatnonzero(where_mask(where, data.columns))
     base_ids, base_scores = top_k(data.xb, base_rows, data.xq[: len(ids)])
     extra_allowed = where_mask(where, data.extra_columns)
@@ -394,21 +395,22 @@ def first_queries(
     for name in datasets:
         data = pypi_data(data_path, rows) if name == "pypi" else mixture_data(rows or 100_000)
         pristine, folder = workdir / f"first-{name}-built", workdir / f"first-{name}"
+        shutil.rmtree(folder, ignore_errors=True)
         print(f"== first queries: {name} ({data.xb.shape[0]:,} rows)", file=sys.stderr, flush=True)
         with thread_limit(1):
             built = build(data, pristine, latentdb)
-            shutil.rmtree(folder, ignore_errors=True)  # the writes of this run land in a copy
-            shutil.copytree(pristine, folder)
             cases = []
-            start = 0  # writer rows are never added twice: each case takes fresh ones
             for writes in (False, True):
                 for filter_name, where in FIRST_FILTERS:
+                    if writes or not folder.exists():  # a case that writes gets a copy
+                        shutil.rmtree(folder, ignore_errors=True)
+                        shutil.copytree(pristine, folder)
                     row = run_case(
                         data, folder, filter_name, where, writes=writes, queries=queries,
-                        latentdb=latentdb, start=start,
+                        latentdb=latentdb, start=0,
                     )  # fmt: skip
-                    start += row["rows_written"]
                     cases.append(row)
+            shutil.rmtree(folder, ignore_errors=True)
         out["datasets"][name] = {"rows": int(data.xb.shape[0]), "build": built, "cases": cases}
     out["wall_s"] = time.perf_counter() - started
     out["load_avg_at_end"] = load_average()

@@ -93,8 +93,9 @@ _POOL = 256  # recent filtered queries kept as tuning queries
 _TRUTH_CHUNK = 32  # tuning queries answered exactly per hold of the store's lock
 _GRAPH_EF_FIRST = 16  # the first beam measured on a filter's own graph
 # A filter gets a graph of its own rows when its best measured plan is this many times
-# slower than an unfiltered search (issue 18 asks filtered qps1 >= 0.5x unfiltered).
-_GRAPH_WHEN_SLOWER = 2.0
+# slower than an unfiltered search: issue 18 asks filtered qps1 >= 0.5x unfiltered, and
+# timings on a shared machine scatter (a 4k-row scan, 4% of 100k, timed at 1.8-2.5x).
+_GRAPH_WHEN_SLOWER = 1.5
 # A measured plan is measured again when the tuning queries have doubled since (a
 # sharper bound, so a cheaper setting may pass), or when the filter's rows in the
 # sealed segments changed by more than this fraction.
