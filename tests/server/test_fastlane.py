@@ -3,8 +3,11 @@ byte for byte, and hands what it cannot answer exactly to the FastAPI app."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -250,3 +253,56 @@ def test_connection_shares() -> None:
     second.opened()
     assert slots == [8, 8] and not first.crowded() and not second.crowded()
     assert ConnectionShare([2, 1, 0], 0).crowded()  # 2 > ceil(3 / 3)
+
+
+def test_a_held_loop_does_not_reset_a_waiting_request(tmp_path: Path) -> None:
+    """uvicorn closes a keep-alive connection when its timer runs out; when the loop was
+    held (a query on it waiting for the engine) the timer can run before the request that
+    came meanwhile is read. That connection is not idle, and is not closed."""
+    with serving(tmp_path / "db") as served:
+        host, port = served.url.removeprefix("http://").split(":")
+        waiting = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            waiting.request("GET", "/v1/collections")
+            assert waiting.getresponse().read() == b"[]"
+            [protocol] = served._server.server_state.connections
+            held, sent = threading.Event(), threading.Event()
+
+            def held_then_timed_out() -> None:
+                held.set()
+                sent.wait(10)  # the loop is held while the next request comes in
+                time.sleep(0.2)
+                protocol.timeout_keep_alive_handler()  # the timer, before the read
+
+            protocol.loop.call_soon_threadsafe(held_then_timed_out)
+            assert held.wait(10)
+            waiting.request("GET", "/v1/collections")
+            sent.set()
+            reply = waiting.getresponse()
+            assert reply.status == 200 and reply.read() == b"[]"
+        finally:
+            waiting.close()
+
+
+def test_a_reply_leaves_before_the_loop_moves_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply's writes are gathered into one, and written when the reply is whole: not
+    at the end of the loop's turn, which something else may hold for long (uvicorn starts
+    the keep-alive timer as the reply ends)."""
+    query = EmbeddedCollection._query
+
+    def then_hold_the_loop(self: EmbeddedCollection, request: Any) -> Any:
+        asyncio.get_running_loop().call_soon(time.sleep, 1.5)  # runs before a deferred write
+        return query(self, request)
+
+    with serving(tmp_path / "db") as served:
+        with latentdb.connect(served.url) as db:
+            collection = db.create_collection("c", dimension=2, embedder=None, model=MODEL)
+            collection.add(["a"], vectors=[1.0, 0.0], model=MODEL)
+        monkeypatch.setattr(EmbeddedCollection, "_query", then_hold_the_loop)
+        started = time.perf_counter()
+        reply = httpx.post(f"{served.url}{QUERY}", json={"vectors": [1.0, 0.0]}, timeout=10)
+        took = time.perf_counter() - started
+        assert reply.status_code == 200 and reply.json()["ids"] == [["a"]]
+        assert took < 1.0  # not held back behind the 1.5 s the loop is held
