@@ -287,7 +287,11 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                 else:
                     failures.append(f"fewer than {K} hits: {body[:300]!r}")
             except (OSError, ProtocolError, ValueError) as error:
-                failures.append(f"{type(error).__name__}: {error}")
+                kind = "add" if write else "query"
+                failures.append(
+                    f"{type(error).__name__} ({kind} at {began - clock[0]:.1f} s, after "
+                    f"{time.perf_counter() - began:.1f} s): {error}"
+                )
                 connection.close()
                 connection = Connection(spec["host"], spec["port"])
             mine.append((began, time.perf_counter() - began, int(write), ok))
