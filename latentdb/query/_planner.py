@@ -199,7 +199,10 @@ class FilterCache:
     # -- metadata columns ------------------------------------------------------------
 
     def catch_up(self, store: Store, collection_id: int, applied: int) -> MetadataColumns:
-        """Bring the columns up to the store's write ``applied``."""
+        """Bring the columns up to the store's write ``applied`` (the store's lock is
+        taken only when there is something to read)."""
+        if self.columns.applied >= applied:
+            return self.columns
         with store.lock, self.lock:  # the store's lock first, everywhere
             columns = self.columns
             if columns.applied >= applied:
@@ -228,6 +231,8 @@ class FilterCache:
         ``_LOAD_WAIT_S``, where the collection is small enough to be read by then: an
         exact answer without the column costs up to ~0.1 s of CPU, and taken side by side
         with the read on a busy machine both took longer."""
+        if not self.columns.missing(condition):  # built: no lock needed to see it
+            return True
         with store.lock, self.lock:
             missing = self.columns.missing(condition)
             if not missing:
@@ -323,29 +328,34 @@ class FilterCache:
         :func:`filter_key`, if the caller has it."""
         if key is None:
             key = filter_key(condition, document)
-        with store.lock, self.lock:
+        with self.lock:  # the columns need no store: its lock only for SQL, below
             columns = self.columns
             cached = self._selections.get(key)
             if cached is not None and cached[0] == columns.version:
                 self._selections.move_to_end(key)
                 return cached[1], cached[2], cached[3]
-            version = columns.version
-            selection: Selection
-            try:
-                if document is not None or condition is None:
-                    raise Unsupported("a document filter is answered by SQL")
-                estimated = columns.estimate(condition)
-                selection = MaskSelection(columns, columns.mask(condition))
-                source = "columns"
-            except Unsupported:
-                sql = [f for f in (None if condition is None else to_sql(condition), document) if f]
-                allowed = store.select(collection_id, where=and_filters(*sql))
-                keys = np.fromiter((k for k, _ in allowed), dtype=np.int64, count=len(allowed))
-                selection, estimated, source = KeySelection(keys), len(allowed), "sql"
-            self._selections[key] = (version, selection, estimated, source)
-            if len(self._selections) > _CACHED_FILTERS:
-                self._selections.popitem(last=False)
-            return selection, estimated, source
+            if document is None and condition is not None:
+                try:
+                    estimated = columns.estimate(condition)
+                    selection = MaskSelection(columns, columns.mask(condition))
+                    return self._keep(key, columns.version, selection, estimated, "columns")
+                except Unsupported:
+                    pass
+        with store.lock, self.lock:
+            version = self.columns.version
+            sql = [f for f in (None if condition is None else to_sql(condition), document) if f]
+            allowed = store.select(collection_id, where=and_filters(*sql))
+            keys = np.fromiter((k for k, _ in allowed), dtype=np.int64, count=len(allowed))
+            return self._keep(key, version, KeySelection(keys), len(allowed), "sql")
+
+    def _keep(
+        self, key: str, version: int, selection: Selection, estimated: int, source: str
+    ) -> tuple[Selection, int, str]:
+        """Cache a filter's selection at a columns version (under the cache's lock)."""
+        self._selections[key] = (version, selection, estimated, source)
+        if len(self._selections) > _CACHED_FILTERS:
+            self._selections.popitem(last=False)
+        return selection, estimated, source
 
     def plan(self, key: str) -> FilterPlan:
         """The plan kept for the filter ``key`` (made on first use)."""
@@ -628,7 +638,12 @@ def filtered_search(
     params: Mapping[str, int] | None,
     exact: bool,
 ) -> tuple[Hits, QueryPlan]:
-    """Answer a filtered query (see the module docstring)."""
+    """Answer a filtered query (see the module docstring).
+
+    The caller need not hold the store's lock: it is taken only to read the store
+    (catching the columns up, reading a new key's column, SQL filters), so a caller may
+    run this on the index's published snapshot. ``index`` may be either.
+    """
     started = time.perf_counter()
     cache.catch_up(store, collection_id, applied)
     cache.pool.add(queries)
