@@ -82,10 +82,10 @@ _STOPWORD_LIST = """
 """
 STOPWORDS = frozenset(_STOPWORD_LIST.split())
 # A word in more documents than this share of them is common (it scores, but brings no
-# document in alone). 0.05 on 50k PyPI summaries (bench/results/text.md): queries that
-# held stopwords, BM25 side p99 52 ms against 165 ms with no common words (load 7.5);
-# the fused top 10 of stopword-free queries as before for 96% of them, 98% with no
-# common words, 88% at 0.02.
+# document in alone). 0.05 on 50k PyPI summaries (bench/results/text.md): on queries that
+# held stopwords, the BM25 side's CPU time p99 30 ms, against 77 with no common words and
+# 16 at 0.02; the fused top 10 of stopword-free queries as before for 96% of them (98%
+# with no common words, 88% at 0.02).
 COMMON_SHARE = 0.05
 # ... unless it is in at most this many: ranking them costs a few milliseconds.
 COMMON_ROWS = 1000
