@@ -124,6 +124,8 @@ class SealingPolicy:
         return self._timer is not None
 
     def _arm(self, delay: float) -> None:
+        if self._timer is not None:  # one pending check at a time: a second timer
+            self._timer.cancel()  # would arm two more, and so on (threads by hundreds)
         self._timer = self.clock.call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
@@ -135,6 +137,6 @@ class SealingPolicy:
             if remaining > 0 and not self._overdue():
                 self._arm(remaining)
             else:  # quiet, or writes never pause and the exact scan keeps growing
-                self._seal()
-                if remaining > 0:
+                self._seal()  # may have armed a retry itself
+                if remaining > 0 and self._timer is None:
                     self._arm(remaining)

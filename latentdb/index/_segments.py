@@ -275,7 +275,10 @@ class SegmentedIndex(Compaction):
             return
         keys, vectors = self.growing.live_rows()  # a snapshot: writes go on meanwhile
         sequences = self.growing.sequences_of(keys)
-        built = np.flatnonzero(~holdout(keys.shape[0]))  # the rest stay growing
+        if not self.sealed or self._needs_tuning():  # tuning rows stay growing
+            built = np.flatnonzero(~holdout(keys.shape[0]))
+        else:  # a delta beside a tuned graph: every row
+            built = np.arange(keys.shape[0])
         self._touched = set()
         self._builder = threading.Thread(
             target=self._build_in_background,
@@ -398,9 +401,14 @@ class SegmentedIndex(Compaction):
         self.sealed.append((name, segment))
         if self._needs_tuning():
             self.tune()
-        folded = self._fold(segment)
-        if folded is not None:
-            self.sealed[-1] = (self._write_segment(folded), folded)
+        if len(self.sealed) == 1:
+            # The first graph takes in the tuning rows and those written meanwhile, so
+            # queries search it alone. A delta leaves them growing for the next delta:
+            # adding them here, under the lock, stalled writers and other processes'
+            # queries for seconds under steady writes.
+            folded = self._fold(segment)
+            if folded is not None:
+                self.sealed[-1] = (self._write_segment(folded), folded)
         self._save()
         self.publish()
 

@@ -92,6 +92,30 @@ def test_writes_that_never_pause_seal_once_overdue() -> None:
     assert sealing.pending  # still checking: writes go on
 
 
+def test_a_seal_that_asks_for_a_retry_leaves_one_check_pending() -> None:
+    """Another process holds the seal's claim, so every check asks to retry while writes
+    go on: one timer stays pending (a retry and a re-arm each used to add one, and the
+    timers doubled into hundreds of threads waiting on the store's lock)."""
+    clock = FakeClock()
+    holder: list[SealingPolicy] = []
+    checks: list[float] = []
+
+    def seal() -> None:
+        checks.append(clock.now())
+        holder[0].retry()
+
+    sealing = SealingPolicy(
+        lock=threading.RLock(), seal=seal, overdue=lambda: True, clock=clock, quiet_seconds=1.0
+    )
+    holder.append(sealing)
+    for _ in range(100):  # a write every 0.1 s for 10 s, the seal overdue throughout
+        sealing.wrote()
+        clock.advance(0.1)
+    live = [timer for timer in clock.timers if not timer.cancelled]
+    assert len(live) == 1
+    assert 5 <= len(checks) <= 11  # about one check a quiet second, not doubling
+
+
 def test_cancel_and_stop_drop_the_pending_check() -> None:
     clock = FakeClock()
     sealing, seals = policy(clock)
