@@ -634,18 +634,40 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @rule()
     def wait_for_seal(self) -> None:
+        self.sealed(self.collection)
+
+    def sealed(self, collection: latentdb.Collection) -> None:
         """Wait until no seal runs and the growing segment is under the seal size (or
         too small to train the index kind on: then it stays exact)."""
         seal_rows = self.config["index"]["seal_rows"]
         least = min_build_rows(self.config["index"]["kind"], self.config["reduce"])
         deadline = time.monotonic() + 60
         while True:
-            status = self.collection.index_status()
+            status = collection.index_status()
             trainable = _segments._built_rows(status.pending) >= least
             if not status.building and (status.pending < seal_rows or not trainable):
                 return
             assert time.monotonic() < deadline, f"no seal after 60 s: {status}"
             time.sleep(0.01)
+
+    @rule(size=sizes, seed=seeds, optimize=st.booleans())
+    def another_connection_writes(self, size: int, seed: int, optimize: bool) -> None:
+        """Another connection to the folder (as a second server worker has) adds rows
+        and seals or optimizes them before it closes; this one, its index loaded, then
+        adopts those segments, reconciled against the rows it has caught up with."""
+        assert self.db is not None
+        other = latentdb.connect(self.folder)
+        try:
+            collection = other.get_collection(COLLECTION)
+            op = self.model.write_op("add", size, seed, stored=0, reborn=0)
+            worker.run_op(collection, op)
+            self.model.apply(op)
+            if optimize:
+                collection.optimize()
+            else:
+                self.sealed(collection)
+        finally:
+            other.close()
 
     @rule()
     def reopen(self) -> None:

@@ -34,7 +34,7 @@ from latentdb.api import (
     write_vectors,
 )
 from latentdb.errors import DuplicateIdError, ReadOnlyError, RecordNotFoundError
-from latentdb.index import pair_distances
+from latentdb.index import WRITE_BACKLOG_ROWS, WRITE_STALL_SECONDS, pair_distances
 from latentdb.query import QueryPlan, filtered_search, fts_query, fuse
 from latentdb.space import LatentSpace
 from latentdb.store import Changes, SqlFilter
@@ -172,6 +172,8 @@ class EmbeddedCollection(Collection):
         matrix = write_vectors(self, request)[1]
         database, state = self._database, self._state
         store = database.store
+        if matrix is not None:
+            self._wait_for_index()
         with store.lock:  # held until the commit is mirrored in the index
             with store.write():
                 database.sync(state)
@@ -186,6 +188,23 @@ class EmbeddedCollection(Collection):
             else:
                 self._apply(sequence, keys, request.ids, matrix)
             database.sync(state)  # notes our commit: queries go on without the lock
+
+    def _wait_for_index(self) -> None:
+        """Hold a write, before it takes the lock, while the index is far behind the
+        writes (:meth:`SegmentedIndex.backlog` over ``WRITE_BACKLOG_ROWS``), for at most
+        ``WRITE_STALL_SECONDS``: writes slow to the pace the builds keep, and queries
+        keep scanning a short growing segment instead of one that grows without end."""
+        index = self._state.index
+        if index is None or index.backlog() <= WRITE_BACKLOG_ROWS:
+            return
+        database, state = self._database, self._state
+        deadline = time.monotonic() + WRITE_STALL_SECONDS
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+            with database.store.lock:  # also loads what another process has built
+                index = database.index(state)
+            if index.backlog() <= WRITE_BACKLOG_ROWS:
+                return
 
     def _insert_rows(
         self, request: WriteRequest, matrix: FloatMatrix

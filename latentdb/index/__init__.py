@@ -17,7 +17,12 @@ from latentdb.index._kinds import (
 )
 from latentdb.index._lock import BuildLock
 from latentdb.index._sealed import SealedSegment, merge_hits, merge_to_width
-from latentdb.index._segments import IndexStatus, SegmentedIndex
+from latentdb.index._segments import (
+    WRITE_BACKLOG_ROWS,
+    WRITE_STALL_SECONDS,
+    IndexStatus,
+    SegmentedIndex,
+)
 from latentdb.index._spec import AUTO_MIN_ROWS, INDEX_KINDS, IndexSpec, ann_kind_names
 
 __all__ = [
@@ -26,6 +31,8 @@ __all__ = [
     "EXACT_KIND",
     "INDEX_KINDS",
     "INDEX_KIND_REGISTRY",
+    "WRITE_BACKLOG_ROWS",
+    "WRITE_STALL_SECONDS",
     "BuildLock",
     "FlatIndex",
     "IndexKindDescriptor",

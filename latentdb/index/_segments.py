@@ -24,6 +24,7 @@ import threading
 import warnings
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,15 @@ from latentdb.index._spec import IndexSpec
 from latentdb.index._tuning import built_rows, holdout
 from latentdb.space import Metric
 
-__all__ = ["FILTERED_EF_MAX", "IndexStatus", "SegmentedIndex", "Selection", "filtered_ef"]
+__all__ = [
+    "FILTERED_EF_MAX",
+    "WRITE_BACKLOG_ROWS",
+    "WRITE_STALL_SECONDS",
+    "IndexStatus",
+    "SegmentedIndex",
+    "Selection",
+    "filtered_ef",
+]
 
 # How long writes must pause before a seal (read when an index is made: tests and the
 # lifecycle worker set it here to seal sooner).
@@ -61,6 +70,19 @@ DELTA_SEAL_ROWS = 2_500
 # Sealed segments merged into one once this many are within MERGE_SPREAD x in size.
 MERGE_SEGMENTS = 4
 MERGE_SPREAD = 3
+# The build beam of a background build beside a graph (a delta, or a merge of deltas)
+# of at most SMALL_BUILD_ROWS rows: on 2,500 and 10,000 PyPI rows (M 32, one thread),
+# efConstruction 64 builds 2.7x and 3.5x faster than 200 (90 and 166 us a row), and the
+# graph finds 0.986 and 0.974 of the top 10 at ef 48 (0.992 and 0.990 at 200). Under
+# steady writes the builds are what the CPU does most; optimize() and larger merges
+# build with the spec's beam.
+SMALL_BUILD_EF_CONSTRUCTION = 64
+# A write waits (up to WRITE_STALL_SECONDS) while more rows than this wait for a graph:
+# under writes faster than the builds, the exact scan of the growing segment grew to
+# 23k rows in bench/server.py's mixed phase and took most of the queries' time.
+WRITE_BACKLOG_ROWS = 2 * DELTA_SEAL_ROWS
+WRITE_STALL_SECONDS = 10.0
+SMALL_BUILD_ROWS = 20_000
 
 
 class SegmentedIndex(Compaction):
@@ -168,6 +190,20 @@ class SegmentedIndex(Compaction):
         missing: KeyArray = stored_keys[~live]
         self.publish()
         return missing
+
+    def live_versions(self) -> tuple[KeyArray, KeyArray]:
+        """(keys ascending, the write sequence of each) of every live row, growing or
+        sealed: once caught up with the store, what :meth:`reconcile` would read there
+        (an index of another process's segments is reconciled against these)."""
+        keys, _ = self.growing.live_rows(copy=False)
+        key_parts, sequence_parts = [keys], [self.growing.sequences_of(keys)]
+        for _, segment in self.sealed:
+            alive = np.flatnonzero(segment.alive)
+            key_parts.append(segment.keys[alive])
+            sequence_parts.append(segment.sequences[alive])
+        all_keys = np.concatenate(key_parts)
+        order = np.argsort(all_keys, kind="stable")
+        return all_keys[order], np.concatenate(sequence_parts)[order]
 
     def saved_elsewhere(self) -> bool:
         """Whether another index object (here or in another process) has saved a
@@ -346,8 +382,12 @@ class SegmentedIndex(Compaction):
             # Spare room for the tuning rows and some written meanwhile, folded in next.
             built = vectors.shape[0] if rows is None else rows.shape[0]
             spare = vectors.shape[0] - built + built // 100
+            spec = self.spec
+            if (replaces or len(self.sealed) > 0) and built <= SMALL_BUILD_ROWS:
+                beam = min(spec.ef_construction, SMALL_BUILD_EF_CONSTRUCTION)
+                spec = replace(spec, ef_construction=beam)
             segment = SealedSegment.build(
-                kind=kind, spec=self.spec, metric=self.metric, keys=keys, vectors=vectors,
+                kind=kind, spec=spec, metric=self.metric, keys=keys, vectors=vectors,
                 sequences=sequences, rows=rows, spare=spare, reduce=self.reduce,
             )  # fmt: skip
             if self._closed or generation != self._generation:
@@ -411,6 +451,15 @@ class SegmentedIndex(Compaction):
                 self.sealed[-1] = (self._write_segment(folded), folded)
         self._save()
         self.publish()
+
+    def backlog(self) -> int:
+        """Rows that queries scan exactly because no graph holds them yet, once a graph
+        exists and a build that takes them in runs or is due (here, or in another
+        process that holds the build claim); else 0. Writers wait while it is large
+        (:data:`WRITE_BACKLOG_ROWS`)."""
+        if not self.sealed or (self._builder is None and not self.sealing.pending):
+            return 0
+        return len(self.growing)
 
     def wait(self) -> None:
         """Wait for a background build to finish."""

@@ -14,7 +14,7 @@ import pytest
 
 import latentdb
 from latentdb import IndexSpec
-from latentdb.engine import EmbeddedCollection
+from latentdb.engine import EmbeddedCollection, _collection
 from latentdb.engine._rows import _ROW_OVERHEAD, RowCache
 from latentdb.index import _segments
 
@@ -197,3 +197,75 @@ def test_a_process_adopts_the_segments_another_one_built(
     assert status.pending < 300  # the delta's rows come from its segment, not the store
     names = {name for name, _ in follower._state.index.sealed}  # type: ignore[attr-defined]
     assert names == {name for name, _ in index.sealed}
+
+
+def test_adopting_another_process_segment_keeps_the_writes_made_since(
+    open_db: Callable[[], latentdb.Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The follower reconciles the builder's new delta against its own caught-up rows,
+    not the store's: rows deleted or replaced after the delta was built stay so, on both
+    sides, and every row is held once."""
+    monkeypatch.setattr(_segments, "_SEAL_QUIET_SECONDS", 0.05)
+    monkeypatch.setattr(_segments, "DELTA_SEAL_ROWS", 200)
+    here, there = open_db(), open_db()
+    builder = make(here, 1000, seal_rows=400)
+    builder.optimize()
+    follower = there.get_collection("c")
+    follower.query(vectors=np.zeros(DIMENSION), k=5)
+    vectors = np.random.default_rng(5).normal(size=(300, DIMENSION))
+    builder.add([f"n{i}" for i in range(300)], vectors=vectors, model=MODEL)
+    index = builder._state.index  # type: ignore[attr-defined]
+    for _ in range(200):
+        index.wait()
+        if index.status().segments == 2:
+            break
+        time.sleep(0.05)
+    assert index.status().segments == 2
+    moved = -vectors[1] * 10
+    builder.delete(ids=["n0"])  # after the delta holds n0...
+    follower.upsert(["n1"], vectors=moved, model=MODEL)  # ...and n1, written elsewhere
+    follower.delete(ids=["r5"])  # a row of the optimized segment
+    for collection in (follower, builder):
+        assert collection.get(ids=["n0", "r5"]).ids == []
+        assert collection.query(vectors=moved, k=1, include=[]).ids == [["n1"]]
+        assert collection.query(vectors=vectors[2], k=1, include=[]).ids == [["n2"]]
+        exact = collection.query(vectors=vectors[:50], k=3, include=[], exact=True).ids
+        assert (
+            collection.query(vectors=vectors[:50], k=3, include=[], params={"ef": 400}).ids == exact
+        )
+        status = collection.index_status()
+        assert status.indexed + status.pending == 1298 == collection.count()
+    names = {name for name, _ in follower._state.index.sealed}  # type: ignore[attr-defined]
+    assert names == {name for name, _ in index.sealed}
+
+
+def test_a_write_waits_while_the_index_is_far_behind(
+    open_db: Callable[[], latentdb.Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backpressure: with more rows waiting for a graph than the engine allows and a seal
+    due, a write of vectors waits (here until the stall's end, as the seal check is far
+    off); other writes and a short backlog do not wait."""
+    monkeypatch.setattr(_segments, "_SEAL_QUIET_SECONDS", 30.0)
+    monkeypatch.setattr(_segments, "DELTA_SEAL_ROWS", 100)
+    collection = make(open_db(), 1000, seal_rows=400)
+    collection.optimize()
+    monkeypatch.setattr(_collection, "WRITE_BACKLOG_ROWS", 150)
+    monkeypatch.setattr(_collection, "WRITE_STALL_SECONDS", 1.0)
+    rng = np.random.default_rng(6)
+    started = time.monotonic()
+    collection.add(
+        [f"a{i}" for i in range(120)], vectors=rng.normal(size=(120, DIMENSION)), model=MODEL
+    )
+    collection.add(
+        [f"b{i}" for i in range(60)], vectors=rng.normal(size=(60, DIMENSION)), model=MODEL
+    )
+    assert time.monotonic() - started < 0.4  # 120 rows behind before the second: no wait
+    index = collection._state.index  # type: ignore[attr-defined]
+    assert index.backlog() == 180 and index.sealing.pending
+    started = time.monotonic()
+    collection.update(["a0"], metadatas=[{"n": -1}])  # no vectors: nothing to index
+    assert time.monotonic() - started < 1.0
+    collection.add(["c0"], vectors=rng.normal(size=DIMENSION), model=MODEL)
+    assert time.monotonic() - started >= 1.0  # waited the stall out, then wrote
+    assert collection.count() == 1181
+    index.sealing.stop()
