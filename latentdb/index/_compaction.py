@@ -60,6 +60,7 @@ class Compaction(Tuning):
             self.sealing.cancel()
             self._generation += 1
             self._builder, self._touched = None, None
+            self._merger, self._merge_touched = None, None
             kind = self._kind_to_build()
             if index_kind(kind).exact:
                 return

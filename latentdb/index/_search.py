@@ -108,7 +108,9 @@ class SegmentSearch:
     _settings_kind: str
     _overrides: dict[tuple[Any, ...], dict[str, int]]
     _builder: threading.Thread | None
+    _merger: threading.Thread | None
     _touched: set[int] | None
+    _merge_touched: set[int] | None
     _generation: int
     _closed: bool
 
@@ -366,7 +368,7 @@ class SegmentSearch:
             pending=len(self.growing),
             deleted=sum(segment.dead for _, segment in self.sealed),
             segments=len(self.sealed),
-            building=self._builder is not None,
+            building=self._builder is not None or self._merger is not None,
             params=dict(self._settings_for(None)),
             recall_target=self.recall_target,
             tuned_recall=self.tuned_recall,

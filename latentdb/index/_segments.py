@@ -23,10 +23,10 @@ import os
 import threading
 import warnings
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import faiss
 import numpy as np
@@ -53,6 +53,7 @@ __all__ = [
     "SegmentedIndex",
     "Selection",
     "filtered_ef",
+    "merge_tier",
 ]
 
 # How long writes must pause before a seal (read when an index is made: tests and the
@@ -83,6 +84,29 @@ SMALL_BUILD_EF_CONSTRUCTION = 64
 WRITE_BACKLOG_ROWS = 2 * DELTA_SEAL_ROWS
 WRITE_STALL_SECONDS = 10.0
 SMALL_BUILD_ROWS = 20_000
+
+
+class _Sized(Protocol):
+    @property
+    def live(self) -> int: ...
+
+
+_Segment = TypeVar("_Segment", bound=_Sized)
+
+
+def merge_tier(segments: Sequence[_Segment]) -> list[_Segment]:
+    """The segments to merge next: the smallest size tier holding at least
+    :data:`MERGE_SEGMENTS` (at most twice that), a tier being the segments from one up
+    to :data:`MERGE_SPREAD` times its live rows; empty when no tier is full. Every
+    tier counts, not only the smallest segment's: with a new delta always beside them,
+    merged segments would otherwise never merge again."""
+    by_size = sorted(segments, key=lambda segment: segment.live)
+    for start, first in enumerate(by_size):
+        bound = MERGE_SPREAD * max(first.live, 1)
+        tier = [segment for segment in by_size[start:] if segment.live < bound]
+        if len(tier) >= MERGE_SEGMENTS:
+            return tier[: 2 * MERGE_SEGMENTS]
+    return []
 
 
 class SegmentedIndex(Compaction):
@@ -130,8 +154,15 @@ class SegmentedIndex(Compaction):
         self.tuned_rows = 0
         self.tuned_recall: float | None = None
         self.applied = 0
-        self._builder: threading.Thread | None = None
-        self._touched: set[int] | None = None  # keys written while a build runs
+        self._builder: threading.Thread | None = None  # a seal of growing rows
+        self._touched: set[int] | None = None  # keys written while it runs
+        # A merge of sealed segments runs beside seals: a long merge that held the one
+        # builder let the growing segment reach 23k rows (bench/server.py, mixed).
+        self._merger: threading.Thread | None = None
+        self._merge_touched: set[int] | None = None
+        # The folder's build claim, held while either runs (see _claim).
+        self._claimed: int | None = None
+        self._claims = 0
         self._generation = 0  # bumped by optimize(): a build started before is dropped
         self._closed = False
         self.sealing = SealingPolicy(
@@ -219,9 +250,10 @@ class SegmentedIndex(Compaction):
         with self.lock:  # a seal may be starting its builder thread under the lock
             self._closed = True
             self.sealing.stop()
-            builder = self._builder
-        if wait and builder is not None and builder is not threading.current_thread():
-            builder.join()
+            builders = (self._builder, self._merger)
+        for builder in builders:
+            if wait and builder is not None and builder is not threading.current_thread():
+                builder.join()
 
     # -- writes (under the lock) ---------------------------------------------------
 
@@ -263,9 +295,10 @@ class SegmentedIndex(Compaction):
             # then deleted) costs each query a search for nothing: no longer searched,
             # and swept when the next manifest leaves it out.
             self.sealed = [entry for entry in self.sealed if entry[1].live] or self.sealed[:1]
-        if self._touched is not None:
-            self._touched.update(keys.tolist())
-            self._touched.update(deleted.tolist())
+        for touched in (self._touched, self._merge_touched):
+            if touched is not None:
+                touched.update(keys.tolist())
+                touched.update(deleted.tolist())
         self.applied = max(self.applied, sequence)
         if len(self.growing) >= self._seal_size() and self.folder is not None:
             self.sealing.wrote()
@@ -290,23 +323,22 @@ class SegmentedIndex(Compaction):
         return len(self.growing) >= times * self._seal_size()
 
     def _maybe_seal(self) -> None:
-        """Start a background seal of the growing segment if one is due, or else a merge
-        of sealed segments (under the lock)."""
-        if self._builder is not None or self._closed or self.folder is None:
+        """Start a background seal of the growing segment if one is due, and a merge of
+        sealed segments if one is (under the lock)."""
+        if self._closed or self.folder is None:
             return
         if self.saved_elsewhere():  # another process's segments: the engine loads them
             self.sealing.retry()  # (on its next catch-up) before this index builds
             return
-        if len(self.growing) < self._seal_size():
-            self._maybe_merge()
+        self._maybe_merge()
+        if self._builder is not None or len(self.growing) < self._seal_size():
             return
         kind = self._kind_to_build()
         if index_kind(kind).exact:
             return
         if built_rows(len(self.growing)) < min_build_rows(kind, self.reduce):
             return  # a seal too small to train (seal_rows under ivf-pq's 256, say)
-        claimed = claim(self.folder)
-        if claimed is None:  # another process is building one: its segment will be
+        if not self._claim():  # another process is building one: its segment will be
             self.sealing.retry()  # loaded, or this index builds once it is done
             return
         keys, vectors = self.growing.live_rows()  # a snapshot: writes go on meanwhile
@@ -319,7 +351,6 @@ class SegmentedIndex(Compaction):
         self._builder = threading.Thread(
             target=self._build_in_background,
             args=(kind, keys[built], vectors, sequences[built], built, self._generation),
-            kwargs={"claimed": claimed},
             name="latentdb-seal",
             daemon=True,
         )
@@ -327,39 +358,54 @@ class SegmentedIndex(Compaction):
         self.publish()
 
     def _maybe_merge(self) -> None:
-        """Start a background merge of the smallest size tier of sealed segments once it
+        """Start a background merge of the smallest size tier of sealed segments that
         holds :data:`MERGE_SEGMENTS` of them (under the lock): a tier is the segments
-        under :data:`MERGE_SPREAD` times the smallest one's live rows, so each row is
-        rebuilt about log(rows / delta) times, and a query searches a few segments."""
-        if len(self.sealed) < MERGE_SEGMENTS or self._builder is not None or self._closed:
+        from one up to :data:`MERGE_SPREAD` times its live rows, so each row is rebuilt
+        about log(rows / delta) times, and a query searches a few segments."""
+        if len(self.sealed) < MERGE_SEGMENTS or self._merger is not None or self._closed:
             return
-        by_size = sorted((segment for _, segment in self.sealed), key=lambda s: s.live)
-        smallest = max(by_size[0].live, 1)
-        tier = [s for s in by_size if s.live < MERGE_SPREAD * smallest][: 2 * MERGE_SEGMENTS]
-        if len(tier) < MERGE_SEGMENTS:
+        tier = merge_tier([segment for _, segment in self.sealed])
+        if not tier:
             return
         kind = self.sealed[0][1].kind
         parts = [segment.live_rows() for segment in tier]
         keys = np.concatenate([part[0] for part in parts])
         if built_rows(keys.shape[0]) < min_build_rows(kind, self.reduce):
             return
-        assert self.folder is not None
-        claimed = claim(self.folder)
-        if claimed is None:
+        if not self._claim():
             return  # another process is building one: its segment will be loaded
         vectors = np.concatenate([part[1] for part in parts])
         sequences = np.concatenate([s.sequences[np.flatnonzero(s.alive)] for s in tier])
         order = np.argsort(keys, kind="stable")
-        self._touched = set()
-        self._builder = threading.Thread(
+        self._merge_touched = set()
+        self._merger = threading.Thread(
             target=self._build_in_background,
             args=(kind, keys[order], vectors[order], sequences[order], None, self._generation),
-            kwargs={"replaces": tuple(tier), "claimed": claimed},
+            kwargs={"replaces": tuple(tier)},
             name="latentdb-merge",
             daemon=True,
         )
-        self._builder.start()
+        self._merger.start()
         self.publish()
+
+    def _claim(self) -> bool:
+        """Take the folder's build claim for one more build of this index (under the
+        lock): the seal and the merge of one index share it, another process's builds
+        wait for it (its flock is taken once, without waiting)."""
+        if self._claims == 0:
+            assert self.folder is not None
+            self._claimed = claim(self.folder)
+            if self._claimed is None:
+                return False
+        self._claims += 1
+        return True
+
+    def _unclaim(self) -> None:
+        """Give back one build's share of the claim (under the lock)."""
+        self._claims -= 1
+        if self._claims == 0 and self._claimed is not None:
+            release_claim(self._claimed)
+            self._claimed = None
 
     def _build_in_background(
         self,
@@ -371,7 +417,6 @@ class SegmentedIndex(Compaction):
         generation: int,
         *,
         replaces: tuple[SealedSegment, ...] = (),
-        claimed: int | None = None,
     ) -> None:
         """Build a segment of ``rows`` of ``vectors`` (all if None) and install it in
         place of the growing rows it holds, or of the segments it ``replaces``."""
@@ -409,12 +454,13 @@ class SegmentedIndex(Compaction):
                 stacklevel=1,
             )
         finally:
-            if claimed is not None:
-                release_claim(claimed)
             with self.lock:
+                self._unclaim()
                 if generation == self._generation:
-                    self._builder = None
-                    self._touched = None
+                    if replaces:
+                        self._merger, self._merge_touched = None, None
+                    else:
+                        self._builder, self._touched = None, None
                     self._maybe_seal()  # the next seal or merge, if one is due
                     self.publish()
 
@@ -422,7 +468,7 @@ class SegmentedIndex(Compaction):
         self, name: str, segment: SealedSegment, replaces: tuple[SealedSegment, ...]
     ) -> None:
         """Swap a merged segment in for the segments it was built from (under lock)."""
-        touched = np.fromiter(self._touched or (), dtype=np.int64)
+        touched = np.fromiter(self._merge_touched or (), dtype=np.int64)
         segment.remove(touched)  # changed during the build: masked in the old ones too
         kept = [(n, s) for n, s in self.sealed if not any(s is old for old in replaces)]
         if len(kept) != len(self.sealed) - len(replaces):
@@ -463,9 +509,9 @@ class SegmentedIndex(Compaction):
 
     def wait(self) -> None:
         """Wait for a background build to finish."""
-        builder = self._builder
-        if builder is not None:
-            builder.join()
+        for builder in (self._builder, self._merger):
+            if builder is not None:
+                builder.join()
 
     def set_recall_target(self, target: float) -> None:
         """Change the target and re-tune the search parameters for it."""

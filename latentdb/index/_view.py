@@ -46,6 +46,7 @@ class SearchView(SegmentSearch):
         self._settings_kind = index.kind()
         self._overrides = index._overrides
         self._builder = index._builder
+        self._merger = index._merger
         self._touched = None
         self._generation = index._generation
         self._closed = False

@@ -181,6 +181,8 @@ def test_a_process_adopts_the_segments_another_one_built(
     follower = there.get_collection("c")
     query = np.random.default_rng(4).normal(size=DIMENSION)
     follower.query(vectors=query, k=5)  # loads the optimized segment
+    # The follower seals nothing itself here (either connection may claim a due seal).
+    follower._state.index.sealing.quiet_seconds = 60.0  # type: ignore[attr-defined]
     vectors = np.random.default_rng(5).normal(size=(300, DIMENSION))
     builder.add([f"n{i}" for i in range(300)], vectors=vectors, model=MODEL)
     index = builder._state.index  # type: ignore[attr-defined]
@@ -212,6 +214,7 @@ def test_adopting_another_process_segment_keeps_the_writes_made_since(
     builder.optimize()
     follower = there.get_collection("c")
     follower.query(vectors=np.zeros(DIMENSION), k=5)
+    follower._state.index.sealing.quiet_seconds = 60.0  # type: ignore[attr-defined]
     vectors = np.random.default_rng(5).normal(size=(300, DIMENSION))
     builder.add([f"n{i}" for i in range(300)], vectors=vectors, model=MODEL)
     index = builder._state.index  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from latentdb.index import IndexSpec, SegmentedIndex, _segments
 from latentdb.index._sealed import SealedSegment
 from latentdb.index._sealing import SEAL_QUIET_SECONDS, SealingPolicy, SystemClock
+from latentdb.index._segments import merge_tier
 from tests._segments import clustered
 
 
@@ -270,3 +272,75 @@ def test_once_a_graph_holds_rows_deltas_seal_small_and_merge_by_size(
     assert sorted(segment.live for _, segment in reopened.sealed) == [600, 1000]
     index.close(wait=True)
     reopened.close(wait=True)
+
+
+def test_a_delta_seals_while_a_merge_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A merge holds no seal back: while one runs (held here until the test lets it go),
+    a new delta is sealed and installed, rows changed meanwhile stay in their newest
+    place, and the merge then replaces only the segments it read."""
+    monkeypatch.setattr(_segments, "DELTA_SEAL_ROWS", 150)
+    clock = FakeClock()
+    index = segmented(tmp_path, clock, seal_rows=1000)
+    vectors = clustered(2400)
+    write(index, 0, vectors[:1000])
+    clock.advance(SEAL_QUIET_SECONDS * 2)
+    index.wait()
+    for start in range(1000, 1450, 150):  # three deltas: one short of a merge
+        write(index, start, vectors[start : start + 150])
+        clock.advance(SEAL_QUIET_SECONDS * 2)
+        index.wait()
+    release = threading.Event()
+    build = SealedSegment.build
+
+    def held_merge(**arguments: Any) -> SealedSegment:
+        if arguments["keys"].shape[0] == 600:  # the merge of the four deltas
+            assert release.wait(30)
+        return build(**arguments)
+
+    monkeypatch.setattr(SealedSegment, "build", staticmethod(held_merge))
+    write(index, 1450, vectors[1450:1600])  # the fourth delta: then the merge starts
+    clock.advance(SEAL_QUIET_SECONDS * 2)
+    deadline = time.monotonic() + 30
+    while index._merger is None:  # the seal's end starts the merge
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    moved = np.arange(1000, 1010, dtype=np.int64)  # rows of a delta the merge reads...
+    with index.lock:  # ...replaced while it runs (new versions: later sequences)
+        index.apply(moved, vectors[2000:2010], moved + 5000, np.empty(0, np.int64), 6010)
+    write(index, 1600, vectors[1600:1750])  # a delta, sealed beside the merge
+    clock.advance(SEAL_QUIET_SECONDS * 2)
+    builder = index._builder
+    if builder is not None:
+        builder.join()
+    assert index._merger is not None and index._merger.is_alive()
+    sizes = sorted(segment.live for _, segment in index.sealed)
+    assert sizes == [140, 150, 150, 150, 160, 1000]  # the new delta holds the moved rows
+    release.set()
+    index.wait()
+    assert sorted(segment.live for _, segment in index.sealed) == [160, 590, 1000]
+    with index.lock:
+        _, found = index.search(vectors[:1], 3000, exact=True)
+    assert sorted(found[0].tolist()) == list(range(1750))  # each row once
+    with index.lock:
+        distances, keys = index.search(vectors[2000:2010], 1, exact=True)
+    assert keys[:, 0].tolist() == moved.tolist() and np.allclose(distances, 0, atol=1e-5)
+    index.close(wait=True)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "merged"),
+    [
+        ([100_000, 2_500, 2_500, 2_500], []),  # three deltas: not yet
+        ([100_000, 2_500, 2_500, 2_500, 2_400], [2_400, 2_500, 2_500, 2_500]),
+        # Merged segments beside a new delta: their own tier is full.
+        ([100_000, 2_500, 10_000, 10_000, 9_000, 10_000], [9_000, 10_000, 10_000, 10_000]),
+        ([100_000, 2_500, 10_000, 10_000, 9_000], []),
+        ([1_000] * 10, [1_000] * 8),  # at most twice the count at once
+    ],
+)
+def test_the_smallest_full_size_tier_merges(sizes: list[int], merged: list[int]) -> None:
+    class Sized:
+        def __init__(self, live: int) -> None:
+            self.live = live
+
+    assert [segment.live for segment in merge_tier([Sized(size) for size in sizes])] == merged
