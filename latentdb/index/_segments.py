@@ -71,19 +71,21 @@ DELTA_SEAL_ROWS = 2_500
 # Sealed segments merged into one once this many are within MERGE_SPREAD x in size.
 MERGE_SEGMENTS = 4
 MERGE_SPREAD = 3
-# The build beam of a background build beside a graph (a delta, or a merge of deltas)
-# of at most SMALL_BUILD_ROWS rows: on 2,500 and 10,000 PyPI rows (M 32, one thread),
+# The build beam of a background build beside a graph (a delta, or a merge) of at most
+# SMALL_BUILD_ROWS rows: on 2,500 and 10,000 PyPI rows (M 32, one thread),
 # efConstruction 64 builds 2.7x and 3.5x faster than 200 (90 and 166 us a row), and the
 # graph finds 0.986 and 0.974 of the top 10 at ef 48 (0.992 and 0.990 at 200). Under
-# steady writes the builds are what the CPU does most; optimize() and larger merges
-# build with the spec's beam.
+# steady writes the builds are what the CPU does most: with merges of 40k rows at 200,
+# bench/server.py's mixed phase ended with 14 segments (merges trailing the writes) and
+# query p99 188 ms; at 64, 8 segments and 118 ms, recall unchanged (0.920 against
+# 0.911). optimize() and larger merges build with the spec's beam.
 SMALL_BUILD_EF_CONSTRUCTION = 64
 # A write waits (up to WRITE_STALL_SECONDS) while more rows than this wait for a graph:
 # under writes faster than the builds, the exact scan of the growing segment grew to
 # 23k rows in bench/server.py's mixed phase and took most of the queries' time.
 WRITE_BACKLOG_ROWS = 2 * DELTA_SEAL_ROWS
 WRITE_STALL_SECONDS = 10.0
-SMALL_BUILD_ROWS = 20_000
+SMALL_BUILD_ROWS = 50_000
 
 
 class _Sized(Protocol):
