@@ -367,12 +367,7 @@ class EmbeddedCollection(Collection):
         queries = request.queries
         if queries is None:
             queries = space.prepare(query_vectors(self, request), copy=False)
-        if (
-            request.condition is None  # not request.filtered, without a property's frame
-            and request.document is None
-            and not request.hybrid
-            and not request.explain
-        ):
+        if request.document is None and not request.hybrid and not request.explain:
             answer = self._query_snapshot(request, queries)
             if answer is not None:
                 return answer
@@ -460,8 +455,9 @@ class EmbeddedCollection(Collection):
         )
 
     def _query_snapshot(self, request: QueryRequest, queries: FloatMatrix) -> QueryResult | None:
-        """The query on the index's published snapshot, taking no lock: writes, builds
-        and optimize() go on meanwhile, and queries run side by side.
+        """The query (unfiltered, or filtered on metadata) on the index's published
+        snapshot, taking no lock: writes, builds and optimize() go on meanwhile, and
+        queries run side by side.
 
         None when it cannot be answered so (the caller takes the lock): the index is not
         loaded, another connection has committed since the last catch-up, or a hit was
@@ -478,9 +474,24 @@ class EmbeddedCollection(Collection):
             if view is None:
                 return None
             fields = request.fields
-            distances, keys = view.search(
-                queries, request.depth, params=request.params, exact=request.exact
-            )
+            if request.condition is None:
+                distances, keys = view.search(
+                    queries, request.depth, params=request.params, exact=request.exact
+                )
+            else:  # the planner takes the store's lock only to read the store
+                (distances, keys), _ = filtered_search(
+                    database.store,
+                    state.row.id,
+                    view.applied,
+                    state.filters,
+                    view,
+                    request.condition,
+                    None,
+                    queries,
+                    request.depth,
+                    params=request.params,
+                    exact=request.exact,
+                )
             try:
                 ids = state.ids.lookup(keys)
             except (KeyError, IndexError):

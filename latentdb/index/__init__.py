@@ -17,6 +17,7 @@ from latentdb.index._kinds import (
 )
 from latentdb.index._lock import BuildLock
 from latentdb.index._sealed import SealedSegment, merge_hits, merge_to_width
+from latentdb.index._search import SegmentSearch
 from latentdb.index._segments import (
     WRITE_BACKLOG_ROWS,
     WRITE_STALL_SECONDS,
@@ -40,6 +41,7 @@ __all__ = [
     "IndexStatus",
     "SealedSegment",
     "SearchHits",
+    "SegmentSearch",
     "SegmentedIndex",
     "aligned_distances",
     "ann_kind_names",

@@ -39,7 +39,7 @@ import numpy.typing as npt
 from latentdb.errors import LatentDBWarning
 from latentdb.index import (
     SealedSegment,
-    SegmentedIndex,
+    SegmentSearch,
     index_kind,
 )
 from latentdb.query._columns import MetadataColumns, Unsupported
@@ -199,18 +199,19 @@ class FilterCache:
     # -- metadata columns ------------------------------------------------------------
 
     def catch_up(self, store: Store, collection_id: int, applied: int) -> MetadataColumns:
-        """Bring the columns up to the store's write ``applied`` (the store's lock is
-        taken only when there is something to read)."""
+        """Bring the columns up to the store's write ``applied``, reading through the
+        calling thread's own connection: a filtered query on a snapshot does not wait
+        for a writer's lock (the store's lock is not taken)."""
         if self.columns.applied >= applied:
             return self.columns
-        with store.lock, self.lock:  # the store's lock first, everywhere
+        with self.lock:
             columns = self.columns
             if columns.applied >= applied:
                 return columns
             if not columns.started:  # nothing to bring: note the write (a cache key)
                 columns.applied, columns.version = applied, columns.version + 1
                 return columns
-            self._catch_up(store, collection_id)
+            self._catch_up(store, collection_id, unlocked=True)
             return columns
 
     def _catch_up(self, store: Store, collection_id: int, *, unlocked: bool = False) -> int:
@@ -629,7 +630,7 @@ def filtered_search(
     collection_id: int,
     applied: int,
     cache: FilterCache,
-    index: SegmentedIndex,
+    index: SegmentSearch,
     condition: Condition | None,
     document: SqlFilter | None,
     queries: FloatMatrix,

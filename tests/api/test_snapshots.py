@@ -51,6 +51,27 @@ def answered_while_locked(db: latentdb.Database, call: Callable[[], object]) -> 
     return out[0]
 
 
+def test_filtered_queries_do_not_wait_for_a_writer(db: latentdb.Database) -> None:
+    """Once a filter's columns are built, a query filtered on metadata runs on the
+    snapshot too, and a write's changes reach the next one."""
+    collection = make(db)
+    collection.optimize()
+    query = np.random.default_rng(2).normal(size=DIMENSION)
+    where = {"n": {"$lt": 100}}
+    expected = collection.query(vectors=query, k=5, where=where, exact=True)
+    assert collection.query(vectors=query, k=5, where=where).ids == expected.ids  # columns
+    result = answered_while_locked(
+        db, lambda: collection.query(vectors=query, k=5, where=where, include=["metadatas"])
+    )
+    assert result.ids == expected.ids  # type: ignore[attr-defined]
+    assert all(m["n"] < 100 for m in result.metadatas[0])  # type: ignore[attr-defined]
+    first = expected.ids[0][0]
+    collection.update([first], metadatas=[{"n": 500}])  # out of the filter now
+    after = answered_while_locked(db, lambda: collection.query(vectors=query, k=5, where=where))
+    assert first not in after.ids[0]  # type: ignore[attr-defined]
+    assert after.ids[0][:4] == expected.ids[0][1:]  # type: ignore[attr-defined]
+
+
 def test_queries_do_not_wait_for_a_writer(db: latentdb.Database) -> None:
     collection = make(db)
     query = np.random.default_rng(1).normal(size=DIMENSION)
