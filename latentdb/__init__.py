@@ -23,6 +23,7 @@ from latentdb.api import (
     MigrationStatus,
     QueryResult,
     RecallReport,
+    SpaceComparison,
     SpaceMap,
     SpaceReport,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "MigrationStatus",
     "QueryResult",
     "RecallReport",
+    "SpaceComparison",
     "SpaceMap",
     "SpaceReport",
     "__version__",

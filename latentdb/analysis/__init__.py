@@ -1,10 +1,17 @@
 """Understanding a latent space: estimators of its geometry, the space report with
-measured advice, 2-D projections and the maps drawn from them.
+measured advice, drift between two spaces, 2-D projections and the maps drawn from them.
 
 The estimators are plain functions over numpy arrays; :meth:`Collection.analyze` and
 :meth:`Collection.map` feed them a collection's vectors.
 """
 
+from latentdb.analysis._drift import (
+    ChangedRecord,
+    ComparedSpace,
+    SpaceComparison,
+    compare_spaces,
+    shared_positions,
+)
 from latentdb.analysis._estimators import (
     NeighbourScan,
     NormSummary,
@@ -34,12 +41,15 @@ from latentdb.analysis._report import (
 __all__ = [
     "PROJECTIONS",
     "Advice",
+    "ChangedRecord",
+    "ComparedSpace",
     "Hub",
     "IndexMeasurement",
     "NearDuplicate",
     "NeighbourScan",
     "NormSummary",
     "Reduction",
+    "SpaceComparison",
     "SpaceMap",
     "SpaceReport",
     "Steps",
@@ -48,6 +58,7 @@ __all__ = [
     "check_map_path",
     "check_method",
     "coloring",
+    "compare_spaces",
     "gaussian_like",
     "hubness_skewness",
     "k_occurrence",
@@ -58,6 +69,7 @@ __all__ = [
     "relative_contrast",
     "sample_positions",
     "scan_neighbours",
+    "shared_positions",
     "steps_bar",
     "two_nn",
     "write_html",

@@ -1,7 +1,7 @@
 """The promise: abstract Database and Collection, the results they return, and the
 request checks that every implementation (engine, client, distributed) calls."""
 
-from latentdb.analysis import SpaceMap, SpaceReport
+from latentdb.analysis import SpaceComparison, SpaceMap, SpaceReport
 from latentdb.api._collection import Collection
 from latentdb.api._database import (
     DEFAULT_RECALL_TARGET,
@@ -92,6 +92,7 @@ __all__ = [
     "QueryRequest",
     "QueryResult",
     "RecallReport",
+    "SpaceComparison",
     "SpaceMap",
     "SpaceReport",
     "Where",

@@ -17,11 +17,16 @@ import numpy as np
 import numpy.typing as npt
 
 from latentdb.analysis import (
+    REPORT_STEPS,
+    ComparedSpace,
     IndexMeasurement,
+    SpaceComparison,
     SpaceMap,
     SpaceReport,
     build_report,
     check_method,
+    compare_spaces,
+    shared_positions,
     steps_bar,
 )
 from latentdb.api._database import check_recall_target
@@ -489,7 +494,7 @@ class Collection(abc.ABC):
         """The space report, measured in this process over :meth:`_every_vector`; the
         index figures come from :meth:`evaluate`."""
         space = self.space
-        with steps_bar(f"analyzing {self.name}", 8) as steps:
+        with steps_bar(f"analyzing {self.name}", REPORT_STEPS) as steps:
             steps.advance("reading vectors")
             rows, ids_of = self._every_vector()
             return build_report(
@@ -509,6 +514,38 @@ class Collection(abc.ABC):
         an implementation that measures the space here rather than remotely."""
         raise NotImplementedError(f"{type(self).__name__} measures its space elsewhere")
 
+    def _compare_with(self, other: Collection, *, sample: int, k: int) -> SpaceComparison:
+        """:meth:`Database.compare` of this collection (A) with ``other`` (B), measured
+        in this process over both collections' :meth:`_every_vector`."""
+        first, second = self._for_call(), other._for_call()
+        with steps_bar(f"comparing {first.name} with {second.name}", 6) as steps:
+            steps.advance("reading vectors")
+            rows_a, ids_of_a = first._every_vector()
+            rows_b, ids_of_b = second._every_vector()
+            ids, positions_a, positions_b = shared_positions(
+                ids_of_a(np.arange(rows_a.shape[0], dtype=np.int64)),
+                ids_of_b(np.arange(rows_b.shape[0], dtype=np.int64)),
+            )
+
+            def documents_of(wanted: list[str]) -> list[str | None]:
+                found: dict[str, str | None] = {}
+                for collection in (first, second):
+                    missing = [i for i in wanted if found.get(i) is None]
+                    if missing:
+                        got = collection.get(missing, include=("documents",))
+                        found.update(zip(got.ids, got.documents or [], strict=True))
+                return [found.get(i) for i in wanted]
+
+            return compare_spaces(
+                _side(first, rows_a, positions_a),
+                _side(second, rows_b, positions_b),
+                ids=ids,
+                sample=sample,
+                k=k,
+                documents_of=documents_of,
+                steps=steps,
+            )
+
     def _measure_index(self) -> IndexMeasurement:
         """The index line of the space report: status and measured recall."""
         status = self.index_status()
@@ -525,9 +562,24 @@ class Collection(abc.ABC):
             exact_qps=report.exact_qps,
             source=report.source,
             pending=status.pending if status.kind != EXACT_KIND else 0,
+            tuned_recall=status.tuned_recall if status.kind != EXACT_KIND else None,
         )
 
     @abc.abstractmethod
     def _map(
         self, *, method: str, sample: int, where: Where | None, filters: SqlFilter | None
     ) -> SpaceMap: ...
+
+
+def _side(
+    collection: Collection, rows: FloatMatrix, positions: npt.NDArray[np.int64]
+) -> ComparedSpace:
+    """One side of a comparison: the collection's rows at the shared positions."""
+    space = collection.space
+    return ComparedSpace(
+        collection=collection.name,
+        model=space.model,
+        metric=space.metric,
+        count=rows.shape[0],
+        rows=rows[positions],
+    )

@@ -9,9 +9,11 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from latentdb._closeable import Closeable
+from latentdb.analysis import SpaceComparison
 from latentdb.api._migration import Migration, MigrationProgress
 from latentdb.api._validation import (
     MAX_DIMENSION,
+    MAX_K,
     check_callable,
     check_collection_name,
     check_flag,
@@ -458,6 +460,39 @@ class Database(Closeable):
         """Every migration of this database, running or done, oldest first."""
         return self._list_migrations()
 
+    def compare(self, a: str, b: str, *, sample: int = 2000, k: int = 10) -> SpaceComparison:
+        """How much the neighbourhoods of the same records change from collection ``a``
+        to collection ``b``: e.g. a collection and its re-embedded version, before an
+        alias switches to it (:meth:`Migration.preview` does this for a migration).
+
+        Only the records both hold (by id) count. ``sample`` of them (fixed seed) are
+        queries; each one's exact top-k among the shared records in ``a`` and in ``b``
+        give the overlap@k and the verdict ("queries will see about 87% of the same
+        top-10"). Also: the Spearman correlation of the distances, linear CKA and the
+        residual of an orthogonal Procrustes fit of ``a`` onto ``b`` (the spaces' widths
+        may differ), and the records whose neighbourhoods change most, with their
+        documents. Every vector of both collections is read into this process (the
+        server's, over HTTP). A bar on stderr shows the steps when it is a terminal.
+
+        Args:
+            a, b: The collections (or aliases) to compare.
+            sample: Shared records used as queries (all of them when fewer).
+            k: Neighbours per query.
+
+        Returns:
+            A :class:`~latentdb.analysis.SpaceComparison` (``str()`` gives markdown).
+
+        Raises:
+            CollectionNotFoundError: no collection or alias ``a`` or ``b``.
+            InvalidArgumentError: no shared ids, or not more than k; sample or k
+                under 1; a name that is not a string.
+        """
+        check_name(a, "a")
+        check_name(b, "b")
+        sample = check_non_negative(sample, "sample", minimum=1)
+        k = check_non_negative(k, "k", minimum=1, maximum=MAX_K)
+        return self._compare(a, b, sample=sample, k=k)
+
     # -- what each implementation provides -------------------------------------------
 
     @abc.abstractmethod
@@ -510,3 +545,8 @@ class Database(Closeable):
 
     @abc.abstractmethod
     def _list_migrations(self) -> list[Migration]: ...
+
+    def _compare(self, a: str, b: str, *, sample: int, k: int) -> SpaceComparison:
+        """:meth:`compare`, measured in this process over both collections' vectors
+        (the HTTP client asks its server instead)."""
+        return self.get_collection(a)._compare_with(self.get_collection(b), sample=sample, k=k)

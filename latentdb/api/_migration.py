@@ -5,7 +5,10 @@ from __future__ import annotations
 import abc
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from latentdb.analysis import SpaceComparison
+from latentdb.api._validation import MAX_K, check_flag, check_non_negative
 
 __all__ = ["Migration", "MigrationProgress", "MigrationStatus", "version_names"]
 
@@ -25,6 +28,8 @@ class MigrationStatus:
         total: Rows in the source now.
         state: "running" (or stopped part way: run it again to resume) or "done".
         error: Why the last run here stopped, if it failed.
+        preview: The records copied so far compared with the source
+            (:meth:`Migration.preview`), when ``status(preview=True)`` asked for it.
     """
 
     alias: str
@@ -35,6 +40,7 @@ class MigrationStatus:
     total: int
     state: str
     error: str | None = None
+    preview: SpaceComparison | None = None
 
 
 def version_names(name: str, taken: Callable[[str], bool]) -> tuple[str, str]:
@@ -74,9 +80,51 @@ class Migration(abc.ABC):
     def id(self) -> int:
         """The migration's number in its database."""
 
+    def status(self, *, preview: bool = False) -> MigrationStatus:
+        """Progress and state, read from the store (so also another process's run).
+
+        Args:
+            preview: Also compare the records copied so far with the source
+                (:meth:`preview` with its defaults, in ``MigrationStatus.preview``),
+                to decide before the alias switches; it reads every vector of both.
+
+        Raises:
+            InvalidArgumentError: ``preview`` is not a bool; with ``preview``, fewer
+                than 11 records copied.
+        """
+        status = self._status()
+        if check_flag(preview, "preview"):
+            return replace(status, preview=self.preview())
+        return status
+
+    def preview(self, *, sample: int = 2000, k: int = 10) -> SpaceComparison:
+        """How much the neighbourhoods change from the source to the new collection,
+        over the records copied so far: :meth:`Database.compare` of the two (the
+        overlap@k, its verdict "queries will see about X% of the same top-10", rank
+        correlation, CKA, Procrustes, and the records that change most).
+
+        Args:
+            sample: Copied records used as queries (all of them when fewer).
+            k: Neighbours per query.
+
+        Returns:
+            A :class:`~latentdb.analysis.SpaceComparison` (A: the source, B: the target).
+
+        Raises:
+            InvalidArgumentError: not more than k records copied yet; sample or k under 1.
+            CollectionNotFoundError: the source or the target was deleted.
+        """
+        sample = check_non_negative(sample, "sample", minimum=1)
+        k = check_non_negative(k, "k", minimum=1, maximum=MAX_K)
+        return self._preview(sample=sample, k=k)
+
     @abc.abstractmethod
-    def status(self) -> MigrationStatus:
-        """Progress and state, read from the store (so also another process's run)."""
+    def _status(self) -> MigrationStatus:
+        """:meth:`status` without the preview."""
+
+    @abc.abstractmethod
+    def _preview(self, *, sample: int, k: int) -> SpaceComparison:
+        """:meth:`preview`, its arguments checked."""
 
     @property
     def done(self) -> bool:

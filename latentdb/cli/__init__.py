@@ -9,6 +9,7 @@ latentdb ingest PATH COLLECTION FILES  embed a JSONL/Parquet corpus (--ray: on a
 latentdb serve PATH                    serve a database over HTTP (API keys, OpenAPI)
 latentdb analyze PATH COLLECTION       the space report: norms, concentration, hubness, advice
 latentdb map PATH COLLECTION -o F      a 2-D map of the records (HTML, or PNG for *.png)
+latentdb compare PATH A B              how much neighbourhoods change from collection A to B
 """
 
 # Each command registers on ``app`` as its module loads: _commands' before _analysis',

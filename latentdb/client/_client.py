@@ -47,6 +47,7 @@ from latentdb.api import (
     QueryRequest,
     QueryResult,
     RecallReport,
+    SpaceComparison,
     SpaceMap,
     SpaceReport,
     Where,
@@ -321,6 +322,14 @@ class RemoteDatabase(Database):
             RemoteMigration(self, item["id"], migration_status_from_wire(item["status"]))
             for item in self._call("GET", "/v1/migrations")
         ]
+
+    # -- understanding spaces ------------------------------------------------------
+
+    def _compare(self, a: str, b: str, *, sample: int, k: int) -> SpaceComparison:
+        # Measured on the server, which holds both collections' vectors.
+        body = {"a": a, "b": b, "sample": sample, "k": k}
+        reply = self._call("POST", "/v1/compare", body, idempotent=True)
+        return SpaceComparison.from_dict(reply)
 
 
 def _path(name: str) -> str:

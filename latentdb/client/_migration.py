@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from latentdb.api import Migration, MigrationProgress, MigrationStatus
+from latentdb.api import Migration, MigrationProgress, MigrationStatus, SpaceComparison
 from latentdb.client._wire import error_class_named, migration_status_from_wire
 from latentdb.errors import ServerError
 
@@ -40,9 +40,14 @@ class RemoteMigration(Migration):
         self._last = migration_status_from_wire(reply["status"])
         return bool(reply["running"])
 
-    def status(self) -> MigrationStatus:
+    def _status(self) -> MigrationStatus:
         self._poll(0.0)
         return self._last
+
+    def _preview(self, *, sample: int, k: int) -> SpaceComparison:
+        body = {"sample": sample, "k": k}
+        reply = self._remote._call("POST", f"/v1/migrations/{self._id}/preview", body)
+        return SpaceComparison.from_dict(reply)
 
     def start(self, progress: MigrationProgress | None = None) -> Migration:
         """See :meth:`Migration.start` (``progress`` cannot cross: it is not called)."""

@@ -31,6 +31,7 @@ from latentdb.api import (
     QueryPlan,
     QueryResult,
     RecallReport,
+    SpaceComparison,
 )
 from latentdb.errors import InvalidVectorError, LatentDBError
 from latentdb.space import LatentSpace
@@ -212,7 +213,13 @@ def recall_report_from_wire(data: Mapping[str, Any]) -> RecallReport:
 
 def migration_status_from_wire(data: Mapping[str, Any]) -> MigrationStatus:
     """A :class:`MigrationStatus` from ``dataclasses.asdict`` of one."""
-    return MigrationStatus(**data)
+    preview = data.get("preview")
+    return MigrationStatus(
+        **{
+            **data,
+            "preview": None if preview is None else SpaceComparison.from_dict(preview),
+        }
+    )
 
 
 # -- errors ----------------------------------------------------------------------------

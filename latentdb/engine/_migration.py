@@ -17,6 +17,7 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from latentdb.analysis import SpaceComparison
 from latentdb.api import Migration, MigrationProgress, MigrationStatus, check_callable
 from latentdb.errors import CollectionNotFoundError, InvalidArgumentError
 from latentdb.store import MigrationRow
@@ -62,7 +63,7 @@ class EmbeddedMigration(Migration):
             f"migration {self._row.id} is gone: its source or target was deleted"
         )
 
-    def status(self) -> MigrationStatus:
+    def _status(self) -> MigrationStatus:
         store = self._database.store
         with store.read():
             row = self._current()
@@ -82,6 +83,10 @@ class EmbeddedMigration(Migration):
             state=row.state,
             error=None if self._error is None else f"{type(self._error).__name__}: {self._error}",
         )
+
+    def _preview(self, *, sample: int, k: int) -> SpaceComparison:
+        status = self._status()
+        return self._database.compare(status.source, status.target, sample=sample, k=k)
 
     # -- running -------------------------------------------------------------------
 

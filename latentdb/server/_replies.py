@@ -24,6 +24,7 @@ from latentdb.api import (
     MigrationStatus,
     QueryPlan,
     RecallReport,
+    SpaceComparison,
     SpaceMap,
     SpaceReport,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "RecallReportReply",
     "RecallTargetReply",
     "ScrollReply",
+    "SpaceComparisonReply",
     "SpaceMapReply",
     "SpaceReportReply",
     "WrittenReply",
@@ -93,6 +95,7 @@ MigrationStatusReply = reply_of(MigrationStatus)
 QueryPlanReply = reply_of(QueryPlan)
 SpaceReportReply = reply_of(SpaceReport)
 SpaceMapReply = reply_of(SpaceMap)
+SpaceComparisonReply = reply_of(SpaceComparison)
 
 
 class HealthReply(BaseModel):

@@ -237,3 +237,14 @@ def test_migration_routes_authenticate_before_looking_up(migrating: ServerThread
         )
     reply = httpx.get(f"{migrating.url}/v1/migrations/{known}", headers={"X-API-Key": OTHER})
     assert reply.status_code == 200 and reply.json()["status"]["alias"] == "other"
+
+
+def test_compare_needs_a_key_that_may_read_both_collections(seeded: ServerThread) -> None:
+    with latentdb.connect(seeded.url, api_key=DOCS_READER) as db:
+        with pytest.raises(ForbiddenError, match="'other'"):
+            db.compare("docs", "other", k=1)
+        with pytest.raises(ForbiddenError, match="'nope'"):  # refused before any lookup
+            db.compare("nope", "docs", k=1)
+        assert db.compare("docs", "docs", k=1).overlap == 1.0
+    with latentdb.connect(seeded.url, api_key=READER) as db:
+        assert db.compare("docs", "other", k=1).shared == 2

@@ -12,11 +12,11 @@ from pydantic import BaseModel
 
 import latentdb
 from latentdb import errors
-from latentdb.api import Collection, Database
+from latentdb.api import Collection, Database, Migration
 from latentdb.server import Keyring, create_app
-from latentdb.server._routes.analysis import AnalyzeBody, MapBody
+from latentdb.server._routes.analysis import AnalyzeBody, CompareBody, MapBody
 from latentdb.server._routes.collections import CreateCollectionBody
-from latentdb.server._routes.migrations import MigrateBody
+from latentdb.server._routes.migrations import MigrateBody, PreviewBody
 from latentdb.server._routes.queries import EvaluateBody, QueryBody
 from latentdb.server._routes.records import DeleteBody, GetBody, ScrollBody, WriteBody
 from tests.server.conftest import KEYS
@@ -37,6 +37,8 @@ BODIES: list[tuple[type[BaseModel], Callable[..., Any]]] = [
     (EvaluateBody, Collection.evaluate),
     (AnalyzeBody, Collection.analyze),
     (MapBody, Collection.map),
+    (CompareBody, Database.compare),
+    (PreviewBody, Migration.preview),
 ]
 NOT_SENT = {"self", "progress", "background"}
 SERVER_ONLY = {"get_or_create", "after"}

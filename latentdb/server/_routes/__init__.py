@@ -28,4 +28,5 @@ ROUTERS = (
     records.router,
     queries.router,
     analysis.router,
+    analysis.compare_router,
 )

@@ -1,4 +1,5 @@
-"""Understanding a collection's space: the report on it and 2-D maps of it."""
+"""Understanding a collection's space: the report on it, 2-D maps of it, and the drift
+between two collections' spaces."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from pydantic import SkipValidation
 
-from latentdb.api import Collection
+from latentdb.api import Collection, Database
 from latentdb.server._access import Authorized
 from latentdb.server._models import WHERE, Body, Where, argument
 from latentdb.server._openapi import responses
 from latentdb.server._plumbing import AnsweringRoute, json_response
-from latentdb.server._replies import SpaceMapReply, SpaceReportReply
+from latentdb.server._replies import SpaceComparisonReply, SpaceMapReply, SpaceReportReply
 
-__all__ = ["router"]
+__all__ = ["compare_router", "router"]
 
 
 class AnalyzeBody(Body):
@@ -35,7 +36,17 @@ class MapBody(Body):
     where: SkipValidation[Where | None] = argument(Collection.map, "where", WHERE)
 
 
+class CompareBody(Body):
+    """Arguments of ``compare``."""
+
+    a: SkipValidation[str]
+    b: SkipValidation[str]
+    sample: SkipValidation[int] = argument(Database.compare, "sample")
+    k: SkipValidation[int] = argument(Database.compare, "k")
+
+
 router = APIRouter(prefix="/v1/collections/{name}", tags=["analysis"], route_class=AnsweringRoute)
+compare_router = APIRouter(prefix="/v1", tags=["analysis"], route_class=AnsweringRoute)
 
 
 @router.post(
@@ -51,3 +62,15 @@ def map_records(name: str, body: MapBody, access: Authorized) -> Response:
     found = access.collection(name, write=False)
     space_map = found.map(method=body.method, sample=body.sample, where=body.where)
     return json_response(space_map.to_dict())
+
+
+@compare_router.post(
+    "/compare", summary="compare", response_model=SpaceComparisonReply, responses=responses(404)
+)
+def compare(body: CompareBody, access: Authorized) -> Response:
+    # Both are read: the key must allow reading each (a name it may not use is refused
+    # before the lookup, so no answer tells which names exist).
+    names = [name for name in (body.a, body.b) if isinstance(name, str)]
+    access.check(*names, write=False)
+    comparison = access.database.compare(body.a, body.b, sample=body.sample, k=body.k)
+    return json_response(comparison.to_dict())

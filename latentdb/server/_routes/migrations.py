@@ -16,7 +16,7 @@ from latentdb.server._access import Access, Authorized
 from latentdb.server._models import Body, argument
 from latentdb.server._openapi import responses
 from latentdb.server._plumbing import AnsweringRoute, json_response, scrub
-from latentdb.server._replies import MigrationEntry, MigrationReply
+from latentdb.server._replies import MigrationEntry, MigrationReply, SpaceComparisonReply
 
 __all__ = ["router"]
 
@@ -28,6 +28,13 @@ class MigrateBody(Body):
     embedder: SkipValidation[str | None] = argument(Database.migrate, "embedder")
     reduce: SkipValidation[int | None] = argument(Database.migrate, "reduce")
     new_name: SkipValidation[str | None] = argument(Database.migrate, "new_name")
+
+
+class PreviewBody(Body):
+    """Arguments of ``Migration.preview``."""
+
+    sample: SkipValidation[int] = argument(Migration.preview, "sample")
+    k: SkipValidation[int] = argument(Migration.preview, "k")
 
 
 router = APIRouter(prefix="/v1/migrations", tags=["migrations"], route_class=AnsweringRoute)
@@ -153,3 +160,17 @@ def stop_migration(migration_id: int, access: Authorized) -> Response:
     migration = _find(access, migration_id, write=True)
     migration.stop()
     return _reply(access, migration, running=False)
+
+
+@router.post(
+    "/{migration_id}/preview",
+    summary="Migration.preview",
+    response_model=SpaceComparisonReply,
+    responses=responses(404),
+)
+def preview_migration(migration_id: int, body: PreviewBody, access: Authorized) -> Response:
+    migration = _find(access, migration_id, write=False)
+    status = migration.status()
+    access.check(status.source, status.target, write=False)  # it reads both
+    comparison = migration.preview(sample=body.sample, k=body.k)
+    return json_response(comparison.to_dict())
