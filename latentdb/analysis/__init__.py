@@ -5,6 +5,7 @@ The estimators are plain functions over numpy arrays; :meth:`Collection.analyze`
 :meth:`Collection.map` feed them a collection's vectors.
 """
 
+from latentdb.analysis._advice import index_headline
 from latentdb.analysis._drift import (
     ChangedRecord,
     ComparedSpace,
@@ -13,13 +14,22 @@ from latentdb.analysis._drift import (
     shared_positions,
 )
 from latentdb.analysis._estimators import (
+    DimensionPoint,
+    DuplicateCount,
+    Hubness,
     NeighbourScan,
     NormSummary,
+    count_near_duplicates,
+    dimension_curve,
     gaussian_like,
+    gaussian_rows,
+    hubness,
     hubness_skewness,
     k_occurrence,
     levina_bickel,
+    nearest_others,
     norm_summary,
+    occurrence_skewness,
     relative_contrast,
     scan_neighbours,
     two_nn,
@@ -29,6 +39,7 @@ from latentdb.analysis._progress import Steps, steps_bar
 from latentdb.analysis._projection import PROJECTIONS, SpaceMap, check_method, project
 from latentdb.analysis._reduction import Reduction, candidate_dimensions, reduction_trials
 from latentdb.analysis._report import (
+    REPORT_STEPS,
     Advice,
     Hub,
     IndexMeasurement,
@@ -40,10 +51,14 @@ from latentdb.analysis._report import (
 
 __all__ = [
     "PROJECTIONS",
+    "REPORT_STEPS",
     "Advice",
     "ChangedRecord",
     "ComparedSpace",
+    "DimensionPoint",
+    "DuplicateCount",
     "Hub",
+    "Hubness",
     "IndexMeasurement",
     "NearDuplicate",
     "NeighbourScan",
@@ -59,11 +74,18 @@ __all__ = [
     "check_method",
     "coloring",
     "compare_spaces",
+    "count_near_duplicates",
+    "dimension_curve",
     "gaussian_like",
+    "gaussian_rows",
+    "hubness",
     "hubness_skewness",
+    "index_headline",
     "k_occurrence",
     "levina_bickel",
+    "nearest_others",
     "norm_summary",
+    "occurrence_skewness",
     "project",
     "reduction_trials",
     "relative_contrast",

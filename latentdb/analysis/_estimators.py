@@ -12,27 +12,39 @@ import numpy as np
 import numpy.typing as npt
 
 from latentdb.errors import InvalidArgumentError
-from latentdb.index import distance_matrix
+from latentdb.index import distance_matrix, exact_search
 
 __all__ = [
     "DUPLICATE_FRACTION",
+    "DimensionPoint",
+    "DuplicateCount",
+    "Hubness",
     "NeighbourScan",
+    "count_near_duplicates",
+    "dimension_curve",
+    "distance_profile",
     "gaussian_like",
+    "gaussian_rows",
+    "hubness",
     "hubness_skewness",
     "k_occurrence",
     "levina_bickel",
+    "nearest_others",
     "norm_summary",
+    "occurrence_skewness",
     "relative_contrast",
     "scan_neighbours",
     "two_nn",
 ]
 
 FloatMatrix = npt.NDArray[np.float32]
+FloatArray = npt.NDArray[np.float64]
 IntMatrix = npt.NDArray[np.int64]
 
-# Near-duplicates: squared Euclidean distance at most this fraction of the mean squared
-# norm. On unit vectors that is |a - b|^2 <= 0.02, i.e. cosine similarity >= 0.99.
+# Near-duplicates on unit vectors: |a - b|^2 <= 0.02, i.e. cosine similarity >= 0.99.
 DUPLICATE_FRACTION = 0.02
+# Student's t at 97.5% for 4 degrees of freedom: a 95% interval from 5 query groups.
+_T_FOUR = 2.776
 # Queries per block of a scan: a 256 x 100,000 float32 block of distances is 100 MB.
 _BLOCK = 256
 
@@ -89,22 +101,24 @@ class NeighbourScan:
     Attributes:
         nearest: float64 (nq,): Euclidean distance of each query to its nearest other row.
         second: float64 (nq,): ... to its second nearest other row.
+        mean: float64 (nq,): ... to the other rows on average.
         farthest: float64 (nq,): ... to its farthest row.
         neighbours: int64 (nq, k): positions (in ``rows``) of each query's k nearest
             other rows in the scan's metric, nearest first.
         euclidean_neighbours: int64 (nq, k): the same under Euclidean distance.
         cosine_neighbours: int64 (nq, k): the same under cosine distance.
-        near_duplicates: int64 (nq,): other rows within the near-duplicate radius.
-        radius: That radius (Euclidean, not squared).
+        near_duplicates: int64 (nq,): other rows within ``radius``.
+        radius: Euclidean distance within which a row counts as a near-duplicate.
     """
 
-    nearest: npt.NDArray[np.float64]
-    second: npt.NDArray[np.float64]
-    farthest: npt.NDArray[np.float64]
+    nearest: FloatArray
+    second: FloatArray
+    mean: FloatArray
+    farthest: FloatArray
     neighbours: IntMatrix
     euclidean_neighbours: IntMatrix
     cosine_neighbours: IntMatrix
-    near_duplicates: npt.NDArray[np.int64]
+    near_duplicates: IntMatrix
     radius: float
 
 
@@ -116,20 +130,27 @@ def _top(scores: npt.NDArray[np.float32], k: int) -> IntMatrix:
     return np.take_along_axis(part, order, axis=1).astype(np.int64)
 
 
+def _positions(query_positions: object, n: int) -> IntMatrix:
+    positions = np.asarray(query_positions, dtype=np.int64)
+    if positions.ndim != 1 or positions.size == 0 or positions.min() < 0 or positions.max() >= n:
+        raise InvalidArgumentError(f"query_positions must be positions in [0, {n})")
+    return positions
+
+
 def scan_neighbours(
     rows: object,
     query_positions: object,
     *,
     k: int,
     metric: str,
-    duplicate_fraction: float = DUPLICATE_FRACTION,
+    duplicate_radius: float = 0.0,
 ) -> NeighbourScan:
     """Exact neighbours of the rows at ``query_positions`` among all ``rows``.
 
     One blocked matrix product per block of queries gives, at once, the nearest, second
-    nearest and farthest distances, the k nearest in the space's metric, in Euclidean
-    distance and in cosine distance, and the count of near-duplicates. A query's own
-    row is never its neighbour.
+    nearest, mean and farthest distances, the k nearest in the space's metric, in
+    Euclidean distance and in cosine distance, and the count of near-duplicates. A
+    query's own row is never its neighbour.
 
     Args:
         rows: float32 (n, d), n >= 3.
@@ -137,8 +158,8 @@ def scan_neighbours(
         k: Neighbours per query, 1 <= k < n.
         metric: "cosine", "l2" or "ip" (ranking of ``neighbours``; "ip" ranks by
             largest inner product).
-        duplicate_fraction: Near-duplicate radius, squared, as a fraction of the mean
-            squared norm.
+        duplicate_radius: Euclidean distance within which another row counts as a
+            near-duplicate of the query.
 
     Returns:
         A :class:`NeighbourScan`.
@@ -148,20 +169,21 @@ def scan_neighbours(
     """
     matrix = _as_rows(rows, "rows")
     n = matrix.shape[0]
-    positions = np.asarray(query_positions, dtype=np.int64)
     if n < 3:
         raise InvalidArgumentError(f"a neighbour scan needs at least 3 rows; got {n}")
     if not 1 <= k < n:
         raise InvalidArgumentError(f"k must be in [1, {n - 1}] for {n} rows; got {k}")
-    if positions.ndim != 1 or positions.size == 0 or positions.min() < 0 or positions.max() >= n:
-        raise InvalidArgumentError(f"query_positions must be positions in [0, {n}) ")
+    positions = _positions(query_positions, n)
     squared = np.einsum("ij,ij->i", matrix, matrix)
     norms = np.sqrt(squared)
     inverse = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-30), 0.0).astype(np.float32)
-    radius_squared = float(duplicate_fraction * squared.mean())
+    radius_squared = float(duplicate_radius) ** 2
+    # On unit rows Euclidean, cosine and inner-product rankings are one: one top-k.
+    alike = bool(np.abs(norms - 1.0).max() <= 1e-4)
     nq = positions.size
     nearest = np.empty(nq)
     second = np.empty(nq)
+    mean = np.empty(nq)
     farthest = np.empty(nq)
     neighbours = np.empty((nq, k), dtype=np.int64)
     euclidean = np.empty((nq, k), dtype=np.int64)
@@ -169,57 +191,112 @@ def scan_neighbours(
     duplicates = np.empty(nq, dtype=np.int64)
     for start in range(0, nq, _BLOCK):
         block = positions[start : start + _BLOCK]
+        done = slice(start, start + block.size)
         own = (np.arange(block.size), block)
         dots = matrix[block] @ matrix.T  # (b, n)
         distance = squared[block, None] + squared[None, :] - 2.0 * dots
         np.maximum(distance, 0.0, out=distance)
-        farthest[start : start + block.size] = np.sqrt(distance.max(axis=1))
+        distance[own] = 0.0
+        root = np.sqrt(distance)
+        farthest[done] = root.max(axis=1)
+        mean[done] = root.sum(axis=1, dtype=np.float64) / (n - 1)
         distance[own] = np.inf
-        duplicates[start : start + block.size] = (distance <= radius_squared).sum(axis=1)
+        duplicates[done] = (distance <= radius_squared).sum(axis=1)
         top = _top(distance, max(k, 2))
         two = np.sqrt(np.take_along_axis(distance, top[:, :2], axis=1))
-        nearest[start : start + block.size] = two[:, 0]
-        second[start : start + block.size] = two[:, 1]
-        euclidean[start : start + block.size] = top[:, :k]
+        nearest[done] = two[:, 0]
+        second[done] = two[:, 1]
+        euclidean[done] = top[:, :k]
+        if alike:
+            cosine[done] = neighbours[done] = top[:, :k]
+            continue
         cosine_distance = -(dots * inverse[None, :])
         cosine_distance[own] = np.inf
-        cosine[start : start + block.size] = _top(cosine_distance, k)
+        cosine[done] = _top(cosine_distance, k)
         if metric == "ip":
             dots = -dots
             dots[own] = np.inf
-            neighbours[start : start + block.size] = _top(dots, k)
+            neighbours[done] = _top(dots, k)
         elif metric == "cosine":
-            neighbours[start : start + block.size] = cosine[start : start + block.size]
+            neighbours[done] = cosine[done]
         else:
-            neighbours[start : start + block.size] = top[:, :k]
+            neighbours[done] = top[:, :k]
     return NeighbourScan(
         nearest=nearest,
         second=second,
+        mean=mean,
         farthest=farthest,
         neighbours=neighbours,
         euclidean_neighbours=euclidean,
         cosine_neighbours=cosine,
         near_duplicates=duplicates,
-        radius=float(np.sqrt(radius_squared)),
+        radius=float(duplicate_radius),
     )
 
 
-def relative_contrast(nearest: object, farthest: object) -> float:
-    """Mean distance to the farthest row over mean distance to the nearest.
+def relative_contrast(nearest: object, mean: object) -> float:
+    """Relative contrast (He, Kumar, Chang 2012): the mean distance of a query to the
+    rows over its distance to the nearest one, as the ratio of their means over queries,
+    E[D_mean] / E[D_min].
 
-    Beyer et al. (1999) showed the ratio tends to 1 as the dimension of i.i.d. data
-    grows: nearest and farthest become alike and "nearest" loses meaning. Data with
-    structure (low intrinsic dimension, clusters) keeps it well above 1.
+    It tends to 1 as the dimension of i.i.d. data grows (Beyer et al. 1999): nearest
+    and average become alike and "nearest" loses meaning. Data with structure (low
+    intrinsic dimension, clusters) keeps it well above 1, and the lower it is, the
+    harder approximate search is.
 
     Args:
-        nearest, farthest: (nq,) Euclidean distances per query.
+        nearest, mean: (nq,) Euclidean distances per query: to its nearest other row,
+            and to the other rows on average.
 
     Returns:
         The ratio (inf when every nearest distance is 0).
     """
     near = float(np.mean(np.asarray(nearest, dtype=np.float64)))
-    far = float(np.mean(np.asarray(farthest, dtype=np.float64)))
-    return far / near if near > 0 else float("inf")
+    average = float(np.mean(np.asarray(mean, dtype=np.float64)))
+    return average / near if near > 0 else float("inf")
+
+
+def distance_profile(rows: object, query_positions: object) -> tuple[FloatArray, FloatArray]:
+    """Euclidean distance of each query to its nearest other row and to the other rows
+    on average: what :func:`relative_contrast` needs, and no more (one matrix product
+    per block of queries).
+
+    Args:
+        rows: float32 (n, d), n >= 2.
+        query_positions: int (nq,) positions in ``rows``.
+
+    Returns:
+        (nearest, mean), float64 (nq,) each.
+    """
+    matrix = _as_rows(rows, "rows")
+    n = matrix.shape[0]
+    if n < 2:
+        raise InvalidArgumentError(f"a distance profile needs at least 2 rows; got {n}")
+    positions = _positions(query_positions, n)
+    squared = np.einsum("ij,ij->i", matrix, matrix)
+    nearest = np.empty(positions.size)
+    mean = np.empty(positions.size)
+    for start in range(0, positions.size, _BLOCK):
+        block = positions[start : start + _BLOCK]
+        done = slice(start, start + block.size)
+        distance = squared[block, None] + squared[None, :] - 2.0 * (matrix[block] @ matrix.T)
+        np.maximum(distance, 0.0, out=distance)
+        distance[np.arange(block.size), block] = 0.0
+        np.sqrt(distance, out=distance)
+        mean[done] = distance.sum(axis=1, dtype=np.float64) / (n - 1)
+        distance[np.arange(block.size), block] = np.inf
+        nearest[done] = distance.min(axis=1)
+    return nearest, mean
+
+
+def gaussian_rows(count: int, dimension: int, *, unit: bool, seed: int = 0) -> FloatMatrix:
+    """``count`` i.i.d. N(0, I) vectors of ``dimension`` (scaled to unit length when
+    ``unit``): the structureless baseline a space's figures are set against. Fixed seed."""
+    rng = np.random.default_rng(seed)
+    out = rng.standard_normal((count, dimension), dtype=np.float32)
+    if unit:
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-30)
+    return out
 
 
 def gaussian_like(
@@ -227,40 +304,19 @@ def gaussian_like(
 ) -> tuple[float, float]:
     """Relative contrast and hubness skewness of i.i.d. Gaussian vectors, the baseline.
 
-    ``count`` vectors of ``dimension`` N(0, I) entries (scaled to unit length when
-    ``unit``), generated in blocks so memory stays small; ``queries`` of them are
-    the queries. Fixed seed: the same arguments give the same figures.
+    ``count`` vectors of :func:`gaussian_rows`; ``queries`` of them (a fixed-seed
+    sample) are the queries of the contrast, and every row is a query of the hubness
+    (its k-occurrence counted over all ``count`` rows, k=10).
 
     Returns:
-        (relative contrast over ``queries`` queries, k-occurrence skewness at k=10
-        among the queries).
+        (relative contrast, k-occurrence skewness).
     """
-    rng = np.random.default_rng(seed)
-    queries = min(queries, count)
-
-    def block(size: int) -> FloatMatrix:
-        out = rng.standard_normal((size, dimension), dtype=np.float32)
-        if unit:
-            out /= np.linalg.norm(out, axis=1, keepdims=True)
-        return out
-
-    query_rows = block(queries)
-    within = distance_matrix(query_rows, query_rows, "l2")
-    np.fill_diagonal(within, np.inf)
-    nearest = np.sqrt(np.maximum(within.min(axis=1), 0.0)).astype(np.float64)
-    np.fill_diagonal(within, -np.inf)
-    farthest = np.sqrt(np.maximum(within.max(axis=1), 0.0)).astype(np.float64)
-    done = queries
-    while done < count:
-        size = min(20_000, count - done)
-        rows = block(size)
-        distance = distance_matrix(query_rows, rows, "l2")
-        np.maximum(distance, 0.0, out=distance)
-        nearest = np.minimum(nearest, np.sqrt(distance.min(axis=1)))
-        farthest = np.maximum(farthest, np.sqrt(distance.max(axis=1)))
-        done += size
-    skew = hubness_skewness(k_occurrence(query_rows, k=min(10, queries - 1), metric="l2"))
-    return relative_contrast(nearest, farthest), skew
+    rows = gaussian_rows(count, dimension, unit=unit, seed=seed)
+    picked = np.random.default_rng(seed).permutation(count)[: min(queries, count)]
+    scan = scan_neighbours(rows, np.sort(picked), k=min(10, count - 1), metric="l2")
+    _, neighbours = nearest_others(rows, np.arange(count), k=min(10, count - 1), metric="l2")
+    counts = np.bincount(neighbours.ravel(), minlength=count)
+    return relative_contrast(scan.nearest, scan.mean), hubness_skewness(counts)
 
 
 def two_nn(nearest: object, second: object) -> float:
@@ -353,3 +409,329 @@ def hubness_skewness(occurrences: object) -> float:
     if spread == 0:
         return 0.0
     return float(np.mean((counts - counts.mean()) ** 3) / spread**3)
+
+
+# Queries per exact top-k call: 4,096 x 100,000 float32 distances inside faiss's blocks,
+# and a bounded result to gather.
+_KNN_BLOCK = 4096
+
+
+def nearest_others(
+    rows: object, query_positions: object, *, k: int, metric: str
+) -> tuple[FloatArray, IntMatrix]:
+    """Exact k nearest other rows of the rows at ``query_positions``, by faiss's blocked
+    scan (:func:`latentdb.index.exact_search`). A query's own row is left out even where
+    exact duplicates tie with it.
+
+    Args:
+        rows: float32 (n, d); cosine normalizes a copy.
+        query_positions: int (nq,) positions in ``rows``.
+        k: Neighbours per query, 1 <= k < n.
+        metric: "cosine", "l2" or "ip".
+
+    Returns:
+        (float64 (nq, k) distances in the metric, smaller is closer: squared Euclidean
+        for l2, 1 - cosine for cosine, -inner product for ip; int64 (nq, k) positions),
+        nearest first.
+
+    Raises:
+        InvalidArgumentError: k out of range, bad positions.
+    """
+    matrix = _as_rows(rows, "rows")
+    n = matrix.shape[0]
+    if not 1 <= k < n:
+        raise InvalidArgumentError(f"k must be in [1, {n - 1}] for {n} rows; got {k}")
+    positions = _positions(query_positions, n)
+    if metric == "cosine":
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        if np.abs(norms - 1.0).max() > 1e-4:
+            matrix = np.ascontiguousarray(matrix / np.maximum(norms, 1e-30), dtype=np.float32)
+    distances = np.empty((positions.size, k))
+    found = np.empty((positions.size, k), dtype=np.int64)
+    for start in range(0, positions.size, _KNN_BLOCK):
+        block = positions[start : start + _KNN_BLOCK]
+        queries = np.ascontiguousarray(matrix[block])
+        scores, hits = exact_search(queries, matrix, k + 1, metric)  # type: ignore[arg-type]
+        own = hits == block[:, None]
+        own[~own.any(axis=1), -1] = True  # not among them (ties): drop the farthest
+        keep = ~own
+        done = slice(start, start + block.size)
+        distances[done] = scores[keep].reshape(block.size, k)
+        found[done] = hits[keep].reshape(block.size, k)
+    return distances, found
+
+
+def occurrence_skewness(counts: object, *, queries: int, rows: int, k: int) -> float:
+    """Skewness of the k-occurrence of all ``rows`` rows, from the occurrences among a
+    uniform sample of ``queries`` of them as queries.
+
+    A row that is among the k nearest of N other rows turns up in a sample of m of the n
+    rows' result lists a hypergeometric number of times c, whose falling factorial
+    moments are E[c^(r)] = N^(r) m^(r) / n^(r). So the sample's mean c^(r), scaled by
+    n^(r) / m^(r), estimates the collection's mean N^(r) without bias for r = 2, 3; the
+    mean of N is k exactly. The skewness follows from those three moments: the counts of
+    the sample itself would add binomial noise and read low.
+
+    Args:
+        counts: (n,) occurrences of each row among the sampled queries' k nearest.
+        queries: Queries sampled, m (every row when m = n: the counts are exact).
+        rows: Rows in all, n.
+        k: Neighbours per query.
+
+    Returns:
+        The estimated skewness (nan when m < 3 or the estimated spread is not positive).
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    m, n = queries, rows
+    if m >= n:
+        return hubness_skewness(c)
+    if m < 3:
+        return float("nan")
+    second = float(np.mean(c * (c - 1))) * (n * (n - 1)) / (m * (m - 1))
+    third = (
+        float(np.mean(c * (c - 1) * (c - 2))) * (n * (n - 1) * (n - 2)) / (m * (m - 1) * (m - 2))
+    )
+    mean = float(k)
+    raw_two = second + mean
+    raw_three = third + 3 * second + mean
+    variance = raw_two - mean**2
+    if variance <= 0:
+        return float("nan")
+    return float((raw_three - 3 * mean * raw_two + 2 * mean**3) / variance**1.5)
+
+
+@dataclass(frozen=True)
+class Hubness:
+    """The k-occurrence of every row of a collection, counted or estimated.
+
+    Attributes:
+        skewness: Skewness of the k-occurrence over all rows: exact when every row was
+            a query, else estimated by :func:`occurrence_skewness`.
+        low, high: A 95% interval for it: the spread of the estimates of ``groups``
+            disjoint random groups of the queries (as many seeds of the sample), t over
+            sqrt(groups) of their standard deviation; both equal ``skewness`` when exact.
+        counts: int64 (n,): occurrences of each row among the queries' k nearest.
+        queries: Queries (rows in a random order).
+        rows: Rows in all.
+        k: Neighbours per query.
+        groups: Query groups behind the interval (0 when exact).
+    """
+
+    skewness: float
+    low: float
+    high: float
+    counts: IntMatrix
+    queries: int
+    rows: int
+    k: int
+    groups: int
+
+    @property
+    def exact(self) -> bool:
+        """Whether every row was a query."""
+        return self.queries >= self.rows
+
+    def occurrences(self, positions: object) -> FloatArray:
+        """The k-occurrence of the rows at ``positions`` over the whole collection:
+        counted, or the sample's count scaled by rows / queries."""
+        return np.asarray(self.counts[np.asarray(positions)], dtype=np.float64) * (
+            self.rows / self.queries
+        )
+
+
+def hubness(neighbours: object, rows: int, *, groups: int = 5) -> Hubness:
+    """The k-occurrence skewness of ``rows`` rows from the k nearest of some of them.
+
+    Args:
+        neighbours: int (m, k) positions of the k nearest other rows of m distinct rows
+            taken in a random order (every row, m = n, for the exact figure).
+        rows: n, the rows the neighbours were searched among.
+        groups: Disjoint query groups for the interval when m < n (5: t = 2.776; under
+            2: no interval).
+
+    Returns:
+        A :class:`Hubness`.
+
+    Raises:
+        InvalidArgumentError: an empty table, or positions outside [0, rows).
+    """
+    table = np.asarray(neighbours, dtype=np.int64)
+    if table.ndim != 2 or table.size == 0 or table.min() < 0 or table.max() >= rows:
+        raise InvalidArgumentError(f"neighbours must be an (m, k) table of positions < {rows}")
+    m, k = table.shape
+    counts = np.bincount(table.ravel(), minlength=rows).astype(np.int64)
+    skewness = occurrence_skewness(counts, queries=m, rows=rows, k=k)
+    if m >= rows or groups < 2 or m < 3 * groups:
+        return Hubness(skewness, skewness, skewness, counts, m, rows, k, 0)
+    estimates = []
+    for group in range(groups):
+        part = table[group::groups]
+        part_counts = np.bincount(part.ravel(), minlength=rows)
+        estimates.append(occurrence_skewness(part_counts, queries=len(part), rows=rows, k=k))
+    spread = float(np.std(estimates, ddof=1)) if np.all(np.isfinite(estimates)) else np.inf
+    half = (_T_FOUR if groups == 5 else 2.0) * spread / np.sqrt(groups)
+    return Hubness(skewness, skewness - half, skewness + half, counts, m, rows, k, groups)
+
+
+@dataclass(frozen=True)
+class DimensionPoint:
+    """Intrinsic dimension measured on a subsample of the rows.
+
+    Attributes:
+        rows: Rows in the subsample (the neighbours are searched among them).
+        queries: Rows of the subsample whose neighbours were measured.
+        two_nn: TwoNN estimate, and ``two_nn_error`` its standard error (d / sqrt(N)).
+        levina_bickel: Levina-Bickel MLE with the k nearest.
+    """
+
+    rows: int
+    queries: int
+    two_nn: float
+    two_nn_error: float
+    levina_bickel: float
+
+
+def dimension_curve(
+    rows: object,
+    order: object,
+    *,
+    scales: list[int],
+    queries: int,
+    k: int = 10,
+    known: dict[int, FloatArray] | None = None,
+) -> list[DimensionPoint]:
+    """Intrinsic dimension over nested subsamples: TwoNN and Levina-Bickel read lower
+    the more rows there are, since neighbours are closer (on 50k MiniLM vectors TwoNN read
+    8.0 at 3.1k rows, 5.2 at 12.5k and 3.8 at 50k, issue 19), so one figure is
+    meaningless without its scale.
+
+    Args:
+        rows: float32 (n, d).
+        order: int (n,) a permutation of the rows: the subsample of size s is its first
+            s, and the queries of each are its first ``queries`` (fewer if s is).
+        scales: Subsample sizes, each in [k + 1, n].
+        queries: Queries per scale.
+        k: Neighbours measured, >= 2 (Levina-Bickel needs 3: nan below).
+        known: Euclidean distances (q, >= k) of the first q rows of ``order`` to their
+            nearest others, by scale, where already measured (a scan of every row).
+
+    Returns:
+        One :class:`DimensionPoint` per scale, in the order given.
+    """
+    matrix = _as_rows(rows, "rows")
+    permutation = np.asarray(order, dtype=np.int64)
+    known = known or {}
+    if k < 2:
+        raise InvalidArgumentError(f"the dimension curve needs k >= 2 neighbours; got {k}")
+    points = []
+    for scale in scales:
+        if not k < scale <= matrix.shape[0]:
+            raise InvalidArgumentError(
+                f"scale must be in [{k + 1}, {matrix.shape[0]}]; got {scale}"
+            )
+        count = min(queries, scale)
+        table = known.get(scale)
+        if table is None or table.shape[0] < count or table.shape[1] < k:
+            subsample = matrix if scale == matrix.shape[0] else matrix[permutation[:scale]]
+            first = permutation[:count] if scale == matrix.shape[0] else np.arange(count)
+            squared, _ = nearest_others(subsample, first, k=k, metric="l2")
+            table = np.sqrt(np.maximum(squared, 0.0))
+        table = table[:count, :k]
+        two = two_nn(table[:, 0], table[:, 1])
+        usable = int(np.count_nonzero(table[:, 0] > 0))
+        points.append(
+            DimensionPoint(
+                rows=scale,
+                queries=count,
+                two_nn=two,
+                two_nn_error=two / np.sqrt(usable) if usable else float("nan"),
+                levina_bickel=levina_bickel(table) if k >= 3 else float("nan"),
+            )
+        )
+    return points
+
+
+@dataclass(frozen=True)
+class DuplicateCount:
+    """Every pair of rows within a Euclidean radius, found exactly.
+
+    Attributes:
+        first, second: int64 (p,) positions of each pair, first < second.
+        distance: float64 (p,) their Euclidean distance.
+        candidates: Pairs the projected scan proposed and the full vectors checked.
+    """
+
+    first: IntMatrix
+    second: IntMatrix
+    distance: FloatArray
+    candidates: int
+
+    @property
+    def pairs(self) -> int:
+        """Pairs within the radius."""
+        return int(self.first.size)
+
+
+def count_near_duplicates(
+    rows: object, radius: float, *, projected: int = 32, limit: int = 5_000_000, seed: int = 0
+) -> DuplicateCount | None:
+    """Every pair of rows at Euclidean distance <= ``radius``, exactly.
+
+    A projection onto orthonormal directions never lengthens a difference, so every
+    pair within the radius is within it after PCA to ``projected`` dimensions: faiss's
+    range search finds those candidates at a twelfth of the cost at d = 384, and the
+    full vectors (float64) keep the true pairs. Nothing is missed and nothing is made up.
+
+    Args:
+        rows: float32 (n, d).
+        radius: Euclidean distance, >= 0.
+        projected: Dimensions of the candidate scan (the rows' own when d is not more).
+        limit: Most candidate pairs checked; beyond it the scan gives up.
+        seed: Which rows train the PCA (any do: the bound holds for every projection).
+
+    Returns:
+        A :class:`DuplicateCount`, or None when more than ``limit`` candidates turned up.
+    """
+    import faiss
+
+    matrix = _as_rows(rows, "rows")
+    n, d = matrix.shape
+    if radius < 0 or not np.isfinite(radius):
+        raise InvalidArgumentError(f"radius must be finite and >= 0; got {radius}")
+    if d > projected:
+        train = matrix
+        if n > 20_000:
+            picked = np.random.default_rng(seed).choice(n, 20_000, replace=False)
+            train = np.ascontiguousarray(matrix[np.sort(picked)])
+        pca = faiss.PCAMatrix(d, projected)
+        pca.train(train)
+        reduced = np.ascontiguousarray(pca.apply(matrix), dtype=np.float32)
+    else:
+        reduced = np.ascontiguousarray(matrix - matrix.mean(axis=0), dtype=np.float32)
+    # faiss computes |x|^2 + |y|^2 - 2<x, y> in float32 and keeps distances below the
+    # bound: widen it by the rounding of the largest norms, so no true pair is lost.
+    largest = float(np.einsum("ij,ij->i", reduced, reduced).max())
+    bound = radius**2 * (1 + 1e-4) + 1e-5 * largest + 1e-30
+    index = faiss.IndexFlatL2(reduced.shape[1])
+    index.add(reduced)
+    first_parts, second_parts = [], []
+    candidates = 0
+    for start in range(0, n, _KNN_BLOCK):
+        lims, _, found = index.range_search(reduced[start : start + _KNN_BLOCK], bound)
+        query = start + np.repeat(np.arange(lims.size - 1), np.diff(lims).astype(np.int64))
+        found = found.astype(np.int64)
+        later = found > query
+        first_parts.append(query[later])
+        second_parts.append(found[later])
+        candidates += int(np.count_nonzero(later))
+        if candidates > limit:
+            return None
+    first = np.concatenate(first_parts) if first_parts else np.empty(0, dtype=np.int64)
+    second = np.concatenate(second_parts) if second_parts else np.empty(0, dtype=np.int64)
+    distance = np.empty(first.size)
+    for start in range(0, first.size, 65_536):
+        part = slice(start, start + 65_536)
+        difference = matrix[first[part]].astype(np.float64) - matrix[second[part]]
+        distance[part] = np.sqrt(np.einsum("ij,ij->i", difference, difference))
+    keep = distance <= radius
+    return DuplicateCount(first[keep], second[keep], distance[keep], candidates)

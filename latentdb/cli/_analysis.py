@@ -13,7 +13,6 @@ from rich.table import Table
 from latentdb._connect import connect
 from latentdb.analysis import SpaceComparison, SpaceReport
 from latentdb.cli._app import CollectionName, Command, DatabasePath, app, console, parse_where
-from latentdb.index import EXACT_KIND
 
 __all__ = ["analyze", "compare", "comparison_tables", "map_command", "report_tables"]
 
@@ -41,71 +40,17 @@ def analyze(
 
 def report_tables(report: SpaceReport) -> list[Table]:
     """The space report as rich tables: the measurements, PCA trials, advice."""
-    norms = report.norms
     facts = Table(
         title=f"{report.collection}: {report.count:,} x {report.dimension} "
-        f"({report.model}, {report.metric}); {report.sample:,} sampled queries, "
-        f"k={report.k}, {report.seconds:.1f} s",
+        f"({report.model}, {report.metric}); k={report.k}, {report.seconds:.1f} s",
         title_justify="left",
     )
     facts.add_column("measure")
     facts.add_column("this collection", justify="right")
     facts.add_column("Gaussian, same shape", justify="right")
     facts.add_column("note")
-    facts.add_row(
-        "norms",
-        f"{norms.mean:.4g} ± {norms.std:.2g}",
-        "",
-        f"min {norms.min:.4g}, max {norms.max:.4g}; "
-        + ("unit length" if norms.unit_length else "not unit length"),
-    )
-    facts.add_row(
-        "relative contrast",
-        f"{report.relative_contrast:.3f}",
-        f"{report.gaussian_relative_contrast:.3f}",
-        "mean farthest / mean nearest distance (1 = all points equidistant)",
-    )
-    facts.add_row(
-        "intrinsic dimension",
-        f"{report.intrinsic_dimension:.1f}",
-        "",
-        f"{report.intrinsic_dimension_estimator}; Levina-Bickel MLE "
-        f"{report.levina_bickel_dimension:.1f}",
-    )
-    facts.add_row(
-        "hubness (k-occurrence skew)",
-        f"{report.hubness_skewness:.2f}",
-        f"{report.gaussian_hubness_skewness:.2f}",
-        f"{report.centered_hubness_skewness:.2f} after centering; top hubs: "
-        + ", ".join(f"{hub.id} ({hub.share:.1%})" for hub in report.top_hubs[:3]),
-    )
-    about = "~" if report.near_duplicates_estimated else ""
-    facts.add_row(
-        "near-duplicate pairs",
-        f"{about}{report.near_duplicate_pairs:,}",
-        "",
-        report.near_duplicate_rule
-        + ("; estimated from the sample" if report.near_duplicates_estimated else ""),
-    )
-    index = report.index
-    if index is not None and index.kind == EXACT_KIND:
-        # One scan, which evaluate() times twice (as the index and as exact): one figure.
-        facts.add_row(
-            "index",
-            "exact",
-            "",
-            f"flat scan of every row (index={index.spec!r}); "
-            f"{index.exact_qps:,.0f} q/s one at a time",
-        )
-    elif index is not None:
-        params = "".join(f" {name}={value}" for name, value in index.params.items())
-        facts.add_row(
-            "index",
-            f"recall {index.recall:.3f}",
-            "",
-            f"{index.kind}{params} (target {index.recall_target:.2f}, {index.source}); "
-            f"{index.qps:,.0f} q/s, exact scan {index.exact_qps:,.0f} q/s",
-        )
+    for row in report.summary_rows():
+        facts.add_row(*row)
     trials = Table(title="PCA to fewer dimensions (exact search)", title_justify="left")
     for column in ("dimensions", "variance kept", f"recall@{report.k}", "re-ranked", "saves"):
         trials.add_column(column, justify="right")

@@ -1,12 +1,13 @@
-"""The space report's advice on the index and on reduce=, from build_report directly."""
+"""The space report's figures and advice, from build_report directly: the index line,
+reduce= only where the engine builds an ANN index, hubness over the whole collection."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from latentdb.analysis import IndexMeasurement, SpaceReport, build_report
-from latentdb.analysis._report import AUTO_ANN_ROWS
+from latentdb.analysis import IndexMeasurement, SpaceReport, build_report, index_headline
+from latentdb.analysis import _report as report_module
 from latentdb.index import AUTO_MIN_ROWS
 
 
@@ -18,7 +19,9 @@ def low_rank(n: int = 1500, dimension: int = 64, rank: int = 24) -> np.ndarray:
     return (rng.standard_normal((n, rank)) @ basis).astype(np.float32)
 
 
-def measured(kind: str, spec: str = "auto") -> IndexMeasurement:
+def measured(
+    kind: str, spec: str = "auto", source: str = "held-out rows", tuned: float | None = None
+) -> IndexMeasurement:
     ann = kind != "flat"
     return IndexMeasurement(
         kind=kind,
@@ -28,8 +31,9 @@ def measured(kind: str, spec: str = "auto") -> IndexMeasurement:
         recall_target=0.95,
         qps=2400.0 if ann else 125.0,  # flat: the same scan as exact_qps, timed cold
         exact_qps=176.0,
-        source="held-out rows",
+        source=source,
         pending=0,
+        tuned_recall=tuned,
     )
 
 
@@ -49,10 +53,6 @@ def report_with(index: IndexMeasurement | None, rows: np.ndarray | None = None) 
 def advice(report: SpaceReport, topic: str) -> str:
     (item,) = [a for a in report.advice if a.topic == topic]
     return item.text
-
-
-def test_the_auto_threshold_is_the_index_layers() -> None:
-    assert AUTO_ANN_ROWS == AUTO_MIN_ROWS
 
 
 def test_an_ann_index_gets_the_reduce_advice() -> None:
@@ -91,9 +91,58 @@ def test_an_exact_collection_quotes_one_scan_speed() -> None:
     assert "index='auto' stays exact below 20,000 rows" in text
 
 
-def test_without_an_index_measurement_the_trials_decide() -> None:
+def test_without_an_index_measurement_the_size_decides() -> None:
+    """Not measured: index='auto' (the default) keeps 1,500 rows exact, so no reduce=."""
     text = advice(report_with(None), "reduction")
-    assert "create_collection(..., reduce=32)" in text
+    assert text.startswith("no reduce= for now") and "create_collection" not in text
+    assert f"index='auto' builds one from {AUTO_MIN_ROWS:,} rows" in text
+
+
+def test_the_reduction_advice_cites_the_dimension_as_a_range() -> None:
+    report = report_with(measured("hnsw"))
+    low, high = report.dimension_range()
+    assert low < high and len(report.dimension_curve) == 4
+    assert f"intrinsic dimension {low:.1f}-{high:.1f} by TwoNN over 187-1,500 rows" in advice(
+        report, "reduction"
+    )
+    (item,) = [a for a in report.advice if a.topic == "reduction"]
+    assert item.evidence["intrinsic_dimension_low"] == low
+
+
+def test_recall_on_indexed_rows_is_never_the_headline() -> None:
+    held_out = measured("hnsw", source="held-out rows")
+    assert index_headline(held_out)[0] == "recall 0.970"
+    tuned = measured("hnsw", source="indexed rows", tuned=0.961)
+    figure, note = index_headline(tuned)
+    assert figure == "recall 0.961" and "held out of the build" in note and "0.970" in note
+    text = advice(report_with(tuned), "index")
+    assert "was tuned to recall@10 0.961" in text and "measured recall" not in text
+    bare = measured("hnsw", source="indexed rows")
+    figure, note = index_headline(bare)
+    assert figure == "indexed-row recall 0.970" and "not the recall of new queries" in note
+    assert "indexed rows only" in advice(report_with(bare), "index")
+
+
+def test_hubness_is_counted_over_every_row_with_the_hubs_from_the_same_counts() -> None:
+    report = report_with(None)
+    assert report.hubness_queries == report.count == 1500
+    assert report.hubness_low == report.hubness_skewness == report.hubness_high
+    shares = [hub.share for hub in report.top_hubs]
+    assert shares == sorted(shares, reverse=True)
+    assert all(hub.occurrences == pytest.approx(hub.share * 1500) for hub in report.top_hubs)
+    assert all(float(hub.occurrences).is_integer() for hub in report.top_hubs)
+
+
+def test_a_large_collection_estimates_hubness_from_sampled_queries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(report_module, "HUBNESS_PAIRS", 1500 * 500)
+    report = report_with(None)
+    assert report.hubness_queries == 500
+    assert report.hubness_low < report.hubness_skewness < report.hubness_high
+    assert report.gaussian_hubness_low < report.gaussian_hubness_high
+    (line,) = [row for row in report.summary_rows() if row[0].startswith("hubness")]
+    assert "500 queries against every row, estimated for all" in line[3]
 
 
 def test_a_reduction_under_target_says_keep_every_dimension_or_wait() -> None:
