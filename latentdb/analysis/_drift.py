@@ -30,7 +30,6 @@ import numpy as np
 import numpy.typing as npt
 
 from latentdb.analysis._progress import Steps
-from latentdb.analysis._report import sample_positions
 from latentdb.errors import InvalidArgumentError
 from latentdb.index import distance_matrix, exact_search, pair_distances
 from latentdb.space import Metric
@@ -269,6 +268,16 @@ def _cell(text: str | None, width: int = 80) -> str:
     return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 
+def _sample(count: int, sample: int, *, seed: int) -> IntMatrix:
+    """``sample`` distinct positions of ``count``, ascending, by ``seed`` (all of them
+    when ``sample >= count``): the space report's sampling, kept here so that the two
+    analyses do not depend on each other's modules."""
+    if sample >= count:
+        return np.arange(count, dtype=np.int64)
+    picked = np.random.default_rng(seed).choice(count, size=sample, replace=False)
+    return np.sort(picked).astype(np.int64)
+
+
 def shared_positions(
     ids_a: Sequence[str], ids_b: Sequence[str]
 ) -> tuple[list[str], IntMatrix, IntMatrix]:
@@ -346,7 +355,7 @@ def compare_spaces(
             )
     rows_a = np.ascontiguousarray(a.rows, dtype=np.float32)
     rows_b = np.ascontiguousarray(b.rows, dtype=np.float32)
-    positions = sample_positions(shared, sample, seed=seed)
+    positions = _sample(shared, sample, seed=seed)
     nq = positions.size
 
     steps.advance(f"neighbours of {nq:,} sampled records among {shared:,}")
@@ -362,7 +371,7 @@ def compare_spaces(
 
     steps.advance("rank correlation of distances")
     local = _local_correlations(rows_a, rows_b, positions, neighbours_a, neighbours_b, a, b)
-    references = sample_positions(shared, _REFERENCES, seed=seed + 1)
+    references = _sample(shared, _REFERENCES, seed=seed + 1)
     global_correlation = _global_correlation(rows_a, rows_b, positions, references, a, b)
 
     steps.advance(f"CKA and Procrustes over {shared:,} records")

@@ -97,3 +97,27 @@ def test_map_refuses_a_file_it_cannot_write(folder: Path, tmp_path: Path) -> Non
     assert result.exit_code != 0
     assert "'x.svg' is neither" in str(result.exception)
     assert not target.exists()
+
+
+def test_compare_prints_the_verdict_and_json(folder: Path) -> None:
+    rng = np.random.default_rng(1)
+    with latentdb.connect(folder) as db:
+        vectors = np.asarray(db.get_collection("v").get(include=["vectors"]).vectors)
+        noisy = db.create_collection("w", dimension=16, embedder=None, model=MODEL)
+        noisy.add(
+            [f"r{i}" for i in range(200)],
+            vectors=vectors + 0.3 * rng.standard_normal((200, 16)),
+            model=MODEL,
+        )
+    result = runner.invoke(app, ["compare", str(folder), "v", "w", "--sample", "50"])
+    assert result.exit_code == 0, result.output
+    assert "v -> w: queries will see about" in result.output
+    assert "overlap@10" in result.output and "linear CKA" in result.output
+    assert "text " in result.output  # the documents of the records that change most
+    result = runner.invoke(app, ["compare", str(folder), "v", "w", "--json", "-k", "5"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert (data["shared"], data["sample"], data["k"]) == (200, 200, 5)
+    result = runner.invoke(app, ["compare", str(folder), "v", "nope"])
+    assert isinstance(result.exception, latentdb.CollectionNotFoundError)
+    assert "'nope'" in str(result.exception)
