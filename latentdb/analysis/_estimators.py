@@ -507,9 +507,10 @@ class Hubness:
     Attributes:
         skewness: Skewness of the k-occurrence over all rows: exact when every row was
             a query, else estimated by :func:`occurrence_skewness`.
-        low, high: A 95% interval for it: the spread of the estimates of ``groups``
-            disjoint random groups of the queries (as many seeds of the sample), t over
-            sqrt(groups) of their standard deviation; both equal ``skewness`` when exact.
+        low, high: A 95% interval for it, by the delete-a-group jackknife over
+            ``groups`` disjoint random groups of the queries (as many seeds of the
+            sample): t times the jackknife standard error; both equal ``skewness``
+            when exact.
         counts: int64 (n,): occurrences of each row among the queries' k nearest.
         queries: Queries (rows in a random order).
         rows: Rows in all.
@@ -563,13 +564,21 @@ def hubness(neighbours: object, rows: int, *, groups: int = 5) -> Hubness:
     skewness = occurrence_skewness(counts, queries=m, rows=rows, k=k)
     if m >= rows or groups < 2 or m < 3 * groups:
         return Hubness(skewness, skewness, skewness, counts, m, rows, k, 0)
-    estimates = []
+    # Delete-a-group jackknife: each group left out in turn, the rest estimate again
+    # (most of the sample, so each estimate is as stable as the full one, where a fifth
+    # of the queries alone reads wildly on Gaussian data: -77..76 at 100k, 800 queries).
+    leave_outs = []
     for group in range(groups):
         part = table[group::groups]
-        part_counts = np.bincount(part.ravel(), minlength=rows)
-        estimates.append(occurrence_skewness(part_counts, queries=len(part), rows=rows, k=k))
-    spread = float(np.std(estimates, ddof=1)) if np.all(np.isfinite(estimates)) else np.inf
-    half = (_T_FOUR if groups == 5 else 2.0) * spread / np.sqrt(groups)
+        rest = counts - np.bincount(part.ravel(), minlength=rows)
+        leave_outs.append(occurrence_skewness(rest, queries=m - len(part), rows=rows, k=k))
+    if np.all(np.isfinite(leave_outs)):
+        spread = float(
+            np.sqrt((groups - 1) / groups * np.sum((leave_outs - np.mean(leave_outs)) ** 2))
+        )
+    else:
+        spread = float("inf")
+    half = (_T_FOUR if groups == 5 else 2.0) * spread
     return Hubness(skewness, skewness - half, skewness + half, counts, m, rows, k, groups)
 
 

@@ -168,7 +168,8 @@ class SpaceReport:
         hubness_skewness: Skewness of the k-occurrence of every row, over the whole
             collection: exact when every row was a query (``hubness_queries`` =
             ``count``), else estimated from that many queries against every row.
-        hubness_low, hubness_high: Its 95% interval across 5 disjoint query groups.
+        hubness_low, hubness_high: Its 95% interval (delete-a-group jackknife over 5
+            disjoint query groups).
         gaussian_hubness_skewness: The same figure, computed the same way (the same
             queries and estimator), for one draw of Gaussian vectors of the same shape;
             ``gaussian_hubness_low`` and ``gaussian_hubness_high`` its interval.
