@@ -572,10 +572,10 @@ def hubness(neighbours: object, rows: int, *, groups: int = 5) -> Hubness:
         part = table[group::groups]
         rest = counts - np.bincount(part.ravel(), minlength=rows)
         leave_outs.append(occurrence_skewness(rest, queries=m - len(part), rows=rows, k=k))
-    if np.all(np.isfinite(leave_outs)):
-        spread = float(
-            np.sqrt((groups - 1) / groups * np.sum((leave_outs - np.mean(leave_outs)) ** 2))
-        )
+    estimates = np.asarray(leave_outs)
+    if np.all(np.isfinite(estimates)):
+        deviations = estimates - estimates.mean()
+        spread = float(np.sqrt((groups - 1) / groups * np.sum(deviations**2)))
     else:
         spread = float("inf")
     half = (_T_FOUR if groups == 5 else 2.0) * spread
