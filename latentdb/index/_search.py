@@ -26,12 +26,6 @@ from latentdb.space import Metric
 
 __all__ = ["Hits", "IndexStatus", "SegmentSearch", "Selection"]
 
-# A sealed segment of at most this many rows beside others (a delta) is scanned, not
-# searched by its graph: a 2,500-row delta's HNSW graph took 97-138 us a query at ef 48
-# (efConstruction 64-200), a scan of its rows 57 us (one matrix-vector product), and the
-# scan is exact; at 5,000 rows the two cost about the same (190 and 170 us).
-SCAN_SEGMENT_ROWS = 4_000
-
 FloatMatrix = npt.NDArray[np.float32]
 KeyArray = npt.NDArray[np.int64]
 Hits = tuple[FloatMatrix, KeyArray]
@@ -169,9 +163,8 @@ class SegmentSearch:
             if hits is not None:
                 return hits
         parts = [self.growing.search(queries, k)]
-        scan = SCAN_SEGMENT_ROWS if len(self.sealed) > 1 else -1  # (as _search_one does)
         for _, segment in self.sealed:
-            if exact or segment.keys.shape[0] <= scan:
+            if exact:
                 parts.append(segment.exact(queries, k))
             else:
                 parts.append(segment.search(queries, k, settings))
@@ -270,12 +263,7 @@ class SegmentSearch:
                 return distances, keys
             flat_distances, flat_keys, ordered = distances[0], keys[0], True
         else:
-            parts = [
-                segment.exact(query, k)
-                if segment.keys.shape[0] <= SCAN_SEGMENT_ROWS
-                else segment.search_one(query, k, settings)
-                for _, segment in self.sealed
-            ]
+            parts = [segment.search_one(query, k, settings) for _, segment in self.sealed]
             flat_distances = np.concatenate([part[0][0] for part in parts])
             flat_keys = np.concatenate([part[1][0] for part in parts])
             ordered = False

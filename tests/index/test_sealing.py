@@ -344,31 +344,3 @@ def test_the_smallest_full_size_tier_merges(sizes: list[int], merged: list[int])
             self.live = live
 
     assert [segment.live for segment in merge_tier([Sized(size) for size in sizes])] == merged
-
-
-def test_a_small_delta_beside_a_graph_is_scanned_exactly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A delta of at most SCAN_SEGMENT_ROWS rows is scanned, not walked: at the
-    narrowest beam, queries whose neighbours lie in it get the exact answer, one query
-    at a time and in a batch."""
-    monkeypatch.setattr(_segments, "DELTA_SEAL_ROWS", 300)
-    clock = FakeClock()
-    index = segmented(tmp_path, clock, seal_rows=1000)
-    vectors = clustered(1300)
-    write(index, 0, vectors[:1000])
-    clock.advance(SEAL_QUIET_SECONDS * 2)
-    index.wait()
-    write(index, 1000, vectors[1000:])
-    clock.advance(SEAL_QUIET_SECONDS * 2)
-    index.wait()
-    assert sorted(segment.live for _, segment in index.sealed) == [300, 1000]
-    rng = np.random.default_rng(7)
-    queries = (vectors[1000:] + rng.normal(scale=0.3, size=(300, 16))).astype(np.float32)
-    with index.lock:
-        _, batch = index.search(queries, 3, params={"ef": 1})
-        single = [index.search(row[None], 3, params={"ef": 1})[1][0].tolist() for row in queries]
-        _, truth = index.search(queries, 3, exact=True)
-    # The graphs at ef 1 miss some of these neighbours; a scan of the delta does not.
-    assert batch.tolist() == single == truth.tolist()
-    index.close(wait=True)
