@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from latentdb.analysis._progress import Steps
+from latentdb.analysis._report import json_safe
 from latentdb.errors import InvalidArgumentError
 from latentdb.index import distance_matrix, exact_search, pair_distances
 from latentdb.space import Metric
@@ -162,7 +163,7 @@ class SpaceComparison:
 
     def to_dict(self) -> dict[str, Any]:
         """The comparison as JSON-ready dicts and lists (``nan`` becomes None)."""
-        return _finite(dataclasses.asdict(self))  # type: ignore[no-any-return]
+        return json_safe(dataclasses.asdict(self))  # type: ignore[no-any-return]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SpaceComparison:
@@ -240,16 +241,6 @@ _FIGURES = (
     "cka",
     "procrustes_residual",
 )
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
 
 
 def _number(value: float | None) -> float:

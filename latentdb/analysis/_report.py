@@ -225,7 +225,7 @@ class SpaceReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready dicts and lists (``inf`` and ``nan`` become None)."""
-        return _finite(dataclasses.asdict(self))  # type: ignore[no-any-return]
+        return json_safe(dataclasses.asdict(self))  # type: ignore[no-any-return]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SpaceReport:
@@ -323,13 +323,14 @@ class SpaceReport:
         return rows
 
 
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float as None (JSON has no NaN or inf)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: json_safe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
+        return [json_safe(item) for item in value]
     return value
 
 
