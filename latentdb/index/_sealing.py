@@ -96,7 +96,8 @@ class SealingPolicy:
         self._stopped = False
 
     def wrote(self) -> None:
-        """A write left the growing segment at or past the seal size (under the lock)."""
+        """A write left the growing segment at or past the seal size, or left segments
+        to merge once writes pause (under the lock)."""
         self._last_write = self.clock.now()
         if self._timer is None and not self._stopped:
             self._arm(self.quiet_seconds)
@@ -117,6 +118,10 @@ class SealingPolicy:
         """No more checks (the index is closing)."""
         self._stopped = True
         self.cancel()
+
+    def quiet(self) -> bool:
+        """Whether no write was noted for ``quiet_seconds``."""
+        return self.clock.now() - self._last_write >= self.quiet_seconds
 
     @property
     def pending(self) -> bool:

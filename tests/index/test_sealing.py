@@ -241,6 +241,7 @@ def test_once_a_graph_holds_rows_deltas_seal_small_and_merge_by_size(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_segments, "DELTA_SEAL_ROWS", 150)
+    monkeypatch.setattr(SealingPolicy, "quiet", lambda self: False)  # writes never pause
     clock = FakeClock()
     index = segmented(tmp_path, clock, seal_rows=1000)
     vectors = clustered(2200)
@@ -279,6 +280,7 @@ def test_a_delta_seals_while_a_merge_runs(tmp_path: Path, monkeypatch: pytest.Mo
     a new delta is sealed and installed, rows changed meanwhile stay in their newest
     place, and the merge then replaces only the segments it read."""
     monkeypatch.setattr(_segments, "DELTA_SEAL_ROWS", 150)
+    monkeypatch.setattr(SealingPolicy, "quiet", lambda self: False)  # writes never pause
     clock = FakeClock()
     index = segmented(tmp_path, clock, seal_rows=1000)
     vectors = clustered(2400)
@@ -344,3 +346,35 @@ def test_the_smallest_full_size_tier_merges(sizes: list[int], merged: list[int])
             self.live = live
 
     assert [segment.live for segment in merge_tier([Sized(size) for size in sizes])] == merged
+
+
+def test_once_writes_pause_the_deltas_merge_whatever_their_tier(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two deltas beside the graph are one short of a full tier: while writes go on they
+    stay, and once writes pause they merge into one, so queries search two segments."""
+    monkeypatch.setattr(_segments, "DELTA_SEAL_ROWS", 150)
+    clock = FakeClock()
+    index = segmented(tmp_path, clock, seal_rows=1000)
+    vectors = clustered(1400)
+    write(index, 0, vectors[:1000])
+    clock.advance(SEAL_QUIET_SECONDS * 2)
+    index.wait()
+    quiet = [False]
+    monkeypatch.setattr(SealingPolicy, "quiet", lambda self: quiet[0])
+    for start in (1000, 1150):
+        write(index, start, vectors[start : start + 150])
+        clock.advance(SEAL_QUIET_SECONDS * 2)
+        index.wait()
+    assert sorted(segment.live for _, segment in index.sealed) == [150, 150, 1000]
+    write(index, 1300, vectors[1300:1400])  # growing, under the seal size
+    assert index.sealing.pending  # a check waits for the writes to pause
+    quiet[0] = True
+    clock.advance(SEAL_QUIET_SECONDS * 2)
+    index.wait()
+    assert sorted(segment.live for _, segment in index.sealed) == [300, 1000]
+    assert index.status().pending == 100
+    with index.lock:
+        _, found = index.search(vectors[:1], 1400, exact=True)
+    assert sorted(found[0].tolist()) == list(range(1400))
+    index.close(wait=True)
