@@ -157,6 +157,26 @@ def peak_rss(into: Result, interval_s: float = 0.01) -> Iterator[None]:
         into["rise"] = max(into.get("rise", 0.0), top - before)
 
 
+def alternating_qps(
+    calls: dict[str, Callable[..., Any]], queries: FloatMatrix, rounds: int
+) -> tuple[dict[str, float], dict[str, float], dict[str, list[float]]]:
+    """(best, median) queries/s of each call, one query a call, and each call's pass
+    times (s): the calls take turns each round, so they all see the same load; each
+    pass after ``WARMUP`` queries."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            for i in range(WARMUP):
+                call(queries[i : i + 1])
+            start = time.perf_counter()
+            for i in range(len(queries)):
+                call(queries[i : i + 1])
+            times[name].append(time.perf_counter() - start)
+    best = {name: len(queries) / min(t) for name, t in times.items()}
+    median = {name: len(queries) / float(np.median(t)) for name, t in times.items()}
+    return best, median, times
+
+
 @contextmanager
 def thread_limit(threads: int) -> Iterator[None]:
     """BLAS and OpenMP pools, and faiss's own OpenMP setting, at ``threads``; restored after.

@@ -64,6 +64,7 @@ from _common import (
     K,
     Result,
     Skipped,
+    alternating_qps,
     as_dict,
     build_cell,
     building,
@@ -756,17 +757,7 @@ def paired_with_faiss(col: Any, ctx: Context) -> list[Result]:
                     vectors=q, k=K, include=("distances",), params=k
                 ),
             }
-            times: dict[str, list[float]] = {name: [] for name in calls}
-            for _ in range(max(ctx.repeats, 3)):
-                for name, call in calls.items():  # alternate: both see the same load
-                    for i in range(WARMUP):
-                        call(queries[i : i + 1])
-                    start = time.perf_counter()
-                    for i in range(len(queries)):
-                        call(queries[i : i + 1])
-                    times[name].append(time.perf_counter() - start)
-            best = {name: len(queries) / min(t) for name, t in times.items()}
-            median = {name: len(queries) / float(np.median(t)) for name, t in times.items()}
+            best, median, times = alternating_qps(calls, queries, max(ctx.repeats, 3))
             rows.append(
                 {
                     "ef": ef,

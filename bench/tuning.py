@@ -70,11 +70,11 @@ from _common import (
     HNSW_EFC,
     HNSW_M,
     REPO,
-    WARMUP,
     FloatMatrix,
     IntMatrix,
     K,
     Result,
+    alternating_qps,
     load_average,
     load_dataset,
     machine_info,
@@ -352,18 +352,8 @@ def timed(
         theirs = faiss.SearchParametersHNSW()
         theirs.efSearch = faiss_ef
         calls["faiss"] = lambda q: peer.index.search(q, K, params=theirs)
-    times: dict[str, list[float]] = {name: [] for name in calls}
     with thread_limit(1):
-        for _ in range(rounds):
-            for name, call in calls.items():
-                for i in range(WARMUP):
-                    call(queries[i : i + 1])
-                start = time.perf_counter()
-                for i in range(len(queries)):
-                    call(queries[i : i + 1])
-                times[name].append(time.perf_counter() - start)
-    best = {name: len(queries) / min(t) for name, t in times.items()}
-    median = {name: len(queries) / float(np.median(t)) for name, t in times.items()}
+        best, median, times = alternating_qps(calls, queries, rounds)
     out: Result = {
         "tuned_ef": tuned_ef,
         "faiss_ef": faiss_ef,

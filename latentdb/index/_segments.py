@@ -370,7 +370,7 @@ class SegmentedIndex(Compaction):
         if len(self.sealed) < 3 or self._merger is not None or self._closed:
             return
         tier = merge_tier([segment for _, segment in self.sealed])
-        if not tier and len(self.sealed) > 2 and self.sealing.quiet():
+        if not tier and self.sealing.quiet():  # (three segments or more, as above)
             # Writes paused with deltas beside the graph (a burst that ended short of a
             # full tier): each costs every query a search until optimize(). After 80
             # adds of 100 rows to 100k PyPI rows, 100k + 3.4k + 3.5k rows in segments
