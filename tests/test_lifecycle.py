@@ -52,6 +52,7 @@ from latentdb import (
     ModelRequiredError,
     RecordNotFoundError,
 )
+from latentdb.engine import _collection
 from latentdb.index import _segments
 from latentdb.index._sealed import min_build_rows
 
@@ -75,6 +76,9 @@ RECALL_K = 10
 # Seconds of quiet after a write before the growing segment seals in the background
 # (1 s by default): short, so that seals happen between steps, under the rules' feet.
 SEAL_QUIET = 0.05
+# (rows waiting for a graph, most seconds a write waits): the engine's 5,000 rows are
+# never reached by this machine's writes of at most 100 rows over 64-320-row seals.
+WRITE_BACKLOG = (32, 0.5)
 # How long a child may take to say its next line before the test fails.
 CHILD_TIMEOUT = 60.0
 
@@ -510,10 +514,14 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.checks = 0
         self.quiet = _segments._SEAL_QUIET_SECONDS
         _segments._SEAL_QUIET_SECONDS = SEAL_QUIET
+        # Writes wait for a far-behind index at this machine's small sizes too.
+        self.backlog = _collection.WRITE_BACKLOG_ROWS, _collection.WRITE_STALL_SECONDS
+        _collection.WRITE_BACKLOG_ROWS, _collection.WRITE_STALL_SECONDS = WRITE_BACKLOG
         type(self).runs += 1
 
     def teardown(self) -> None:
         _segments._SEAL_QUIET_SECONDS = self.quiet
+        _collection.WRITE_BACKLOG_ROWS, _collection.WRITE_STALL_SECONDS = self.backlog
         try:
             if self.db is not None:
                 self.db.close()
@@ -552,6 +560,13 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert removed == expected, f"{op['op']} removed {removed} rows, expected {expected}"
 
     # -- writes ----------------------------------------------------------------------
+
+    @rule(sizes=st.lists(st.integers(40, 100), min_size=2, max_size=4), seed=seeds)
+    def burst_of_adds(self, sizes: list[int], seed: int) -> None:
+        """Adds back to back, no check between: once one leaves a seal due, the next
+        waits for the index (WRITE_BACKLOG) before it writes."""
+        for offset, size in enumerate(sizes):
+            self.write(self.model.write_op("add", size, seed + offset, stored=0, reborn=0))
 
     @rule(size=sizes, seed=seeds, reborn=st.integers(0, 5), duplicate=st.booleans())
     def add(self, size: int, seed: int, reborn: int, duplicate: bool) -> None:
