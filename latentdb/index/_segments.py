@@ -520,8 +520,10 @@ class SegmentedIndex(Compaction):
 
     def wait(self) -> None:
         """Wait for a background build to finish."""
-        for builder in (self._builder, self._merger):
-            if builder is not None:
+        with self.lock:  # a builder is made and started under it: never seen unstarted
+            builders = (self._builder, self._merger)
+        for builder in builders:
+            if builder is not None and builder is not threading.current_thread():
                 builder.join()
 
     def set_recall_target(self, target: float) -> None:
