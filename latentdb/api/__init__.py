@@ -39,7 +39,7 @@ from latentdb.api._requests import (
     write_request,
     write_vectors,
 )
-from latentdb.api._results import GetResult, Metadata, QueryResult, RecallReport
+from latentdb.api._results import GetResult, Metadata, QueryResult, RecallReport, query_result
 from latentdb.api._validation import (
     MAX_DIMENSION,
     MAX_INT,
@@ -122,6 +122,7 @@ __all__ = [
     "is_metadata_value",
     "progress_bar",
     "query_request",
+    "query_result",
     "query_vectors",
     "reduced_space",
     "scroll_request",

@@ -29,6 +29,7 @@ from latentdb.api import (
     Where,
     WriteRequest,
     collection_requires_model,
+    query_result,
     query_vectors,
     sql_filters,
     write_vectors,
@@ -510,12 +511,8 @@ class EmbeddedCollection(Collection):
                 hit_vectors = list(found.reshape(keys.shape[0], keys.shape[1], found.shape[1]))
         finally:
             readers.pop()
-        return QueryResult(
-            ids=ids,
-            distances=distances if "distances" in fields else None,
-            documents=documents,
-            metadatas=metadatas,
-            vectors=hit_vectors,
+        return query_result(
+            ids, distances if "distances" in fields else None, documents, metadatas, hit_vectors
         )
 
     def _rows_of(

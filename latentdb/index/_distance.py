@@ -137,6 +137,9 @@ def faiss_distances(queries: FloatMatrix, raw: FloatMatrix, metric: Metric) -> F
     return scores_to_distances(queries, scores, metric)
 
 
+_ONE = np.ones((), dtype=np.float32)  # a 0-d array: np.subtract converts no Python float
+
+
 def faiss_distances_of_one(raw: FloatMatrix, metric: Metric) -> None:
     """:func:`faiss_distances` of one query's hits (1, k), nearest first, in place and
     in as few numpy calls as can be (the single-query path): only the nearest can
@@ -144,7 +147,7 @@ def faiss_distances_of_one(raw: FloatMatrix, metric: Metric) -> None:
     if metric == "cosine":
         if raw[0, 0] > 1.0:  # rounding: the nearest may score a hair above 1
             raw[0, 0] = 1.0
-        np.subtract(1.0, raw, out=raw)
+        np.subtract(_ONE, raw, out=raw)
     elif metric == "ip":
         np.negative(raw, out=raw)
     elif raw[0, 0] < 0.0:  # faiss gives squared L2 distances already

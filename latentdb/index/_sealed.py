@@ -45,9 +45,11 @@ faiss: Any = _faiss
 # The C function behind faiss.swig_ptr (a Python wrapper that only calls it): one frame
 # less, three times a query.
 _swig_ptr: Any = getattr(getattr(faiss, "swigfaiss", None), "_swigfaiss", faiss).swig_ptr
+_FLOAT32, _INT64 = np.dtype(np.float32), np.dtype(np.int64)
 
 FloatMatrix = npt.NDArray[np.float32]
 KeyArray = npt.NDArray[np.int64]
+Hits = tuple[FloatMatrix, KeyArray]
 
 
 # Rows copied out and added to faiss at a time by build(): 15 MB of 384-d float32.
@@ -528,6 +530,33 @@ class SealedSegment:
                 return raw, rows
         faiss_distances_of_one(raw, self.metric)
         return raw, self.keys[rows]
+
+    def one_query(self, params: Mapping[str, int]) -> Callable[[FloatMatrix, int], Hits | None]:
+        """:meth:`search_one` of a frozen segment (a snapshot's only one, see
+        :class:`~latentdb.index.SearchView`) with ``params``, with everything it looks
+        up bound once: the path of most user queries, ~5 us of Python shorter.
+
+        The search answers None when it does not apply (a re-ranking kind, more hits
+        asked than rows live, fewer found): the caller takes the general path.
+        """
+        live = self.keys.shape[0] - self.dead
+        if self.reranks or live == 0:
+            return lambda query, k: None
+        parameters = self._search_parameters(params, self._live_selector())
+        search_c, keys, metric = self.index.search_c, self.keys, self.metric
+        swig_ptr, empty, f32, i64 = _swig_ptr, np.empty, _FLOAT32, _INT64
+
+        def search(query: FloatMatrix, k: int) -> Hits | None:
+            if k > live:
+                return None
+            raw, rows = empty((1, k), f32), empty((1, k), i64)
+            search_c(1, swig_ptr(query), k, swig_ptr(raw), swig_ptr(rows), parameters)
+            if rows.item(-1) < 0:
+                return None
+            faiss_distances_of_one(raw, metric)
+            return raw, keys[rows]
+
+        return search
 
     @property
     def default_rerank(self) -> int:

@@ -6,7 +6,7 @@ and the index's status.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -113,6 +113,9 @@ class SegmentSearch:
     _merge_touched: set[int] | None
     _generation: int
     _closed: bool
+    # A snapshot's search of one query at its own settings, when it has one segment
+    # (SealedSegment.one_query); None on the index itself, whose segments change.
+    _one: Callable[[FloatMatrix, int], Hits | None] | None = None
 
     @property
     def live(self) -> int:
@@ -155,6 +158,11 @@ class SegmentSearch:
             (distances float32 (nq, k'), keys int64 (nq, k')), k' = min(k, eligible rows).
         """
         nq = queries.shape[0]
+        one = self._one
+        if one is not None and nq == 1 and params is None and keys is None and not exact:
+            hits = one(queries, k)
+            if hits is not None:
+                return hits
         if keys is not None:
             return self._search_subset(queries, k, keys)
         settings = self._settings_for(params)

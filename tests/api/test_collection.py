@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from latentdb import (
     ModelRequiredError,
     RecordNotFoundError,
 )
+from latentdb.api import QueryResult, query_result
 from latentdb.engine._state import IdsByKey
 
 # The model every test vector is written as: collections require writes of vectors
@@ -505,3 +507,15 @@ def test_ids_by_key_answers_alike_dense_or_sparse() -> None:
     assert len(dense) == 4 and dense[10_000] == "x"
     with pytest.raises(KeyError):
         dense[1]
+
+
+def test_the_fast_query_result_equals_the_dataclass() -> None:
+    distances = np.zeros((1, 2), np.float32)
+    made = query_result([["a", "b"]], distances, [["x", None]], [[{"k": 1}, None]], None)
+    assert made == QueryResult(
+        ids=[["a", "b"]], distances=distances, documents=[["x", None]],
+        metadatas=[[{"k": 1}, None]],
+    )  # fmt: skip
+    assert {f.name for f in dataclasses.fields(QueryResult)} == set(vars(made))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.ids = []  # type: ignore[misc]

@@ -215,3 +215,32 @@ def test_a_segment_whose_rows_are_all_gone_is_no_longer_searched(tmp_path: Path)
     assert [segment.live for _, segment in index.sealed] == [600]
     assert every_key(index.view) == list(range(600))
     index.close(wait=True)
+
+
+@pytest.mark.parametrize("kind", ANN_KINDS)
+@pytest.mark.parametrize("metric", ["cosine", "l2", "ip"])
+def test_a_view_of_one_segment_answers_one_query_as_the_general_path(
+    tmp_path: Path, kind: str, metric: str
+) -> None:
+    index = SegmentedIndex(
+        dimension=16, metric=metric, spec=IndexSpec(kind=kind), folder=tmp_path / "i",
+        lock=threading.RLock(),
+    )  # fmt: skip
+    write(index, np.arange(600, dtype=np.int64))
+    index.optimize()
+    write(index, NO_KEYS, deleted=np.arange(0, 600, 3, dtype=np.int64))  # masked rows
+    view = index.view
+    assert view is not None and len(view.sealed) == 1 and not len(view.growing)
+    assert view._one is not None and index._one is None
+    settings = dict(view.search_settings())  # the same knobs, given: the general path
+    for seed in range(20):
+        query = clustered(1, seed=100 + seed)
+        general = view.search(query, 10, params=settings)
+        fast = view.search(query, 10)
+        np.testing.assert_array_equal(fast[1], general[1])
+        np.testing.assert_allclose(fast[0], general[0], rtol=1e-6, atol=1e-6)
+        assert not np.isin(fast[1], np.arange(0, 600, 3)).any()
+    query = clustered(1, seed=1)
+    # More hits asked than rows live: the general path.
+    assert view.search(query, 1000)[1].shape == (1, 400)
+    index.close(wait=True)
