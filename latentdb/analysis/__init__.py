@@ -13,13 +13,12 @@ from latentdb.analysis._drift import (
     compare_spaces,
     shared_positions,
 )
+from latentdb.analysis._duplicates import DuplicateCount, count_near_duplicates
 from latentdb.analysis._estimators import (
     DimensionPoint,
-    DuplicateCount,
     Hubness,
     NeighbourScan,
     NormSummary,
-    count_near_duplicates,
     dimension_curve,
     gaussian_like,
     gaussian_rows,

@@ -102,9 +102,11 @@ def _hubness_advice(report: SpaceReport) -> Advice:
         f"all rows (uniform would be {report.k / report.count:.3%}); k-occurrence "
         f"skewness {report.hubness_skewness:.2f}{interval} over all {report.count:,} rows, "
         f"against {report.gaussian_hubness_skewness:.2f} for Gaussian vectors of the "
-        "same shape"
+        f"same dimension (every row a query among "
+        f"{report.gaussian_hubness_rows or report.count:,})"
     )
-    if report.centered_hubness_skewness < report.hubness_skewness - 0.3:
+    # Centering helps only where it clearly lowers the skewness: both intervals apart.
+    if report.centered_hubness_high < report.hubness_low - 0.3:
         text += (
             f"; {report.centered_hubness_skewness:.2f} after subtracting the mean vector: "
             "centering the vectors before indexing spreads results more evenly"

@@ -15,6 +15,7 @@ import numpy as np
 
 from latentdb.analysis import _estimators as estimators
 from latentdb.analysis._advice import Advice, advise, index_headline
+from latentdb.analysis._duplicates import count_near_duplicates
 from latentdb.analysis._estimators import (
     DUPLICATE_FRACTION,
     DimensionPoint,
@@ -47,13 +48,23 @@ _REDUCTION_QUERIES = 500
 _TOP_HUBS = 5
 _DUPLICATE_EXAMPLES = 5
 # Query x row pairs of the exact k-nearest scan behind hubness: every row is a query up
-# to sqrt of it (20,000 rows), else this many pairs' worth of queries (4,000 of 100,000
-# rows), whose counts estimate the whole collection's (estimators.occurrence_skewness).
-HUBNESS_PAIRS = 400_000_000
-# Gaussian draws behind the baseline's hubness (their mean, lowest and highest; with
-# one, the interval of its query groups): each costs a scan as long as the collection's
-# (9 s for 4,000 queries at 100k on 2 loaded cores), so one fits the time goal.
-GAUSSIAN_DRAWS = 1
+# to sqrt of it (20,000 rows), else this many pairs' worth of queries (8,000 of 100,000
+# rows, 2,000 of them the sampled queries' scan), whose counts estimate the whole
+# collection's (estimators.occurrence_skewness). Half of it (4,000 queries) left a 95%
+# interval of 2.22-6.26 at 100k PyPI rows: the estimate's error shrinks as about
+# (queries / rows)^-1.3 (issue 19).
+HUBNESS_PAIRS = 800_000_000
+# The Gaussian baseline's hubness: every row a query among this many Gaussian rows of
+# the collection's dimension. Estimated from 4,000 queries at 100k, the same way as the
+# collection's, it read -0.26 (95% -4.97-4.45): a near-Poisson k-occurrence (skewness
+# ~0.3) is all noise to deconvolve; counted, it reads 0.30 at 12,500 rows, and barely
+# moves with the rows (issue 19).
+GAUSSIAN_HUBNESS_ROWS = 10_000
+# Gaussian queries of the baseline's relative contrast: noise varies little from one
+# query to the next.
+_GAUSSIAN_CONTRAST_QUERIES = 200
+# Queries of the centered hubness when the collection's is estimated from a sample.
+_CENTERED_QUERIES = 1000
 # Queries of each intrinsic-dimension scale, and query x row pairs the curve may scan:
 # scales above it are left out (the full scale comes with the hubness scan).
 _DIMENSION_QUERIES = 1000
@@ -65,10 +76,15 @@ _SETTLED = 0.1
 # are that close by chance, against 37,012 "pairs" of the old rule, relative to the mean
 # norm (issue 19).
 NEAR_DUPLICATE_SHARE = 0.05
-# Exact near-duplicate counts up to this many rows (a 32-d range scan of all pairs, whose
-# cost grows as n^2: 79 s at 100k on 2 loaded cores, far over the 30 s goal); beyond, an
+# A hubness interval wider than twice this reads as wide in the report: the figure is
+# then a rough one, and it says so.
+_NARROW = 0.5
+_WIDE = "too wide to rank collections by: a rough figure"
+# Exact near-duplicate counts up to this many rows (_duplicates: PCA, then k-means cells
+# compared only across bisectors within the radius, about 2 s at 100k where a range scan
+# of every pair took 79 s; the cost still grows as about n^2 / 512 cells); beyond, an
 # estimate from the sampled queries with its standard error.
-EXACT_DUPLICATE_ROWS = 25_000
+EXACT_DUPLICATE_ROWS = 100_000
 
 
 def sample_positions(count: int, sample: int, *, seed: int = SEED) -> IntMatrix:
@@ -168,12 +184,16 @@ class SpaceReport:
         hubness_skewness: Skewness of the k-occurrence of every row, over the whole
             collection: exact when every row was a query (``hubness_queries`` =
             ``count``), else estimated from that many queries against every row.
-        hubness_low, hubness_high: Its 95% interval (delete-a-group jackknife over 5
-            disjoint query groups).
-        gaussian_hubness_skewness: The same figure, computed the same way (the same
-            queries and estimator), for one draw of Gaussian vectors of the same shape;
-            ``gaussian_hubness_low`` and ``gaussian_hubness_high`` its interval.
-        centered_hubness_skewness: The same figure after subtracting the mean vector.
+        hubness_low, hubness_high: Its 95% interval (delete-a-group jackknife over 20
+            disjoint query groups; both equal it when every row was a query).
+        gaussian_hubness_skewness: The same figure for Gaussian vectors of the same
+            dimension, every row a query among ``gaussian_hubness_rows`` of them (a
+            figure estimated from sampled queries, as the collection's, is mostly
+            noise there); ``gaussian_hubness_low`` and ``gaussian_hubness_high`` its
+            interval (equal to it: counted, not estimated).
+        centered_hubness_skewness: The same figure after subtracting the mean vector
+            (from at most 1,000 of the queries when sampling), ``centered_hubness_low``
+            and ``centered_hubness_high`` its interval.
         top_hubs: Records with the largest k-occurrence (the same counts).
         near_duplicate_pairs: Pairs within ``near_duplicate_rule``: counted exactly
             (every pair checked), else estimated from the sampled queries
@@ -222,6 +242,9 @@ class SpaceReport:
     reductions: list[Reduction]
     advice: list[Advice] = field(default_factory=list)
     seconds: float = 0.0
+    gaussian_hubness_rows: int = 0
+    centered_hubness_low: float = float("nan")
+    centered_hubness_high: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready dicts and lists (``inf`` and ``nan`` become None)."""
@@ -295,18 +318,23 @@ class SpaceReport:
             if exact
             else f"{self.hubness_queries:,} queries against every row, estimated for all; "
             f"95% interval {self.hubness_low:.2f}-{self.hubness_high:.2f}"
+            + (f", {_WIDE}" if self.hubness_high - self.hubness_low > 2 * _NARROW else "")
         )
         gaussian = f"{self.gaussian_hubness_skewness:.2f}"
         if self.gaussian_hubness_high > self.gaussian_hubness_low:
             gaussian += f" ({self.gaussian_hubness_low:.2f}-{self.gaussian_hubness_high:.2f})"
+        gaussian_rows = self.gaussian_hubness_rows or self.count
+        centered = f"{self.centered_hubness_skewness:.2f}"
+        if self.centered_hubness_high > self.centered_hubness_low:
+            centered += f" (95% {self.centered_hubness_low:.2f}-{self.centered_hubness_high:.2f})"
         rows.append(
             (
                 f"hubness (k={self.k}-occurrence skew)",
                 f"{self.hubness_skewness:.2f}",
                 gaussian,
-                f"over all {self.count:,} rows ({how}); Gaussian: {GAUSSIAN_DRAWS} draw, "
-                f"the same way; {self.centered_hubness_skewness:.2f} after "
-                "centering; top hubs (share of result lists): "
+                f"over all {self.count:,} rows ({how}); Gaussian: every row a query among "
+                f"{gaussian_rows:,} rows; {centered} after centering; top hubs (share "
+                "of result lists): "
                 + ", ".join(f"{hub.id} ({hub.share:.2%})" for hub in self.top_hubs[:3]),
             )
         )
@@ -390,17 +418,23 @@ def build_report(
     steps.advance(f"neighbours of {nq:,} sampled rows among {n:,}")
     radius, rule = _duplicate_rule(rows, positions, norms.unit_length)
     scan = estimators.scan_neighbours(rows, positions, k=k, metric=metric, duplicate_radius=radius)
-    # One random order of the rows: its first m rows are the hubness queries, its first
-    # s rows the subsample of each intrinsic-dimension scale.
-    order = np.random.default_rng(SEED).permutation(n).astype(np.int64)
-    queries = _hubness_queries(n)
+    # One random order of the rows: its first m rows are the hubness queries (the
+    # sampled ones among them, whose neighbours the scan found), its first s rows the
+    # subsample of each intrinsic-dimension scale.
+    queries = max(_hubness_queries(n), nq)
+    order, reused = _query_order(n, positions, queries - nq)
     steps.advance(f"hubness: {queries:,} queries against all {n:,} rows")
-    distances, neighbours = estimators.nearest_others(rows, order[:queries], k=k, metric=metric)
+    distances, found = np.empty((0, k)), np.empty((0, k), dtype=np.int64)
+    if queries > nq:
+        distances, found = estimators.nearest_others(
+            rows, order[: queries - nq], k=k, metric=metric
+        )
+    neighbours = np.concatenate([found, scan.neighbours[reused]])
     hubness = estimators.hubness(neighbours, n)
     centered = _centered_hubness(rows, order[:queries], k, metric, hubness)
     steps.advance("Gaussian baseline")
-    gaussian_contrast, gaussian_skews = _gaussian_baseline(
-        n, d, norms.unit_length, positions, order[:queries], k, metric
+    gaussian_contrast, gaussian_hubness = _gaussian_baseline(
+        n, d, norms.unit_length, positions, k, metric
     )
     steps.advance("intrinsic dimension by scale")
     curve = _dimension_curve(rows, order, k, metric, norms.unit_length, queries, distances)
@@ -442,10 +476,13 @@ def build_report(
         hubness_low=hubness.low,
         hubness_high=hubness.high,
         hubness_queries=hubness.queries,
-        gaussian_hubness_skewness=gaussian_skews[0],
-        gaussian_hubness_low=gaussian_skews[1],
-        gaussian_hubness_high=gaussian_skews[2],
-        centered_hubness_skewness=centered,
+        gaussian_hubness_skewness=gaussian_hubness.skewness,
+        gaussian_hubness_low=gaussian_hubness.low,
+        gaussian_hubness_high=gaussian_hubness.high,
+        gaussian_hubness_rows=gaussian_hubness.rows,
+        centered_hubness_skewness=centered.skewness,
+        centered_hubness_low=centered.low,
+        centered_hubness_high=centered.high,
         top_hubs=_top_hubs(hubness, ids_of),
         near_duplicate_pairs=pairs,
         near_duplicates_estimated=error is not None,
@@ -470,34 +507,39 @@ def _hubness_queries(count: int) -> int:
     return max(HUBNESS_PAIRS // count, 100)
 
 
+def _query_order(count: int, positions: IntMatrix, extra: int) -> tuple[IntMatrix, IntMatrix]:
+    """A random order of ``count`` rows whose first ``extra`` rows are not sampled and
+    whose next ``positions.size`` rows are the sampled ones, shuffled; and where each of
+    those sits in ``positions`` (ascending). The sampled rows are a uniform sample, so
+    the order is a uniform random permutation, and its first ``extra + positions.size``
+    rows a uniform sample of queries."""
+    rng = np.random.default_rng(SEED)
+    rest = np.ones(count, dtype=bool)
+    rest[positions] = False
+    others = rng.permutation(np.flatnonzero(rest))
+    sampled = rng.permutation(positions)
+    order = np.concatenate([others[:extra], sampled, others[extra:]]).astype(np.int64)
+    return order, np.searchsorted(positions, sampled).astype(np.int64)
+
+
 def _gaussian_baseline(
     count: int,
     dimension: int,
     unit: bool,
     positions: IntMatrix,
-    queries: IntMatrix,
     k: int,
     metric: str,
-) -> tuple[float, list[float]]:
-    """Relative contrast and hubness of Gaussian vectors of the collection's shape,
-    measured the same way as the collection's (the same query positions, the same
-    estimator): the contrast of the first draw, and the hubness skewness as (mean,
-    lowest, highest) over :data:`GAUSSIAN_DRAWS` draws, or with one draw its estimate
-    and 95% interval across query groups (degenerate when every row is a query)."""
-    contrast = float("nan")
-    found = []
-    for draw in range(GAUSSIAN_DRAWS):
-        rows = estimators.gaussian_rows(count, dimension, unit=unit, seed=SEED + draw)
-        if draw == 0:
-            # 500 queries: noise has no structure, so its contrast varies little.
-            some = positions[:: max(1, positions.size // 500)][:500]
-            contrast = estimators.relative_contrast(*estimators.distance_profile(rows, some))
-        _, neighbours = estimators.nearest_others(rows, queries, k=k, metric=metric)
-        found.append(estimators.hubness(neighbours, count))
-    if len(found) == 1:
-        return contrast, [found[0].skewness, found[0].low, found[0].high]
-    skews = [one.skewness for one in found]
-    return contrast, [float(np.mean(skews)), min(skews), max(skews)]
+) -> tuple[float, estimators.Hubness]:
+    """Relative contrast and hubness of Gaussian vectors of the collection's shape: the
+    contrast over ``count`` rows from the sampled positions' first few, the hubness with
+    every row a query among the first :data:`GAUSSIAN_HUBNESS_ROWS` of them."""
+    rows = estimators.gaussian_rows(count, dimension, unit=unit, seed=SEED)
+    some = positions[:: max(1, positions.size // _GAUSSIAN_CONTRAST_QUERIES)]
+    some = some[:_GAUSSIAN_CONTRAST_QUERIES]
+    contrast = estimators.relative_contrast(*estimators.distance_profile(rows, some))
+    size = min(count, GAUSSIAN_HUBNESS_ROWS)  # build_report checked count > k + 1
+    _, neighbours = estimators.nearest_others(rows[:size], np.arange(size), k=k, metric=metric)
+    return contrast, estimators.hubness(neighbours, size)
 
 
 def _centered_hubness(
@@ -506,16 +548,16 @@ def _centered_hubness(
     k: int,
     metric: str,
     uncentered: estimators.Hubness,
-) -> float:
-    """The hubness skewness after subtracting the mean vector, the same way: Euclidean
-    distances do not change (the same figure), cosine and inner products do."""
+) -> estimators.Hubness:
+    """The hubness after subtracting the mean vector, the same way (on at most
+    :data:`_CENTERED_QUERIES` of the queries when sampling): Euclidean distances do not
+    change (the same figure), cosine and inner products do."""
     if metric == "l2":
-        return uncentered.skewness
+        return uncentered
     centered = rows - rows.mean(axis=0, dtype=np.float64).astype(np.float32)
-    # A quarter of the queries when sampling (a scan as long as the collection's each).
-    some = queries if queries.size >= rows.shape[0] else queries[: max(queries.size // 4, 100)]
+    some = queries if queries.size >= rows.shape[0] else queries[:_CENTERED_QUERIES]
     _, neighbours = estimators.nearest_others(centered, some, k=k, metric=metric)
-    return estimators.hubness(neighbours, rows.shape[0], groups=1).skewness
+    return estimators.hubness(neighbours, rows.shape[0])
 
 
 def _top_hubs(hubness: estimators.Hubness, ids_of: Callable[[IntMatrix], list[str]]) -> list[Hub]:
@@ -608,9 +650,7 @@ def _near_duplicates(
 ) -> tuple[int, float | None, list[NearDuplicate]]:
     """(pairs, standard error or None when counted exactly, a few examples)."""
     n = rows.shape[0]
-    counted = (
-        estimators.count_near_duplicates(rows, scan.radius) if n <= EXACT_DUPLICATE_ROWS else None
-    )
+    counted = count_near_duplicates(rows, scan.radius) if n <= EXACT_DUPLICATE_ROWS else None
     if counted is not None:
         # The closest pairs: the most duplicate-like.
         picked = np.argsort(counted.distance, kind="stable")[:_DUPLICATE_EXAMPLES]

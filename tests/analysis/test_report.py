@@ -6,7 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from latentdb.analysis import IndexMeasurement, SpaceReport, build_report, index_headline
+from latentdb.analysis import (
+    IndexMeasurement,
+    SpaceReport,
+    build_report,
+    index_headline,
+    nearest_others,
+)
 from latentdb.analysis import _report as report_module
 from latentdb.index import AUTO_MIN_ROWS
 
@@ -140,9 +146,39 @@ def test_a_large_collection_estimates_hubness_from_sampled_queries(
     report = report_with(None)
     assert report.hubness_queries == 500
     assert report.hubness_low < report.hubness_skewness < report.hubness_high
-    assert report.gaussian_hubness_low < report.gaussian_hubness_high
+    # The baseline is counted, every Gaussian row a query: no interval to show.
+    assert report.gaussian_hubness_rows == 1500
+    assert report.gaussian_hubness_low == report.gaussian_hubness_high
     (line,) = [row for row in report.summary_rows() if row[0].startswith("hubness")]
     assert "500 queries against every row, estimated for all" in line[3]
+    assert "every row a query among 1,500 rows" in line[3]
+
+
+def test_the_hubness_queries_reuse_the_sampled_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 300 sampled queries' neighbours come from the scan, 200 more from their own
+    search; the hubs are what counting all 500 queries' k nearest gives."""
+    monkeypatch.setattr(report_module, "HUBNESS_PAIRS", 1500 * 500)
+    rows = low_rank()
+    report = report_with(None, rows)
+    positions = report_module.sample_positions(1500, 300)
+    order, reused = report_module._query_order(1500, positions, 200)
+    assert sorted(order.tolist()) == list(range(1500))
+    assert set(order[200:500].tolist()) == set(positions.tolist())
+    assert np.array_equal(positions[reused], order[200:500])
+    _, neighbours = nearest_others(rows, order[:500], k=10, metric="cosine")
+    counts = np.bincount(neighbours.ravel(), minlength=1500)
+    for hub in report.top_hubs:
+        assert hub.occurrences == pytest.approx(counts[int(hub.id[1:])] * 1500 / 500)
+
+
+@pytest.mark.parametrize(("narrow", "wide"), [(0.0, True), (100.0, False)])
+def test_a_wide_hubness_interval_is_called_rough(
+    monkeypatch: pytest.MonkeyPatch, narrow: float, wide: bool
+) -> None:
+    monkeypatch.setattr(report_module, "HUBNESS_PAIRS", 1500 * 500)
+    monkeypatch.setattr(report_module, "_NARROW", narrow)
+    (line,) = [row for row in report_with(None).summary_rows() if row[0].startswith("hubness")]
+    assert ("a rough figure" in line[3]) is wide
 
 
 def test_a_reduction_under_target_says_keep_every_dimension_or_wait() -> None:
