@@ -16,6 +16,7 @@ import numpy.typing as npt
 from latentdb.index import (
     SealedSegment,
     exact_search,
+    merge_hits,
     merge_to_width,
     scores_to_distances,
     squared_norms,
@@ -32,6 +33,7 @@ __all__ = [
     "ranked_search",
     "scan",
     "with_growing",
+    "with_segments",
 ]
 
 FloatMatrix = npt.NDArray[np.float32]
@@ -168,6 +170,32 @@ def _norms(segment: SealedSegment) -> FloatMatrix:
             _NORMS.clear()
         cached = _NORMS[id(vectors)] = (vectors, squared_norms(vectors))
     return cached[1]
+
+
+def with_segments(
+    index: Any,
+    selection: Selection,
+    queries: FloatMatrix,
+    k: int,
+    hits: Hits,
+    segments: list[SealedSegment],
+) -> Hits:
+    """Merge the allowed rows of ``segments`` (sealed since a filter's graph was built:
+    few, so scanned exactly) into ``hits`` from the graph."""
+    if not segments:
+        return hits
+    parts = [hits]
+    for segment in segments:
+        distances, rows = exact_search(
+            queries,
+            segment.vectors,
+            k,
+            index.metric,
+            alive=selection.rows_of(segment),
+            norms=_norms(segment) if index.metric == "l2" else None,
+        )
+        parts.append((distances, segment.keys[rows]))
+    return merge_hits(parts, k, queries.shape[0])
 
 
 def with_growing(

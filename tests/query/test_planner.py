@@ -328,3 +328,107 @@ def test_unfiltered_explain_names_the_index(fresh: Any, data: Any) -> None:
     exact = collection.query(vectors=test[0], exact=True, explain=True).plan
     assert exact is not None and exact.strategy == "exact"
     assert collection.query(vectors=test[0]).plan is None  # only when asked
+
+
+def test_a_narrow_filter_starts_its_graph_on_first_use(
+    fresh: Any, data: Any, measured: None
+) -> None:
+    collection, _ = fresh
+    _, test = data
+    cache = cache_of(collection)
+    narrow, wide = FILTERS["5%"], FILTERS["60%"]  # 150 and 1,800 of 3,000 rows
+    first = ask(collection, test[:1], narrow)[1][0]
+    assert first.strategy == "exact-filtered"  # nothing measured: scanned
+    plan = cache.plan(_planner.filter_key(_parse(narrow), None))
+    # Its graph is under way before any measurement (a masked walk of 5% of the rows
+    # costs ~20 unfiltered ones); which plan answers is still measured.
+    assert cache.measurements == 0 and plan.graph is not None
+    assert plan.graph.wait(60)
+    ask(collection, test[:1], wide)
+    assert cache.plan(_planner.filter_key(_parse(wide), None)).graph is None  # too wide
+    assert cache.wait_idle()
+
+
+def test_the_tuning_queries_are_the_latest_distinct_ones() -> None:
+    pool = _planner._QueryPool(4)
+    rows = np.arange(6 * 3, dtype=np.float32).reshape(6, 3)
+    pool.add(rows[:3])
+    pool.add(rows[:2])  # asked again: not counted twice
+    assert len(pool) == 3
+    pool.add(rows[3:])
+    assert len(pool) == 4  # the oldest went
+    kept = pool.snapshot(seed=0)
+    assert sorted(map(tuple, kept.tolist())) == sorted(map(tuple, rows[2:].tolist()))
+
+
+def test_a_new_filter_is_measured_at_once_on_the_queries_noted_before(
+    fresh: Any, data: Any, measured: None
+) -> None:
+    collection, rows = fresh
+    train, test = data
+    cache = cache_of(collection)
+    cache.note_queries(test[:60])  # unfiltered queries the collection was asked
+    where = FILTERS["60%"]
+    plans = ask(collection, test[60:62], where)[1]
+    assert {plan.strategy for plan in plans} == {"exact-filtered"}
+    assert cache.wait_idle() and cache.measurements >= 1  # two filtered queries in
+    truth = exact_ids(train, test, allowed_by(where, rows))
+    found, plans = ask(collection, test, where)
+    assert plans[0].strategy == "ann-filtered"
+    assert plans[0].recall is not None and plans[0].recall >= TARGET
+    assert recall(found, truth) >= TARGET - 0.01  # see the first test
+
+
+def test_a_measured_plan_holds_when_writes_seal_a_delta_segment(
+    tmp_path: Path, data: Any, measured: None
+) -> None:
+    train, test = data
+    rows = metadatas(ROWS)
+    db = latentdb.connect(tmp_path / "db")
+    collection = db.create_collection(
+        "c",
+        dimension=384,
+        embedder=None,
+        index=IndexSpec(kind="hnsw", m=16, ef_construction=64, seal_rows=100),
+        model=MODEL,
+    )
+    names = [str(i) for i in range(ROWS)]
+    collection.add(names, vectors=train, metadatas=rows, model=MODEL)
+    collection.optimize()
+    index = collection._state.index  # type: ignore[attr-defined]
+    cache = cache_of(collection)
+    where = FILTERS["60%"]
+    for _ in range(2):
+        ask(collection, test, where)
+        assert cache.wait_idle()
+    assert ask(collection, test[:1], where)[1][0].strategy == "ann-filtered"
+    before, sealed = cache.measurements, len(index.sealed)
+    # 100 new rows near the queries, every one allowed (5% more than measured on):
+    # sealed into a delta segment.
+    rng = np.random.default_rng(3)
+    near = test[rng.integers(0, QUERIES, 100)]
+    near = near + 0.05 * rng.standard_normal(near.shape).astype(np.float32)
+    near /= np.linalg.norm(near, axis=1, keepdims=True)
+    new = [f"n{i}" for i in range(100)]
+    collection.add(new, vectors=near, metadatas=[{"u": 900}] * 100, model=MODEL)
+    deadline = time.monotonic() + 60  # sealed in the background once writes pause
+    while len(index.sealed) == sealed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    index.wait()
+    assert len(index.sealed) == sealed + 1 and len(index.growing) == 0
+    allowed = np.concatenate([allowed_by(where, rows), np.ones(100, dtype=bool)])
+    truth = exact_ids(np.vstack([train, near]), test, allowed)
+    everyone = names + new
+    results = [
+        collection.query(vectors=q, k=10, where=where, include=[], explain=True) for q in test
+    ]
+    # The measurement stands beside the new segment (it was not thrown back to a scan)
+    # and the delta's rows are found; it is measured again in the background.
+    assert results[0].plan is not None and results[0].plan.strategy == "ann-filtered"
+    found = [[everyone.index(i) for i in result.ids[0]] for result in results]
+    assert recall(found, truth) >= TARGET
+    assert any(i.startswith("n") for result in results for i in result.ids[0])
+    assert cache.wait_idle() and cache.measurements > before
+    plan = cache.plan(_planner.filter_key(_parse(where), None))
+    assert plan.measured is not None and len(plan.measured.signature) == sealed + 1
+    db.close()
