@@ -194,6 +194,32 @@ def test_alias_command_creates_switches_and_deletes(folder: Path) -> None:
         assert db.list_aliases() == {}
 
 
+def test_migrate_command_previews_the_drift_of_what_it_copied(folder: Path) -> None:
+    """A copy re-indexed with --reduce keeps every vector: the preview printed after it
+    finds the same top-10 for every record; --no-preview prints none, and a copy of too
+    few records says why it has none."""
+    vectors = np.random.default_rng(0).standard_normal((60, 16)).astype(np.float32)
+    with latentdb.connect(folder) as db:
+        db.create_collection("notes", dimension=16, embedder=None, model=MODEL).add(
+            [f"n{i}" for i in range(60)], vectors=vectors, model=MODEL
+        )
+        db.create_collection("few", dimension=16, embedder=None, model=MODEL).add(
+            ["a", "b"], vectors=vectors[:2], model=MODEL
+        )
+    result = runner.invoke(app, ["migrate", str(folder), "notes", "--reduce", "8"])
+    assert result.exit_code == 0, result.output
+    assert "notes -> notes-v2 (60 records copied)" in result.output
+    assert "notes-v1 -> notes-v2: queries will see about 100% of the same top-10" in " ".join(
+        result.output.split()
+    )
+    quiet = runner.invoke(app, ["migrate", str(folder), "notes", "--reduce", "4", "--no-preview"])
+    assert quiet.exit_code == 0, quiet.output
+    assert "notes -> notes-v3" in quiet.output and "same top-10" not in quiet.output
+    few = runner.invoke(app, ["migrate", str(folder), "few", "--reduce", "8"])
+    assert few.exit_code == 0, few.output
+    assert "no drift preview: it needs more than 10 records, 2 were copied" in few.output
+
+
 @pytest.mark.slow
 def test_migrate_command_re_embeds_with_the_default_model(folder: Path) -> None:
     with latentdb.connect(folder) as db:

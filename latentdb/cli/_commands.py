@@ -35,6 +35,9 @@ from latentdb.ingest import IngestReport, Records, read_corpus, write_records
 
 __all__ = ["alias", "collections", "demo", "ingest", "migrate", "query", "serve"]
 
+# Neighbours compared by migrate's drift preview (Migration.preview's default).
+_PREVIEW_K = 10
+
 
 @app.command(cls=Command)
 def demo(
@@ -204,28 +207,50 @@ def migrate(
     new_name: Annotated[
         str | None, typer.Option("--new-name", help="Name of the new collection.")
     ] = None,
+    preview: Annotated[
+        bool,
+        typer.Option(
+            "--preview/--no-preview",
+            help="Then compare the records copied with the old version: how much their "
+            "neighbourhoods change (latentdb compare OLD NEW).",
+        ),
+    ] = True,
 ) -> None:
     """Re-embed (or copy) NAME into a new collection, then switch NAME to it.
 
     Every document of NAME is embedded with EMBEDDER (or, without --embedder, its
     vectors are copied, re-indexed with --reduce). Interrupted (even killed), the same
-    command resumes where it stopped."""
-    with connect(path) as db, progress_bar() as progress:
-        task = progress.add_task("re-embedding" if embedder else "copying", total=None)
-        migration = db.migrate(
-            name,
-            embedder=embedder,
-            reduce=reduce,
-            new_name=new_name,
-            background=False,
-            progress=lambda copied, total: progress.update(task, completed=copied, total=total),
-        )
+    command resumes where it stopped. Then the drift from the old version: the overlap
+    of each sampled record's top-10 in both, and the records that change most."""
+    from latentdb.cli._analysis import comparison_tables  # after this module's commands
+
+    with connect(path) as db:
+        with progress_bar() as progress:
+            task = progress.add_task("re-embedding" if embedder else "copying", total=None)
+            migration = db.migrate(
+                name,
+                embedder=embedder,
+                reduce=reduce,
+                new_name=new_name,
+                background=False,
+                progress=lambda copied, total: progress.update(task, completed=copied, total=total),
+            )
         status = migration.status()
-    how = f"embedded with {status.embedder}" if embedder else "copied"
-    console.print(
-        f"{status.alias} -> {status.target} ({status.copied:,} records {how}); "
-        f"the old version is {status.source}"
-    )
+        how = f"embedded with {status.embedder}" if embedder else "copied"
+        console.print(
+            f"{status.alias} -> {status.target} ({status.copied:,} records {how}); "
+            f"the old version is {status.source}"
+        )
+        if not preview:
+            return
+        if status.copied <= _PREVIEW_K:
+            console.print(
+                f"no drift preview: it needs more than {_PREVIEW_K} records, "
+                f"{status.copied} were copied"
+            )
+            return
+        for table in comparison_tables(migration.preview(k=_PREVIEW_K)):
+            console.print(table)
 
 
 @app.command(cls=Command)
