@@ -573,23 +573,33 @@ class FilterCache:
 
     def _graph_for(self, plan: FilterPlan, selection: Selection, index: Any) -> None:
         """Start a graph of the filter's own rows when it has none of these rows; at most
-        _GRAPHS are kept, for the filters used most recently."""
+        _GRAPHS are kept, for the filters used most recently. A graph that still answers
+        (the rows sealed since it was built are few: :func:`_graph_covers`) goes on
+        answering while its successor builds (``plan.next_graph``)."""
         segments = [segment for _, segment in index.sealed]
         digest = selection.digest(segments)
         graph = plan.graph
         if graph is not None and (graph.digest == digest or not graph.may_rebuild()):
             return
+        if plan.next_graph is not None and (
+            plan.next_graph.building or plan.next_graph.digest == digest
+        ):
+            return
         with self.lock:
             held = [p for p in self._plans.values() if p.graph is not None and p is not plan]
             for stale in held[: max(0, len(held) - _GRAPHS + 1)]:
-                stale.graph = None
+                stale.graph = stale.next_graph = None
         matrix = plan.matrix  # the scan's copy of these rows, where there is one
         if matrix is not None and matrix.digest == digest:
             keys, vectors = matrix.keys, matrix.matrix
         else:
             keys, vectors = gather(segments, [selection.rows_of(s) for s in segments])
-        plan.graph = SubsetGraph(keys, vectors, index.metric, digest)
-        plan.graph_measured = False
+        built = SubsetGraph(keys, vectors, index.metric, digest)
+        if _graph_covers(plan, selection, segments) is not None:
+            plan.next_graph = built
+        else:
+            plan.graph, plan.next_graph = built, None
+            plan.graph_measured = False
 
 
 def _from(result: Measurement, strategy: str, params: dict[str, int], base: Measured) -> Measured:
@@ -872,6 +882,10 @@ def _next_steps(
     left the graph ~1 s behind it: on the mixture a 10% filter's 2,000 queries ended
     before its graph was measured. Which plan answers is still decided by measurement.
     """
+    successor = plan.next_graph
+    if successor is not None and not successor.building:
+        plan.graph, plan.next_graph = (successor, None) if successor.ready else (plan.graph, None)
+        plan.graph_measured = False  # its beam measured again (rows within _RETUNE_DRIFT)
     if (measured is None and plan.fraction < GRAPH_FRACTION) or (
         measured is not None and _wants_graph(plan, measured)
     ):

@@ -74,6 +74,7 @@ class FilterPlan:
     queued: bool = False  # a measurement is waiting or running
     matrix: SubsetMatrix | None = None
     graph: SubsetGraph | None = None
+    next_graph: SubsetGraph | None = None  # a graph of newer rows, building
     graph_measured: bool = False  # the graph was there when last measured
     scan_seconds: float | None = None  # a scan, per query (moving average)
     fraction: float = 1.0  # allowed / live rows, last seen
