@@ -43,6 +43,10 @@ class Reduction:
     memory_saved: int
 
 
+# Queries per block of the reduced search: 256 x 100,000 float32 scores is 100 MB.
+_SEARCH_BLOCK = 256
+
+
 def candidate_dimensions(dimension: int) -> list[int]:
     """Half, a quarter and an eighth of ``dimension``, those of at least 8, largest first."""
     return [d for d in (dimension // 2, dimension // 4, dimension // 8) if d >= 8]
@@ -64,12 +68,22 @@ def fit_pca(rows: FloatMatrix, dimension: int, *, seed: int = 0) -> faiss.PCAMat
 
 
 def _search(rows: FloatMatrix, queries: FloatMatrix, k: int, metric: str) -> IntMatrix:
-    if metric == "l2":
-        index: faiss.Index = faiss.IndexFlatL2(rows.shape[1])
-    else:
-        index = faiss.IndexFlatIP(rows.shape[1])
-    index.add(rows)
-    return np.asarray(index.search(queries, k)[1], dtype=np.int64)
+    """Exact top-k of each query among ``rows`` (l2, else largest inner product): one
+    matrix product and a partition per block of queries. faiss's flat search keeps a
+    k-heap per query, and at k = 41 that took 4.4 s for 500 queries over 100,000 rows
+    of 192 dimensions on one core, against 0.9 s for the product (issue 19)."""
+    half_norms = 0.5 * np.einsum("ij,ij->i", rows, rows) if metric == "l2" else None
+    k = min(k, rows.shape[0])
+    out = np.empty((queries.shape[0], k), dtype=np.int64)
+    for start in range(0, queries.shape[0], _SEARCH_BLOCK):
+        scores = queries[start : start + _SEARCH_BLOCK] @ rows.T
+        scores *= -1.0
+        if half_norms is not None:  # |q - x|^2 / 2 less |q|^2 / 2
+            scores += half_norms[None, :]
+        part = np.argpartition(scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+        out[start : start + scores.shape[0]] = np.take_along_axis(part, order, axis=1)
+    return out
 
 
 def _normalized(rows: FloatMatrix) -> FloatMatrix:
@@ -148,9 +162,11 @@ def reduction_trials(
     total = eigenvalues.sum()
     matrix = faiss.vector_to_array(pca.A).reshape(widest, d)
     offset = faiss.vector_to_array(pca.b)
+    # One product to the widest dimension: the narrower ones are its first columns.
+    widest_rows = rows @ matrix.T + offset
     for dimension in dimensions:
         kept = float(eigenvalues[:dimension].sum() / total) if total > 0 else 1.0
-        reduced = np.ascontiguousarray(rows @ matrix[:dimension].T + offset[:dimension])
+        reduced = np.ascontiguousarray(widest_rows[:, :dimension])
         if metric == "cosine":
             reduced = _normalized(reduced)
         queries = np.ascontiguousarray(reduced[query_positions])
