@@ -480,6 +480,9 @@ def configurations(draw: st.DrawFn) -> dict[str, Any]:
     # Seals and optimize() under ivf-pq's 256 training rows (or reduce='s r) leave the
     # rows exact: small seal sizes take that path too.
     spec["seal_rows"] = draw(st.integers(64, 320))
+    # Live recall: every unfiltered query the invariants ask is recorded, or none.
+    spec["sample_rate"] = draw(st.sampled_from([0.0, 1.0]))
+    spec["sample_per_minute"] = 1_000_000
     if kind == "ivf-pq":
         spec["nlist"] = draw(st.sampled_from([2, 4, 8]))
         spec["pq_bytes"] = dimension // 4
@@ -687,8 +690,30 @@ class LifecycleMachine(RuleBasedStateMachine):
     @rule()
     def reopen(self) -> None:
         assert self.db is not None
+        recorded = len(self.index().sampler)
         self.db.close()
         self.db = latentdb.connect(self.folder)
+        assert len(self.index().sampler) == recorded, "recorded queries lost on reopen"
+
+    def index(self) -> Any:
+        collection = self.collection
+        collection.index_status()  # loads the index
+        return collection._state.index  # type: ignore[attr-defined]
+
+    @rule()
+    def measure_live_recall(self) -> None:
+        """The recorded queries are measured against an exact scan of the rows now,
+        and a re-tune on them (when the recall misses the window) keeps every answer
+        right (the invariants check the queries after it)."""
+        index = self.index()
+        recorded = len(index.sampler)
+        index.measure_live()
+        status = self.collection.index_status()
+        if recorded and status.live_recall is not None:
+            assert status.live_queries == recorded
+            assert 0.0 <= status.live_recall <= 1.0
+        elif recorded:
+            assert index.view is None, f"{recorded} queries recorded, none measured"
 
     def child(self) -> Child:
         """A loaded worker (the spare if there is one), and a new spare warming up."""

@@ -118,6 +118,7 @@ def collections(
         for name in db.list_collections():
             collection = db.get_collection(name)
             space = collection.space
+            live = collection.index_status()
             rows.append(
                 {
                     "name": name,
@@ -126,6 +127,9 @@ def collections(
                     "dimension": str(space.dimension),
                     "metric": space.metric,
                     "embedder": collection.embedder or "-",
+                    "live recall": "-"
+                    if live.live_recall is None
+                    else f"{live.live_recall:.3f} ({live.live_queries:,} queries)",
                 }
             )
         aliases = db.list_aliases()
@@ -142,7 +146,7 @@ def _print_collections(rows: list[dict[str, str]]) -> None:
     collection, never cut (a pipe or CI is 80 columns wide, and a model name is often
     longer than its column: issue 16)."""
     table = Table()
-    for column in ("name", "records", "model", "dimension", "metric", "embedder"):
+    for column in ("name", "records", "model", "dimension", "metric", "embedder", "live recall"):
         table.add_column(column, no_wrap=True, justify="right" if column == "records" else "left")
     for row in rows:
         table.add_row(*(Text(value) for value in row.values()))
@@ -156,6 +160,7 @@ def _print_collections(rows: list[dict[str, str]]) -> None:
             Text(f"  model     {row['model']}"),
             Text(f"  space     {row['dimension']}-d {row['metric']}"),
             Text(f"  embedder  {row['embedder']}"),
+            Text(f"  live recall  {row['live recall']}"),
         ]
         if position:
             console.print()

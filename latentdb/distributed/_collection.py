@@ -192,6 +192,7 @@ class ShardedCollection(Collection):
                 params[key] = max(params.get(key, value), value)
         tuned = [s.tuned_recall for s in statuses if s.tuned_recall is not None]
         kinds = [s.kind for s in statuses if s.kind != EXACT_KIND]
+        live = [s.live_recall for s in statuses if s.live_recall is not None]
         return IndexStatus(
             kind=kinds[0] if kinds else EXACT_KIND,
             spec=statuses[0].spec,
@@ -203,6 +204,9 @@ class ShardedCollection(Collection):
             params=params,
             recall_target=statuses[0].recall_target,
             tuned_recall=min(tuned) if tuned else None,
+            # Each shard measures its own part of every query: the worst shard bounds it.
+            live_recall=min(live) if live else None,
+            live_queries=min((s.live_queries for s in statuses), default=0),
         )
 
     def _count(self) -> int:

@@ -384,6 +384,8 @@ class EmbeddedCollection(Collection):
             if not filtered:
                 started = time.perf_counter() if explain else 0.0
                 distances, keys = index.search(queries, depth, params=params, exact=exact)
+                if not (params or exact or request.hybrid) and index.sampler.offer(queries):
+                    index.sampled()
                 if explain:
                     plan = QueryPlan(
                         strategy="exact" if exact or not index.sealed else "ann",
@@ -479,6 +481,8 @@ class EmbeddedCollection(Collection):
                 distances, keys = view.search(
                     queries, request.depth, params=request.params, exact=request.exact
                 )
+                if not (request.params or request.exact) and index.sampler.offer(queries):
+                    index.sampled()
             else:  # the planner takes the store's lock only to read the store
                 (distances, keys), _ = filtered_search(
                     database.store,

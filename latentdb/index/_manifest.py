@@ -100,7 +100,7 @@ class SegmentFiles:
         self._manifest_seen = file_token(path)
         if (
             manifest.get("version") != MANIFEST_VERSION
-            or manifest.get("spec") != spec.to_dict()
+            or manifest.get("spec") != spec.build_dict()
             or manifest.get("reduce") != reduce
         ):
             return [], SavedState()  # an older format, or built for another spec: rebuild
@@ -201,7 +201,7 @@ class SegmentFiles:
             saved.append((name, segment))
         manifest = {
             "version": MANIFEST_VERSION,
-            "spec": spec.to_dict(),
+            "spec": spec.build_dict(),
             "reduce": reduce,
             "segments": [{"name": n, "files": self._checksums[n]} for n, _ in saved],
             "params": state.params,

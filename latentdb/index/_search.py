@@ -69,6 +69,10 @@ class IndexStatus:
         params: Search parameters queries use by default (tuned).
         recall_target: The recall@10 the parameters were tuned for.
         tuned_recall: The recall measured when they were tuned (None before).
+        live_recall: Recall@10 at these parameters on the queries users sent, as
+            recorded (``IndexSpec.sample_rate``) and measured in the background against
+            an exact scan; None until measured.
+        live_queries: The recorded queries it was measured on.
     """
 
     kind: str
@@ -81,6 +85,8 @@ class IndexStatus:
     params: dict[str, int]
     recall_target: float
     tuned_recall: float | None
+    live_recall: float | None = None
+    live_queries: int = 0
 
 
 class SegmentSearch:
@@ -116,6 +122,10 @@ class SegmentSearch:
     # A snapshot's search of one query at its own settings, when it has one segment
     # (SealedSegment.one_query); None on the index itself, whose segments change.
     _one: Callable[[FloatMatrix, int], Hits | None] | None = None
+    # Recall measured on recorded user queries (SegmentedIndex.measure_live).
+    live_recall: float | None = None
+    live_error: float = 0.0
+    live_queries: int = 0
 
     @property
     def live(self) -> int:
@@ -380,4 +390,6 @@ class SegmentSearch:
             params=dict(self._settings_for(None)),
             recall_target=self.recall_target,
             tuned_recall=self.tuned_recall,
+            live_recall=self.live_recall,
+            live_queries=self.live_queries,
         )

@@ -23,7 +23,7 @@ import os
 import threading
 import warnings
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -36,13 +36,14 @@ from latentdb.errors import LatentDBWarning
 from latentdb.index._compaction import Compaction
 from latentdb.index._flat import FlatIndex
 from latentdb.index._kinds import FILTERED_EF_MAX, filtered_ef, index_kind
+from latentdb.index._live import QuerySampler
 from latentdb.index._lock import BuildLock, claim, release_claim
 from latentdb.index._manifest import SegmentFiles
 from latentdb.index._sealed import SealedSegment, min_build_rows
 from latentdb.index._sealing import SEAL_OVERDUE, SEAL_QUIET_SECONDS, Clock, SealingPolicy
 from latentdb.index._search import FloatMatrix, IndexStatus, KeyArray, Selection
 from latentdb.index._spec import IndexSpec
-from latentdb.index._tuning import built_rows, holdout
+from latentdb.index._tuning import Trial, built_rows, holdout, live_recall, tune_on_queries
 from latentdb.space import Metric
 
 __all__ = [
@@ -86,6 +87,15 @@ SMALL_BUILD_EF_CONSTRUCTION = 64
 WRITE_BACKLOG_ROWS = 2 * DELTA_SEAL_ROWS
 WRITE_STALL_SECONDS = 10.0
 SMALL_BUILD_ROWS = 50_000
+# Live recall (see _live): measured once this many queries are recorded, again after
+# each LIVE_MEASURE_EVERY more; re-tuned on them when it leaves [target, target +
+# LIVE_WINDOW] by more than its confidence bound (the window issue 18 asks of tuning).
+LIVE_MIN_QUERIES = 100
+LIVE_MEASURE_EVERY = 50
+LIVE_K = 10
+LIVE_WINDOW = 0.015
+_LIVE_Z = 2.0
+LIVE_SOURCE = "recorded queries"
 
 
 class _Sized(Protocol):
@@ -179,6 +189,14 @@ class SegmentedIndex(Compaction):
         self.damaged = False
         self.files = SegmentFiles(folder, self.build_lock)
         self.readers = deque()
+        self.sampler = QuerySampler(
+            dimension, rate=spec.sample_rate, per_minute=spec.sample_per_minute,
+            capacity=spec.sample_capacity, folder=folder,
+        )  # fmt: skip
+        if self.sampler.measured is not None:  # the last measurement, saved with them
+            self.live_recall, self.live_error, self.live_queries = self.sampler.measured
+        self._live: threading.Thread | None = None
+        self._live_start = threading.Lock()
         self.publish()
 
     # -- opening and closing -------------------------------------------------------
@@ -252,10 +270,12 @@ class SegmentedIndex(Compaction):
         with self.lock:  # a seal may be starting its builder thread under the lock
             self._closed = True
             self.sealing.stop()
-            builders = (self._builder, self._merger)
+            builders = (self._builder, self._merger, self._live)
         for builder in builders:
             if wait and builder is not None and builder is not threading.current_thread():
                 builder.join()
+        if self.sampler.fresh:
+            self.sampler.save()  # recorded since the last measurement
 
     # -- writes (under the lock) ---------------------------------------------------
 
@@ -525,6 +545,90 @@ class SegmentedIndex(Compaction):
         for builder in builders:
             if builder is not None and builder is not threading.current_thread():
                 builder.join()
+
+    # -- live recall (see _live) --------------------------------------------------
+
+    def sampled(self) -> None:
+        """A query was recorded (:meth:`QuerySampler.offer` said so): measure the live
+        recall in a background thread once enough are new. Called off the lock."""
+        sampler = self.sampler
+        if sampler.fresh < LIVE_MEASURE_EVERY or len(sampler) < LIVE_MIN_QUERIES:
+            return
+        self._start_live()
+
+    def _start_live(self) -> None:
+        if self._closed or not self._live_start.acquire(blocking=False):
+            return
+        try:
+            if self._live is not None:
+                return
+            self._live = threading.Thread(
+                target=self._measure_in_background, name="latentdb-live-recall", daemon=True
+            )
+            self._live.start()
+        finally:
+            self._live_start.release()
+
+    def _install_tuning(
+        self, chosen: Trial, source: str, queries: int, reached: bool, trials: Iterable[Trial]
+    ) -> None:
+        super()._install_tuning(chosen, source, queries, reached, trials)
+        if source != LIVE_SOURCE and len(self.sampler) >= LIVE_MIN_QUERIES:
+            self._start_live()  # tuned on rows: check the choice on what users ask
+
+    def _measure_in_background(self) -> None:
+        try:
+            self.measure_live()
+        except Exception as error:  # the queries go on; the next sample tries again
+            warnings.warn(f"measuring live recall failed: {error}", LatentDBWarning, stacklevel=1)
+        finally:
+            self._live = None
+
+    def measure_live(self, *, retune: bool = True) -> None:
+        """Measure recall@10 on the recorded queries against an exact scan, on the
+        published snapshot (no lock held meanwhile); with ``retune``, when it misses
+        [target, target + LIVE_WINDOW] by more than two standard errors and enough
+        queries are recorded, tune the knobs on them and install the choice (unless the
+        segments changed meanwhile: the next measurement decides)."""
+        sampler = self.sampler
+        queries = sampler.queries()
+        sampler.taken()
+        view = self.view
+        if self._closed or view is None or not len(queries):  # closed: maybe deleted
+            return
+        if not view.sealed:  # searched exactly: nothing to measure
+            self._measured(1.0, 0.0, len(queries))
+            return
+        truth, measured = live_recall(view, queries, LIVE_K)
+        self._measured(measured.recall, measured.error, len(queries))
+        target = view.recall_target
+        spread = _LIVE_Z * measured.error
+        low, high = measured.recall - spread, measured.recall + spread
+        if (
+            not retune
+            or len(queries) < LIVE_MIN_QUERIES
+            or (target <= high and low <= target + LIVE_WINDOW)
+        ):
+            return
+        tuned = tune_on_queries(view, queries, truth, LIVE_K, target)
+        if tuned is None:
+            return
+        chosen, reached, trials = tuned
+        with self.build_lock, self.lock:
+            same = [name for name, _ in self.sealed] == [name for name, _ in view.sealed]
+            if self._closed or not same or self.recall_target != target:
+                return
+            self._install_tuning(chosen, LIVE_SOURCE, len(queries), reached, trials)
+            self._save()
+            self.publish()
+        self._measured(chosen.recall, chosen.error, len(queries))
+
+    def _measured(self, recall: float, error: float, queries: int) -> None:
+        """Report a live measurement, and save it with the recorded queries."""
+        self.live_recall, self.live_error, self.live_queries = recall, error, queries
+        self.sampler.measured = (recall, error, queries)
+        if not self._closed:
+            self.sampler.save()
 
     def set_recall_target(self, target: float) -> None:
         """Change the target and re-tune the search parameters for it."""

@@ -52,7 +52,12 @@ FIELD_RANGES: dict[str, tuple[int, int]] = {
     "nlist": (1, 65_536),
     "pq_bytes": (1, 4096),
     "seal_rows": (2, 10_000_000),
+    "sample_per_minute": (1, 1_000_000),
+    "sample_capacity": (1, 100_000),
 }
+# The fields that say how the index is built (a saved index built with other values is
+# rebuilt); the rest (query sampling) can change without a rebuild.
+_SAMPLING_FIELDS = ("sample_rate", "sample_per_minute", "sample_capacity")
 
 # The knobs query(params=...) accepts, by index kind.
 SEARCH_PARAMS: dict[str, frozenset[str]] = {
@@ -75,6 +80,11 @@ class IndexSpec:
             the dimension).
         seal_rows: Rows the growing (exact) segment collects before it is sealed into
             an ANN index.
+        sample_rate: The share of queries recorded to measure the index's recall on
+            what users ask (live recall, :class:`~latentdb.index.QuerySampler`); 0
+            records none.
+        sample_per_minute: At most this many queries recorded a minute.
+        sample_capacity: Recorded queries kept (the oldest go first).
     """
 
     kind: IndexKind = "auto"
@@ -83,6 +93,9 @@ class IndexSpec:
     nlist: int | None = None
     pq_bytes: int | None = None
     seal_rows: int = AUTO_MIN_ROWS
+    sample_rate: float = 0.01
+    sample_per_minute: int = 60
+    sample_capacity: int = 1000
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, str) or self.kind not in INDEX_KINDS:
@@ -99,6 +112,9 @@ class IndexSpec:
                     f"{' (or None: chosen from the rows)' if name in ('nlist', 'pq_bytes') else ''}"
                     f"; got {value!r}"
                 )
+        rate = self.sample_rate
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+            raise InvalidArgumentError(f"index sample_rate must be from 0 to 1; got {rate!r}")
 
     @classmethod
     def parse(cls, value: str | IndexSpec | Mapping[str, Any]) -> IndexSpec:
@@ -120,6 +136,14 @@ class IndexSpec:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
         return asdict(self)
+
+    def build_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` less the fields a built index does not depend on (what a
+        saved index is checked against)."""
+        fields = self.to_dict()
+        for name in _SAMPLING_FIELDS:
+            del fields[name]
+        return fields
 
     @property
     def exact(self) -> bool:

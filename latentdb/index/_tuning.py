@@ -25,7 +25,15 @@ from latentdb.index._kinds import index_kind
 from latentdb.index._sealed import merge_hits
 from latentdb.index._search import FloatMatrix, KeyArray, SegmentSearch
 
-__all__ = ["Trial", "Tuning", "TuningReport", "built_rows", "holdout"]
+__all__ = [
+    "Trial",
+    "Tuning",
+    "TuningReport",
+    "built_rows",
+    "holdout",
+    "live_recall",
+    "tune_on_queries",
+]
 
 # Tuning queries: rows held out of the ANN build, kept in the growing segment until the
 # parameters are tuned, so they stand for new queries; then they join the segment (a
@@ -165,26 +173,13 @@ class Tuning(SegmentSearch):
         def passes(params: dict[str, int]) -> bool:
             return _lower_bound(trial(params)) >= required
 
-        knob = descriptor.knob
-        winners: list[tuple[float, Trial]] = []
-        tops: list[Trial] = []
-        for ladder in ladders:
-            params = _cheapest(ladder, knob, passes)
-            if params is None:
-                tops.append(trial(ladder[-1]))
-                continue
-            winners.append((self._seconds_per_query(queries, k, params), trial(params)))
-            if held_out:  # the rest of the curve, for re-tuning to a higher target
-                _climb_on(ladder, knob, params[knob], trial)
-        chosen = (
-            min(winners, key=lambda winner: winner[0])[1]
-            if winners
-            else max(tops, key=lambda top: top.recall)  # search as wide as we know
+        chosen, reached = _pick(
+            self, queries, k, ladders, descriptor.knob, trial, passes, curve=held_out
         )
         if held_out and enough:  # not a curve of a few rows written since the last
             self.tuning_curve, self.curve_rows = tuple(trials.values()), self.live
         source = "held-out rows" if held_out else "indexed rows"
-        self._install_tuning(chosen, source, int(query_keys.size), bool(winners), trials.values())
+        self._install_tuning(chosen, source, int(query_keys.size), reached, trials.values())
 
     def _tune_from_curve(self, ladders: list[list[dict[str, int]]], knob: str, k: int) -> bool:
         """Tune on :attr:`tuning_curve`: per ladder, the cheapest knob whose recall,
@@ -344,13 +339,7 @@ class Tuning(SegmentSearch):
         count: int = 50,
         exact: bool = False,
     ) -> float:
-        """Time of one-at-a-time queries with ``params`` (how users mostly query)."""
-        count = int(min(count, queries.shape[0]))
-        started = time.perf_counter()
-        for row in range(count):
-            self.search(queries[row : row + 1], k, params=params, exact=exact)
-        elapsed: float = time.perf_counter() - started
-        return elapsed / count
+        return _seconds_per_query(self, queries, k, params, count=count, exact=exact)
 
     def _tuning_queries(self, count: int) -> tuple[FloatMatrix, KeyArray, bool]:
         """Rows to use as queries, and whether they are outside the ANN segments: those
@@ -369,6 +358,113 @@ class Tuning(SegmentSearch):
         rng = np.random.default_rng(len(keys))
         picked = np.sort(rng.choice(keys.size, size=min(count, keys.size), replace=False))
         return np.ascontiguousarray(vectors[picked], dtype=np.float32), keys[picked]
+
+
+def _seconds_per_query(
+    search: SegmentSearch,
+    queries: FloatMatrix,
+    k: int,
+    params: dict[str, int],
+    *,
+    count: int = 50,
+    exact: bool = False,
+) -> float:
+    """Time of one-at-a-time queries with ``params`` (how users mostly query)."""
+    count = int(min(count, queries.shape[0]))
+    started = time.perf_counter()
+    for row in range(count):
+        search.search(queries[row : row + 1], k, params=params, exact=exact)
+    elapsed: float = time.perf_counter() - started
+    return elapsed / count
+
+
+def _pick(
+    search: SegmentSearch,
+    queries: FloatMatrix,
+    k: int,
+    ladders: list[list[dict[str, int]]],
+    knob: str,
+    trial: Callable[[dict[str, int]], Trial],
+    passes: Callable[[dict[str, int]], bool],
+    *,
+    curve: bool,
+) -> tuple[Trial, bool]:
+    """Per ladder the cheapest setting that ``passes``; of those the fastest, one query
+    at a time. With none, the setting of highest recall tried (search as wide as we
+    know). ``curve``: go on measuring each ladder above its winner (for re-tuning to a
+    higher target). Returns (the choice, whether it passes)."""
+    winners: list[tuple[float, Trial]] = []
+    tops: list[Trial] = []
+    for ladder in ladders:
+        params = _cheapest(ladder, knob, passes)
+        if params is None:
+            tops.append(trial(ladder[-1]))
+            continue
+        winners.append((_seconds_per_query(search, queries, k, params), trial(params)))
+        if curve:
+            _climb_on(ladder, knob, params[knob], trial)
+    if winners:
+        return min(winners, key=lambda winner: winner[0])[1], True
+    return max(tops, key=lambda top: top.recall), False
+
+
+# Recorded queries answered per exact or ANN batch (an exact batch's distances to 1M
+# rows take 4 MB a query).
+_LIVE_BLOCK = 64
+
+
+def live_recall(search: SegmentSearch, queries: FloatMatrix, k: int) -> tuple[KeyArray, Trial]:
+    """Recall@k of ``search`` at its settings on ``queries`` (recorded user queries)
+    against an exact scan of the same rows: (the exact top-k, (nq, k) padded with -1;
+    the measurement)."""
+    truth = _in_blocks(search, queries, k, None, exact=True)
+    found = _in_blocks(search, queries, k, None, exact=False)
+    recall, error = _recall_and_error(found, truth)
+    return truth, Trial(dict(search.search_settings()), recall, error)
+
+
+def tune_on_queries(
+    search: SegmentSearch, queries: FloatMatrix, truth: KeyArray, k: int, target: float
+) -> tuple[Trial, bool, list[Trial]] | None:
+    """The cheapest search settings whose recall on ``queries`` (with their exact
+    ``truth``) meets ``target`` at its lower bound, as :meth:`Tuning.tune` picks them;
+    None for a kind without a knob. Returns (the choice, whether it meets the target,
+    every setting measured)."""
+    descriptor = index_kind(search.kind())
+    if descriptor.exact or descriptor.knob is None:
+        return None
+    trials: dict[tuple[tuple[str, int], ...], Trial] = {}
+
+    def trial(params: dict[str, int]) -> Trial:
+        key = tuple(sorted(params.items()))
+        if key not in trials:
+            found = _in_blocks(search, queries, k, params, exact=False)
+            trials[key] = Trial(dict(params), *_recall_and_error(found, truth))
+        return trials[key]
+
+    def passes(params: dict[str, int]) -> bool:
+        return _lower_bound(trial(params)) >= target
+
+    ladders = descriptor.ladders(reduced=search.reduce is not None)
+    chosen, reached = _pick(
+        search, queries, k, ladders, descriptor.knob, trial, passes, curve=False
+    )
+    return chosen, reached, list(trials.values())
+
+
+def _in_blocks(
+    search: SegmentSearch,
+    queries: FloatMatrix,
+    k: int,
+    params: dict[str, int] | None,
+    *,
+    exact: bool,
+) -> KeyArray:
+    parts = [
+        search.search(queries[start : start + _LIVE_BLOCK], k, params=params, exact=exact)[1]
+        for start in range(0, queries.shape[0], _LIVE_BLOCK)
+    ]
+    return np.concatenate([_padded(part, k) for part in parts])
 
 
 def held_out_count(rows: int) -> int:

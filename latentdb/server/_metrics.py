@@ -47,11 +47,15 @@ class Metrics:
         with self._lock:
             self._errors[code] += 1
 
-    def render(self, rows: dict[str, int]) -> str:
+    def render(
+        self, rows: dict[str, int], recalls: dict[str, tuple[float, int]] | None = None
+    ) -> str:
         """The metrics in Prometheus' text exposition format (version 0.0.4).
 
         Args:
             rows: Records per collection, measured now.
+            recalls: Per collection with one measured, its live recall@10 and the
+                recorded queries it was measured on.
         """
         lines = [
             "# HELP latentdb_requests_total HTTP requests answered.",
@@ -91,4 +95,16 @@ class Metrics:
         ]
         for name, count in sorted(rows.items()):
             lines.append(f"latentdb_collection_rows{_labels([('collection', name)])} {count}")
+        lines += [
+            "# HELP latentdb_live_recall Recall@10 on recorded user queries (index_status).",
+            "# TYPE latentdb_live_recall gauge",
+        ]
+        for name, (recall, _) in sorted((recalls or {}).items()):
+            lines.append(f"latentdb_live_recall{_labels([('collection', name)])} {recall}")
+        lines += [
+            "# HELP latentdb_live_recall_queries Recorded queries the live recall is measured on.",
+            "# TYPE latentdb_live_recall_queries gauge",
+        ]
+        for name, (_, queries) in sorted((recalls or {}).items()):
+            lines.append(f"latentdb_live_recall_queries{_labels([('collection', name)])} {queries}")
         return "\n".join(lines) + "\n"

@@ -4,6 +4,7 @@ not cover (explain, hybrid, scroll, indexes, images, migrations)."""
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -269,3 +270,27 @@ def test_openapi_docs_and_metrics(http_server: SessionServer, tmp_path: Path) ->
             'latentdb_request_duration_seconds_bucket{route="/v1/collections/{name}/query"'
             in metrics
         )
+
+
+def test_live_recall_reaches_the_client_and_metrics(
+    http_server: SessionServer, tmp_path: Path
+) -> None:
+    with latentdb.connect(tmp_path / "db") as embedded:
+        http_server.serve(embedded)
+        spec = {"kind": "flat", "sample_rate": 1.0, "sample_per_minute": 1000}
+        embedded.create_collection("m", dimension=2, embedder=None, model=MODEL, index=spec).add(
+            ["a", "b"], vectors=[[1.0, 0.0], [0.0, 1.0]], model=MODEL
+        )
+        with latentdb.connect(http_server.url) as db:
+            remote = db.get_collection("m")
+            assert remote.index_status().live_recall is None
+            for _ in range(100):  # the measurement starts at 100 recorded queries
+                remote.query(vectors=[1.0, 0.0], k=1, include=[])
+            deadline = time.monotonic() + 30
+            while remote.index_status().live_recall is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            status = remote.index_status()
+            assert (status.live_recall, status.live_queries) == (1.0, 100)  # exact: all found
+        metrics = httpx.get(f"{http_server.url}/metrics").text
+        assert 'latentdb_live_recall{collection="m"} 1.0' in metrics
+        assert 'latentdb_live_recall_queries{collection="m"} 100' in metrics

@@ -38,12 +38,15 @@ def healthz(request: Request) -> Response:
 def prometheus(request: Request, access: Authorized) -> Response:
     access.check(write=False)
     database = access.database
-    rows = {
-        name: database.get_collection(name).count()
-        for name in database.list_collections()
-        if access.allows(name)
-    }
+    rows, recalls = {}, {}
+    for name in database.list_collections():
+        if access.allows(name):
+            collection = database.get_collection(name)
+            rows[name] = collection.count()
+            status = collection.index_status()
+            if status.live_recall is not None:
+                recalls[name] = (status.live_recall, status.live_queries)
     return PlainTextResponse(
-        request.app.state.metrics.render(rows),
+        request.app.state.metrics.render(rows, recalls),
         media_type="text/plain; version=0.0.4; charset=utf-8",
     )
