@@ -24,12 +24,14 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["RECORDED_FILE", "QuerySampler"]
+__all__ = ["RECORDED_FILE", "UNKNOWN", "QuerySampler"]
 
 FloatMatrix = npt.NDArray[np.float32]
+KeyArray = npt.NDArray[np.int64]
 
 RECORDED_FILE = "recorded-queries.npz"
 _MINUTE = 60.0
+UNKNOWN = -2  # a truth row not computed yet (-1 pads a top-k shorter than k)
 
 
 class QuerySampler:
@@ -63,6 +65,11 @@ class QuerySampler:
         self.total = 0  # recorded since opened
         # The index's last measurement on them: (recall, standard error, queries).
         self.measured: tuple[float, float, int] | None = None
+        # Each query's exact top-k keys as of write sequence ``truth_applied`` (a row of
+        # UNKNOWN where not computed yet), so a measurement scans only new queries
+        # while the rows stay the same.
+        self._truth: KeyArray | None = None
+        self.truth_applied = -1
         self._countdown = self._gap()
         self._load()
 
@@ -94,8 +101,12 @@ class QuerySampler:
                 return False
             self._minute_count += 1
             row = queries[self._random.randrange(queries.shape[0])]
-            kept = self._vectors[-(self.capacity - 1) :] if self.capacity > 1 else self._vectors[:0]
-            self._vectors = np.concatenate((kept, row[None, :].astype(np.float32)))
+            first = max(0, len(self._vectors) - (self.capacity - 1))  # the oldest kept
+            self._vectors = np.concatenate((self._vectors[first:], row[None, :].astype(np.float32)))
+            if self._truth is not None:
+                truth = self._truth[first:]
+                unknown = np.full((1, truth.shape[1]), UNKNOWN, dtype=np.int64)
+                self._truth = np.concatenate((truth, unknown))
             self.fresh += 1
             self.total += 1
         return True
@@ -104,6 +115,25 @@ class QuerySampler:
         """The recorded queries, oldest first (a copy)."""
         with self._lock:
             return self._vectors.copy()
+
+    def snapshot(self) -> tuple[FloatMatrix, KeyArray | None, int]:
+        """(the recorded queries, their known exact top-k as :meth:`keep_truth` left it
+        or None, a stamp for :meth:`keep_truth`), copies taken together."""
+        with self._lock:
+            truth = None if self._truth is None else self._truth.copy()
+            return self._vectors.copy(), truth, self.total
+
+    def keep_truth(self, truth: KeyArray, applied: int, stamp: int) -> None:
+        """Remember the exact top-k of the queries :meth:`snapshot` gave at ``stamp``,
+        as of write sequence ``applied``; queries recorded since get UNKNOWN rows."""
+        with self._lock:
+            new = self.total - stamp
+            kept = len(self._vectors) - new  # of the snapshot's, the newest
+            if kept < 0 or truth.shape[0] < kept:
+                return
+            unknown = np.full((new, truth.shape[1]), UNKNOWN, dtype=np.int64)
+            self._truth = np.concatenate((truth[truth.shape[0] - kept :], unknown))
+            self.truth_applied = applied
 
     def taken(self) -> None:
         """Mark the queries recorded so far as measured."""
@@ -114,6 +144,7 @@ class QuerySampler:
         """Forget every recorded query, on disk too."""
         with self._lock:
             self._vectors = self._vectors[:0]
+            self._truth, self.truth_applied = None, -1
             self.fresh = 0
         if self.path is not None:
             self.path.unlink(missing_ok=True)

@@ -19,8 +19,10 @@ rows are rebuilt from the store.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
+import time
 import warnings
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,14 +38,21 @@ from latentdb.errors import LatentDBWarning
 from latentdb.index._compaction import Compaction
 from latentdb.index._flat import FlatIndex
 from latentdb.index._kinds import FILTERED_EF_MAX, filtered_ef, index_kind
-from latentdb.index._live import QuerySampler
+from latentdb.index._live import UNKNOWN, QuerySampler
 from latentdb.index._lock import BuildLock, claim, release_claim
 from latentdb.index._manifest import SegmentFiles
 from latentdb.index._sealed import SealedSegment, min_build_rows
 from latentdb.index._sealing import SEAL_OVERDUE, SEAL_QUIET_SECONDS, Clock, SealingPolicy
 from latentdb.index._search import FloatMatrix, IndexStatus, KeyArray, Selection
 from latentdb.index._spec import IndexSpec
-from latentdb.index._tuning import Trial, built_rows, holdout, live_recall, tune_on_queries
+from latentdb.index._tuning import (
+    Trial,
+    built_rows,
+    exact_keys,
+    holdout,
+    live_recall,
+    tune_on_queries,
+)
 from latentdb.space import Metric
 
 __all__ = [
@@ -93,6 +102,9 @@ SMALL_BUILD_ROWS = 50_000
 LIVE_MIN_QUERIES = 100
 LIVE_MEASURE_EVERY = 50
 LIVE_K = 10
+# ... and at most once in this many seconds (each measurement searches every recorded
+# query; an exact scan only for those recorded since, while the rows stay the same).
+LIVE_EVERY_SECONDS = 60.0
 LIVE_WINDOW = 0.015
 _LIVE_Z = 2.0
 LIVE_SOURCE = "recorded queries"
@@ -197,6 +209,7 @@ class SegmentedIndex(Compaction):
             self.live_recall, self.live_error, self.live_queries = self.sampler.measured
         self._live: threading.Thread | None = None
         self._live_start = threading.Lock()
+        self._live_at = -math.inf  # when the last measurement started
         self.publish()
 
     # -- opening and closing -------------------------------------------------------
@@ -554,6 +567,8 @@ class SegmentedIndex(Compaction):
         sampler = self.sampler
         if sampler.fresh < LIVE_MEASURE_EVERY or len(sampler) < LIVE_MIN_QUERIES:
             return
+        if time.monotonic() - self._live_at < LIVE_EVERY_SECONDS:
+            return
         self._start_live()
 
     def _start_live(self) -> None:
@@ -591,15 +606,23 @@ class SegmentedIndex(Compaction):
         queries are recorded, tune the knobs on them and install the choice (unless the
         segments changed meanwhile: the next measurement decides)."""
         sampler = self.sampler
-        queries = sampler.queries()
+        queries, truth, stamp = sampler.snapshot()
         sampler.taken()
+        self._live_at = time.monotonic()
         view = self.view
         if self._closed or view is None or not len(queries):  # closed: maybe deleted
             return
         if not view.sealed:  # searched exactly: nothing to measure
             self._measured(1.0, 0.0, len(queries))
             return
-        truth, measured = live_recall(view, queries, LIVE_K)
+        if truth is None or sampler.truth_applied != view.applied:  # the rows changed
+            truth = exact_keys(view, queries, LIVE_K)
+        else:  # only the queries recorded since the last measurement
+            new = truth[:, 0] == UNKNOWN
+            if new.any():
+                truth[new] = exact_keys(view, queries[new], LIVE_K)
+        sampler.keep_truth(truth, view.applied, stamp)
+        truth, measured = live_recall(view, queries, LIVE_K, truth)
         self._measured(measured.recall, measured.error, len(queries))
         target = view.recall_target
         spread = _LIVE_Z * measured.error

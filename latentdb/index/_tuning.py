@@ -30,6 +30,7 @@ __all__ = [
     "Tuning",
     "TuningReport",
     "built_rows",
+    "exact_keys",
     "holdout",
     "live_recall",
     "tune_on_queries",
@@ -413,11 +414,19 @@ def _pick(
 _LIVE_BLOCK = 64
 
 
-def live_recall(search: SegmentSearch, queries: FloatMatrix, k: int) -> tuple[KeyArray, Trial]:
+def exact_keys(search: SegmentSearch, queries: FloatMatrix, k: int) -> KeyArray:
+    """Each query's exact top-k keys over ``search``'s rows: (nq, k), padded with -1."""
+    return _in_blocks(search, queries, k, None, exact=True)
+
+
+def live_recall(
+    search: SegmentSearch, queries: FloatMatrix, k: int, truth: KeyArray | None = None
+) -> tuple[KeyArray, Trial]:
     """Recall@k of ``search`` at its settings on ``queries`` (recorded user queries)
-    against an exact scan of the same rows: (the exact top-k, (nq, k) padded with -1;
-    the measurement)."""
-    truth = _in_blocks(search, queries, k, None, exact=True)
+    against an exact scan of the same rows (``truth``, :func:`exact_keys`, when known):
+    (the exact top-k, (nq, k) padded with -1; the measurement)."""
+    if truth is None:
+        truth = exact_keys(search, queries, k)
     found = _in_blocks(search, queries, k, None, exact=False)
     recall, error = _recall_and_error(found, truth)
     return truth, Trial(dict(search.search_settings()), recall, error)

@@ -12,7 +12,7 @@ import pytest
 
 import latentdb
 from latentdb.errors import InvalidArgumentError
-from latentdb.index import IndexSpec, SegmentedIndex
+from latentdb.index import IndexSpec, SegmentedIndex, _segments
 from latentdb.index._live import RECORDED_FILE, QuerySampler
 from latentdb.index._tuning import live_recall
 
@@ -201,3 +201,36 @@ def test_bad_sampling_settings_are_refused(settings: dict[str, object], message:
 def test_sampling_settings_do_not_rebuild_a_saved_index() -> None:
     plain, sampled = IndexSpec(kind="hnsw"), IndexSpec(kind="hnsw", sample_rate=0.5)
     assert plain.build_dict() == sampled.build_dict() and plain.to_dict() != sampled.to_dict()
+
+
+def test_exact_answers_are_kept_and_only_new_queries_scanned_while_rows_stay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = clusters()
+    index = built(tmp_path / "i", rows, sample_rate=1.0, sample_per_minute=100_000)
+    scanned: list[int] = []
+    real = _segments.exact_keys
+
+    def counting(search: object, queries: np.ndarray, k: int) -> np.ndarray:
+        scanned.append(len(queries))
+        return real(search, queries, k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_segments, "exact_keys", counting)
+    queries = between(rows, 130, seed=11)
+    for query in queries[:120]:
+        index.sampler.offer(query[None, :])
+    index.measure_live(retune=False)
+    for query in queries[120:]:
+        index.sampler.offer(query[None, :])
+    index.measure_live(retune=False)
+    assert scanned == [120, 10]
+    _, truth, _ = index.sampler.snapshot()
+    assert truth is not None
+    np.testing.assert_array_equal(truth, real(index.view, queries, 10))  # type: ignore[arg-type]
+    with index.lock:  # a write: every answer is scanned again
+        index.apply(
+            np.array([ROWS]), rows[:1], np.array([ROWS + 1]), np.empty(0, np.int64), ROWS + 2
+        )
+    index.measure_live(retune=False)
+    assert scanned == [120, 10, 130]
+    index.close(wait=True)
