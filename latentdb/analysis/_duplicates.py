@@ -5,8 +5,9 @@ directions (PCA) never lengthens a difference, so a pair within the radius is wi
 in the projection; and in the projection, a point is at least as far from any point of
 another k-means cell as from the hyperplane that bisects the two cells' centroids. So a
 row need only be compared with the rows of the cells whose bisector lies within the
-radius: at 100,000 PyPI MiniLM rows, 16 PCA dimensions and 512 cells, about 9 cells of
-512 (issue 19), where the same range search over every pair took 79 s. The pairs the
+radius: at 100,000 PyPI MiniLM rows, 16 PCA dimensions and 512 cells, 17 cells of 512
+(each pair of cells once: about 9), 2.2 s on one core where the same range search over
+every pair took 79 s (issue 19). The pairs the
 projection keeps are checked on the full vectors in float64: nothing is missed and
 nothing is made up, whatever the cells or the projection are.
 """
