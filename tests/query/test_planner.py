@@ -490,3 +490,48 @@ def test_a_filters_own_graph_answers_beside_a_delta_segment_sealed_since(
     assert recall(found, truth) == 1.0  # the delta's allowed rows, scanned, are found
     assert any(i in new[:10] for r in results for i in r.ids[0])
     db.close()
+
+
+def test_exact_answers_of_a_batch_are_exact_whether_rows_are_copied_or_masked(
+    fresh: Any, data: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from latentdb.query import _plans
+
+    collection, rows = fresh
+    train, test = data
+    monkeypatch.setattr(_plans, "_GATHER_ROWS", 64)  # the allowed rows in many blocks
+    cache = cache_of(collection)
+    for where in (FILTERS["5%"], FILTERS["30%"], {"u": {"$gte": 100}}):  # copied, masked
+        collection.query(vectors=test[0], k=10, where=where, include=[])
+        index = collection._state.index  # type: ignore[attr-defined]
+        condition = _parse(where)
+        selection, _, _ = cache.selection(condition, None, None, 0)  # type: ignore[arg-type]
+        plan = _plans.FilterPlan()  # no scan matrix: each segment's rows
+        _, keys = _plans.exact_batch(plan, selection, index, test, 10, lambda size: None)
+        ids = collection._state.ids.lookup(keys)  # type: ignore[attr-defined]
+        found = [[int(i) for i in row] for row in ids]
+        assert found == exact_ids(train, test, allowed_by(where, rows)).tolist()
+
+
+def test_a_measurement_again_reuses_the_exact_answers_of_the_last(
+    fresh: Any, data: Any, measured: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collection, _ = fresh
+    _, test = data
+    cache = cache_of(collection)
+    answered: list[bytes] = []
+    real = cache._exact_now
+
+    def counted(plan: Any, selection: Any, index: Any, queries: Any, k: int) -> Any:
+        answered.extend(query.tobytes() for query in queries)
+        return real(plan, selection, index, queries, k)
+
+    monkeypatch.setattr(cache, "_exact_now", counted)
+    where = FILTERS["60%"]
+    ask(collection, test[:40], where)
+    assert cache.wait_idle() and cache.measurements >= 1
+    before, first = cache.measurements, len(answered)
+    ask(collection, test[40:], where)  # the tuning queries more than doubled
+    assert cache.wait_idle() and cache.measurements > before
+    # Measured again on more queries, and no query's exact answer was computed twice.
+    assert 0 < first < len(answered) and len(set(answered)) == len(answered)
