@@ -98,8 +98,9 @@ _GRAPH_EF_FIRST = 16  # the first beam measured on a filter's own graph
 # timings on a shared machine scatter (a 4k-row scan, 4% of 100k, timed at 1.8-2.5x).
 _GRAPH_WHEN_SLOWER = 1.5
 # A measured plan is measured again when the tuning queries have doubled since (a
-# sharper bound, so a cheaper setting may pass), or when the filter's rows in the
-# sealed segments changed by more than this fraction. (At 4x growth a 50% filter on the
+# sharper bound, so a cheaper setting may pass); it holds while the sealed segments and
+# the filter's rows in them moved by at most this fraction (_staleness), and is
+# measured again in the background from half of it on. (At 4x growth a 50% filter on the
 # PyPI set kept ef 120, measured on its first 32 queries, up to its 128th: 0.56x of an
 # unfiltered search where ef 53 gives 0.68x.)
 _RETUNE_GROWTH = 2
@@ -803,7 +804,7 @@ def filtered_search(
             strategy, measured = "exact-filtered", None
             hits = cache._scan_now(plan, selection, index, queries, k)
         if not exact and count > EXACT_ROWS and segments:
-            _next_steps(cache, plan, selection, index, measured, signature)
+            _next_steps(cache, plan, selection, index, measured, signature, segments)
     searched = time.perf_counter()
     fallbacks = int(used.pop("exact_fallbacks", 0))
     return hits, QueryPlan(
@@ -837,17 +838,33 @@ def _holds(
     segments: list[SealedSegment],
     selection: Selection,
 ) -> bool:
-    """Whether a measurement still stands: every sealed segment it was measured on is
-    still there (new ones beside them, sealed from writes since, are searched the same
-    way: small graphs, found at least as well), and the filter's allowed rows in them
-    all moved by at most ``_RETUNE_DRIFT``. A segment merged or rebuilt away voids it.
+    """Whether a measurement still stands: :func:`_staleness` within ``_RETUNE_DRIFT``.
     Under the writer of bench/filtered.py a segment was sealed every few seconds, and
-    voiding the measurement at each sent the filter back to scanning until measured
-    again (a 50% filter ran 0.02x of an unfiltered search)."""
-    if measured.signature != signature and not set(measured.signature) <= set(signature):
-        return False
-    drift = abs(selection.sealed_count(segments) - measured.sealed)
-    return drift <= _RETUNE_DRIFT * max(measured.sealed, 1)
+    voiding the measurement at each (as when the segments had to be the same) sent the
+    filter back to scanning until measured again (a 50% filter ran 0.02x of an
+    unfiltered search)."""
+    return _staleness(measured, signature, segments, selection) <= _RETUNE_DRIFT
+
+
+def _staleness(
+    measured: Measured,
+    signature: tuple[tuple[int, int], ...],
+    segments: list[SealedSegment],
+    selection: Selection,
+) -> float:
+    """How far the sealed segments moved from those a plan was measured on: the larger
+    of the share of their rows no longer in the same segments (merged or rebuilt away)
+    and the change in the filter's allowed rows, relative to those measured. Segments
+    sealed or merged since, beside those measured, are searched the same way: smaller
+    graphs, where a beam finds at least as much."""
+    lost = 0.0
+    if measured.signature != signature:
+        present = set(signature)
+        total = sum(rows for _, rows in measured.signature)
+        gone = sum(rows for part in measured.signature if part not in present for rows in [part[1]])
+        lost = gone / max(total, 1)
+    drift = abs(selection.sealed_count(segments) - measured.sealed) / max(measured.sealed, 1)
+    return max(lost, drift)
 
 
 def _graph_covers(
@@ -881,11 +898,14 @@ def _next_steps(
     index: Any,
     measured: Measured | None,
     signature: tuple[tuple[int, int], ...],
+    segments: list[SealedSegment],
 ) -> None:
     """Start what makes the filter's later queries cheaper: a graph of its own rows
     (narrow enough, and no plan measured yet or none that reaches half the speed of an
     unfiltered search), and a measurement when there is none that holds, when the
-    tuning queries have doubled since, or when its graph became ready.
+    tuning queries have doubled since, when its graph became ready, or when the sealed
+    segments moved past half of what a measurement survives (so that the next is
+    there before this one lapses).
 
     The graph of a narrow filter starts on its first use, before any measurement: a
     walk of the collection's graph with a fraction f of the rows allowed expands about
@@ -909,6 +929,9 @@ def _next_steps(
         measured is None
         or len(cache.pool) >= _RETUNE_GROWTH * measured.pool
         or (graph_ready and not plan.graph_measured)
-        or measured.signature != signature
+        or (
+            measured.signature != signature
+            and _staleness(measured, signature, segments, selection) > _RETUNE_DRIFT / 2
+        )
     ):
         cache.want_measurement(plan, index)

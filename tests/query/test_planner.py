@@ -404,20 +404,21 @@ def test_a_measured_plan_holds_when_writes_seal_a_delta_segment(
         assert cache.wait_idle()
     assert ask(collection, test[:1], where)[1][0].strategy == "ann-filtered"
     before, sealed = cache.measurements, len(index.sealed)
-    # 100 new rows near the queries, every one allowed (5% more than measured on):
-    # sealed into a delta segment.
+    # 150 new rows near the queries, every one allowed (~8% more than measured on, under
+    # the 10% a measurement survives, over the 5% at which it is taken again): sealed
+    # into a delta segment.
     rng = np.random.default_rng(3)
-    near = test[rng.integers(0, QUERIES, 100)]
+    near = test[rng.integers(0, QUERIES, 150)]
     near = near + 0.05 * rng.standard_normal(near.shape).astype(np.float32)
     near /= np.linalg.norm(near, axis=1, keepdims=True)
-    new = [f"n{i}" for i in range(100)]
-    collection.add(new, vectors=near, metadatas=[{"u": 900}] * 100, model=MODEL)
+    new = [f"n{i}" for i in range(150)]
+    collection.add(new, vectors=near, metadatas=[{"u": 900}] * 150, model=MODEL)
     deadline = time.monotonic() + 60  # sealed in the background once writes pause
     while len(index.sealed) == sealed and time.monotonic() < deadline:
         time.sleep(0.05)
     index.wait()
     assert len(index.sealed) == sealed + 1 and len(index.growing) == 0
-    allowed = np.concatenate([allowed_by(where, rows), np.ones(100, dtype=bool)])
+    allowed = np.concatenate([allowed_by(where, rows), np.ones(150, dtype=bool)])
     truth = exact_ids(np.vstack([train, near]), test, allowed)
     everyone = names + new
     results = [
