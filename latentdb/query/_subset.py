@@ -17,9 +17,11 @@ planner.
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -47,6 +49,18 @@ SUBSET_SPEC = IndexSpec(kind="hnsw", m=16, ef_construction=32)
 # A graph is rebuilt for changed rows no sooner than this many times its build took after
 # it was built: at most a fifth of a core goes to rebuilding.
 _REBUILD_PAUSE = 4.0
+# Seconds the interpreter's exit waits for graphs still building: a build thread inside
+# faiss while the process tore down aborted it ("terminate called without an active
+# exception", bench/filtered.py --first after its last case).
+_EXIT_WAIT_S = 10.0
+_BUILDING: weakref.WeakSet[SubsetGraph] = weakref.WeakSet()
+
+
+@atexit.register
+def _finish_builds() -> None:
+    deadline = time.monotonic() + _EXIT_WAIT_S
+    for graph in list(_BUILDING):
+        graph.wait(max(0.0, deadline - time.monotonic()))
 
 
 def gather(
@@ -107,6 +121,7 @@ class SubsetGraph:
         self._thread = threading.Thread(
             target=self._build, args=(matrix,), name="latentdb-subset", daemon=True
         )
+        _BUILDING.add(self)
         self._thread.start()
 
     @property
@@ -153,6 +168,7 @@ class SubsetGraph:
             self._finished = time.monotonic()
             self._took = self._finished - self._started
             self._ready.set()
+            _BUILDING.discard(self)
 
     def search(
         self, queries: FloatMatrix, k: int, params: Mapping[str, int]

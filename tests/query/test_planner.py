@@ -536,3 +536,13 @@ def test_a_measurement_again_reuses_the_exact_answers_of_the_last(
     assert cache.wait_idle() and cache.measurements > before
     # Measured again on more queries, and no query's exact answer was computed twice.
     assert 0 < first < len(answered) and len(set(answered)) == len(answered)
+
+
+def test_the_interpreters_exit_waits_for_graphs_still_building(data: Any) -> None:
+    from latentdb.query import _subset
+
+    train, _ = data
+    keys = np.arange(train.shape[0], dtype=np.int64)
+    graph = _subset.SubsetGraph(keys, train, "cosine", ())
+    _subset._finish_builds()  # what atexit runs: a build inside faiss aborted the exit
+    assert graph.ready and not graph.building
