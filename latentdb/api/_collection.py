@@ -44,7 +44,7 @@ from latentdb.api._requests import (
     write_request,
 )
 from latentdb.api._results import GetResult, QueryResult, RecallReport
-from latentdb.api._validation import MAX_K, check_ids, check_non_negative
+from latentdb.api._validation import MAX_K, RECORDED_QUERIES, check_ids, check_non_negative
 from latentdb.embed import ImageInput
 from latentdb.errors import InvalidArgumentError
 from latentdb.index import EXACT_KIND, IndexStatus
@@ -112,6 +112,16 @@ class Collection(abc.ABC):
         target = check_recall_target(target)
         self._for_call()._set_recall_target(target)
 
+    def clear_recorded_queries(self) -> int:
+        """Forget the queries the index recorded to measure its live recall (and its
+        last measurement on them), on disk too; recording goes on at the index's
+        ``sample_rate``.
+
+        Returns:
+            How many were forgotten (on a sharded collection, the most any shard held).
+        """
+        return self._for_call()._clear_recorded_queries()
+
     def optimize(self) -> None:
         """Seal all rows into one ANN index, drop deleted rows, tune and save, now.
 
@@ -128,10 +138,12 @@ class Collection(abc.ABC):
         """Measure recall@k and speed of approximate search against exact search.
 
         Args:
-            queries: Query vectors (nq, d), or None to use ``sample`` stored rows
-                (each row's own id is not counted as a hit): rows not in the ANN
-                index yet when there are enough, else indexed rows, whose recall reads
-                high (``RecallReport.source`` says which).
+            queries: Query vectors (nq, d); ``"recorded"``, the queries users sent as
+                the index recorded them (``IndexSpec.sample_rate``; on a sharded
+                collection, the worst shard's report); or None to use ``sample``
+                stored rows (each row's own id is not counted as a hit): rows not in
+                the ANN index yet when there are enough, else indexed rows, whose
+                recall reads high (``RecallReport.source`` says which).
             k: Neighbours per query.
             sample: Rows sampled when ``queries`` is None.
 
@@ -141,6 +153,12 @@ class Collection(abc.ABC):
         check_non_negative(k, "k", minimum=1, maximum=MAX_K)
         check_non_negative(sample, "sample", minimum=1)
         target = self._for_call()
+        if isinstance(queries, str):
+            if queries != RECORDED_QUERIES:
+                raise InvalidArgumentError(
+                    f"queries must be vectors, {RECORDED_QUERIES!r} or None; got {queries!r}"
+                )
+            return target._evaluate(queries, None, k=k, sample=sample)
         matrix = None if queries is None else target.space.prepare(queries)
         return target._evaluate(queries, matrix, k=k, sample=sample)
 
@@ -458,6 +476,9 @@ class Collection(abc.ABC):
 
     @abc.abstractmethod
     def _set_recall_target(self, target: float) -> None: ...
+
+    @abc.abstractmethod
+    def _clear_recorded_queries(self) -> int: ...
 
     @abc.abstractmethod
     def _optimize(self) -> None: ...

@@ -38,6 +38,8 @@ MAX_INT = 2**63 - 1
 # (queries x k) result arrays and search heaps for nothing (evaluate(k=10**30) failed
 # inside numpy, issue 15).
 MAX_K = 10_000
+# evaluate()'s queries that are the ones the index recorded (live recall).
+RECORDED_QUERIES = "recorded"
 # Vector width: Qdrant's limit; a float32 vector of 65,536 is 256 KiB, and the widest
 # embedding models make 4,096 to 8,192.
 MAX_DIMENSION = 65_536

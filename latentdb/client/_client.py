@@ -398,6 +398,10 @@ class RemoteCollection(Collection):
     def _set_recall_target(self, target: float) -> None:
         self._remote._call("PUT", f"{self._path}/recall_target", {"target": target})
 
+    def _clear_recorded_queries(self) -> int:
+        reply = self._remote._call("DELETE", f"{self._path}/recorded_queries", idempotent=True)
+        return int(reply["cleared"])
+
     def _optimize(self) -> None:
         self._remote._call("POST", f"{self._path}/optimize", idempotent=True)
 

@@ -40,6 +40,7 @@ from latentdb.analysis import (
     steps_bar,
 )
 from latentdb.api import (
+    RECORDED_QUERIES,
     Collection,
     FloatMatrix,
     GetRequest,
@@ -176,6 +177,14 @@ class ShardedCollection(Collection):
         group = self._sharded.group(row)
         arguments = {"target": target}
         group.write("set_recall_target", {shard: arguments for shard in range(group.shards)})
+
+    def _clear_recorded_queries(self) -> int:
+        # Every replica of every shard records the queries it answers.
+        group = self._sharded.group(self._current())
+        cleared = group.write(
+            "clear_recorded_queries", {shard: {} for shard in range(group.shards)}
+        )
+        return max(cleared.values(), default=0)
 
     def _optimize(self) -> None:
         # Every replica of every shard, in parallel.
@@ -381,6 +390,11 @@ class ShardedCollection(Collection):
         # (their own id is not counted), rows that the shards' indexes hold, so recall
         # reads high (``source`` says so). Speeds are one query at a time, fan-out and
         # merge included.
+        if isinstance(queries, str):  # RECORDED_QUERIES: each shard's own record, the worst
+            reports: list[RecallReport] = self._group().read_all(
+                "evaluate", {"queries": RECORDED_QUERIES, "k": k, "sample": sample}
+            )
+            return min(reports, key=lambda report: report.recall)
         own: list[str] | None = None
         if queries is None:
             listed = self._all_ids(None)

@@ -236,6 +236,7 @@ _PASSED = frozenset(
         "optimize",
         "index_status",
         "set_recall_target",
+        "clear_recorded_queries",
         "evaluate",
     }
 )

@@ -34,7 +34,12 @@ from latentdb.api import (
     sql_filters,
     write_vectors,
 )
-from latentdb.errors import DuplicateIdError, ReadOnlyError, RecordNotFoundError
+from latentdb.errors import (
+    DuplicateIdError,
+    InvalidArgumentError,
+    ReadOnlyError,
+    RecordNotFoundError,
+)
 from latentdb.index import WRITE_BACKLOG_ROWS, WRITE_STALL_SECONDS, pair_distances
 from latentdb.query import QueryPlan, filtered_search, fts_query, fuse
 from latentdb.space import LatentSpace
@@ -107,6 +112,11 @@ class EmbeddedCollection(Collection):
         if state.index is not None:
             state.index.set_recall_target(target)
 
+    def _clear_recorded_queries(self) -> int:
+        database, state = self._database, self._state
+        with database.store.lock:
+            return database.index(state).clear_recorded()
+
     def _optimize(self) -> None:
         database, state = self._database, self._state
         if database.store.read_only:
@@ -143,9 +153,18 @@ class EmbeddedCollection(Collection):
         database, state = self._database, self._state
         with database.store.lock:
             index = database.index(state)
+            if isinstance(queries, str):  # RECORDED_QUERIES (the API checked it)
+                matrix = index.sampler.queries()
+                if not len(matrix):
+                    raise InvalidArgumentError(
+                        f"collection {state.row.name!r} has recorded no queries yet (its "
+                        f"index records {index.spec.sample_rate:g} of the unfiltered ones)"
+                    )
             recall, qps, exact_qps, count, source, plain = index.evaluate(
                 matrix, k=k, sample=sample
             )
+            if isinstance(queries, str):  # RECORDED_QUERIES (the API checked it)
+                source = "recorded queries"
             status = index.status()
         return RecallReport(
             recall=recall,

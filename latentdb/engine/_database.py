@@ -446,6 +446,7 @@ class EmbeddedDatabase(Database):
         if old.damaged:
             index = self._new_index(state)
             index.load(reuse=dict(old.sealed))
+            index.take_live(old)
             old.close(wait=False)
             self._install(state, index)
             return
@@ -456,6 +457,7 @@ class EmbeddedDatabase(Database):
         keys, sequences = old.live_versions()
         index = self._new_index(state)
         index.load(reuse=dict(old.sealed))
+        index.take_live(old)
         old.close(wait=False)
         missing = index.reconcile(keys, sequences)
         state.index = index

@@ -58,7 +58,10 @@ class QuerySampler:
         self.path = None if folder is None else folder / RECORDED_FILE
         self._lock = threading.Lock()
         self._random = random.Random(0x11FE)
-        self._vectors = np.empty((0, dimension), dtype=np.float32)
+        # A ring: the newest query at _head - 1, the oldest at _head once full.
+        self._ring = np.empty((0, dimension), dtype=np.float32)  # grown to capacity
+        self._size = 0
+        self._head = 0
         self._minute_started = -math.inf
         self._minute_count = 0
         self.fresh = 0  # recorded since the index last measured them
@@ -68,13 +71,13 @@ class QuerySampler:
         # Each query's exact top-k keys as of write sequence ``truth_applied`` (a row of
         # UNKNOWN where not computed yet), so a measurement scans only new queries
         # while the rows stay the same.
-        self._truth: KeyArray | None = None
+        self._truth: KeyArray | None = None  # a ring like _ring
         self.truth_applied = -1
         self._countdown = self._gap()
         self._load()
 
     def __len__(self) -> int:
-        return int(self._vectors.shape[0])
+        return self._size
 
     def offer(self, queries: FloatMatrix) -> bool:
         """Maybe record one of ``queries`` (nq, d); True when one was recorded."""
@@ -100,40 +103,60 @@ class QuerySampler:
             if self._minute_count >= self.per_minute:
                 return False
             self._minute_count += 1
-            row = queries[self._random.randrange(queries.shape[0])]
-            first = max(0, len(self._vectors) - (self.capacity - 1))  # the oldest kept
-            self._vectors = np.concatenate((self._vectors[first:], row[None, :].astype(np.float32)))
+            if self._head >= self._ring.shape[0]:  # not full, and no room left
+                self._grow()
+            at = self._head
+            self._ring[at] = queries[self._random.randrange(queries.shape[0])]
             if self._truth is not None:
-                truth = self._truth[first:]
-                unknown = np.full((1, truth.shape[1]), UNKNOWN, dtype=np.int64)
-                self._truth = np.concatenate((truth, unknown))
+                self._truth[at] = UNKNOWN
+            self._head = (at + 1) % self.capacity
+            self._size = min(self._size + 1, self.capacity)
             self.fresh += 1
             self.total += 1
         return True
 
+    def _grow(self) -> None:
+        """Room for more queries (doubling, up to the capacity; while not yet full the
+        ring holds them in order from position 0)."""
+        rows = min(self.capacity, max(64, 2 * self._ring.shape[0]))
+        ring = np.empty((rows, self.dimension), dtype=np.float32)
+        ring[: self._size] = self._ring[: self._size]
+        self._ring = ring
+        if self._truth is not None:
+            truth = np.full((rows, self._truth.shape[1]), UNKNOWN, dtype=np.int64)
+            truth[: self._size] = self._truth[: self._size]
+            self._truth = truth
+
+    def _order(self) -> npt.NDArray[np.intp]:
+        """Ring positions of the recorded queries, oldest first."""
+        start = (self._head - self._size) % max(self._ring.shape[0], 1)
+        return (start + np.arange(self._size)) % max(self._ring.shape[0], 1)
+
     def queries(self) -> FloatMatrix:
         """The recorded queries, oldest first (a copy)."""
         with self._lock:
-            return self._vectors.copy()
+            return self._ring[self._order()]
 
     def snapshot(self) -> tuple[FloatMatrix, KeyArray | None, int]:
         """(the recorded queries, their known exact top-k as :meth:`keep_truth` left it
         or None, a stamp for :meth:`keep_truth`), copies taken together."""
         with self._lock:
-            truth = None if self._truth is None else self._truth.copy()
-            return self._vectors.copy(), truth, self.total
+            order = self._order()
+            truth = None if self._truth is None else self._truth[order]
+            return self._ring[order], truth, self.total
 
     def keep_truth(self, truth: KeyArray, applied: int, stamp: int) -> None:
         """Remember the exact top-k of the queries :meth:`snapshot` gave at ``stamp``,
         as of write sequence ``applied``; queries recorded since get UNKNOWN rows."""
         with self._lock:
             new = self.total - stamp
-            kept = len(self._vectors) - new  # of the snapshot's, the newest
+            kept = self._size - new  # of the snapshot's, the newest
             if kept < 0 or truth.shape[0] < kept:
                 return
             unknown = np.full((new, truth.shape[1]), UNKNOWN, dtype=np.int64)
-            self._truth = np.concatenate((truth[truth.shape[0] - kept :], unknown))
-            self.truth_applied = applied
+            ring = np.full((self._ring.shape[0], truth.shape[1]), UNKNOWN, dtype=np.int64)
+            ring[self._order()] = np.concatenate((truth[truth.shape[0] - kept :], unknown))
+            self._truth, self.truth_applied = ring, applied
 
     def taken(self) -> None:
         """Mark the queries recorded so far as measured."""
@@ -143,7 +166,7 @@ class QuerySampler:
     def clear(self) -> None:
         """Forget every recorded query, on disk too."""
         with self._lock:
-            self._vectors = self._vectors[:0]
+            self._size = self._head = 0
             self._truth, self.truth_applied = None, -1
             self.fresh = 0
         if self.path is not None:
@@ -178,7 +201,9 @@ class QuerySampler:
             return
         if vectors.ndim == 2 and vectors.shape[1] == self.dimension:
             finite = np.isfinite(vectors).all(axis=1)
-            self._vectors = np.ascontiguousarray(vectors[finite][-self.capacity :], np.float32)
+            kept = np.ascontiguousarray(vectors[finite][-self.capacity :], np.float32)
+            self._ring, self._size = kept.copy(), kept.shape[0]
+            self._head = self._size % self.capacity
             self.fresh = len(self)
             if measured.shape == (3,) and np.isfinite(measured).all():
                 self.measured = (float(measured[0]), float(measured[1]), int(measured[2]))

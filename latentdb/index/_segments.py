@@ -584,6 +584,20 @@ class SegmentedIndex(Compaction):
         finally:
             self._live_start.release()
 
+    def take_live(self, old: SegmentedIndex) -> None:
+        """Go on with the queries ``old`` (the index this one replaces) recorded and
+        its measurement on them: some may not be saved yet."""
+        self.sampler = old.sampler
+        self.live_recall, self.live_error = old.live_recall, old.live_error
+        self.live_queries, self._live_at = old.live_queries, old._live_at
+
+    def clear_recorded(self) -> int:
+        """Forget the recorded queries and the live measurement on them; how many."""
+        count = len(self.sampler)
+        self.sampler.clear()
+        self.live_recall, self.live_error, self.live_queries = None, 0.0, 0
+        return count
+
     def _install_tuning(
         self, chosen: Trial, source: str, queries: int, reached: bool, trials: Iterable[Trial]
     ) -> None:

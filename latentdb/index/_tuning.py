@@ -215,7 +215,7 @@ class Tuning(SegmentSearch):
             return False  # no curve, or one that stopped short of the target: measure
         if len(winners) > 1:  # time them on stored rows: timing needs no held-out rows
             queries, _ = self._sample_rows(_TIMING_QUERIES)
-            winners = [(self._seconds_per_query(queries, k, w.params), w) for _, w in winners]
+            winners = [(_seconds_per_query(self, queries, k, w.params), w) for _, w in winners]
         chosen = (
             min(winners, key=lambda winner: winner[0])[1]
             if winners
@@ -325,22 +325,13 @@ class Tuning(SegmentSearch):
             found = _without_self(found, query_keys, k)
             if plain is not None:
                 plain = _without_self(plain, query_keys, k)
-        ann = self._seconds_per_query(queries, k, {}, count=queries.shape[0])
-        exact = self._seconds_per_query(queries, k, {}, count=min(50, queries.shape[0]), exact=True)
+        ann = _seconds_per_query(self, queries, k, {}, count=queries.shape[0])
+        exact = _seconds_per_query(
+            self, queries, k, {}, count=min(50, queries.shape[0]), exact=True
+        )
         unranked = None if plain is None else _recall(plain, truth)
         count = int(queries.shape[0])
         return _recall(found, truth), 1.0 / ann, 1.0 / exact, count, source, unranked
-
-    def _seconds_per_query(
-        self,
-        queries: FloatMatrix,
-        k: int,
-        params: dict[str, int],
-        *,
-        count: int = 50,
-        exact: bool = False,
-    ) -> float:
-        return _seconds_per_query(self, queries, k, params, count=count, exact=exact)
 
     def _tuning_queries(self, count: int) -> tuple[FloatMatrix, KeyArray, bool]:
         """Rows to use as queries, and whether they are outside the ANN segments: those

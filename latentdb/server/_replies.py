@@ -33,6 +33,7 @@ from latentdb.space import LatentSpace
 
 __all__ = [
     "AliasReply",
+    "ClearedReply",
     "CollectionReply",
     "CountReply",
     "DeletedCountReply",
@@ -166,6 +167,12 @@ class CountReply(BaseModel):
     """How many records the collection holds."""
 
     count: int
+
+
+class ClearedReply(BaseModel):
+    """How many recorded queries were forgotten."""
+
+    cleared: int
 
 
 class RecallTargetReply(BaseModel):

@@ -519,3 +519,28 @@ def test_the_fast_query_result_equals_the_dataclass() -> None:
     assert {f.name for f in dataclasses.fields(QueryResult)} == set(vars(made))
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.ids = []  # type: ignore[misc]
+
+
+def test_evaluate_on_the_queries_the_index_recorded(db: Database) -> None:
+    spec = {"kind": "hnsw", "m": 8, "sample_rate": 1.0, "sample_per_minute": 10_000}
+    collection = db.create_collection(
+        "r", dimension=8, metric="l2", embedder=None, model=MODEL, index=spec
+    )
+    rows = np.random.default_rng(0).normal(size=(600, 8)).astype(np.float32)
+    collection.add([str(i) for i in range(600)], vectors=rows, model=MODEL)
+    collection.optimize()
+    with pytest.raises(InvalidArgumentError, match="recorded no queries yet"):
+        collection.evaluate("recorded")
+    with pytest.raises(InvalidArgumentError, match="queries must be vectors, 'recorded' or None"):
+        collection.evaluate("everything")
+    for query in rows[:20] + 0.1:
+        collection.query(vectors=query, k=5, include=[])
+    collection.query(vectors=rows[0], k=5, where={"missing": 1})  # filtered: not recorded
+    report = collection.evaluate("recorded", k=5)
+    assert (report.source, report.queries, report.k) == ("recorded queries", 20, 5)
+    assert 0.0 <= report.recall <= 1.0
+    assert collection.clear_recorded_queries() == 20
+    with pytest.raises(InvalidArgumentError, match="recorded no queries yet"):
+        collection.evaluate("recorded")
+    assert collection.index_status().live_recall is None
+    assert collection.clear_recorded_queries() == 0

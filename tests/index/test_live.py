@@ -13,7 +13,7 @@ import pytest
 import latentdb
 from latentdb.errors import InvalidArgumentError
 from latentdb.index import IndexSpec, SegmentedIndex, _segments
-from latentdb.index._live import RECORDED_FILE, QuerySampler
+from latentdb.index._live import RECORDED_FILE, UNKNOWN, QuerySampler
 from latentdb.index._tuning import live_recall
 
 DIMENSION = 32
@@ -87,18 +87,19 @@ def test_measuring_alone_changes_no_setting(tmp_path: Path) -> None:
     index.close(wait=True)
 
 
+def recording(db: latentdb.Database) -> latentdb.Collection:
+    """A collection that records every unfiltered query."""
+    return db.create_collection(
+        "c", dimension=DIMENSION, metric="l2", embedder=None, model="test-model",
+        require_model=False,
+        index={"kind": "hnsw", "sample_rate": 1.0, "sample_per_minute": 1000},
+    )  # fmt: skip
+
+
 def test_queries_are_recorded_in_the_background_and_survive_a_reopen(tmp_path: Path) -> None:
     rows = clusters()
     with latentdb.connect(tmp_path / "db") as db:
-        collection = db.create_collection(
-            "c",
-            dimension=DIMENSION,
-            metric="l2",
-            embedder=None,
-            model="test-model",
-            require_model=False,
-            index={"kind": "hnsw", "sample_rate": 1.0, "sample_per_minute": 1000},
-        )
+        collection = recording(db)
         collection.add(ids=[str(i) for i in range(ROWS)], vectors=rows)
         collection.optimize()
         assert collection.index_status().live_recall is None
@@ -121,15 +122,7 @@ def test_queries_are_recorded_in_the_background_and_survive_a_reopen(tmp_path: P
 def test_filtered_exact_and_tuned_queries_are_not_recorded(tmp_path: Path) -> None:
     rows = clusters()
     with latentdb.connect(tmp_path / "db") as db:
-        collection = db.create_collection(
-            "c",
-            dimension=DIMENSION,
-            metric="l2",
-            embedder=None,
-            model="test-model",
-            require_model=False,
-            index={"kind": "hnsw", "sample_rate": 1.0, "sample_per_minute": 1000},
-        )
+        collection = recording(db)
         collection.add(
             ids=[str(i) for i in range(ROWS)],
             vectors=rows,
@@ -234,3 +227,23 @@ def test_exact_answers_are_kept_and_only_new_queries_scanned_while_rows_stay(
     index.measure_live(retune=False)
     assert scanned == [120, 10, 130]
     index.close(wait=True)
+
+
+def test_the_ring_keeps_order_and_known_answers_through_growth_and_wrapping(
+    tmp_path: Path,
+) -> None:
+    ring = sampler(tmp_path, capacity=100, per_minute=10_000)
+    for value in range(70):  # grows past its first 64 rows
+        ring.offer(np.full((1, 4), value, np.float32))
+    queries, truth, stamp = ring.snapshot()
+    assert queries[:, 0].tolist() == list(range(70)) and truth is None
+    ring.keep_truth(np.arange(70)[:, None].repeat(3, axis=1), applied=5, stamp=stamp)
+    for value in range(70, 150):  # wraps: the oldest 50 go
+        ring.offer(np.full((1, 4), value, np.float32))
+    queries, truth, _ = ring.snapshot()
+    assert queries[:, 0].tolist() == list(range(50, 150))
+    assert truth is not None and truth[:, 0].tolist() == [*range(50, 70), *[UNKNOWN] * 80]
+    ring.save()
+    again = sampler(tmp_path, capacity=100, per_minute=10_000)
+    again.offer(np.full((1, 4), 150, np.float32))
+    assert again.queries()[:, 0].tolist() == list(range(51, 151))

@@ -231,7 +231,7 @@ def test_openapi_lists_every_status_with_the_error_body(tmp_path: Path) -> None:
     }
     for schema, keyed in ((open_schema, False), (keyed_schema, True)):
         operations = list(_operations(schema))
-        assert len(operations) == 30  # with compare and a migration's preview
+        assert len(operations) == 31  # with compare, a migration's preview, clear_recorded_queries
         for path, method, operation in operations:
             statuses = set(operation["responses"])
             assert "422" not in statuses

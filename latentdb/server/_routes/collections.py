@@ -15,6 +15,7 @@ from latentdb.server._models import Body, argument
 from latentdb.server._openapi import responses
 from latentdb.server._plumbing import AnsweringRoute, json_response
 from latentdb.server._replies import (
+    ClearedReply,
     CollectionReply,
     DeletedReply,
     IndexStatusReply,
@@ -160,6 +161,18 @@ def optimize(name: str, access: Authorized) -> Response:
 def index_status(name: str, access: Authorized) -> Response:
     status = access.collection(name, write=False).index_status()
     return json_response(dataclasses.asdict(status))
+
+
+@router.delete(
+    "/{name}/recorded_queries",
+    tags=["index"],
+    summary="clear_recorded_queries",
+    response_model=ClearedReply,
+    responses=responses(404, write=True),
+)
+def clear_recorded_queries(name: str, access: Authorized) -> Response:
+    cleared = access.collection(name, write=True).clear_recorded_queries()
+    return json_response({"cleared": cleared})
 
 
 @router.put(
