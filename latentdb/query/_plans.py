@@ -51,11 +51,6 @@ _GATHER_ROWS = 16_384
 # the depth grows when fewer than k of them pass.
 _RANKED_DEPTH = 1024
 _RANKED_GROWTH = 4
-# The next depth expects this many times k passing rows at the rate seen: a 0.1% filter
-# passes ~1 of the first 1,024 rows, and at 2x the next depth held fewer than k (10) of
-# them 43% of the time (Poisson, mean 10), so a third round tested 4x as many rows in
-# SQL (first queries of 150-270 ms at 100k, goal 200); at 3x, 7%.
-_RANKED_MARGIN = 3
 
 
 @dataclass(frozen=True)
@@ -284,7 +279,7 @@ def ranked_search(
                 break
             # Deep enough for k at the rate seen so far, at least _RANKED_GROWTH times.
             rate = (hits + 1) / (tested + 2)
-            depth = min(live, max(depth * _RANKED_GROWTH, math.ceil(_RANKED_MARGIN * k / rate)))
+            depth = min(live, max(depth * _RANKED_GROWTH, math.ceil(2 * k / rate)))
         rows_d.append(distances)
         rows_k.append(keys)
     width = min(len(row) for row in rows_k) if rows_k else 0
