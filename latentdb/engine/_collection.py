@@ -404,6 +404,7 @@ class EmbeddedCollection(Collection):
                 started = time.perf_counter() if explain else 0.0
                 distances, keys = index.search(queries, depth, params=params, exact=exact)
                 if not (params or exact or request.hybrid) and index.sampler.offer(queries):
+                    state.filters.note_queries(queries)  # tuning queries of filters too
                     index.sampled()
                 if explain:
                     plan = QueryPlan(
@@ -501,6 +502,7 @@ class EmbeddedCollection(Collection):
                     queries, request.depth, params=request.params, exact=request.exact
                 )
                 if not (request.params or request.exact) and index.sampler.offer(queries):
+                    state.filters.note_queries(queries)  # tuning queries of filters too
                     index.sampled()
             else:  # the planner takes the store's lock only to read the store
                 (distances, keys), _ = filtered_search(

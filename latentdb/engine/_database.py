@@ -513,6 +513,9 @@ class EmbeddedDatabase(Database):
             missing = index.reconcile(keys, sequences)
             state.index = index
             state.ids = IdsByKey(ids)
+            recorded = index.sampler.queries()
+            if len(recorded):  # what users asked before: filters' first tuning queries
+                state.filters.note_queries(recorded)
             if missing.size == keys.size:  # nothing live in a segment: read everything
                 state.apply(store.changes_since(collection_id, 0, dimension=dimension))
             else:

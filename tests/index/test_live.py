@@ -247,3 +247,19 @@ def test_the_ring_keeps_order_and_known_answers_through_growth_and_wrapping(
     again = sampler(tmp_path, capacity=100, per_minute=10_000)
     again.offer(np.full((1, 4), 150, np.float32))
     assert again.queries()[:, 0].tolist() == list(range(51, 151))
+
+
+def test_recorded_queries_are_filters_first_tuning_queries(tmp_path: Path) -> None:
+    rows = clusters()
+    with latentdb.connect(tmp_path / "db") as db:
+        collection = recording(db)
+        collection.add(ids=[str(i) for i in range(ROWS)], vectors=rows)
+        pool = collection._state.filters.pool  # type: ignore[attr-defined]
+        assert len(pool) == 0
+        for query in between(rows, 40, seed=3):
+            collection.query(vectors=query, k=5, include=[])
+        assert len(pool) == 40  # each recorded query serves the filters too
+    with latentdb.connect(tmp_path / "db") as db:  # and after a restart
+        collection = db.get_collection("c")
+        collection.index_status()  # loads the index
+        assert len(collection._state.filters.pool) == 40  # type: ignore[attr-defined]
