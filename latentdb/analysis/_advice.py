@@ -43,6 +43,11 @@ def index_headline(index: IndexMeasurement) -> tuple[str, str]:
             f"{index.exact_qps:,.0f} q/s one at a time"
         )
     setting = f"{index.kind}{params}, target {index.recall_target:.2f}"
+    if index.live_recall is not None:
+        setting += (
+            f"; {index.live_recall:.3f} on {index.live_queries:,} queries users sent "
+            "(recorded, live recall)"
+        )
     if index.source != "indexed rows":
         return f"recall {index.recall:.3f}", f"{setting}, on {index.source}; {speeds}"
     if index.tuned_recall is not None:

@@ -149,6 +149,9 @@ class IndexMeasurement:
         pending: Rows outside the ANN index (in the exact growing segment).
         tuned_recall: The recall the search parameters were tuned to, measured on rows
             held out of the build when the index was tuned; None when not tuned.
+        live_recall: Recall@10 on the queries users sent, as the index recorded and
+            measured them (``IndexStatus.live_recall``); None until measured.
+        live_queries: The recorded queries it was measured on.
     """
 
     kind: str
@@ -161,6 +164,8 @@ class IndexMeasurement:
     source: str
     pending: int
     tuned_recall: float | None = None
+    live_recall: float | None = None
+    live_queries: int = 0
 
 
 @dataclass(frozen=True)

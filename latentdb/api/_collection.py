@@ -584,6 +584,8 @@ class Collection(abc.ABC):
             source=report.source,
             pending=status.pending if status.kind != EXACT_KIND else 0,
             tuned_recall=status.tuned_recall if status.kind != EXACT_KIND else None,
+            live_recall=status.live_recall if status.kind != EXACT_KIND else None,
+            live_queries=status.live_queries,
         )
 
     @abc.abstractmethod

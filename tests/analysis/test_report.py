@@ -3,6 +3,8 @@ reduce= only where the engine builds an ANN index, hubness over the whole collec
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -127,6 +129,15 @@ def test_recall_on_indexed_rows_is_never_the_headline() -> None:
     figure, note = index_headline(bare)
     assert figure == "indexed-row recall 0.970" and "not the recall of new queries" in note
     assert "indexed rows only" in advice(report_with(bare), "index")
+
+
+def test_the_index_line_gives_the_live_recall_of_the_queries_users_sent() -> None:
+    live = dataclasses.replace(measured("hnsw"), live_recall=0.912, live_queries=1000)
+    figure, note = index_headline(live)
+    assert figure == "recall 0.970"
+    assert "0.912 on 1,000 queries users sent (recorded, live recall)" in note
+    assert "users sent" not in index_headline(measured("hnsw"))[1]
+    assert SpaceReport.from_dict(report_with(live).to_dict()).index == live
 
 
 def test_hubness_is_counted_over_every_row_with_the_hubs_from_the_same_counts() -> None:
