@@ -128,12 +128,15 @@ class EmbeddedCollection(Collection):
         # then starts from what the first one saved.
         with database._build_lock(state):
             with database.store.lock:
-                if database.build_index(state):  # a bulk load: built from the store
-                    return
-                index = database.index(state)
-                if index.saved_elsewhere():
-                    state.drop_index()
+                built = database.build_index(state)  # a bulk load: built from the store
+                if not built:
                     index = database.index(state)
+                    if index.saved_elsewhere():
+                        state.drop_index()
+                        index = database.index(state)
+            if built:  # the metadata columns too, for the processes that open it later
+                state.filters.save_all(database.store, state.row.id)
+                return
             try:
                 index.optimize()
             except BaseException:
@@ -141,6 +144,8 @@ class EmbeddedCollection(Collection):
                     if index.damaged and state.index is index:
                         state.drop_index()
                 raise
+            # The metadata columns too, saved for the processes that open it later.
+            state.filters.save_all(database.store, state.row.id)
 
     def _index_status(self) -> IndexStatus:
         database, state = self._database, self._state

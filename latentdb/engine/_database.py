@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +33,7 @@ from latentdb.errors import (
     InvalidArgumentError,
 )
 from latentdb.index import EXACT_KIND, BuildLock, SegmentedIndex
+from latentdb.query import FilterCache
 from latentdb.space import LatentSpace
 from latentdb.store import CollectionRow, Store
 
@@ -40,6 +43,9 @@ if TYPE_CHECKING:
 __all__ = ["EmbeddedDatabase"]
 
 INDEX_FOLDER = "indexes"
+# Collections of more rows than this read their ids in the background when their index
+# loads, the first queries asking the store for the ids they return (IdsByKey).
+IDS_AT_ONCE = 200_000
 
 
 class EmbeddedDatabase(Database):
@@ -384,6 +390,7 @@ class EmbeddedDatabase(Database):
                 spec=IndexSpec.parse(row.config.get("index", EXACT_KIND)),
                 recall_target=float(row.config.get("recall_target", DEFAULT_RECALL_TARGET)),
                 rows=self._rows,
+                filters=FilterCache(self.path / INDEX_FOLDER / str(row.id)),
             )
             self._states[row.id] = state
         return EmbeddedCollection(self, state, alias=alias)
@@ -509,10 +516,17 @@ class EmbeddedDatabase(Database):
         key at the sequence it indexed, and every other stored row is read back."""
         store, dimension, collection_id = self.store, state.space.dimension, state.row.id
         with store.read():
-            keys, sequences, ids = store.versions(collection_id)
+            keys, sequences = store.versions(collection_id)
             missing = index.reconcile(keys, sequences)
             state.index = index
-            state.ids = IdsByKey(ids)
+            if keys.size <= IDS_AT_ONCE:
+                state.ids = IdsByKey(store.ids_by_key(collection_id))
+            else:  # the first queries need not wait for every id
+                state.ids = IdsByKey(fetch=partial(store.ids_by_key, collection_id, unlocked=True))
+                threading.Thread(
+                    target=self._read_ids, args=(state, state.ids), daemon=True,
+                    name="latentdb-ids",
+                ).start()  # fmt: skip
             recorded = index.sampler.queries()
             if len(recorded):  # what users asked before: filters' first tuning queries
                 state.filters.note_queries(recorded)
@@ -520,6 +534,16 @@ class EmbeddedDatabase(Database):
                 state.apply(store.changes_since(collection_id, 0, dimension=dimension))
             else:
                 state.apply(store.rows_by_key(missing.tolist(), dimension=dimension))
+
+    def _read_ids(self, state: CollectionState, ids: IdsByKey) -> None:
+        """Read every id of the collection for ``ids`` (a background thread's work),
+        then hand them over under the store's lock, which its writers hold."""
+        try:
+            pairs = self.store.ids_by_key(state.row.id, unlocked=True)
+        except Exception:  # closed meanwhile, or the store failed: keys go on being asked
+            return
+        with self.store.lock:
+            ids.complete(pairs)
 
     def _drop_state(self, collection_id: int, *, wait: bool = False) -> None:
         state = self._states.pop(collection_id, None)

@@ -18,13 +18,25 @@ change feed (:meth:`MetadataColumns.upsert`, :meth:`MetadataColumns.delete`).
 
 Two cases stay in SQL, which is exact (``Unsupported``): integers beyond 2**53 (a float
 column cannot tell them apart), as stored values or as operands.
+
+The slots and columns are also saved to a file beside the index (:meth:`MetadataColumns.
+snapshot`, :func:`write_columns`, :meth:`MetadataColumns.restore`), stamped with the write
+sequence they reflect: a process that opens the collection takes them from there and
+applies the writes since that sequence, instead of reading every record (issue 20: the
+first 10% filter at 1M rows waited 7.5 s for SQLite to read the column, through pages that
+hold each record's vector). The file is a cache, never the truth: a file that does not
+read as one is ignored.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import weakref
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +44,12 @@ import numpy.typing as npt
 
 from latentdb.query._where import All, Any_, Condition, Field, Not
 
-__all__ = ["MetadataColumns", "Unsupported", "fields_of"]
+__all__ = ["COLUMNS_FILE", "MetadataColumns", "Unsupported", "fields_of", "write_columns"]
+
+# The saved columns, beside the index's segments; its format, checked on reading.
+COLUMNS_FILE = "columns.npz"
+_COLUMNS_FORMAT = 1
+_COLUMN_ARRAYS = ("present", "number", "text", "flag")
 
 BoolArray = npt.NDArray[np.bool_]
 KeyArray = npt.NDArray[np.int64]
@@ -248,6 +265,90 @@ class MetadataColumns:
                 column.clear(slots)
         self.version += 1
 
+    # -- saving and restoring ------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, npt.NDArray[Any]] | None:
+        """Copies of the slots and of every column without list values (their inverted
+        index is not saved: a filter on such a key reads it from the store as before),
+        for :func:`write_columns`; None when there is nothing to save. Take it under the
+        lock that guards these columns; write it outside."""
+        if not self.started or self._order is not None:
+            return None
+        names = [name for name, column in self.columns.items() if not column.lists]
+        size = self.size
+        arrays: dict[str, npt.NDArray[Any]] = {
+            "format": np.array(_COLUMNS_FORMAT),
+            "applied": np.array(self.applied, dtype=np.int64),
+            "keys": self.keys[:size].copy(),
+            "alive": self.alive[:size].copy(),
+            "names": np.array(json.dumps(names)),
+        }
+        for number, name in enumerate(names):
+            column = self.columns[name]
+            column.reserve(size)
+            for part in _COLUMN_ARRAYS:
+                arrays[f"c{number}_{part}"] = getattr(column, part)[:size].copy()
+            arrays[f"c{number}_vocabulary"] = np.array(json.dumps(list(column.vocabulary)))
+            arrays[f"c{number}_inexact"] = np.array(column.inexact)
+        return arrays
+
+    def restore(self, path: Path, names: Iterable[str]) -> set[str]:
+        """Take the slots and every saved column from the file at ``path`` (written by
+        :func:`write_columns`) when no column is built yet and the file holds one of
+        ``names``. The columns then reflect the file's sequence (:attr:`applied`): the
+        caller applies the writes since.
+
+        Returns:
+            The names restored (none: the file is missing, unreadable, of another format,
+            holds none of ``names``, or columns were already built).
+        """
+        if self.started:
+            return set()
+        try:
+            with open(path, "rb") as file, np.load(file, allow_pickle=False) as saved:
+                if int(saved["format"]) != _COLUMNS_FORMAT:
+                    return set()
+                listed = json.loads(str(saved["names"]))
+                if not set(names) & set(listed):
+                    return set()
+                wanted = listed
+                keys, alive = saved["keys"], saved["alive"]
+                size = keys.shape[0]
+                if keys.dtype != np.int64 or alive.shape != (size,) or alive.dtype != bool:
+                    return set()
+                if size and (np.diff(keys) <= 0).any():
+                    return set()
+                columns: dict[str, _Column] = {}
+                for name in wanted:
+                    number = listed.index(name)
+                    parts = {part: saved[f"c{number}_{part}"] for part in _COLUMN_ARRAYS}
+                    vocabulary = json.loads(str(saved[f"c{number}_vocabulary"]))
+                    column = _Column(
+                        **parts, vocabulary={word: code for code, word in enumerate(vocabulary)},
+                        inexact=bool(saved[f"c{number}_inexact"]),
+                    )  # fmt: skip
+                    if any(
+                        getattr(column, part).shape != (size,)
+                        or getattr(column, part).dtype != getattr(_Column(), part).dtype
+                        for part in _COLUMN_ARRAYS
+                    ):
+                        return set()
+                    if column.text.size and int(column.text.max()) >= len(vocabulary):
+                        return set()
+                    columns[name] = column
+                applied = int(saved["applied"])
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+            return set()
+        self.keys, self.alive = keys, alive
+        self.size, self.live = size, int(alive.sum())
+        for column in columns.values():
+            column.reserve(size)
+        self.columns = columns
+        self.applied, self.version = applied, self.version + 1
+        self.started = True
+        self._segment_slots = {}
+        return set(columns)
+
     # -- lookups -----------------------------------------------------------------------
 
     def slots_of(self, keys: KeyArray) -> SlotArray:
@@ -396,6 +497,20 @@ class MetadataColumns:
             _check_exact(value)
             out = column.number[window] == float(value)
         return np.asarray(out, dtype=bool)
+
+
+def write_columns(path: Path, arrays: Mapping[str, npt.NDArray[Any]]) -> None:
+    """Save :meth:`MetadataColumns.snapshot`'s arrays at ``path``, replacing the file
+    whole (a reader never sees half of one). A folder that cannot be written keeps the
+    columns in memory only: they are a cache."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "wb") as file:
+            np.savez(file, **arrays)  # type: ignore[arg-type]
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)
 
 
 def _next_prime(n: int) -> int:

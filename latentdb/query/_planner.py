@@ -18,7 +18,9 @@ A filter on a metadata key no earlier filter named first needs that key's column
 small collection it is built in the query; on a large one in a background thread, and
 meanwhile the filter is answered exactly without it: the rows nearest the query, by an
 exact scan, are tested in SQL until k pass (``_plans.ranked_search``). Whatever the plan, k
-results come back whenever k rows match.
+results come back whenever k rows match. Built columns are saved beside the index
+(``columns.npz``; ``optimize()`` builds and saves every metadata key's), so that a process
+that opens the collection later takes them from there and applies only the writes since.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ import math
 import threading
 import time
 import warnings
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,7 +45,7 @@ from latentdb.index import (
     SegmentSearch,
     index_kind,
 )
-from latentdb.query._columns import MetadataColumns, Unsupported
+from latentdb.query._columns import COLUMNS_FILE, MetadataColumns, Unsupported, write_columns
 from latentdb.query._plans import (
     MATRIX_BYTES,
     FilterPlan,
@@ -109,6 +112,8 @@ _RETUNE_DRIFT = 0.1
 # 60 ms); past it, in the background while queries are answered without it.
 _SYNC_ROWS = 20_000
 _LOAD_CHUNK = 65_536  # records a background column build reads per statement (~3 MB of JSON)
+# Metadata keys whose columns optimize() builds and saves: the most common ones.
+_SAVED_KEYS = 64
 # Queries that find a column being read wait for it this long, on collections of up to
 # _WAIT_ROWS records (read in ~0.3 s of CPU per 100k).
 _LOAD_WAIT_S = 1.0
@@ -205,8 +210,10 @@ class FilterCache:
     """A collection's metadata columns, its recently used filters' selections and the
     plans measured for them (safe to share between threads)."""
 
-    def __init__(self) -> None:
+    def __init__(self, folder: Path | None = None) -> None:
         self.columns = MetadataColumns()
+        # Where the columns are saved (the collection's index folder; None: not saved).
+        self.folder = folder
         self.lock = threading.RLock()
         self._selections: OrderedDict[str, tuple[int, Selection, int, str]] = OrderedDict()
         self._plans: OrderedDict[str, FilterPlan] = OrderedDict()
@@ -268,6 +275,8 @@ class FilterCache:
             return True
         with store.lock, self.lock:
             missing = self.columns.missing(condition)
+            if missing and self._restore(store, collection_id, missing):
+                missing = self.columns.missing(condition)
             if not missing:
                 return True
             if live <= _SYNC_ROWS or missing & self._failed:
@@ -334,6 +343,8 @@ class FilterCache:
                         np.concatenate(key_parts), values, name, changed, deleted
                     )
                     self.columns.add_column(name, keys, values)
+                saved = self.columns.snapshot()
+            self._save(saved)  # the next process takes them from the file
         except Exception:  # the next query reads them itself (and raises what fails)
             with self.lock:
                 self._failed |= set(names)
@@ -343,6 +354,78 @@ class FilterCache:
                 for name in names:
                     self._loaded.pop(name, None)
             done.set()
+
+    def _restore(self, store: Store, collection_id: int, names: set[str]) -> bool:
+        """Take the saved columns of ``names`` (and the slots) when none is built yet,
+        and apply the writes since they were saved (under the store's lock and ours);
+        whether any was taken."""
+        if self.folder is None or self.columns.started:
+            return False
+        columns = MetadataColumns()
+        if not columns.restore(self.folder / COLUMNS_FILE, names):
+            return False
+        with store.read():
+            now = store.sequence()
+            if columns.applied > now:  # saved by a newer state of this folder: unusable
+                return False
+            _, rows, deleted = store.metadata_since(collection_id, columns.applied)
+        columns.upsert(rows)
+        columns.delete(deleted)
+        columns.applied = now
+        columns.version = self.columns.version + 1  # a cache key no older one reuses
+        self.columns = columns
+        return True
+
+    def _save(self, arrays: dict[str, Any] | None) -> None:
+        if self.folder is not None and arrays is not None:
+            write_columns(self.folder / COLUMNS_FILE, arrays)
+
+    def save_all(self, store: Store, collection_id: int) -> int:
+        """Build the column of every common metadata key (up to ``_SAVED_KEYS``) from
+        one pass over the records, and save them for the processes that open the
+        collection later (``optimize()`` calls this, after its build). Reads through
+        this thread's own connection, in chunks: writes and queries go on.
+
+        Returns:
+            How many columns were saved.
+        """
+        if self.folder is None:
+            return 0
+        key_parts: list[KeyArray] = []
+        metadatas: list[Any] = []
+        since: int | None = None
+        after = 0
+        while True:
+            at, keys, chunk = store.metadata_rows(
+                collection_id, after=after, limit=_LOAD_CHUNK, unlocked=True
+            )
+            since = at if since is None else min(since, at)
+            key_parts.append(keys)
+            metadatas.extend(chunk)
+            if keys.shape[0] < _LOAD_CHUNK:
+                break
+            after = int(keys[-1])
+        counts = Counter(name for metadata in metadatas if metadata for name in metadata)
+        names = [name for name, _ in counts.most_common(_SAVED_KEYS)]
+        columns = MetadataColumns()
+        keys = np.concatenate(key_parts)
+        for name in names:
+            values = [None if not metadata else metadata.get(name) for metadata in metadatas]
+            columns.add_column(name, keys, values)
+        del metadatas
+        if not names:  # nothing to filter on
+            return 0
+        columns.applied = since or 0
+        now, rows, deleted = store.metadata_since(collection_id, columns.applied, unlocked=True)
+        columns.upsert(rows)
+        columns.delete(deleted)
+        columns.applied = max(columns.applied, now)
+        self._save(columns.snapshot())
+        with self.lock:
+            if not self.columns.started:  # this process's first filter starts from them
+                columns.version = self.columns.version + 1
+                self.columns = columns
+        return len(names)
 
     # -- selections ------------------------------------------------------------------
 

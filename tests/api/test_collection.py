@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -507,6 +509,52 @@ def test_ids_by_key_answers_alike_dense_or_sparse() -> None:
     assert len(dense) == 4 and dense[10_000] == "x"
     with pytest.raises(KeyError):
         dense[1]
+
+
+def test_ids_by_key_asks_for_the_keys_it_lacks_until_it_is_complete() -> None:
+    store = {1: "a", 2: "b", 5: "e", 9: "i"}
+    asked: list[list[int]] = []
+
+    def fetch(keys: list[int]) -> dict[int, str]:
+        asked.append(keys)
+        return {key: store[key] for key in keys if key in store}
+
+    ids = IdsByKey({2: "b"}, fetch=fetch)
+    assert ids.lookup(np.array([[5, 2], [1, 5]])) == [["e", "b"], ["a", "e"]]
+    assert asked == [[5, 1, 5]]  # once, for the keys it lacked
+    assert ids.lookup(np.array([[1, 2]])) == [["a", "b"]] and len(asked) == 1  # kept
+    ids.update(np.array([12], dtype=np.int64), ["l"])  # a write while partial
+    ids.discard(np.array([9], dtype=np.int64))
+    ids.complete({1: "a", 2: "b", 5: "e", 9: "i"})  # read before the write
+    assert ids.lookup(np.array([[12, 9, 1]])) == [["l", "i", "a"]]
+    assert ids.lookup(np.array([[3]])) == [[None]] and len(asked) == 1  # nothing asked
+
+
+def test_a_large_collection_reads_its_ids_in_the_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from latentdb.engine import _database
+
+    vectors = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+    with latentdb.connect(tmp_path) as db:
+        c = db.create_collection("c", dimension=8, embedder=None, index="hnsw", model=MODEL)
+        c.add([f"id{i}" for i in range(300)], vectors=vectors, model=MODEL)
+        c.optimize()
+    monkeypatch.setattr(_database, "IDS_AT_ONCE", 10)
+    with latentdb.connect(tmp_path) as db:
+        c = db.get_collection("c")
+        found = c.query(vectors=vectors[:20], k=3, include=[]).ids
+        assert [row[0] for row in found] == [f"id{i}" for i in range(20)]
+        c.delete(["id0"])
+        c.add(["new"], vectors=vectors[:1], model=MODEL)
+        deadline = time.monotonic() + 10
+        while c._state.ids._fetch is not None and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            time.sleep(0.01)
+        assert c._state.ids._fetch is None  # type: ignore[attr-defined]
+        assert c.query(vectors=vectors[0], k=1, include=[]).ids == [["new"]]
+        assert c.query(vectors=vectors[:40], k=1, include=[]).ids[1:] == [
+            [f"id{i}"] for i in range(1, 40)
+        ]
 
 
 def test_the_fast_query_result_equals_the_dataclass() -> None:

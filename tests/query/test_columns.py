@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import latentdb
 from latentdb.query import parse_where
-from latentdb.query._columns import MetadataColumns, fields_of
+from latentdb.query._columns import MetadataColumns, fields_of, write_columns
 from latentdb.query._where import json_path, to_sql
 from tests.query.test_where import keys, matches, metadata_lists, values, wheres
 
@@ -71,6 +71,47 @@ def test_columns_follow_writes_like_the_reference(
     want = sorted(k for k, m in records.items() if matches(m, where))
     assert answer(columns, where) == want
     assert columns.live == len(records)
+
+
+@settings(max_examples=100, deadline=None)
+@given(first=metadata_lists, changes=writes, where=wheres)
+def test_columns_saved_and_restored_answer_as_the_ones_never_saved(
+    tmp_path_factory: Any, first: list[Any], changes: list[Any], where: dict[str, Any]
+) -> None:
+    """A process that restores the saved columns and then applies the later writes
+    answers every filter as the process that built them and saw every write (columns
+    with list values are not saved: restoring leaves them to be read again)."""
+    path = tmp_path_factory.mktemp("saved") / "columns.npz"
+    records: dict[int, Any] = dict(enumerate(first))
+    condition = parse_where(where)
+    assert condition is not None
+    columns = built(records, fields_of(condition))
+    columns.applied = 7
+    snapshot = columns.snapshot()
+    assert snapshot is not None
+    write_columns(path, snapshot)
+    restored = MetadataColumns()
+    names = restored.restore(path, fields_of(condition))
+    assert names == {n for n, column in columns.columns.items() if not column.lists}
+    if names:
+        assert restored.applied == 7 and restored.live == columns.live
+    next_key = len(first)
+    for change in changes:
+        if change[0] == "delete":
+            records.pop(change[1], None)
+            for target in (columns, restored):
+                target.delete([change[1]])
+            continue
+        _, key, metadata = change
+        if key not in records:
+            key, next_key = next_key, next_key + 1
+        records[key] = metadata
+        for target in (columns, restored):
+            target.upsert([(key, metadata)])
+    if names == fields_of(condition):
+        assert answer(restored, where) == answer(columns, where)
+    else:
+        assert restored.missing(condition)  # read from the store on first use
 
 
 def test_keys_that_arrive_out_of_order_are_still_found() -> None:

@@ -18,6 +18,7 @@ import pytest
 import latentdb
 from latentdb import Collection, IndexSpec
 from latentdb.query import _planner
+from latentdb.query._columns import COLUMNS_FILE, MetadataColumns, write_columns
 from latentdb.query._planner import FilterCache
 from tests._data import pypi_minilm
 
@@ -82,6 +83,14 @@ def make(folder: Path, train: np.ndarray, rows: list[dict[str, Any]]) -> tuple[A
 def cache_of(collection: Collection) -> FilterCache:
     cache: FilterCache = collection._state.filters  # type: ignore[attr-defined]
     return cache
+
+
+def without_saved_columns(collection: Collection) -> None:
+    """Remove the columns optimize() saved: the collection's keys are then read from the
+    store on first use, as those of a collection never optimized."""
+    folder = cache_of(collection).folder
+    assert folder is not None
+    (folder / COLUMNS_FILE).unlink()
 
 
 def exact_ids(
@@ -253,6 +262,7 @@ def test_a_new_key_is_answered_exactly_while_its_column_is_read(
 ) -> None:
     collection, rows = fresh
     train, test = data
+    without_saved_columns(collection)
     monkeypatch.setattr(_planner, "_SYNC_ROWS", 0)  # as on a large collection
     monkeypatch.setattr(_planner, "_LOAD_CHUNK", 500)  # several chunks
     news = (  # each on a key no filter has read yet
@@ -285,6 +295,7 @@ def test_a_column_read_in_the_background_misses_no_write(
 ) -> None:
     collection, rows = fresh
     _, test = data
+    without_saved_columns(collection)
     monkeypatch.setattr(_planner, "_SYNC_ROWS", 0)
     monkeypatch.setattr(_planner, "_LOAD_CHUNK", 100)
     cache = cache_of(collection)
@@ -303,6 +314,66 @@ def test_a_column_read_in_the_background_misses_no_write(
     want = {str(i) for i, m in enumerate(rows) if m["u"] < 5 and i != 2}
     got = collection.query(vectors=test[0], k=100, where={"u": {"$lt": 5}}, include=[])
     assert set(got.ids[0]) == want
+
+
+def test_a_reopened_collection_takes_its_columns_from_the_saved_file(
+    fresh: Any, data: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """optimize() saved every key's column; a process that opens the collection answers
+    its first filter from them (no read of the store's records), with the writes made
+    since the save applied, and saves what a background read builds."""
+    collection, rows = fresh
+    train, test = data
+    monkeypatch.setattr(_planner, "_SYNC_ROWS", 0)  # as on a large collection
+    cache = cache_of(collection)
+    assert cache.folder is not None and (cache.folder / COLUMNS_FILE).exists()
+    assert not cache.columns.started  # nothing read yet
+    # Writes after the save: the columns must take them from the store's change feed.
+    collection.update(["0", "1"], metadatas=[{**rows[0], "u": 3}, {**rows[1], "u": 900}])
+    collection.delete(["2"])
+    collection.add(["new"], vectors=train[:1] * 0.5, metadatas=[{**rows[5], "u": 4}], model=MODEL)
+    where = {"u": {"$lt": 5}}
+    result = collection.query(vectors=test[0], k=100, where=where, include=[], explain=True)
+    assert result.plan is not None and result.plan.filter_source == "columns"
+    assert cache.columns.started and "bucket" in cache.columns.columns  # every key came
+    changed = [dict(m) for m in rows]
+    changed[0]["u"], changed[1]["u"] = 3, 900
+    want = {str(i) for i, m in enumerate(changed) if m["u"] < 5 and i != 2} | {"new"}
+    assert set(result.ids[0]) == want
+
+
+def test_a_damaged_or_foreign_columns_file_is_ignored(
+    tmp_path: Path, built: Path, data: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, test = data
+    rows = metadatas(ROWS)
+    want = {str(i) for i, m in enumerate(rows) if m["u"] < 5}
+    monkeypatch.setattr(_planner, "_SYNC_ROWS", 0)
+    damages = {
+        "garbage": lambda path: path.write_bytes(b"not a zip" * 100),
+        "truncated": lambda path: path.write_bytes(path.read_bytes()[:1000]),
+        "from the future": None,  # saved at a sequence the store has not reached
+    }
+    for name, damage in damages.items():
+        shutil.rmtree(tmp_path / name, ignore_errors=True)
+        shutil.copytree(built, tmp_path / name)
+        with latentdb.connect(tmp_path / name) as db:
+            collection = db.get_collection("c")
+            path = cache_of(collection).folder / COLUMNS_FILE  # type: ignore[operator]
+            if damage is not None:
+                damage(path)
+            else:
+                columns = MetadataColumns()
+                assert "u" in columns.restore(path, {"u"})
+                columns.applied += 1_000
+                snapshot = columns.snapshot()
+                assert snapshot is not None
+                write_columns(path, snapshot)
+            result = collection.query(vectors=test[0], k=100, where={"u": {"$lt": 5}},
+                                      include=[], explain=True)  # fmt: skip
+            assert result.plan is not None and result.plan.filter_source == "sql", name
+            assert set(result.ids[0]) == want, name
+            assert cache_of(collection).wait_idle()
 
 
 def test_k_results_whenever_k_rows_match(fresh: Any, data: Any, measured: None) -> None:
@@ -512,6 +583,31 @@ def test_exact_answers_of_a_batch_are_exact_whether_rows_are_copied_or_masked(
         ids = collection._state.ids.lookup(keys)  # type: ignore[attr-defined]
         found = [[int(i) for i in row] for row in ids]
         assert found == exact_ids(train, test, allowed_by(where, rows)).tolist()
+
+
+def test_a_scan_without_room_for_a_matrix_is_exact(
+    fresh: Any, data: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filter whose rows are too many to keep as a matrix is scanned a block of its
+    rows at a time (few allowed) or over the masked segment (most allowed): exact."""
+    from latentdb.query import _plans
+
+    collection, rows = fresh
+    train, test = data
+    monkeypatch.setattr(_plans, "MATRIX_BYTES", 0)  # no matrix is ever kept
+    monkeypatch.setattr(_plans, "_GATHER_ROWS", 64)
+    cache = cache_of(collection)
+    for where in (FILTERS["5%"], FILTERS["30%"], {"u": {"$gte": 100}}):
+        collection.query(vectors=test[0], k=10, where=where, include=[])
+        index = collection._state.index  # type: ignore[attr-defined]
+        selection, _, _ = cache.selection(_parse(where), None, None, 0)  # type: ignore[arg-type]
+        plan = _plans.FilterPlan()
+        for query in test[:5]:
+            _, keys = _plans.scan(plan, selection, index, query[None, :], 10, lambda size: None)
+            assert plan.matrix is None
+            ids = collection._state.ids.lookup(keys)  # type: ignore[attr-defined]
+            want = exact_ids(train, query[None, :], allowed_by(where, rows))
+            assert [[int(i) for i in row] for row in ids] == want.tolist()
 
 
 def test_a_measurement_again_reuses_the_exact_answers_of_the_last(
