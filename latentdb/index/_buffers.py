@@ -11,6 +11,8 @@ tests/index/test_buffers.py fails loudly when an upgrade changes the layout.
 from __future__ import annotations
 
 import functools
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import faiss as _faiss
@@ -19,7 +21,15 @@ import numpy.typing as npt
 
 from latentdb.index._memory import forget
 
-__all__ = ["codes_keep_capacity", "reserve_codes", "storage_is_float_rows", "storage_view"]
+__all__ = [
+    "codes_keep_capacity",
+    "mapping_works",
+    "owned_copy",
+    "read_mapped",
+    "reserve_codes",
+    "storage_is_float_rows",
+    "storage_view",
+]
 
 # faiss's SWIG type stubs lack the downcasts and rev_swig_ptr.
 faiss: Any = _faiss
@@ -98,3 +108,43 @@ def storage_view(index: Any, shape: tuple[int, int]) -> npt.NDArray[np.float32]:
         return copied.reshape(shape)
     flat = faiss.rev_swig_ptr(storage.get_xb(), shape[0] * shape[1])
     return np.asarray(flat).reshape(shape)
+
+
+def read_mapped(path: Path) -> Any:
+    """The faiss index saved at ``path`` with its codes memory-mapped from the file
+    (``IO_FLAG_MMAP_IFC``), not read into memory: at 1M rows x 384 reading the 1.5 GB of
+    vectors was most of a reopen, and mapped they are the page cache's pages, shared by
+    every process that opens the collection. Such an index must never grow: see
+    :func:`owned_copy`."""
+    return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
+
+
+def owned_copy(index: Any) -> Any:
+    """A copy of ``index`` that holds its codes in its own memory. A mapped index's
+    codes are the file's pages, which faiss cannot grow: adding rows to it, or to its
+    ``clone_index``, aborts the process (faiss 1.15: "This operation cannot be performed
+    on a viewed vector")."""
+    return faiss.deserialize_index(faiss.serialize_index(index))
+
+
+@functools.cache
+def mapping_works() -> bool:
+    """Whether faiss reads an HNSW index mapped (:func:`read_mapped`) with the same
+    answers, and :func:`owned_copy` of it takes new rows. Checked once, on a tiny index
+    in a temporary file; where it fails, indexes are read into memory as before."""
+    try:
+        count = _PROBE_ROWS * _PROBE_DIMENSION
+        rows = np.arange(count, dtype=np.float32).reshape(_PROBE_ROWS, _PROBE_DIMENSION) % 7
+        index = faiss.IndexHNSWFlat(_PROBE_DIMENSION, 4)
+        index.add(rows)
+        with tempfile.TemporaryDirectory(prefix="latentdb-probe-") as folder:
+            path = Path(folder) / "probe.faiss"
+            faiss.write_index(index, str(path))
+            mapped = read_mapped(path)
+            same = np.array_equal(mapped.search(rows, 3)[1], index.search(rows, 3)[1])
+            copy = owned_copy(mapped)
+            copy.add(rows[:2])
+            del mapped
+        return bool(same and copy.ntotal == _PROBE_ROWS + 2)
+    except Exception:
+        return False

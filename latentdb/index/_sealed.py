@@ -30,7 +30,7 @@ import faiss as _faiss
 import numpy as np
 import numpy.typing as npt
 
-from latentdb.index._buffers import storage_view
+from latentdb.index._buffers import owned_copy, storage_view
 from latentdb.index._distance import faiss_distances, faiss_distances_of_one, squared_norms
 from latentdb.index._flat import exact_search, rescore
 from latentdb.index._kinds import FILTERED_EF_MAX, filtered_ef, index_kind
@@ -99,6 +99,7 @@ class SealedSegment:
         vectors: FloatMatrix,
         sequences: KeyArray,
         projection: FloatMatrix | None = None,
+        mapped: bool = False,
     ) -> None:
         self.kind = kind
         self.descriptor = index_kind(kind)
@@ -126,6 +127,9 @@ class SealedSegment:
         self._last: tuple[Mapping[str, int], Any, Any] | None = None
         # Whether a frozen copy (a reader's snapshot) shares ``alive`` and the index.
         self._shared = False
+        # Whether the index's codes are its file's pages (loaded: read_mapped), which
+        # faiss cannot grow: extend() takes an owned copy first.
+        self.mapped = mapped
 
     # -- building, saving, loading -----------------------------------------------
 
@@ -242,7 +246,7 @@ class SealedSegment:
         """Write the segment's files into a new ``folder`` (renamed into place by callers).
 
         Returns:
-            Each file's size and CRC-32, for the manifest: :meth:`load` refuses a file
+            Each file's size and xxh3 hash, for the manifest: :meth:`load` refuses a file
             that does not match.
         """
         checksums = write_segment(
@@ -306,7 +310,7 @@ class SealedSegment:
     def detached(self) -> SealedSegment:
         """A copy with its own faiss index and arrays (to extend while readers search
         this one)."""
-        index = faiss.clone_index(self.index)
+        index = owned_copy(self.index) if self.mapped else faiss.clone_index(self.index)
         if self._in_storage:
             vectors = storage_view(index, (self.keys.shape[0], self.vectors.shape[1]))
         else:
@@ -385,6 +389,8 @@ class SealedSegment:
         if self._shared:
             raise RuntimeError("extend() of a segment a snapshot searches: extend detached()")
         start = self.keys.shape[0]
+        if self.mapped:  # its codes are the file's pages: grow an owned copy
+            self.index, self.mapped = owned_copy(self.index), False
         self.index.add(self.indexed(np.ascontiguousarray(vectors, dtype=np.float32)))
         self.keys = np.concatenate([self.keys, keys])
         self.sequences = np.concatenate([self.sequences, np.asarray(sequences, dtype=np.int64)])

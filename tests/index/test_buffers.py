@@ -3,13 +3,14 @@ the safe paths taken where it differs."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 import pytest
 
-from latentdb.index import IndexSpec, _buffers, index_kind
+from latentdb.index import IndexSpec, _buffers, _segment_files, index_kind
 from latentdb.index._sealed import SealedSegment
 from tests._segments import clustered
 
@@ -25,6 +26,10 @@ def test_canary_faiss_keeps_the_layout_the_shortcuts_rely_on() -> None:
     assert _buffers.storage_is_float_rows(), (
         f"faiss {faiss.__version__}: IndexFlat's get_xb() is no longer float32 rows; "
         "storage_view() copies the vectors"
+    )
+    assert _buffers.mapping_works(), (
+        f"faiss {faiss.__version__}: an HNSW index read with IO_FLAG_MMAP_IFC no longer "
+        "answers the same, or its owned copy cannot grow; saved graphs are read whole"
     )
 
 
@@ -86,3 +91,74 @@ def test_a_probe_that_raises_takes_the_safe_path(monkeypatch: pytest.MonkeyPatch
         _buffers.codes_keep_capacity.cache_clear()
         _buffers.storage_is_float_rows.cache_clear()
     assert _buffers.codes_keep_capacity() is True
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "hnsw-sq8"])
+def test_a_loaded_graph_is_mapped_and_grows_into_its_own_memory(tmp_path: Path, kind: str) -> None:
+    """A saved graph is read mapped from its file; adding rows to it (a seal after a
+    reopen) or to a detached copy of it takes an owned copy first (faiss aborts the
+    process when a mapped index grows), and leaves the file as it was."""
+    vectors = clustered(600)
+    keys = np.arange(600, dtype=np.int64)
+    segment = SealedSegment.build(
+        kind=kind, spec=IndexSpec(kind=kind, m=8), metric="l2", keys=keys, vectors=vectors,
+        sequences=keys,
+    )  # fmt: skip
+    checksums = segment.save(tmp_path / "seg")
+    before = (tmp_path / "seg" / "index.faiss").read_bytes()
+
+    def loaded() -> SealedSegment:
+        return SealedSegment.load(tmp_path / "seg", metric="l2", dimension=16, checksums=checksums)
+
+    new = clustered(20, seed=5)
+    new_keys = np.arange(1000, 1020, dtype=np.int64)
+    for how in ("in place", "detached"):
+        segment = loaded()
+        assert segment.mapped
+        _, found = segment.search(vectors[:50], 1, {"ef": 64})
+        assert (found[:, 0] == np.arange(50)).mean() >= 0.9
+        grown = segment.detached() if how == "detached" else segment
+        assert not grown.mapped or how == "in place"
+        grown.extend(new_keys, new, sequences=new_keys)
+        assert not grown.mapped and grown.keys.shape[0] == 620
+        _, found = grown.search(new, 1, {"ef": 64})
+        assert (found[:, 0] == new_keys).mean() >= 0.9, how
+        assert np.allclose(grown.vectors[-20:], new, atol=0.02)  # sq8: quantized codes
+    assert (tmp_path / "seg" / "index.faiss").read_bytes() == before
+
+
+def test_without_mapping_a_saved_graph_is_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vectors = clustered(300)
+    keys = np.arange(300, dtype=np.int64)
+    segment = build(vectors)
+    checksums = segment.save(tmp_path / "seg")
+    monkeypatch.setattr(_segment_files, "mapping_works", lambda: False)
+    loaded = SealedSegment.load(tmp_path / "seg", metric="l2", dimension=16, checksums=checksums)
+    assert not loaded.mapped
+    loaded.extend(keys[:1] + 500, clustered(1, seed=3), sequences=keys[:1])
+    assert loaded.keys.shape[0] == 301
+
+
+def test_segments_saved_with_crc32_checksums_still_load_and_damage_is_caught(
+    tmp_path: Path,
+) -> None:
+    """Manifests written before xxh3 name CRC-32 checksums: those files are still
+    checked with CRC-32; a flipped byte fails either hash."""
+    segment = build(clustered(300))
+    checksums = segment.save(tmp_path / "seg")
+    assert all(set(c) == {"bytes", "xxh3"} for c in checksums.values())
+    old = {
+        name: _segment_files.file_checksum(tmp_path / "seg" / name, "crc32") for name in checksums
+    }
+    for saved in (checksums, old):
+        loaded = SealedSegment.load(tmp_path / "seg", metric="l2", dimension=16, checksums=saved)
+        assert loaded.keys.shape[0] == 300
+    index_file = tmp_path / "seg" / "index.faiss"
+    data = bytearray(index_file.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    index_file.write_bytes(bytes(data))
+    for saved in (checksums, old):
+        with pytest.raises(ValueError, match="fails its checksum"):
+            SealedSegment.load(tmp_path / "seg", metric="l2", dimension=16, checksums=saved)
