@@ -140,7 +140,7 @@ def test_demo_prints_what_it_measured(
     out, seconds, ms = first.output, r"(\d+ ms|\d+\.\d s)", r"\d+ ms"
     assert re.search(rf"Read 40 docstrings of the Python standard library in {seconds}\.", out)
     assert re.search(rf"Loaded test/hashing-16 in {seconds}\.", out)
-    assert re.search(rf"Embedded and stored 40 docstrings in {seconds} \(\d+ texts/s\)", out)
+    assert re.search(rf"Embedded and stored 40 docstrings in {seconds} \([\d,]+ texts/s\)", out)
     questions = demo_corpus.DEMO_QUESTIONS
     assert len(re.findall(rf"\(answered in {ms}\)", out)) == len(questions)
     assert re.search(
