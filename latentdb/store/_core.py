@@ -36,8 +36,6 @@ from latentdb.store._wal import CommitWatch
 _BUSY_TIMEOUT = 60.0
 # The file mapped by each reader() connection (address space, not memory).
 _READER_MMAP_BYTES = 1 << 30
-# The file mapped by each reader() connection (address space, not memory).
-_READER_MMAP_BYTES = 1 << 30
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_CANTOPEN = 5, 6, 8, 14
 
 
