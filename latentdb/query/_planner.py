@@ -214,6 +214,7 @@ class FilterCache:
         self.columns = MetadataColumns()
         # Where the columns are saved (the collection's index folder; None: not saved).
         self.folder = folder
+        self._not_saved: set[str] = set()  # keys the file was asked for and lacked
         self.lock = threading.RLock()
         self._selections: OrderedDict[str, tuple[int, Selection, int, str]] = OrderedDict()
         self._plans: OrderedDict[str, FilterPlan] = OrderedDict()
@@ -359,8 +360,9 @@ class FilterCache:
         """Take the saved columns of ``names`` (and the slots) when none is built yet,
         and apply the writes since they were saved (under the store's lock and ours);
         whether any was taken."""
-        if self.folder is None or self.columns.started:
+        if self.folder is None or self.columns.started or names <= self._not_saved:
             return False
+        self._not_saved |= names  # asked once: the file is only written with them built
         columns = MetadataColumns()
         if not columns.restore(self.folder / COLUMNS_FILE, names):
             return False
