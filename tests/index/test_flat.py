@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from latentdb.index import FlatIndex
+from latentdb.index import FlatIndex, _flat
+from latentdb.index._flat import exact_search
 
 
 def brute_force(metric: str, data: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -33,6 +34,29 @@ def test_search_is_exact(metric: str, queries_count: int) -> None:
     expected = brute_force(metric, data, queries)
     order = np.argsort(expected, axis=1)[:, :10]
     np.testing.assert_array_equal(found, keys[order])
+    np.testing.assert_allclose(distances, np.take_along_axis(expected, order, 1), atol=1e-4)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+@pytest.mark.parametrize("kernel", ["numpy", "faiss"])
+def test_both_batch_kernels_find_the_exact_neighbours(
+    monkeypatch: pytest.MonkeyPatch, metric: str, kernel: str
+) -> None:
+    """Large batches take numpy's or faiss's scan, whichever this machine runs faster
+    (numpy_batches_faster): both give the exact top-k, masked rows left out, in
+    blocks of queries when the scores would not fit at once."""
+    monkeypatch.setattr(_flat, "numpy_batches_faster", lambda: kernel == "numpy")
+    monkeypatch.setattr(_flat, "_BATCH_SCORES", 300 * 37)  # blocks of 37 queries
+    rng = np.random.default_rng(3)
+    data = unit(rng.normal(size=(300, 16)))
+    queries = unit(rng.normal(size=(100, 16)))
+    alive = rng.random(300) > 0.2
+    norms = (data**2).sum(1) if metric == "l2" else None
+    distances, found = exact_search(queries, data, 10, metric, alive=alive, norms=norms)  # type: ignore[arg-type]
+    expected = brute_force(metric, data, queries)
+    expected[:, ~alive] = np.inf
+    order = np.argsort(expected, axis=1)[:, :10]
+    np.testing.assert_array_equal(found, order)
     np.testing.assert_allclose(distances, np.take_along_axis(expected, order, 1), atol=1e-4)
 
 
