@@ -52,7 +52,7 @@ from latentdb import (
     ModelRequiredError,
     RecordNotFoundError,
 )
-from latentdb.engine import _collection
+from latentdb.engine import _collection, _database
 from latentdb.index import _segments
 from latentdb.index._sealed import min_build_rows
 
@@ -491,6 +491,9 @@ def configurations(draw: st.DrawFn) -> dict[str, Any]:
         "metric": draw(st.sampled_from(["cosine", "l2", "ip"])),
         "dimension": dimension,
         "reduce": draw(st.sampled_from([None, dimension // 2])),
+        # Ids read in the background after each load, queries asking the store meanwhile
+        # (what collections of over 200k rows do), or all at once.
+        "ids_in_background": draw(st.booleans()),
     }
 
 
@@ -520,10 +523,12 @@ class LifecycleMachine(RuleBasedStateMachine):
         # Writes wait for a far-behind index at this machine's small sizes too.
         self.backlog = _collection.WRITE_BACKLOG_ROWS, _collection.WRITE_STALL_SECONDS
         _collection.WRITE_BACKLOG_ROWS, _collection.WRITE_STALL_SECONDS = WRITE_BACKLOG
+        self.ids_at_once = _database.IDS_AT_ONCE
         type(self).runs += 1
 
     def teardown(self) -> None:
         _segments._SEAL_QUIET_SECONDS = self.quiet
+        _database.IDS_AT_ONCE = self.ids_at_once
         _collection.WRITE_BACKLOG_ROWS, _collection.WRITE_STALL_SECONDS = self.backlog
         try:
             if self.db is not None:
@@ -541,6 +546,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     @initialize(config=configurations(), size=st.integers(0, 400), seed=seeds)
     def create(self, config: dict[str, Any], size: int, seed: int) -> None:
         self.config = config
+        _database.IDS_AT_ONCE = 0 if config.get("ids_in_background") else self.ids_at_once
         self.model = Model(config["metric"], config["dimension"])
         self.db = latentdb.connect(self.folder)
         self.db.create_collection(

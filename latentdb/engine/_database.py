@@ -523,10 +523,11 @@ class EmbeddedDatabase(Database):
                 state.ids = IdsByKey(store.ids_by_key(collection_id))
             else:  # the first queries need not wait for every id
                 state.ids = IdsByKey(fetch=partial(store.ids_by_key, collection_id, unlocked=True))
-                threading.Thread(
+                state.ids_reader = threading.Thread(
                     target=self._read_ids, args=(state, state.ids), daemon=True,
                     name="latentdb-ids",
-                ).start()  # fmt: skip
+                )  # fmt: skip
+                state.ids_reader.start()
             recorded = index.sampler.queries()
             if len(recorded):  # what users asked before: filters' first tuning queries
                 state.filters.note_queries(recorded)
@@ -549,3 +550,9 @@ class EmbeddedDatabase(Database):
         state = self._states.pop(collection_id, None)
         if state is not None and state.index is not None:
             state.index.close(wait=wait)
+        if state is not None and wait:
+            # Their reads go through this thread's own connections, which closing the
+            # store closes: SQLite crashes the process under a statement running on one.
+            if state.ids_reader is not None:
+                state.ids_reader.join()
+            state.filters.close()

@@ -3,6 +3,7 @@ the ids of its row keys."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -146,6 +147,8 @@ class CollectionState:
     stale: bool = False
     # Metadata as columns and recent filters, built on the first filtered query.
     filters: FilterCache = field(default_factory=FilterCache)
+    # The thread reading every id in the background (IdsByKey), while it may run.
+    ids_reader: threading.Thread | None = None
     # Documents and metadata of rows queries returned lately (the database's cache,
     # shared by its collections).
     rows: RowCache = field(default_factory=RowCache)

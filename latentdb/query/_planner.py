@@ -514,6 +514,19 @@ class FilterCache:
             time.sleep(0.01)
         return False
 
+    def close(self, timeout: float = 60.0) -> None:
+        """Drop the measurements not started, and wait (up to ``timeout`` seconds) for
+        the columns being read: they read through their threads' own connections, which
+        closing the store closes."""
+        with self.lock:
+            self._jobs.clear()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if not self._loading:
+                    return
+            time.sleep(0.01)
+
     def _work(self) -> None:
         while True:
             with self.lock:
