@@ -26,6 +26,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -230,7 +231,8 @@ def test_a_corrupt_page_is_a_named_error_in_every_read(tmp_path: Path) -> None:
     write nothing: with the pages put back, every row is there."""
     folder = new_database(tmp_path / "db", batches=10)
     path = folder / DATABASE_FILE
-    page_size = 4096
+    with closing(sqlite3.connect(path)) as connection:
+        page_size = int(connection.execute("PRAGMA page_size").fetchone()[0])
     saved = path.read_bytes()
     damaged = bytearray(saved)
     rng = np.random.default_rng(15)

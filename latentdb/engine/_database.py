@@ -467,9 +467,13 @@ class EmbeddedDatabase(Database):
         index.take_live(old)
         old.close(wait=False)
         missing = index.reconcile(keys, sequences)
-        state.index = index
-        dimension = state.space.dimension
-        state.apply(self.store.rows_by_key(missing.tolist(), dimension=dimension))
+        changes = self.store.rows_by_key(missing.tolist(), dimension=state.space.dimension)
+        try:
+            state.install(index, state.ids, changes)
+        except BaseException:  # loaded again from the store on next use
+            index.close(wait=False)
+            state.drop_index()
+            raise
 
     def build_index(self, state: CollectionState) -> bool:
         """optimize() for a collection whose index is not loaded and has nothing saved
@@ -518,23 +522,29 @@ class EmbeddedDatabase(Database):
         with store.read():
             keys, sequences = store.versions(collection_id)
             missing = index.reconcile(keys, sequences)
-            state.index = index
-            if keys.size <= IDS_AT_ONCE:
-                state.ids = IdsByKey(store.ids_by_key(collection_id))
-            else:  # the first queries need not wait for every id
-                state.ids = IdsByKey(fetch=partial(store.ids_by_key, collection_id, unlocked=True))
-                state.ids_reader = threading.Thread(
-                    target=self._read_ids, args=(state, state.ids), daemon=True,
-                    name="latentdb-ids",
-                )  # fmt: skip
-                state.ids_reader.start()
+            background = keys.size > IDS_AT_ONCE  # the first queries need not wait for ids
+            if background:
+                ids = IdsByKey(fetch=partial(store.ids_by_key, collection_id, unlocked=True))
+            else:
+                ids = IdsByKey(store.ids_by_key(collection_id))
             recorded = index.sampler.queries()
             if len(recorded):  # what users asked before: filters' first tuning queries
                 state.filters.note_queries(recorded)
             if missing.size == keys.size:  # nothing live in a segment: read everything
-                state.apply(store.changes_since(collection_id, 0, dimension=dimension))
+                changes = store.changes_since(collection_id, 0, dimension=dimension)
             else:
-                state.apply(store.rows_by_key(missing.tolist(), dimension=dimension))
+                changes = store.rows_by_key(missing.tolist(), dimension=dimension)
+            try:
+                state.install(index, ids, changes)
+            except BaseException:  # loaded again from the store on next use
+                index.close(wait=False)
+                state.drop_index()
+                raise
+            if background:
+                state.ids_reader = threading.Thread(
+                    target=self._read_ids, args=(state, ids), daemon=True, name="latentdb-ids"
+                )
+                state.ids_reader.start()
 
     def _read_ids(self, state: CollectionState, ids: IdsByKey) -> None:
         """Read every id of the collection for ``ids`` (a background thread's work),

@@ -165,19 +165,35 @@ class CollectionState:
         index = self.index
         if index is None:
             return
-        # Ids first: apply() publishes the snapshot that lock-free queries read them for.
-        self.ids.update(changes.keys, changes.ids)
         try:
-            index.apply(
-                changes.keys,
-                changes.vectors,
-                changes.sequences,
-                changes.deleted,
-                changes.sequence,
-                adopt=changes.fresh,
-            )
+            _mirror(changes, index, self.ids)
         except BaseException:
             self.drop_index()  # half-applied: rebuilt from the store on next use
             raise
-        self.ids.discard(changes.deleted)
         self.applied = max(self.applied, changes.sequence)
+
+    def install(self, index: SegmentedIndex, ids: IdsByKey, changes: Changes) -> None:
+        """Make ``index`` (and ``ids``) the collection's once ``changes`` (the rows no
+        segment of it holds) are in them: a query that takes no lock finds either the
+        index before or this one whole, never one still missing rows (the sharded
+        alias test caught a query answered from an index whose growing rows were still
+        being read). On failure nothing changes."""
+        self.rows.drop(np.concatenate((changes.keys, changes.deleted)).tolist())
+        _mirror(changes, index, ids)
+        self.index, self.ids = index, ids
+        self.applied = max(self.applied, changes.sequence)
+
+
+def _mirror(changes: Changes, index: SegmentedIndex, ids: IdsByKey) -> None:
+    """Apply committed writes to ``index`` and ``ids``: ids first, since index.apply()
+    publishes the snapshot that lock-free queries read them for."""
+    ids.update(changes.keys, changes.ids)
+    index.apply(
+        changes.keys,
+        changes.vectors,
+        changes.sequences,
+        changes.deleted,
+        changes.sequence,
+        adopt=changes.fresh,
+    )
+    ids.discard(changes.deleted)
