@@ -281,18 +281,9 @@ class RecordReads(StoreCore):
             unlocked: Read through the calling thread's own connection (:meth:`reader`),
                 without the store's lock: a long read that queries need not wait for.
         """
-        sql = (
-            "SELECT (SELECT value FROM sequence), json_group_array(key), "
-            "json_group_array(metadata -> ?) FROM (SELECT key, metadata FROM records "
-            "WHERE key > ? AND +collection_id = ? ORDER BY key LIMIT ?)"
+        return self._metadata_in_key_order(
+            "metadata -> ?", (path,), collection_id, after, limit, unlocked
         )
-        parameters = (path, after, collection_id, limit)
-        if unlocked:
-            now, keys, values = self.reader().execute(sql, parameters).fetchone()
-        else:
-            with self.read():
-                now, keys, values = self._connection.execute(sql, parameters).fetchone()
-        return int(now), np.array(json.loads(keys), dtype=np.int64), json.loads(values)
 
     def metadata_rows(
         self, collection_id: int, *, after: int = 0, limit: int = -1, unlocked: bool = False
@@ -301,12 +292,27 @@ class RecordReads(StoreCore):
         ``limit`` of them, in key order), read in one statement as :meth:`metadata_field`
         reads one key: (the sequence it saw, their keys int64 (n,) ascending, each one's
         metadata, None where it has none)."""
+        return self._metadata_in_key_order(
+            "json(metadata)", (), collection_id, after, limit, unlocked
+        )
+
+    def _metadata_in_key_order(
+        self,
+        value: str,
+        value_parameters: tuple[Any, ...],
+        collection_id: int,
+        after: int,
+        limit: int,
+        unlocked: bool,
+    ) -> tuple[int, KeyArray, list[Any]]:
+        """:meth:`metadata_field` and :meth:`metadata_rows`: the SQL expression
+        ``value`` (over ``metadata``) of each record after ``after``, in key order."""
         sql = (
             "SELECT (SELECT value FROM sequence), json_group_array(key), "
-            "json_group_array(json(metadata)) FROM (SELECT key, metadata FROM records "
+            f"json_group_array({value}) FROM (SELECT key, metadata FROM records "
             "WHERE key > ? AND +collection_id = ? ORDER BY key LIMIT ?)"
         )
-        parameters = (after, collection_id, limit)
+        parameters = (*value_parameters, after, collection_id, limit)
         if unlocked:
             now, keys, values = self.reader().execute(sql, parameters).fetchone()
         else:

@@ -451,11 +451,10 @@ def test_a_new_filter_is_measured_at_once_on_the_queries_noted_before(
     assert recall(found, truth) >= TARGET - 0.01  # see the first test
 
 
-def test_a_measured_plan_holds_when_writes_seal_a_delta_segment(
-    tmp_path: Path, data: Any, measured: None
-) -> None:
-    train, test = data
-    rows = metadatas(ROWS)
+def sealing_deltas(
+    tmp_path: Path, train: np.ndarray, rows: list[dict[str, Any]]
+) -> tuple[Any, Collection]:
+    """The module's rows optimized into one graph, later writes sealed 100 at a time."""
     db = latentdb.connect(tmp_path / "db")
     collection = db.create_collection(
         "c",
@@ -467,6 +466,16 @@ def test_a_measured_plan_holds_when_writes_seal_a_delta_segment(
     names = [str(i) for i in range(ROWS)]
     collection.add(names, vectors=train, metadatas=rows, model=MODEL)
     collection.optimize()
+    return db, collection
+
+
+def test_a_measured_plan_holds_when_writes_seal_a_delta_segment(
+    tmp_path: Path, data: Any, measured: None
+) -> None:
+    train, test = data
+    rows = metadatas(ROWS)
+    db, collection = sealing_deltas(tmp_path, train, rows)
+    names = [str(i) for i in range(ROWS)]
     index = collection._state.index  # type: ignore[attr-defined]
     cache = cache_of(collection)
     where = FILTERS["60%"]
@@ -512,17 +521,8 @@ def test_a_filters_own_graph_answers_beside_a_delta_segment_sealed_since(
 ) -> None:
     train, test = data
     rows = metadatas(ROWS)
-    db = latentdb.connect(tmp_path / "db")
-    collection = db.create_collection(
-        "c",
-        dimension=384,
-        embedder=None,
-        index=IndexSpec(kind="hnsw", m=16, ef_construction=64, seal_rows=100),
-        model=MODEL,
-    )
+    db, collection = sealing_deltas(tmp_path, train, rows)
     names = [str(i) for i in range(ROWS)]
-    collection.add(names, vectors=train, metadatas=rows, model=MODEL)
-    collection.optimize()
     index = collection._state.index  # type: ignore[attr-defined]
     cache = cache_of(collection)
     where = FILTERS["5%"]  # ~150 rows: a graph of its own
