@@ -22,6 +22,7 @@ product for ip.
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from latentdb.index._buffers import owned_copy, storage_view
 from latentdb.index._distance import faiss_distances, faiss_distances_of_one, squared_norms
 from latentdb.index._flat import exact_search, rescore
 from latentdb.index._kinds import FILTERED_EF_MAX, filtered_ef, index_kind
+from latentdb.index._memory import populate
 from latentdb.index._segment_files import VECTORS_FILE, Checksums, read_segment, write_segment
 from latentdb.index._spec import IndexSpec
 from latentdb.space import Metric
@@ -285,11 +287,23 @@ class SealedSegment:
                 checksum differs) or the segment was built for another space (or
                 another ``reduce``).
         """
-        return cls(
+        segment = cls(
             **read_segment(
                 folder, metric=metric, dimension=dimension, checksums=checksums, reduce=reduce
             )
         )
+        if segment.mapped or isinstance(segment.vectors, np.memmap):
+            threading.Thread(target=segment.prefault, daemon=True, name="latentdb-prefault").start()
+        return segment
+
+    def prefault(self) -> bool:
+        """Map in the pages of the vectors read from the segment's file (a background
+        thread's work, started by :meth:`load`): the first exact scan of a 10% filter
+        at 1M rows took ~0.5 s, most of it faulting in the 1.5 GB of vectors a page at
+        a time. Holds the segment (and so its mapping) while it runs."""
+        vectors = self.vectors
+        start = int(vectors.ctypes.data)
+        return populate(start, start + int(vectors.nbytes))
 
     # -- snapshots --------------------------------------------------------------
 

@@ -162,3 +162,34 @@ def test_segments_saved_with_crc32_checksums_still_load_and_damage_is_caught(
     for saved in (checksums, old):
         with pytest.raises(ValueError, match="fails its checksum"):
             SealedSegment.load(tmp_path / "seg", metric="l2", dimension=16, checksums=saved)
+
+
+def test_a_loaded_segments_vectors_are_mapped_in_the_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A segment read from its files has its vectors' pages mapped in by a background
+    thread (a first scan then pays no fault per page), over exactly their range."""
+    from latentdb.index import _memory, _sealed
+
+    calls: list[tuple[int, int]] = []
+    real = _memory.populate
+
+    def recorded(start: int, stop: int) -> bool:
+        calls.append((start, stop))
+        return real(start, stop)
+
+    monkeypatch.setattr(_sealed, "populate", recorded)
+    for kind in ("hnsw", "hnsw-sq8"):
+        calls.clear()
+        vectors = clustered(400)
+        keys = np.arange(400, dtype=np.int64)
+        segment = SealedSegment.build(
+            kind=kind, spec=IndexSpec(kind=kind, m=8), metric="l2", keys=keys,
+            vectors=vectors, sequences=keys,
+        )  # fmt: skip
+        checksums = segment.save(tmp_path / kind)
+        loaded = SealedSegment.load(tmp_path / kind, metric="l2", dimension=16, checksums=checksums)
+        assert loaded.prefault()  # the kernel takes it (Linux)
+        start = loaded.vectors.ctypes.data
+        assert (start, start + loaded.vectors.nbytes) in calls
+        assert np.array_equal(np.asarray(loaded.vectors), vectors)
