@@ -114,7 +114,8 @@ def _blocked(
     k: int,
 ) -> Hits:
     """Exact top-k among the allowed rows of each segment, without a matrix kept: the
-    allowed rows copied ``_GATHER_ROWS`` at a time where they are few enough, else the
+    allowed rows copied ``_GATHER_ROWS`` at a time where they are few enough (or where
+    the segment's vectors are not aligned for BLAS: a mapped index's), else the
     segment's product over every row, masked."""
     parts = []
     for segment in segments:
@@ -124,7 +125,7 @@ def _blocked(
             continue
         vectors: FloatMatrix = np.asarray(segment.vectors)
         blocks: list[tuple[npt.NDArray[np.intp] | None, FloatMatrix]]
-        if rows.size > _GATHER_FRACTION * allowed.shape[0]:
+        if rows.size > _GATHER_FRACTION * allowed.shape[0] and vectors.flags.aligned:
             blocks = [(None, vectors)]  # most rows allowed: the segment, masked
         else:  # the allowed rows only, copied a block at a time
             blocks = [

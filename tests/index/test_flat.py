@@ -148,3 +148,31 @@ def test_a_distance_is_the_same_bits_whatever_the_matrix_and_batch(metric: str) 
     np.testing.assert_allclose(
         whole, np.take_along_axis(brute_force(metric, data, queries), rows, 1), rtol=1e-5, atol=1e-4
     )
+
+
+@pytest.mark.parametrize("queries_count", [1, 100])
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_a_matrix_not_aligned_for_blas_is_scanned_exactly(
+    monkeypatch: pytest.MonkeyPatch, queries_count: int, metric: str
+) -> None:
+    """A mapped index's vectors may start at any byte (faiss's file layout): numpy will
+    not hand such a matrix to BLAS, so it is scanned a copied block of rows at a time,
+    with the same answers."""
+    monkeypatch.setattr(_flat, "numpy_batches_faster", lambda: True)
+    monkeypatch.setattr(_flat, "_UNALIGNED_ROWS", 128)  # several blocks
+    rng = np.random.default_rng(4)
+    data = unit(rng.normal(size=(1000, 16)))
+    raw = bytearray(data.nbytes + 2)
+    raw[2:] = data.tobytes()
+    skewed = np.frombuffer(raw, dtype=np.float32, offset=2).reshape(1000, 16)
+    assert not skewed.flags.aligned and np.array_equal(skewed, data)
+    queries = unit(rng.normal(size=(queries_count, 16)))
+    alive = rng.random(1000) > 0.1
+    norms = (data**2).sum(1) if metric == "l2" else None
+    got = exact_search(queries, skewed, 10, metric, alive=alive, norms=norms)  # type: ignore[arg-type]
+    want = exact_search(queries, data, 10, metric, alive=alive, norms=norms)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])
+    expected = brute_force(metric, data, queries)
+    expected[:, ~alive] = np.inf
+    np.testing.assert_array_equal(got[1], np.argsort(expected, axis=1)[:, :10])
