@@ -468,12 +468,7 @@ class EmbeddedDatabase(Database):
         old.close(wait=False)
         missing = index.reconcile(keys, sequences)
         changes = self.store.rows_by_key(missing.tolist(), dimension=state.space.dimension)
-        try:
-            state.install(index, state.ids, changes)
-        except BaseException:  # loaded again from the store on next use
-            index.close(wait=False)
-            state.drop_index()
-            raise
+        state.install(index, state.ids, changes)
 
     def build_index(self, state: CollectionState) -> bool:
         """optimize() for a collection whose index is not loaded and has nothing saved
@@ -534,12 +529,7 @@ class EmbeddedDatabase(Database):
                 changes = store.changes_since(collection_id, 0, dimension=dimension)
             else:
                 changes = store.rows_by_key(missing.tolist(), dimension=dimension)
-            try:
-                state.install(index, ids, changes)
-            except BaseException:  # loaded again from the store on next use
-                index.close(wait=False)
-                state.drop_index()
-                raise
+            state.install(index, ids, changes)
             if background:
                 state.ids_reader = threading.Thread(
                     target=self._read_ids, args=(state, ids), daemon=True, name="latentdb-ids"

@@ -177,9 +177,15 @@ class CollectionState:
         segment of it holds) are in them: a query that takes no lock finds either the
         index before or this one whole, never one still missing rows (the sharded
         alias test caught a query answered from an index whose growing rows were still
-        being read). On failure nothing changes."""
+        being read). On failure ``index`` is closed and the collection's index dropped:
+        the next use loads it again from the store."""
         self.rows.drop(np.concatenate((changes.keys, changes.deleted)).tolist())
-        _mirror(changes, index, ids)
+        try:
+            _mirror(changes, index, ids)
+        except BaseException:
+            index.close(wait=False)
+            self.drop_index()
+            raise
         self.index, self.ids = index, ids
         self.applied = max(self.applied, changes.sequence)
 

@@ -466,16 +466,25 @@ def _scan_numpy(
         scores = np.empty(matrix.shape[0], dtype=np.float32)
         for start, block in _aligned_rows(matrix, _UNALIGNED_ROWS):
             scores[start : start + block.shape[0]] = block @ queries[0]
-    if norms is not None:
-        # 2<q, x> - ||x||^2 ranks like -||q - x||^2; scores_to_distances adds ||q||^2.
-        scores *= 2.0
-        scores -= norms
-    if alive is not None:
-        scores[~alive] = -np.inf
+    _ranked(scores, norms, alive)
     n = scores.shape[0]
     top = np.argpartition(scores, n - k)[n - k :] if k < n else np.arange(n)
     top = top[np.argsort(-scores[top], kind="stable")]
     return scores[top][None, :], top[None, :]
+
+
+def _ranked(
+    scores: FloatMatrix, norms: FloatMatrix | None, alive: npt.NDArray[np.bool_] | None
+) -> FloatMatrix:
+    """Inner products (..., n) turned in place into scores that rank like the metric:
+    with ``norms`` (l2), 2<q, x> - ||x||^2, which ranks like -||q - x||^2
+    (scores_to_distances adds ||q||^2); rows not ``alive`` at -inf."""
+    if norms is not None:
+        scores *= 2.0
+        scores -= norms
+    if alive is not None:
+        scores[..., ~alive] = -np.inf
+    return scores
 
 
 def _scan_numpy_batch(
@@ -493,12 +502,7 @@ def _scan_numpy_batch(
     step = max(1, _BATCH_SCORES // max(n, 1))
     positions = np.empty((queries.shape[0], k), dtype=np.intp)
     for start in range(0, queries.shape[0], step):
-        scores = queries[start : start + step] @ matrix.T  # (b, n)
-        if norms is not None:  # 2<q, x> - ||x||^2 ranks like -||q - x||^2
-            scores *= 2.0
-            scores -= norms
-        if alive is not None:
-            scores[:, ~alive] = -np.inf
+        scores = _ranked(queries[start : start + step] @ matrix.T, norms, alive)  # (b, n)
         if k < n:
             positions[start : start + step] = np.argpartition(scores, n - k, axis=1)[:, n - k :]
         else:
@@ -529,12 +533,11 @@ def _scan_unaligned(
     found_positions, found_scores = [], []
     for start, block in _aligned_rows(matrix, rows):
         stop = start + block.shape[0]
-        scores = queries @ block.T  # (nq, b)
-        if norms is not None:
-            scores *= 2.0
-            scores -= norms[start:stop]
-        if alive is not None:
-            scores[:, ~alive[start:stop]] = -np.inf
+        scores = _ranked(
+            queries @ block.T,  # (nq, b)
+            None if norms is None else norms[start:stop],
+            None if alive is None else alive[start:stop],
+        )
         kept = min(k, block.shape[0])
         top = np.argpartition(scores, block.shape[0] - kept, axis=1)[:, block.shape[0] - kept :]
         found_positions.append(top + start)
