@@ -388,6 +388,20 @@ class Collection(abc.ABC):
             DimensionMismatchError, InvalidVectorError, ModelMismatchError,
             EmbedderError, FilterError: bad input.
         """
+        if (
+            texts is None
+            and where is None
+            and params is None
+            and model is None
+            and exact is False
+            and images is None
+            and explain is False
+            and where_document is None
+            and hybrid is False
+        ):  # the common query: vectors, k and include
+            answer = self._query_vectors(vectors, k, include)
+            if answer is not None:
+                return answer
         target = self._for_call()
         request = query_request(
             target.space,
@@ -510,6 +524,11 @@ class Collection(abc.ABC):
 
     @abc.abstractmethod
     def _query(self, request: QueryRequest) -> QueryResult: ...
+
+    def _query_vectors(self, vectors: object, k: object, include: object) -> QueryResult | None:
+        """The query of ``vectors`` with ``k`` and ``include`` and nothing else, on a
+        shorter path where the transport has one; None: take :meth:`_query`."""
+        return None
 
     def _analyze(self, *, sample: int, k: int) -> SpaceReport:
         """The space report, measured in this process over :meth:`_every_vector`; the
