@@ -63,6 +63,7 @@ __all__ = [
     "SegmentedIndex",
     "Selection",
     "filtered_ef",
+    "live_retune_due",
     "merge_tier",
 ]
 
@@ -97,8 +98,9 @@ WRITE_BACKLOG_ROWS = 2 * DELTA_SEAL_ROWS
 WRITE_STALL_SECONDS = 10.0
 SMALL_BUILD_ROWS = 50_000
 # Live recall (see _live): measured once this many queries are recorded, again after
-# each LIVE_MEASURE_EVERY more; re-tuned on them when it leaves [target, target +
-# LIVE_WINDOW] by more than its confidence bound (the window issue 18 asks of tuning).
+# each LIVE_MEASURE_EVERY more; re-tuned on them when it is below the target, or above
+# target + LIVE_WINDOW by more than its confidence bound (the window issue 18 asks of
+# tuning): see live_retune_due.
 LIVE_MIN_QUERIES = 100
 LIVE_MEASURE_EVERY = 50
 LIVE_K = 10
@@ -615,10 +617,9 @@ class SegmentedIndex(Compaction):
 
     def measure_live(self, *, retune: bool = True) -> None:
         """Measure recall@10 on the recorded queries against an exact scan, on the
-        published snapshot (no lock held meanwhile); with ``retune``, when it misses
-        [target, target + LIVE_WINDOW] by more than two standard errors and enough
-        queries are recorded, tune the knobs on them and install the choice (unless the
-        segments changed meanwhile: the next measurement decides)."""
+        published snapshot (no lock held meanwhile); with ``retune``, when
+        :func:`live_retune_due` says so, tune the knobs on them and install the choice
+        (unless the segments changed meanwhile: the next measurement decides)."""
         sampler = self.sampler
         queries, truth, stamp = sampler.snapshot()
         sampler.taken()
@@ -639,13 +640,7 @@ class SegmentedIndex(Compaction):
         truth, measured = live_recall(view, queries, LIVE_K, truth)
         self._measured(measured.recall, measured.error, len(queries))
         target = view.recall_target
-        spread = _LIVE_Z * measured.error
-        low, high = measured.recall - spread, measured.recall + spread
-        if (
-            not retune
-            or len(queries) < LIVE_MIN_QUERIES
-            or (target <= high and low <= target + LIVE_WINDOW)
-        ):
+        if not retune or not live_retune_due(measured.recall, measured.error, target, len(queries)):
             return
         tuned = tune_on_queries(view, queries, truth, LIVE_K, target)
         if tuned is None:
@@ -675,3 +670,20 @@ class SegmentedIndex(Compaction):
                 self.tune()
                 self._save()
             self.publish()
+
+
+def live_retune_due(recall: float, error: float, target: float, queries: int) -> bool:
+    """Whether a live measurement (mean recall and its standard error over ``queries``
+    recorded queries) calls for tuning again on them: with enough queries, when the
+    recall is below the target at all, or above target + LIVE_WINDOW by more than
+    ``_LIVE_Z`` standard errors.
+
+    Below the target, noise is no excuse: a re-tune picks the cheapest setting whose
+    recall less two standard errors meets the target, so the next measurement of the
+    same queries lands above it (at 1M rows the bench's first 500 real queries re-tuned
+    to 0.962 and all 1,000 then measured 0.948: within two standard errors of 0.95, and
+    left there by the rule before this one).
+    """
+    if queries < LIVE_MIN_QUERIES:
+        return False
+    return recall < target or recall - _LIVE_Z * error > target + LIVE_WINDOW

@@ -263,3 +263,21 @@ def test_recorded_queries_are_filters_first_tuning_queries(tmp_path: Path) -> No
         collection = db.get_collection("c")
         collection.index_status()  # loads the index
         assert len(collection._state.filters.pool) == 40  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("recall", "error", "queries", "due"),
+    [
+        (0.948, 0.005, 1000, True),  # below the target, within noise of it: tune again
+        (0.90, 0.05, 1000, True),
+        (0.955, 0.005, 1000, False),  # in the window
+        (0.975, 0.004, 1000, True),  # far above the window: recall paid for, not asked
+        (0.975, 0.01, 1000, False),  # above it, but not clearly
+        (0.80, 0.05, 99, False),  # too few queries to decide on
+    ],
+)
+def test_live_recall_below_the_target_is_tuned_again(
+    recall: float, error: float, queries: int, due: bool
+) -> None:
+    assert _segments.LIVE_MIN_QUERIES == 100
+    assert _segments.live_retune_due(recall, error, 0.95, queries) is due
