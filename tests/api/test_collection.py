@@ -490,6 +490,36 @@ def test_one_query_vector_takes_the_same_answer_as_a_batch(
     np.testing.assert_allclose(one.distances[0], [0.04, 0.2, 0.4], atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "include",
+    [(), ["documents"], ("distances", "documents", "metadatas"), ["vectors", "metadatas"]],
+)
+def test_the_common_query_answers_as_the_general_path(db: Database, include: Any) -> None:
+    """query(vectors=, k=, include=) and nothing else takes a shorter path (no request
+    built); with exact=True the same query takes the general one: the same answer."""
+    collection = db.create_collection("c", dimension=2, embedder=None, model=MODEL)
+    collection.add(
+        ["a", "b", "c"], vectors=[[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]], model=MODEL,
+        documents=["x", "y", "z"], metadatas=[{"n": 1}, {"n": 2}, {"n": 3}],
+    )  # fmt: skip
+    collection.delete(["c"])  # deleted rows stay out of both
+    query = np.array([0.0, 1.0], dtype=np.float32)
+    short = collection.query(vectors=query, k=3, include=include)
+    general = collection.query(vectors=query, k=3, include=include, exact=True)
+    assert short.ids == general.ids == [["b", "a"]]
+    for field in ("documents", "metadatas"):
+        assert getattr(short, field) == getattr(general, field)
+    for field in ("distances", "vectors"):
+        mine, theirs = getattr(short, field), getattr(general, field)
+        assert (mine is None) == (theirs is None)
+        if mine is not None:
+            np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), atol=1e-6)
+    with pytest.raises(InvalidArgumentError, match="include"):
+        collection.query(vectors=query, k=3, include=["ids"])  # refused the same way
+    with pytest.raises(InvalidArgumentError, match="include"):
+        collection.query(vectors=query, k=3, include=["ids"], exact=True)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_one_non_finite_query_vector_is_refused(db: Database, bad: float) -> None:
     collection = db.create_collection("c", dimension=2, embedder=None, model=MODEL)
