@@ -210,16 +210,12 @@ def with_segments(
     if not segments:
         return hits
     parts = [hits]
+    metric = index.metric
     for segment in segments:
-        distances, rows = exact_search(
-            queries,
-            segment.vectors,
-            k,
-            index.metric,
-            alive=selection.rows_of(segment),
-            norms=_norms(segment) if index.metric == "l2" else None,
-        )
-        parts.append((distances, segment.keys[rows]))
+        keys, matrix, norms = selection.gathered(segment, norms=metric == "l2")
+        if keys.size:
+            distances, rows = exact_search(queries, matrix, k, metric, norms=norms)
+            parts.append((distances, keys[rows]))
     return merge_hits(parts, k, queries.shape[0])
 
 

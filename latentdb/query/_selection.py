@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from latentdb.index import SealedSegment
+from latentdb.index import SealedSegment, squared_norms
 from latentdb.query._columns import MetadataColumns
 
 __all__ = ["KeySelection", "MaskSelection", "Selection", "segments_signature"]
 
 KeyArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+FloatMatrix = npt.NDArray[np.float32]
 
 
 def segments_signature(segments: list[SealedSegment]) -> tuple[tuple[int, int], ...]:
@@ -35,7 +36,7 @@ class Selection:
 
     def __init__(self) -> None:
         # id(segment.keys) -> (that array, rows, tombstones, allowed live rows mask,
-        # their selector or None, digest part or None)
+        # their selector or None, digest part or None, their rows gathered or None)
         self._segments: dict[int, list[Any]] = {}
 
     def keys(self) -> KeyArray:
@@ -59,7 +60,7 @@ class Selection:
             or entry[1] != keys.shape[0]
             or entry[2] != segment.dead
         ):
-            entry = [weakref.ref(keys), keys.shape[0], segment.dead, None, None, None]
+            entry = [weakref.ref(keys), keys.shape[0], segment.dead, None, None, None, None]
             entry[3] = self._allowed(segment) & segment.alive
             self._segments[id(keys)] = entry
         return entry
@@ -68,6 +69,22 @@ class Selection:
         """A mask over ``segment``'s rows: the live ones allowed."""
         mask: BoolArray = self._entry(segment)[3]
         return mask
+
+    def gathered(
+        self, segment: SealedSegment, *, norms: bool
+    ) -> tuple[KeyArray, FloatMatrix, FloatMatrix | None]:
+        """The keys of ``segment``'s allowed live rows, a copy of their vectors and, with
+        ``norms``, their squared norms, kept while the segment is unchanged: the scan of
+        a segment sealed since a filter's graph was built reads these rows alone, not
+        the whole segment masked (under steady writes, a quarter of a 10% filter's time
+        went to scanning whole deltas for the tenth of their rows it allows)."""
+        entry = self._entry(segment)
+        if entry[6] is None:
+            rows = np.flatnonzero(entry[3])
+            matrix = np.ascontiguousarray(segment.vectors[rows], dtype=np.float32)
+            entry[6] = (segment.keys[rows], matrix, squared_norms(matrix) if norms else None)
+        gathered: tuple[KeyArray, FloatMatrix, FloatMatrix | None] = entry[6]
+        return gathered
 
     def selected_in(self, segment: SealedSegment) -> tuple[Any, int]:
         """``segment.selector_for(rows_of(segment))``, kept while the segment is

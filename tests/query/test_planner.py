@@ -642,3 +642,28 @@ def test_the_interpreters_exit_waits_for_graphs_still_building(data: Any) -> Non
     graph = _subset.SubsetGraph(keys, train, "cosine", ())
     _subset._finish_builds()  # what atexit runs: a build inside faiss aborted the exit
     assert graph.ready and not graph.building
+
+
+def test_a_segments_allowed_rows_are_gathered_once_and_again_after_a_delete() -> None:
+    """A segment sealed since a filter's graph was built is scanned over the rows the
+    filter allows, gathered once per segment state, not over the whole segment masked."""
+    from latentdb.index import IndexSpec, SealedSegment, squared_norms
+    from latentdb.query._selection import KeySelection
+
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(50, 8)).astype(np.float32)
+    keys = np.arange(100, 150, dtype=np.int64)
+    segment = SealedSegment.build(
+        kind="hnsw", spec=IndexSpec(kind="hnsw", m=8, ef_construction=16), metric="l2",
+        keys=keys, vectors=vectors, sequences=keys.copy(),
+    )  # fmt: skip
+    allowed = np.array([101, 110, 120, 149, 300], dtype=np.int64)  # 300: in no segment
+    selection = KeySelection(allowed)
+    found, matrix, norms = selection.gathered(segment, norms=True)
+    assert found.tolist() == [101, 110, 120, 149]
+    np.testing.assert_array_equal(matrix, vectors[[1, 10, 20, 49]])
+    assert norms is not None
+    np.testing.assert_allclose(norms, squared_norms(vectors[[1, 10, 20, 49]]))
+    assert selection.gathered(segment, norms=True)[1] is matrix  # kept
+    segment.remove(np.array([110], dtype=np.int64))
+    assert selection.gathered(segment, norms=True)[0].tolist() == [101, 120, 149]
