@@ -414,9 +414,10 @@ class EmbeddedCollection(Collection):
             if not filtered:
                 started = time.perf_counter() if explain else 0.0
                 distances, keys = index.search(queries, depth, params=params, exact=exact)
-                if not (params or exact or request.hybrid) and index.sampler.offer(queries):
-                    state.filters.note_queries(queries)  # tuning queries of filters too
-                    index.sampled()
+                if not (params or exact or request.hybrid):
+                    state.filters.pool.note(queries)  # tuning queries of filters
+                    if index.sampler.offer(queries):
+                        index.sampled()
                 if explain:
                     plan = QueryPlan(
                         strategy="exact" if exact or not index.sealed else "ann",
@@ -529,9 +530,10 @@ class EmbeddedCollection(Collection):
                 return None
             if condition is None:
                 distances, keys = view.search(queries, depth, params=params, exact=exact)
-                if not (params or exact) and index.sampler.offer(queries):
-                    state.filters.note_queries(queries)  # tuning queries of filters too
-                    index.sampled()
+                if not (params or exact):
+                    state.filters.pool.note(queries)  # tuning queries of filters
+                    if index.sampler.offer(queries):
+                        index.sampled()
             else:  # the planner takes the store's lock only to read the store
                 (distances, keys), _ = filtered_search(
                     database.store,

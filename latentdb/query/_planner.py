@@ -93,9 +93,16 @@ FILTERED_KNOB_MAX = 1024
 _CACHED_FILTERS = 16  # evaluated selections kept (until the next write)
 _PLANS = 64  # filters whose plans are kept
 _GRAPHS = 4  # filters with a graph of their own (a 10% subset of 100k x 384: ~20 MB)
-_POOL = 256  # recent filtered queries kept as tuning queries
+_POOL = 256  # recent queries kept as tuning queries
+_NOTED_ROWS = 4  # rows of an unfiltered batch kept as tuning queries
 _TRUTH_CHUNK = 32  # tuning queries answered exactly per hold of the store's lock
 _GRAPH_EF_FIRST = 16  # the first beam measured on a filter's own graph
+# A broad filter (GRAPH_FRACTION or more of the rows: no graph of its own) allowing up
+# to this many rows is measured in its first query, on MIN_QUERIES tuning queries
+# (FilterCache.measure_now): the exact answers cost in proportion to its rows (a 50%
+# filter of 100k PyPI rows: ~0.1 s, within the 200 ms a first query may take), where
+# measured in the background its first ~60 queries were each scanned (10 ms apiece).
+_MEASURE_AT_ONCE_ROWS = 60_000
 # A filter gets a graph of its own rows when its best measured plan is this many times
 # slower than an unfiltered search: issue 18 asks filtered qps1 >= 0.5x unfiltered, and
 # timings on a shared machine scatter (a 4k-row scan, 4% of 100k, timed at 1.8-2.5x).
@@ -158,13 +165,17 @@ class QueryPlan:
 
 class _QueryPool:
     """The most recent distinct queries of the collection: the tuning queries. Filtered
-    queries (any filter) are added by :func:`filtered_search`, others by the caller
-    through :meth:`FilterCache.note_queries`. A ring of rows: the oldest goes when it is
+    queries (any filter) are added by :func:`filtered_search`, unfiltered ones noted by
+    the caller (:meth:`note`: a filter used for the first time on a collection that was
+    queried before is measured on those at once). A ring of rows: the oldest goes when it is
     full; a query asked again is not added twice (a repeated query would count as
     several in the bound). ~2 us a query, where an ordered dict of copies took ~14."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
+        # Unfiltered queries as they were asked, taken into the ring when it is read:
+        # appending costs the query path ~0.1 us, the ring's own add ~2.
+        self._recent: deque[FloatMatrix] = deque(maxlen=capacity)
         self._rows: FloatMatrix | None = None  # (capacity, d), allocated on first use
         self._slots: dict[bytes, int] = {}  # row bytes -> its slot
         self._held: list[bytes | None] = [None] * capacity  # slot -> its row bytes
@@ -172,34 +183,52 @@ class _QueryPool:
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._slots)
+        with self._lock:
+            self._take_recent()
+            return len(self._slots)
+
+    def note(self, queries: FloatMatrix) -> None:
+        """Keep ``queries`` (an unfiltered query's, float32 (nq, d)) for the ring, cheaply:
+        they join it when it is next read. Of a batch, its last rows (copied: a large
+        batch is not held)."""
+        kept = queries if queries.shape[0] <= _NOTED_ROWS else queries[-_NOTED_ROWS:].copy()
+        self._recent.append(kept)
 
     def add(self, queries: FloatMatrix) -> None:
         with self._lock:
-            for row in queries[-self._capacity :]:
-                key = row.tobytes()
-                if key in self._slots:
-                    continue
-                rows = self._rows
-                if rows is None or rows.shape[1] != row.shape[0]:
-                    rows = self._rows = np.empty((self._capacity, row.shape[0]), np.float32)
-                    self._slots.clear()
-                    self._held = [None] * self._capacity
-                    self._next = 0
-                slot = self._next
-                old = self._held[slot]
-                if old is not None:
-                    del self._slots[old]
-                rows[slot] = row
-                self._held[slot] = key
-                self._slots[key] = slot
-                self._next = (slot + 1) % self._capacity
+            self._take_recent()
+            self._add(queries)
+
+    def _take_recent(self) -> None:
+        while self._recent:
+            self._add(self._recent.popleft())
+
+    def _add(self, queries: FloatMatrix) -> None:
+        for row in queries[-self._capacity :]:
+            key = row.tobytes()
+            if key in self._slots:
+                continue
+            rows = self._rows
+            if rows is None or rows.shape[1] != row.shape[0]:
+                rows = self._rows = np.empty((self._capacity, row.shape[0]), np.float32)
+                self._slots.clear()
+                self._held = [None] * self._capacity
+                self._next = 0
+            slot = self._next
+            old = self._held[slot]
+            if old is not None:
+                del self._slots[old]
+            rows[slot] = row
+            self._held[slot] = key
+            self._slots[key] = slot
+            self._next = (slot + 1) % self._capacity
 
     def snapshot(self, seed: int) -> FloatMatrix:
         """The queries in a random order: a measurement that stops early must have seen
         a random sample of them. Newest first, a 25% filter on the PyPI slice passed
         ef 48 on the last 32 of 100 queries, which were easier: all 100 measured 0.947."""
         with self._lock:
+            self._take_recent()
             if self._rows is None or not self._slots:
                 return np.empty((0, 0), dtype=np.float32)
             rows = self._rows[np.fromiter(self._slots.values(), dtype=np.intp)]
@@ -502,6 +531,28 @@ class FilterCache:
                     target=self._work, name="latentdb-filter-tuning", daemon=True
                 )
                 self._worker.start()
+
+    def measure_now(self, plan: FilterPlan, index: Any) -> None:
+        """Measure ``plan`` in the asking thread, on :data:`MIN_QUERIES` of the tuning
+        queries, where no measurement was made or is under way: a filter's first query
+        then leaves a measured plan to the second. Its bound is looser than the
+        background's on more queries (which follows, and may settle on a cheaper
+        setting)."""
+        with self.lock:
+            if plan.queued or plan.measured is not None or plan.selection is None:
+                return
+            plan.queued = True
+            selection = plan.selection
+            pool = self.pool.snapshot(seed=self.measurements)[:MIN_QUERIES]
+        try:
+            if len(pool) >= MIN_QUERIES:
+                measured = self._measure(plan, index, selection, pool)
+                with self.lock:
+                    plan.measured = measured
+                    self.measurements += 1
+        finally:
+            with self.lock:
+                plan.queued = False
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Wait until no column is being read and no measurement is queued or running
@@ -902,6 +953,12 @@ def filtered_search(
             strategy, measured = "exact-filtered", None
             hits = cache._scan_now(plan, selection, index, queries, k)
         if not exact and count > EXACT_ROWS and segments:
+            if (
+                measured is None
+                and count <= _MEASURE_AT_ONCE_ROWS
+                and (plan.fraction >= GRAPH_FRACTION)
+            ):  # answered exactly; the next query takes what this measures
+                cache.measure_now(plan, index)
             _next_steps(cache, plan, selection, index, measured, signature, segments)
     searched = time.perf_counter()
     fallbacks = int(used.pop("exact_fallbacks", 0))

@@ -108,7 +108,10 @@ def bounds(recalls: Sequence[float], k: int) -> tuple[float, float, float]:
 
 class Truth:
     """The exact answers of the tuning queries, computed a chunk of queries at a time as
-    a measurement reaches them (most stop after a few dozen queries)."""
+    a measurement reaches them (most stop after a few dozen queries): ``chunk`` first,
+    then as many as there are already, so that the chunks end at the looks (32, 64, 128,
+    256). Each chunk pays for reading the allowed rows once: a 50% filter of 100k PyPI
+    rows took 0.69 s for 232 answers in chunks of 32, most of it copying the rows out."""
 
     def __init__(
         self, exact: Callable[[FloatMatrix], KeyArray], queries: FloatMatrix, chunk: int = 32
@@ -120,7 +123,7 @@ class Truth:
         """Query ``row``'s exact top-k keys (those found: fewer where fewer are allowed)."""
         while len(self._rows) <= row:
             start = len(self._rows)
-            found = self._exact(self._queries[start : start + self._chunk])
+            found = self._exact(self._queries[start : start + max(self._chunk, start)])
             self._rows.extend(keys[keys >= 0] for keys in found)
         return self._rows[row]
 

@@ -442,13 +442,31 @@ def test_a_new_filter_is_measured_at_once_on_the_queries_noted_before(
     cache.note_queries(test[:60])  # unfiltered queries the collection was asked
     where = FILTERS["60%"]
     plans = ask(collection, test[60:62], where)[1]
-    assert {plan.strategy for plan in plans} == {"exact-filtered"}
-    assert cache.wait_idle() and cache.measurements >= 1  # two filtered queries in
+    # The first is scanned and measures, on 32 of them, the plan the second takes.
+    assert [plan.strategy for plan in plans] == ["exact-filtered", "ann-filtered"]
+    assert plans[1].recall is not None and plans[1].recall >= TARGET
+    assert cache.wait_idle() and cache.measurements >= 2  # and again on all of them
     truth = exact_ids(train, test, allowed_by(where, rows))
     found, plans = ask(collection, test, where)
     assert plans[0].strategy == "ann-filtered"
     assert plans[0].recall is not None and plans[0].recall >= TARGET
     assert recall(found, truth) >= TARGET - 0.01  # see the first test
+
+
+def test_a_new_filter_is_measured_at_once_on_the_unfiltered_queries_asked_before(
+    fresh: Any, data: Any, measured: None
+) -> None:
+    """Every unfiltered query joins the tuning queries (not only the sampled ones), so a
+    filter first used on a collection queried before is measured on its first query."""
+    collection, _ = fresh
+    _, test = data
+    cache = cache_of(collection)
+    for query in test[:40]:
+        collection.query(vectors=query, k=10, include=[])
+    collection.query(vectors=test[50:58], k=10, include=[])  # a batch: its last rows
+    assert len(cache.pool) == 40 + _planner._NOTED_ROWS
+    collection.query(vectors=test[60], k=10, where=FILTERS["60%"], include=[])
+    assert cache.wait_idle() and cache.measurements >= 1  # one filtered query in
 
 
 def sealing_deltas(
@@ -667,3 +685,27 @@ def test_a_segments_allowed_rows_are_gathered_once_and_again_after_a_delete() ->
     assert selection.gathered(segment, norms=True)[1] is matrix  # kept
     segment.remove(np.array([110], dtype=np.int64))
     assert selection.gathered(segment, norms=True)[0].tolist() == [101, 120, 149]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_a_few_queries_are_scored_against_the_rows_where_they_lie(metric: str) -> None:
+    """The scan of a few queries reads the allowed rows in place (faiss, by index), even
+    from a matrix not aligned for BLAS as a mapped index's is: the scores are those of
+    the matrix product over the same rows."""
+    from latentdb.query import _plans
+
+    rng = np.random.default_rng(5)
+    rows = rng.standard_normal((500, 24)).astype(np.float32)
+    if metric == "cosine":
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    buffer = np.empty(rows.size + 1, dtype=np.float32)
+    shifted = buffer[1:].reshape(rows.shape)  # 4 bytes past the buffer's alignment
+    shifted[:] = rows
+    queries = rng.standard_normal((3, 24)).astype(np.float32)
+    allowed = np.flatnonzero(rng.random(500) < 0.4)
+    scores = _plans._scores_of_rows(queries, shifted, allowed, metric)
+    if metric == "l2":
+        want = 2 * queries @ rows[allowed].T - (rows[allowed] ** 2).sum(axis=1)
+    else:
+        want = queries @ rows[allowed].T
+    np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-4)
