@@ -7,7 +7,14 @@ from latentdb.index._distance import (
     scores_to_distances,
     squared_norms,
 )
-from latentdb.index._flat import FlatIndex, SearchHits, exact_search
+from latentdb.index._flat import (
+    SCORED_IN_PLACE,
+    FlatIndex,
+    SearchHits,
+    exact_search,
+    rows_addressable,
+    scores_of_rows,
+)
 from latentdb.index._kinds import (
     ANN_KINDS,
     EXACT_KIND,
@@ -32,6 +39,7 @@ __all__ = [
     "EXACT_KIND",
     "INDEX_KINDS",
     "INDEX_KIND_REGISTRY",
+    "SCORED_IN_PLACE",
     "WRITE_BACKLOG_ROWS",
     "WRITE_STALL_SECONDS",
     "BuildLock",
@@ -51,6 +59,8 @@ __all__ = [
     "merge_hits",
     "merge_to_width",
     "pair_distances",
+    "rows_addressable",
+    "scores_of_rows",
     "scores_to_distances",
     "squared_norms",
 ]

@@ -12,6 +12,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import faiss
 import numpy as np
@@ -26,11 +27,23 @@ from latentdb.index._distance import (
 from latentdb.index._memory import forget
 from latentdb.space import Metric
 
-__all__ = ["FlatIndex", "SearchHits", "exact_search", "rescore"]
+__all__ = [
+    "SCORED_IN_PLACE",
+    "FlatIndex",
+    "SearchHits",
+    "exact_search",
+    "rescore",
+    "rows_addressable",
+    "scores_of_rows",
+]
 
 FloatMatrix = npt.NDArray[np.float32]
 KeyArray = npt.NDArray[np.int64]
 SearchHits = tuple[FloatMatrix, KeyArray]
+
+# Up to this many queries, a scan of chosen rows scores each row where it lies
+# (:func:`scores_of_rows`) rather than copying the rows out for one matrix product.
+SCORED_IN_PLACE = 4
 
 # Which scan serves a batch, measured on 100k x 384 on the 2-core dev machine (QPS):
 #
@@ -305,6 +318,35 @@ class FlatIndex:
         )
         return distances, self._keys[positions]
 
+    def search_allowed(
+        self,
+        queries: FloatMatrix,
+        k: int,
+        allowed: Callable[[KeyArray], npt.NDArray[np.bool_]],
+    ) -> SearchHits:
+        """:meth:`search` over the held live rows whose keys ``allowed`` admits (a
+        filter's test of keys, asked once over the held keys in place). For a few
+        queries the rows are scored where they lie (:func:`scores_of_rows`); ``keys=``
+        looked each allowed key up and copied its row out: 0.57 ms of a filtered query
+        beside a writer (3.5k growing rows, half of them allowed)."""
+        size = self._size
+        mask = allowed(self._keys[:size])
+        if self._masked:
+            mask &= self._alive[:size]
+        rows = np.flatnonzero(mask)
+        nq = queries.shape[0]
+        if not rows.size:
+            return np.empty((nq, 0), dtype=np.float32), np.empty((nq, 0), dtype=np.int64)
+        if nq > SCORED_IN_PLACE or not rows_addressable(self._vectors):
+            return self.search(queries, k, keys=self._keys[rows])
+        scores = scores_of_rows(queries, self._vectors, rows, self.metric)
+        kept = min(k, rows.size)
+        chosen = rows[np.argpartition(-scores, kept - 1, axis=1)[:, :kept]]
+        distances = pair_distances(queries, self._vectors[chosen], self.metric)
+        order = np.argsort(distances, axis=1, kind="stable")
+        chosen = np.take_along_axis(chosen, order, axis=1)
+        return np.take_along_axis(distances, order, axis=1), self._keys[chosen]
+
     def nearer_than(self, query: FloatMatrix, bound: float, k: int) -> SearchHits:
         """Held rows closer to one query than ``bound``, at most ``k`` of them (unsorted).
 
@@ -446,6 +488,39 @@ def rescore(
     order = np.argsort(distances, axis=1, kind="stable")
     ordered = np.take_along_axis(positions, order, axis=1)
     return np.take_along_axis(distances, order, axis=1), ordered
+
+
+def rows_addressable(vectors: FloatMatrix) -> bool:
+    """Whether faiss can read ``vectors``' rows by index in place: float32, rows packed
+    one after another (alignment does not matter to it, as it does to BLAS)."""
+    return bool(vectors.dtype == np.float32 and vectors.ndim == 2 and vectors.flags.c_contiguous)
+
+
+def scores_of_rows(
+    queries: FloatMatrix, vectors: FloatMatrix, rows: npt.NDArray[np.intp], metric: str
+) -> FloatMatrix:
+    """Scores (as :func:`scores_to_distances` takes them) of ``queries`` (a few) against
+    ``vectors[rows]``, computed by faiss on the rows where they lie: no copy of them. A
+    50% filter of 100k PyPI rows scanned this way took 7.2 ms a query on one core, where
+    copying the rows out a block at a time for BLAS took 18.9 (and 45 in the planner's
+    scan beside the rest). Scores rank rows; distances returned are computed again."""
+    ids = np.ascontiguousarray(rows, dtype=np.int64)
+    count, dimension = ids.shape[0], vectors.shape[1]
+    scores = np.empty((queries.shape[0], count), dtype=np.float32)
+    # faiss's SWIG type stubs lack the by-index distance functions.
+    functions: Any = faiss
+    by_rows = (
+        functions.fvec_L2sqr_by_idx if metric == "l2" else functions.fvec_inner_products_by_idx
+    )
+    for row in range(queries.shape[0]):
+        query = np.ascontiguousarray(queries[row], dtype=np.float32)
+        by_rows(
+            faiss.swig_ptr(scores[row]), faiss.swig_ptr(query), faiss.swig_ptr(vectors),
+            faiss.swig_ptr(ids), dimension, 1, count,
+        )  # fmt: skip
+    if metric == "l2":  # ||q||^2 - ||q - x||^2, as the BLAS path scores rows
+        scores = squared_norms(queries)[:, None] - scores
+    return scores
 
 
 def _scan_numpy(

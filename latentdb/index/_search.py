@@ -221,9 +221,7 @@ class SegmentSearch:
                 return (distances, found), settings
         parts = []
         if len(self.growing):
-            growing_keys, _ = self.growing.live_rows(copy=False)
-            chosen = growing_keys[selection.contains(growing_keys)]
-            parts.append(self.growing.search(queries, k, keys=chosen))
+            parts.append(self.growing.search_allowed(queries, k, selection.contains))
         for _, segment in self.sealed:
             parts.append(
                 segment.search(queries, k, settings, selected=selection.selected_in(segment))

@@ -10,15 +10,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import faiss as _faiss
 import numpy as np
 import numpy.typing as npt
 
 from latentdb.index import (
+    SCORED_IN_PLACE,
     SealedSegment,
     exact_search,
     merge_hits,
     merge_to_width,
+    rows_addressable,
+    scores_of_rows,
     scores_to_distances,
     squared_norms,
 )
@@ -37,9 +39,6 @@ __all__ = [
     "with_segments",
 ]
 
-# faiss's SWIG type stubs lack swig_ptr and the by-index distance functions.
-faiss: Any = _faiss
-
 FloatMatrix = npt.NDArray[np.float32]
 KeyArray = npt.NDArray[np.int64]
 Hits = tuple[FloatMatrix, KeyArray]
@@ -51,9 +50,6 @@ MATRIX_BYTES = 64 << 20
 # 100k rows the product over every row cost ~0.2 s per 32 queries, twice the needed work.
 _GATHER_FRACTION = 0.6
 _GATHER_ROWS = 16_384
-# Up to this many queries a scan computes each allowed row's score in place
-# (:func:`_scores_of_rows`) rather than copying the rows out for one matrix product.
-_BY_ROW_QUERIES = 4
 # The nearest rows tested in SQL first when a column is missing, and the factor by which
 # the depth grows when fewer than k of them pass.
 _RANKED_DEPTH = 1024
@@ -131,8 +127,8 @@ def _blocked(
         if not rows.size:
             continue
         vectors: FloatMatrix = np.asarray(segment.vectors)
-        if queries.shape[0] <= _BY_ROW_QUERIES and _rows_addressable(vectors):
-            scores = _scores_of_rows(queries, vectors, rows, index.metric)
+        if queries.shape[0] <= SCORED_IN_PLACE and rows_addressable(vectors):
+            scores = scores_of_rows(queries, vectors, rows, index.metric)
             kept = min(k, rows.size)
             top = np.argpartition(-scores, kept - 1, axis=1)[:, :kept]
             top_scores = np.take_along_axis(scores, top, axis=1)
@@ -160,40 +156,9 @@ def _blocked(
             distances = scores_to_distances(queries, top_scores, index.metric)
             parts.append((distances, segment.keys[top if block is None else block[top]]))
     if len(index.growing):
-        growing_keys, _ = index.growing.live_rows(copy=False)
-        chosen = growing_keys[selection.contains(growing_keys)]
-        parts.append(index.growing.search(queries, k, keys=chosen))
+        parts.append(index.growing.search_allowed(queries, k, selection.contains))
     distances, keys, _ = merge_to_width(parts, k, queries.shape[0], min(k, selection.count))
     return distances, keys
-
-
-def _rows_addressable(vectors: FloatMatrix) -> bool:
-    """Whether faiss can read ``vectors``' rows by index in place: float32, rows packed
-    one after another (alignment does not matter to it, as it does to BLAS)."""
-    return bool(vectors.dtype == np.float32 and vectors.ndim == 2 and vectors.flags.c_contiguous)
-
-
-def _scores_of_rows(
-    queries: FloatMatrix, vectors: FloatMatrix, rows: npt.NDArray[np.intp], metric: str
-) -> FloatMatrix:
-    """Scores (as :func:`scores_to_distances` takes them) of ``queries`` (a few) against
-    ``vectors[rows]``, computed by faiss on the rows where they lie: no copy of them. A
-    50% filter of 100k PyPI rows scanned this way took 7.2 ms a query on one core, where
-    copying the rows out a block at a time for BLAS took 18.9 (and 45 in the planner's
-    scan beside the rest)."""
-    ids = np.ascontiguousarray(rows, dtype=np.int64)
-    count, dimension = ids.shape[0], vectors.shape[1]
-    scores = np.empty((queries.shape[0], count), dtype=np.float32)
-    by_rows = faiss.fvec_L2sqr_by_idx if metric == "l2" else faiss.fvec_inner_products_by_idx
-    for row in range(queries.shape[0]):
-        query = np.ascontiguousarray(queries[row], dtype=np.float32)
-        by_rows(
-            faiss.swig_ptr(scores[row]), faiss.swig_ptr(query), faiss.swig_ptr(vectors),
-            faiss.swig_ptr(ids), dimension, 1, count,
-        )  # fmt: skip
-    if metric == "l2":  # ||q||^2 - ||q - x||^2, as the BLAS path scores rows
-        scores = squared_norms(queries)[:, None] - scores
-    return scores
 
 
 def scan(
@@ -274,10 +239,7 @@ def with_growing(
     rows; queries that come up short of k (when k rows are allowed) are scanned."""
     parts = [hits]
     if len(index.growing):
-        growing_keys, _ = index.growing.live_rows(copy=False)
-        chosen = growing_keys[selection.contains(growing_keys)]
-        if chosen.size:
-            parts.append(index.growing.search(queries, k, keys=chosen))
+        parts.append(index.growing.search_allowed(queries, k, selection.contains))
     distances, keys, short = merge_to_width(parts, k, queries.shape[0], min(k, selection.count))
     if short.any():
         distances[short], keys[short] = index.search(queries[short], k, keys=selection.keys())

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from latentdb.index import FlatIndex, _flat
-from latentdb.index._flat import exact_search
+from latentdb.index._flat import exact_search, scores_of_rows
 
 
 def brute_force(metric: str, data: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -176,3 +176,58 @@ def test_a_matrix_not_aligned_for_blas_is_scanned_exactly(
     expected = brute_force(metric, data, queries)
     expected[:, ~alive] = np.inf
     np.testing.assert_array_equal(got[1], np.argsort(expected, axis=1)[:, :10])
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_a_few_queries_are_scored_against_the_rows_where_they_lie(metric: str) -> None:
+    """The scan of a few queries reads the allowed rows in place (faiss, by index), even
+    from a matrix not aligned for BLAS as a mapped index's is: the scores are those of
+    the matrix product over the same rows."""
+    rng = np.random.default_rng(5)
+    rows = rng.standard_normal((500, 24)).astype(np.float32)
+    if metric == "cosine":
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    buffer = np.empty(rows.size + 1, dtype=np.float32)
+    shifted = buffer[1:].reshape(rows.shape)  # 4 bytes past the buffer's alignment
+    shifted[:] = rows
+    queries = rng.standard_normal((3, 24)).astype(np.float32)
+    allowed = np.flatnonzero(rng.random(500) < 0.4)
+    scores = scores_of_rows(queries, shifted, allowed, metric)
+    if metric == "l2":
+        want = 2 * queries @ rows[allowed].T - (rows[allowed] ** 2).sum(axis=1)
+    else:
+        want = queries @ rows[allowed].T
+    np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+@pytest.mark.parametrize("queries_count", [1, 3, 9])
+def test_search_allowed_is_the_search_over_the_allowed_keys(
+    metric: str, queries_count: int
+) -> None:
+    """Rows a filter allows, tested in place and scored where they lie (a few queries)
+    or looked up and copied (more): the same hits and the same distance bits as a
+    search over those keys, masked rows never among them."""
+    rng = np.random.default_rng(11)
+    index = FlatIndex(16, metric)
+    vectors = rng.standard_normal((300, 16)).astype(np.float32)
+    if metric == "cosine":
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    keys = np.arange(300, dtype=np.int64) * 3
+    index.upsert(keys, vectors)
+    index.remove(keys[::7])  # masked rows
+    queries = rng.standard_normal((queries_count, 16)).astype(np.float32)
+    if metric == "cosine":  # the space normalizes them
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    allowed = set(keys[rng.random(300) < 0.3].tolist())
+
+    def test(asked: np.ndarray) -> np.ndarray:
+        return np.array([int(key) in allowed for key in asked], dtype=bool)
+
+    distances, found = index.search_allowed(queries, 10, test)
+    live_allowed = np.array(sorted(allowed - set(keys[::7].tolist())), dtype=np.int64)
+    want_distances, want = index.search(queries, 10, keys=live_allowed)
+    assert found.tolist() == want.tolist()
+    assert np.array_equal(distances, want_distances)
+    none = index.search_allowed(queries, 10, lambda asked: np.zeros(asked.shape, dtype=bool))
+    assert none[0].shape == none[1].shape == (queries_count, 0)

@@ -685,27 +685,3 @@ def test_a_segments_allowed_rows_are_gathered_once_and_again_after_a_delete() ->
     assert selection.gathered(segment, norms=True)[1] is matrix  # kept
     segment.remove(np.array([110], dtype=np.int64))
     assert selection.gathered(segment, norms=True)[0].tolist() == [101, 120, 149]
-
-
-@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
-def test_a_few_queries_are_scored_against_the_rows_where_they_lie(metric: str) -> None:
-    """The scan of a few queries reads the allowed rows in place (faiss, by index), even
-    from a matrix not aligned for BLAS as a mapped index's is: the scores are those of
-    the matrix product over the same rows."""
-    from latentdb.query import _plans
-
-    rng = np.random.default_rng(5)
-    rows = rng.standard_normal((500, 24)).astype(np.float32)
-    if metric == "cosine":
-        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
-    buffer = np.empty(rows.size + 1, dtype=np.float32)
-    shifted = buffer[1:].reshape(rows.shape)  # 4 bytes past the buffer's alignment
-    shifted[:] = rows
-    queries = rng.standard_normal((3, 24)).astype(np.float32)
-    allowed = np.flatnonzero(rng.random(500) < 0.4)
-    scores = _plans._scores_of_rows(queries, shifted, allowed, metric)
-    if metric == "l2":
-        want = 2 * queries @ rows[allowed].T - (rows[allowed] ** 2).sum(axis=1)
-    else:
-        want = queries @ rows[allowed].T
-    np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-4)
