@@ -33,6 +33,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -767,10 +768,13 @@ class FilterCache:
                 stale.graph = stale.next_graph = None
         matrix = plan.matrix  # the scan's copy of these rows, where there is one
         if matrix is not None and matrix.digest == digest:
-            keys, vectors = matrix.keys, matrix.matrix
-        else:
-            keys, vectors = gather(segments, [selection.rows_of(s) for s in segments])
-        built = SubsetGraph(keys, vectors, index.metric, digest)
+            kept = (matrix.keys, matrix.matrix)
+            rows: Callable[[], tuple[KeyArray, FloatMatrix]] = lambda: kept  # noqa: E731
+        else:  # copied out by the build's thread, not the query's
+            masks = [selection.rows_of(s) for s in segments]
+            rows = partial(gather, segments, masks)
+        count = selection.sealed_count(segments)
+        built = SubsetGraph(rows, count, index.metric, digest)
         if _graph_covers(plan, selection, segments) is not None:
             plan.next_graph = built
         else:

@@ -22,7 +22,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -104,22 +104,32 @@ class SubsetMatrix:
 
 class SubsetGraph:
     """The allowed rows as an HNSW graph of their own, built in a background thread (a
-    bare segment: the planner measures its beam, so the build tunes nothing)."""
+    bare segment: the planner measures its beam, so the build tunes nothing).
+
+    ``rows`` gives the keys and a C-contiguous float32 copy of the rows, called in that
+    thread too: for a 10% filter of 1M rows the copy took 0.33 s of the filter's first
+    query. ``count`` is how many it will give (``rows`` until the build has them)."""
 
     kind = SUBSET_SPEC.kind
 
-    def __init__(self, keys: KeyArray, matrix: FloatMatrix, metric: Metric, digest: Digest):
-        self.keys = keys
+    def __init__(
+        self,
+        rows: Callable[[], tuple[KeyArray, FloatMatrix]],
+        count: int,
+        metric: Metric,
+        digest: Digest,
+    ):
+        self.keys = np.empty(0, dtype=np.int64)
         self.metric = metric
         self.digest = digest
-        self.rows = int(keys.shape[0])
+        self.rows = count
         self.segment: SealedSegment | None = None
         self.failed = False
         self._ready = threading.Event()
         self._started = time.monotonic()
         self._finished = self._took = 0.0
         self._thread = threading.Thread(
-            target=self._build, args=(matrix,), name="latentdb-subset", daemon=True
+            target=self._build, args=(rows,), name="latentdb-subset", daemon=True
         )
         _BUILDING.add(self)
         self._thread.start()
@@ -146,13 +156,15 @@ class SubsetGraph:
         self._ready.wait(timeout)
         return self.ready
 
-    def _build(self, matrix: FloatMatrix) -> None:
+    def _build(self, rows: Callable[[], tuple[KeyArray, FloatMatrix]]) -> None:
         try:
+            keys, matrix = rows()
+            self.keys, self.rows = keys, int(keys.shape[0])
             self.segment = SealedSegment.build(
                 kind=SUBSET_SPEC.kind,
                 spec=SUBSET_SPEC,
                 metric=self.metric,
-                keys=self.keys,
+                keys=keys,
                 vectors=matrix,
                 sequences=np.zeros(self.rows, dtype=np.int64),
             )

@@ -657,7 +657,7 @@ def test_the_interpreters_exit_waits_for_graphs_still_building(data: Any) -> Non
 
     train, _ = data
     keys = np.arange(train.shape[0], dtype=np.int64)
-    graph = _subset.SubsetGraph(keys, train, "cosine", ())
+    graph = _subset.SubsetGraph(lambda: (keys, train), keys.shape[0], "cosine", ())
     _subset._finish_builds()  # what atexit runs: a build inside faiss aborted the exit
     assert graph.ready and not graph.building
 
