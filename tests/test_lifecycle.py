@@ -55,6 +55,7 @@ from latentdb import (
 from latentdb.engine import _collection, _database
 from latentdb.index import _segments
 from latentdb.index._sealed import min_build_rows
+from latentdb.query import _planner
 
 WORKER_PATH = Path(__file__).parent / "_workers" / "lifecycle_worker.py"
 _spec = importlib.util.spec_from_file_location("_lifecycle_worker", WORKER_PATH)
@@ -79,6 +80,13 @@ SEAL_QUIET = 0.05
 # (rows waiting for a graph, most seconds a write waits): the engine's 5,000 rows are
 # never reached by this machine's writes of at most 100 rows over 64-320-row seals.
 WRITE_BACKLOG = (32, 0.5)
+# Filters allowing more rows than this are answered by measured plans, not always
+# scanned (2,048 by default, more than this machine writes), and the scan is taken to
+# cost a second a query, so that any plan measured to reach the target wins: the
+# planner's measurements (in a broad filter's first query, and in the background), the
+# masked graph and a filter's own graph then run across optimize, reopen and kill too.
+EXACT_ROWS = 16
+SCAN_SECONDS = 1.0
 # How long a child may take to say its next line before the test fails.
 CHILD_TIMEOUT = 60.0
 
@@ -524,11 +532,15 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.backlog = _collection.WRITE_BACKLOG_ROWS, _collection.WRITE_STALL_SECONDS
         _collection.WRITE_BACKLOG_ROWS, _collection.WRITE_STALL_SECONDS = WRITE_BACKLOG
         self.ids_at_once = _database.IDS_AT_ONCE
+        self.planner = _planner.EXACT_ROWS, _planner._scan_cost
+        _planner.EXACT_ROWS = EXACT_ROWS
+        _planner._scan_cost = lambda plan, scan, pool, known=None: SCAN_SECONDS
         type(self).runs += 1
 
     def teardown(self) -> None:
         _segments._SEAL_QUIET_SECONDS = self.quiet
         _database.IDS_AT_ONCE = self.ids_at_once
+        _planner.EXACT_ROWS, _planner._scan_cost = self.planner
         _collection.WRITE_BACKLOG_ROWS, _collection.WRITE_STALL_SECONDS = self.backlog
         try:
             if self.db is not None:

@@ -662,7 +662,7 @@ class FilterCache:
         truth = Truth(exact, pool)
         best = Measured(
             "exact-filtered", {}, 1.0, 1.0, 0,
-            _scan_cost(plan, scan, pool) if scan_seconds is None else scan_seconds,
+            _scan_cost(plan, scan, pool, scan_seconds),
             len(pool), signature, sealed, _timed(unfiltered, pool),
         )  # fmt: skip
         if _wants_graph(plan, best):  # start it now: it builds while the graph is measured
@@ -826,11 +826,17 @@ def _searchable(index: Any) -> tuple[Any, AbstractContextManager[Any]]:
     return index, lock if lock is not None else nullcontext()
 
 
-def _scan_cost(plan: FilterPlan, scan: Callable[[FloatMatrix], Any], pool: FloatMatrix) -> float:
+def _scan_cost(
+    plan: FilterPlan,
+    scan: Callable[[FloatMatrix], Any],
+    pool: FloatMatrix,
+    known: float | None = None,
+) -> float:
     """Seconds of a scan of the filter's rows per query, timed on the measuring thread
     just before the graphs are, so that all see the same load (on a busy machine the
-    queries' own timings, minutes apart, made plans flip)."""
-    return _timed(scan, pool)
+    queries' own timings, minutes apart, made plans flip); ``known`` where the caller
+    has just timed one (a filter measured in its first query)."""
+    return _timed(scan, pool) if known is None else known
 
 
 def _timed(search: Callable[[FloatMatrix], Any], queries: FloatMatrix, count: int = 8) -> float:

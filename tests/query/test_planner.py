@@ -142,7 +142,7 @@ def measured(monkeypatch: pytest.MonkeyPatch) -> None:
     any setting that reaches the target is taken, so the measured plans are exercised
     on a small collection."""
     monkeypatch.setattr(_planner, "EXACT_ROWS", 100)
-    monkeypatch.setattr(_planner, "_scan_cost", lambda plan, scan, pool: 1.0)
+    monkeypatch.setattr(_planner, "_scan_cost", lambda plan, scan, pool, known=None: 1.0)
 
 
 def test_every_selectivity_meets_the_target_from_the_first_query(
