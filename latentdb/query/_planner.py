@@ -545,19 +545,9 @@ class FilterCache:
             plan.queued = True
             selection = plan.selection
             pool = self.pool.snapshot(seed=self.measurements)[:MIN_QUERIES]
-        try:
-            if len(pool) >= MIN_QUERIES:
-                # The query just scanned: its time stands for the scan's (timing three
-                # more scans of a 50% filter took ~30 ms of the first query's 200).
-                measured = self._measure(
-                    plan, index, selection, pool, scan_seconds=plan.scan_seconds
-                )
-                with self.lock:
-                    plan.measured = measured
-                    self.measurements += 1
-        finally:
-            with self.lock:
-                plan.queued = False
+        # The query just scanned: its time stands for the scan's (timing three more
+        # scans of a 50% filter took ~30 ms of the first query's 200).
+        self._measure_into(plan, index, selection, pool, scan_seconds=plan.scan_seconds)
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Wait until no column is being read and no measurement is queued or running
@@ -592,21 +582,35 @@ class FilterCache:
                 plan = self._jobs.popleft()
                 index, selection = self._index, plan.selection
                 pool = self.pool.snapshot(seed=self.measurements)
-            try:
-                if index is not None and selection is not None and len(pool) >= MIN_QUERIES:
-                    measured = self._measure(plan, index, selection, pool)
-                    with self.lock:
-                        plan.measured = measured
-                        self.measurements += 1
-            except Exception as error:  # the scan goes on answering
-                warnings.warn(
-                    f"measuring a filtered plan failed ({error}); the filter is scanned",
-                    LatentDBWarning,
-                    stacklevel=1,
-                )
-            finally:
+            self._measure_into(plan, index, selection, pool)
+
+    def _measure_into(
+        self,
+        plan: FilterPlan,
+        index: Any,
+        selection: Selection | None,
+        pool: FloatMatrix,
+        *,
+        scan_seconds: float | None = None,
+    ) -> None:
+        """Measure ``plan`` (queued by the caller) on ``pool`` and keep the result, where
+        there are enough tuning queries; a failure is warned of, never raised: the scan
+        goes on answering."""
+        try:
+            if index is not None and selection is not None and len(pool) >= MIN_QUERIES:
+                measured = self._measure(plan, index, selection, pool, scan_seconds=scan_seconds)
                 with self.lock:
-                    plan.queued = False
+                    plan.measured = measured
+                    self.measurements += 1
+        except Exception as error:  # the scan goes on answering
+            warnings.warn(
+                f"measuring a filtered plan failed ({error}); the filter is scanned",
+                LatentDBWarning,
+                stacklevel=1,
+            )
+        finally:
+            with self.lock:
+                plan.queued = False
 
     def _measure(
         self,

@@ -484,6 +484,27 @@ def test_a_new_filter_is_measured_at_once_on_the_unfiltered_queries_asked_before
     assert cache.wait_idle() and cache.measurements >= 1  # one filtered query in
 
 
+def test_a_measurement_that_fails_in_a_first_query_is_warned_of_and_the_query_answered(
+    fresh: Any, data: Any, measured: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collection, rows = fresh
+    train, test = data
+    cache = cache_of(collection)
+    for query in test[:40]:
+        collection.query(vectors=query, k=10, include=[])
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("measuring broke")
+
+    monkeypatch.setattr(_planner.FilterCache, "_measure", broken)
+    where = FILTERS["60%"]
+    with pytest.warns(latentdb.LatentDBWarning, match="measuring broke"):
+        found, plans = ask(collection, test[60:62], where)
+        assert cache.wait_idle()  # the background measurement that follows, as broken
+    assert [plan.strategy for plan in plans] == ["exact-filtered", "exact-filtered"]
+    assert found == exact_ids(train, test[60:62], allowed_by(where, rows)).tolist()
+
+
 def sealing_deltas(
     tmp_path: Path, train: np.ndarray, rows: list[dict[str, Any]]
 ) -> tuple[Any, Collection]:
