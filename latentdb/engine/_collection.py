@@ -426,19 +426,22 @@ class EmbeddedCollection(Collection):
                         timings_ms={"search": (time.perf_counter() - started) * 1e3},
                     )
             else:
-                (distances, keys), plan = filtered_search(
-                    store,
-                    state.row.id,
-                    state.applied,
-                    state.filters,
-                    index,
-                    request.condition,
-                    request.document,
-                    queries,
-                    depth,
-                    params=params,
-                    exact=exact,
-                )
+                for exactly in (exact, True):  # never a padding key -1 to the user
+                    (distances, keys), plan = filtered_search(
+                        store,
+                        state.row.id,
+                        state.applied,
+                        state.filters,
+                        index,
+                        request.condition,
+                        request.document,
+                        queries,
+                        depth,
+                        params=params,
+                        exact=exactly,
+                    )
+                    if not keys.size or keys.min() >= 0:
+                        break
             scores = None
             if request.hybrid:
                 assert request.texts is not None
@@ -548,6 +551,8 @@ class EmbeddedCollection(Collection):
                     params=params,
                     exact=exact,
                 )
+                if keys.size and keys.min() < 0:  # the snapshot lacks rows the filter
+                    return None  # counted (written since): answered again under the lock
             try:
                 ids = state.ids.lookup(keys)
             except (KeyError, IndexError):

@@ -23,7 +23,7 @@ from latentdb.index._kinds import (
     index_kind,
 )
 from latentdb.index._lock import BuildLock
-from latentdb.index._sealed import SealedSegment, merge_hits, merge_to_width
+from latentdb.index._sealed import SealedSegment, fill_rows, merge_hits, merge_to_width
 from latentdb.index._search import SegmentSearch
 from latentdb.index._segments import (
     WRITE_BACKLOG_ROWS,
@@ -55,6 +55,7 @@ __all__ = [
     "ann_kind_names",
     "distance_matrix",
     "exact_search",
+    "fill_rows",
     "index_kind",
     "merge_hits",
     "merge_to_width",

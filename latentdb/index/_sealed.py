@@ -645,6 +645,27 @@ def merge_to_width(
     return distances, keys, short
 
 
+def fill_rows(
+    distances: FloatMatrix,
+    keys: KeyArray,
+    rows: npt.NDArray[np.bool_],
+    hits: tuple[FloatMatrix, KeyArray],
+) -> None:
+    """Write ``hits`` of the queries ``rows`` picks into ``distances`` and ``keys`` in
+    place, narrower ones padded with key -1 at distance inf. A snapshot and a filter's
+    selection made after a write can disagree on which rows exist (the lifecycle machine
+    caught an exact fallback over the selection's keys finding fewer than it counted);
+    a caller that meets key -1 answers again under the store's lock."""
+    found_distances, found_keys = hits
+    width = min(found_keys.shape[1], keys.shape[1])
+    count = found_keys.shape[0]
+    filled_distances = np.full((count, keys.shape[1]), np.inf, dtype=distances.dtype)
+    filled_keys = np.full((count, keys.shape[1]), -1, dtype=keys.dtype)
+    filled_distances[:, :width] = found_distances[:, :width]
+    filled_keys[:, :width] = found_keys[:, :width]
+    distances[rows], keys[rows] = filled_distances, filled_keys
+
+
 def _concatenated(parts: list[KeyArray]) -> KeyArray:
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 

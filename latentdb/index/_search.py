@@ -19,7 +19,7 @@ from latentdb.index._flat import FlatIndex, exact_search
 from latentdb.index._kinds import EXACT_KIND, filtered_ef, index_kind
 from latentdb.index._lock import BuildLock
 from latentdb.index._manifest import SegmentFiles
-from latentdb.index._sealed import SealedSegment, merge_hits, merge_to_width
+from latentdb.index._sealed import SealedSegment, fill_rows, merge_hits, merge_to_width
 from latentdb.index._sealing import SealingPolicy
 from latentdb.index._spec import IndexSpec
 from latentdb.space import Metric
@@ -229,8 +229,8 @@ class SegmentSearch:
         distances, found, short = merge_to_width(parts, k, nq, min(k, selection.count))
         settings["exact_fallbacks"] = int(short.sum())
         if short.any():
-            distances[short], found[short] = self._search_subset(
-                queries[short], k, selection.keys()
+            fill_rows(
+                distances, found, short, self._search_subset(queries[short], k, selection.keys())
             )
         return (distances, found), settings
 

@@ -252,9 +252,8 @@ class FilterCache:
         self._loading: set[str] = set()  # keys whose columns a background thread builds
         self._failed: set[str] = set()  # ... and those it failed to (read in the query)
         self._loaded: dict[str, threading.Event] = {}  # set when a key's read ends
-        self._jobs: deque[FilterPlan] = deque()
+        self._jobs: deque[tuple[FilterPlan, Any, Selection]] = deque()  # (plan, index, rows)
         self._worker: threading.Thread | None = None
-        self._index: Any = None  # the index (or snapshot of it) last searched
         self._hints: dict[int, int] = {}  # selectivity bucket -> knob value that passed
         self._graph_hints: dict[int, int] = {}  # ... and the beam of a filter's own graph
         self.measurements = 0  # measurements made (for tests and benchmarks)
@@ -520,13 +519,17 @@ class FilterCache:
     # -- measuring ---------------------------------------------------------------------
 
     def want_measurement(self, plan: FilterPlan, index: Any) -> None:
-        """Queue ``plan`` for measuring (once; a background thread works the queue)."""
+        """Queue ``plan`` for measuring (once; a background thread works the queue) on
+        ``index`` as it is now, with the selection made for it: a later query's index,
+        or a selection of rows written since, can disagree on which rows are live (the
+        lifecycle machine caught a masked search short of rows that the selection
+        counted, and its exact fallback finding none of them)."""
         with self.lock:
-            self._index = index
-            if plan.queued or len(self.pool) < MIN_QUERIES:
+            if plan.queued or len(self.pool) < MIN_QUERIES or plan.selection is None:
                 return
             plan.queued = True
-            self._jobs.append(plan)
+            view = getattr(index, "view", None)  # the snapshot now, not the one then
+            self._jobs.append((plan, index if view is None else view, plan.selection))
             if self._worker is None:
                 self._worker = threading.Thread(
                     target=self._work, name="latentdb-filter-tuning", daemon=True
@@ -579,8 +582,7 @@ class FilterCache:
                 if not self._jobs:
                     self._worker = None
                     return
-                plan = self._jobs.popleft()
-                index, selection = self._index, plan.selection
+                plan, index, selection = self._jobs.popleft()
                 pool = self.pool.snapshot(seed=self.measurements)
             self._measure_into(plan, index, selection, pool)
 

@@ -17,6 +17,7 @@ from latentdb.index import (
     SCORED_IN_PLACE,
     SealedSegment,
     exact_search,
+    fill_rows,
     merge_hits,
     merge_to_width,
     rows_addressable,
@@ -242,7 +243,7 @@ def with_growing(
         parts.append(index.growing.search_allowed(queries, k, selection.contains))
     distances, keys, short = merge_to_width(parts, k, queries.shape[0], min(k, selection.count))
     if short.any():
-        distances[short], keys[short] = index.search(queries[short], k, keys=selection.keys())
+        fill_rows(distances, keys, short, index.search(queries[short], k, keys=selection.keys()))
     return distances, keys
 
 

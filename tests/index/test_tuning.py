@@ -224,3 +224,23 @@ def test_the_knob_is_interpolated_in_its_logarithm() -> None:
     assert found is not None and found.params == {"ef": 21} and found.recall >= 0.931
     assert _tuning._interpolated(points, "ef", 0.97) is None
     assert _tuning._interpolated(points, "ef", 0.5) == points[0]
+
+
+def test_a_selection_that_counts_rows_the_index_lacks_gets_padded_hits_not_an_error() -> None:
+    """A filter's selection made after a write can count rows a snapshot of the index
+    lacks (the lifecycle machine met one): the masked search comes up short, its exact
+    fallback over the selection's keys finds fewer than counted, and the hits are padded
+    with key -1 (which the engine answers again under the lock) instead of raising."""
+    from latentdb.query._selection import KeySelection
+
+    rows = np.random.default_rng(4).standard_normal((300, DIMENSION)).astype(np.float32)
+    index = tuned(rows, "hnsw", 0.9)
+    held = np.array([3, 7], dtype=np.int64)
+    selection = KeySelection(np.concatenate([held, np.arange(10_000, 10_020)]))  # 22 counted
+    with index.lock:
+        (distances, keys), used = index.search_selected(rows[:2], 10, selection)
+    assert keys.shape == distances.shape == (2, 10)
+    assert used["exact_fallbacks"] == 2
+    for row in keys:
+        assert sorted(row[row >= 0].tolist()) == [3, 7] and (row[2:] == -1).all()
+    assert np.isinf(distances[:, 2:]).all()
