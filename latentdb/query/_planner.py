@@ -590,7 +590,7 @@ class FilterCache:
         self,
         plan: FilterPlan,
         index: Any,
-        selection: Selection | None,
+        selection: Selection,
         pool: FloatMatrix,
         *,
         scan_seconds: float | None = None,
@@ -599,7 +599,7 @@ class FilterCache:
         there are enough tuning queries; a failure is warned of, never raised: the scan
         goes on answering."""
         try:
-            if index is not None and selection is not None and len(pool) >= MIN_QUERIES:
+            if len(pool) >= MIN_QUERIES:
                 measured = self._measure(plan, index, selection, pool, scan_seconds=scan_seconds)
                 with self.lock:
                     plan.measured = measured

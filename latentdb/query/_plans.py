@@ -27,6 +27,7 @@ from latentdb.index import (
 )
 from latentdb.query._selection import Selection
 from latentdb.query._subset import SubsetGraph, SubsetMatrix, gather
+from latentdb.space import Metric
 from latentdb.store import SqlFilter, Store
 
 __all__ = [
@@ -130,11 +131,7 @@ def _blocked(
         vectors: FloatMatrix = np.asarray(segment.vectors)
         if queries.shape[0] <= SCORED_IN_PLACE and rows_addressable(vectors):
             scores = scores_of_rows(queries, vectors, rows, index.metric)
-            kept = min(k, rows.size)
-            top = np.argpartition(-scores, kept - 1, axis=1)[:, :kept]
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            distances = scores_to_distances(queries, top_scores, index.metric)
-            parts.append((distances, segment.keys[rows[top]]))
+            parts.append(_top(queries, scores, min(k, rows.size), segment.keys[rows], index.metric))
             continue
         blocks: list[tuple[npt.NDArray[np.intp] | None, FloatMatrix]]
         if rows.size > _GATHER_FRACTION * allowed.shape[0] and vectors.flags.aligned:
@@ -152,14 +149,22 @@ def _blocked(
             if block is None:
                 scores[:, ~allowed] = -np.inf
             kept = min(k, rows.size if block is None else block.size)
-            top = np.argpartition(-scores, kept - 1, axis=1)[:, :kept]
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            distances = scores_to_distances(queries, top_scores, index.metric)
-            parts.append((distances, segment.keys[top if block is None else block[top]]))
+            keys = segment.keys if block is None else segment.keys[block]
+            parts.append(_top(queries, scores, kept, keys, index.metric))
     if len(index.growing):
         parts.append(index.growing.search_allowed(queries, k, selection.contains))
     distances, keys, _ = merge_to_width(parts, k, queries.shape[0], min(k, selection.count))
     return distances, keys
+
+
+def _top(
+    queries: FloatMatrix, scores: FloatMatrix, kept: int, keys: KeyArray, metric: Metric
+) -> Hits:
+    """The ``kept`` best-scored columns of ``scores`` (larger is closer) of each query, as
+    distances and the ``keys`` of those columns (unsorted: the merge sorts)."""
+    top = np.argpartition(-scores, kept - 1, axis=1)[:, :kept]
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    return scores_to_distances(queries, top_scores, metric), keys[top]
 
 
 def scan(
