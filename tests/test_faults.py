@@ -491,7 +491,7 @@ def test_an_index_file_that_cannot_be_written_is_a_named_error(
         )
         collection.add([f"r{i}" for i in range(SEGMENT_ROWS)], vectors=vectors, model=MODEL)
 
-        def refused(self: SealedSegment, folder: Path) -> None:
+        def refused(self: SealedSegment, folder: Path, *, pack: Path | None = None) -> None:
             folder.mkdir(parents=True)
             raise OSError(code, os.strerror(code))
 

@@ -24,6 +24,7 @@ from latentdb.api import (
 from latentdb.embed import get_embedder
 from latentdb.engine._collection import EmbeddedCollection
 from latentdb.engine._migration import EmbeddedMigration
+from latentdb.engine._packs import StorePacks
 from latentdb.engine._rows import RowCache
 from latentdb.engine._state import CollectionState, IdsByKey
 from latentdb.errors import (
@@ -380,6 +381,7 @@ class EmbeddedDatabase(Database):
             store.drop_collection(row.id)
         self._drop_state(row.id)
         shutil.rmtree(self.path / INDEX_FOLDER / str(row.id), ignore_errors=True)
+        self.store.remove_packs_folder(row.id)
 
     def _collection(self, row: CollectionRow, *, alias: str | None = None) -> EmbeddedCollection:
         state = self._states.get(row.id)
@@ -485,6 +487,8 @@ class EmbeddedDatabase(Database):
             dimension = state.space.dimension
             with self.store.all_rows(state.row.id, dimension=dimension) as (count, parts):
                 built = index.build_from_parts(count, parts)
+            if built:  # its save ran inside that read, which adoption must not
+                index.adopt_packs()
         self._install(state, index)
         return built
 
@@ -498,6 +502,7 @@ class EmbeddedDatabase(Database):
             build_lock=self._build_lock(state),
             recall_target=state.recall_target,
             reduce=state.space.reduce,
+            packs=None if self.store.read_only else StorePacks(self.store, state.row.id),
         )
 
     def _build_lock(self, state: CollectionState) -> BuildLock:

@@ -23,8 +23,10 @@ from latentdb.index._kinds import (
     index_kind,
 )
 from latentdb.index._lock import BuildLock
+from latentdb.index._manifest import PackOwner
 from latentdb.index._sealed import SealedSegment, fill_rows, merge_hits, merge_to_width
 from latentdb.index._search import SegmentSearch
+from latentdb.index._segment_files import PackFile
 from latentdb.index._segments import (
     WRITE_BACKLOG_ROWS,
     WRITE_STALL_SECONDS,
@@ -47,6 +49,8 @@ __all__ = [
     "IndexKindDescriptor",
     "IndexSpec",
     "IndexStatus",
+    "PackFile",
+    "PackOwner",
     "SealedSegment",
     "SearchHits",
     "SegmentSearch",

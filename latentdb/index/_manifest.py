@@ -18,16 +18,26 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
 
 from latentdb.errors import DiskFullError, LatentDBWarning, ReadOnlyError, StorageError
 from latentdb.index._lock import BuildLock
 from latentdb.index._sealed import SealedSegment
-from latentdb.index._segment_files import Checksums
+from latentdb.index._segment_files import Checksums, PackFile
 from latentdb.index._spec import IndexSpec
 from latentdb.space import Metric
 
-__all__ = ["MANIFEST", "MANIFEST_VERSION", "SavedState", "SegmentFiles", "file_error"]
+__all__ = [
+    "MANIFEST",
+    "MANIFEST_VERSION",
+    "PackOwner",
+    "SavedState",
+    "SegmentFiles",
+    "file_error",
+]
 
 MANIFEST = "manifest.json"
 # Version 2: per-row write sequences and file checksums. Older manifests are rebuilt.
@@ -45,13 +55,47 @@ class SavedState:
     curve: dict[str, Any] | None = None
 
 
+class PackOwner(Protocol):
+    """Who keeps the graphs' float rows as its own copy of them (the store): a segment
+    saved with an owner writes its rows to a *pack* in the owner's folder apart from
+    the graph file, and once a manifest names the segment, the owner adopts the pack
+    and drops its own copy of those rows. The graph then maps the owner's file: one
+    copy of each vector on disk (issue 20)."""
+
+    @property
+    def folder(self) -> Path:
+        """Where packs are written."""
+
+    def ready(self) -> bool:
+        """Whether the owner can take packs now (not inside a read of its own)."""
+
+    def adopt(
+        self, pack: PackFile, keys: npt.NDArray[np.int64], sequences: npt.NDArray[np.int64]
+    ) -> None:
+        """Take ``pack`` (durable) as the copy of row ``i``'s vector of ``keys[i]`` at
+        write sequence ``sequences[i]`` (of those the owner still holds so)."""
+
+    def adopted(self) -> set[str]:
+        """Names of the packs adopted whole."""
+
+    def release(self, named: set[str]) -> None:
+        """Drop the packs that neither the owner's rows nor a segment ``named`` need
+        (under the build lock: no build writes one meanwhile)."""
+
+
 class SegmentFiles:
     """The segments and manifest in ``folder`` (None: an index held only in memory,
-    whose segments get names but no files)."""
+    whose segments get names but no files), their graphs' rows in ``packs``' files
+    where it is set."""
 
-    def __init__(self, folder: Path | None, build_lock: BuildLock) -> None:
+    def __init__(
+        self, folder: Path | None, build_lock: BuildLock, packs: PackOwner | None = None
+    ) -> None:
         self.folder = folder
         self.build_lock = build_lock
+        self.packs = packs if folder is not None else None
+        # Packs adopted by the owner (names), as this index last saw.
+        self._adopted: set[str] | None = None
         # The manifest on disk as this index last read or wrote it (see saved_elsewhere).
         self._manifest_seen: tuple[int, int, int] | None = None
         # Each saved segment's file checksums, by segment name, for the manifest.
@@ -118,6 +162,7 @@ class SegmentFiles:
                     dimension=dimension,
                     checksums=entry["files"],
                     reduce=reduce,
+                    packs=None if self.packs is None else self.packs.folder,
                 )
             except Exception as error:  # any damage: the store has the truth
                 self._warn_damaged(f"segment {name} is damaged ({type(error).__name__}: {error})")
@@ -168,8 +213,9 @@ class SegmentFiles:
         name = f"seg-{uuid.uuid4().hex[:12]}"
         if self.folder is not None:
             partial = self.folder / f"{name}.partial"
+            pack = None if self.packs is None else self.packs.folder / f"{name}.flat"
             try:
-                self._checksums[name] = segment.save(partial)
+                self._checksums[name] = segment.save(partial, pack=pack)
                 os.replace(partial, self.folder / name)
             except (OSError, RuntimeError) as error:  # faiss's writer raises RuntimeError
                 shutil.rmtree(partial, ignore_errors=True)
@@ -219,7 +265,34 @@ class SegmentFiles:
         self._checksums = {name: self._checksums[name] for name in names}
         if self.build_lock.held():  # else another build may be writing a segment now
             self.sweep(names)
+            self.adopt_packs(saved)
         return saved
+
+    def adopt_packs(self, sealed: list[tuple[str, SealedSegment]]) -> None:
+        """Have the owner adopt the packs of ``sealed`` (the segments a manifest names)
+        that it has not yet, and drop those nothing needs any more (under the build
+        lock). A crash before the owner adopts a pack leaves its rows stored twice
+        until the next build saves, never lost; so does a failed adoption (warned)."""
+        if self.packs is None or not self.packs.ready():
+            return  # a bulk build inside the store's read: adopted once it ends
+        assert self.build_lock.held()
+        if self._adopted is None:
+            self._adopted = self.packs.adopted()
+        named = {segment.pack.name for _, segment in sealed if segment.pack is not None}
+        try:
+            for _, segment in sealed:
+                if segment.pack is not None and segment.pack.name not in self._adopted:
+                    self.packs.adopt(segment.pack, segment.keys, segment.sequences)
+                    self._adopted.add(segment.pack.name)
+            self.packs.release(named)
+        except (StorageError, OSError) as error:  # the index stands; the rows stay twice
+            warnings.warn(
+                f"the store could not take over the index's copy of its vectors ({error}); "
+                "they stay stored twice until the next build",
+                LatentDBWarning,
+                stacklevel=2,
+            )
+        self._adopted &= named
 
 
 def file_error(error: OSError | RuntimeError, doing: str) -> StorageError:

@@ -36,7 +36,13 @@ from latentdb.index._distance import faiss_distances, faiss_distances_of_one, sq
 from latentdb.index._flat import exact_search, rescore
 from latentdb.index._kinds import FILTERED_EF_MAX, filtered_ef, index_kind
 from latentdb.index._memory import populate
-from latentdb.index._segment_files import VECTORS_FILE, Checksums, read_segment, write_segment
+from latentdb.index._segment_files import (
+    VECTORS_FILE,
+    Checksums,
+    PackFile,
+    read_segment,
+    write_segment,
+)
 from latentdb.index._spec import IndexSpec
 from latentdb.space import Metric
 
@@ -102,6 +108,8 @@ class SealedSegment:
         sequences: KeyArray,
         projection: FloatMatrix | None = None,
         mapped: bool = False,
+        pack: PackFile | None = None,
+        storage: Any = None,
     ) -> None:
         self.kind = kind
         self.descriptor = index_kind(kind)
@@ -132,6 +140,10 @@ class SealedSegment:
         # Whether the index's codes are its file's pages (loaded: read_mapped), which
         # faiss cannot grow: extend() takes an owned copy first.
         self.mapped = mapped
+        # The file the graph's rows were saved to apart from it (None: not saved so),
+        # and the faiss storage read from it, held here: the graph does not own it.
+        self.pack = pack
+        self._storage = storage
 
     # -- building, saving, loading -----------------------------------------------
 
@@ -244,14 +256,18 @@ class SealedSegment:
             sequences=sequences, projection=projection,
         )  # fmt: skip
 
-    def save(self, folder: Path) -> Checksums:
+    def save(self, folder: Path, *, pack: Path | None = None) -> Checksums:
         """Write the segment's files into a new ``folder`` (renamed into place by callers).
+
+        Args:
+            pack: Where to write a graph's float rows apart from it (see
+                :class:`PackFile`); they are then in :attr:`pack`.
 
         Returns:
             Each file's size and xxh3 hash, for the manifest: :meth:`load` refuses a file
             that does not match.
         """
-        checksums = write_segment(
+        checksums, written = write_segment(
             folder,
             index=self.index,
             keys=self.keys,
@@ -259,7 +275,10 @@ class SealedSegment:
             vectors=None if self._in_storage else np.asarray(self.vectors),
             projection=self.projection,
             meta={"kind": self.kind, "metric": self.metric},
+            pack=pack if self._in_storage else None,
         )
+        if written is not None:
+            self.pack = written
         if not self._in_storage:
             # From now on read from the file, as a loaded segment does: re-ranking
             # touches only the candidates' pages, and they are the page cache's to
@@ -277,8 +296,10 @@ class SealedSegment:
         dimension: int,
         checksums: Checksums,
         reduce: int | None = None,
+        packs: Path | None = None,
     ) -> SealedSegment:
-        """Read a saved segment whose files match ``checksums`` (from :meth:`save`).
+        """Read a saved segment whose files match ``checksums`` (from :meth:`save`), its
+        rows from its pack in the ``packs`` folder where it was saved with one.
 
         Every row starts alive: :meth:`reconcile` with the store decides which are.
 
@@ -289,7 +310,12 @@ class SealedSegment:
         """
         segment = cls(
             **read_segment(
-                folder, metric=metric, dimension=dimension, checksums=checksums, reduce=reduce
+                folder,
+                metric=metric,
+                dimension=dimension,
+                checksums=checksums,
+                reduce=reduce,
+                packs=packs,
             )
         )
         if segment.mapped or isinstance(segment.vectors, np.memmap):
@@ -405,6 +431,8 @@ class SealedSegment:
         start = self.keys.shape[0]
         if self.mapped:  # its codes are the file's pages: grow an owned copy
             self.index, self.mapped = owned_copy(self.index), False
+            self._storage = None  # the copy owns its own
+        self.pack = None  # its rows outgrow the saved pack
         self.index.add(self.indexed(np.ascontiguousarray(vectors, dtype=np.float32)))
         self.keys = np.concatenate([self.keys, keys])
         self.sequences = np.concatenate([self.sequences, np.asarray(sequences, dtype=np.int64)])

@@ -40,7 +40,7 @@ from latentdb.index._flat import FlatIndex
 from latentdb.index._kinds import FILTERED_EF_MAX, filtered_ef, index_kind
 from latentdb.index._live import UNKNOWN, QuerySampler
 from latentdb.index._lock import BuildLock, claim, release_claim
-from latentdb.index._manifest import SegmentFiles
+from latentdb.index._manifest import PackOwner, SegmentFiles
 from latentdb.index._sealed import SealedSegment, min_build_rows
 from latentdb.index._sealing import SEAL_OVERDUE, SEAL_QUIET_SECONDS, Clock, SealingPolicy
 from latentdb.index._search import FloatMatrix, IndexStatus, KeyArray, Selection
@@ -150,6 +150,7 @@ class SegmentedIndex(Compaction):
         recall_target: float = 0.95,
         reduce: int | None = None,
         clock: Clock | None = None,
+        packs: PackOwner | None = None,
     ) -> None:
         """
         Args:
@@ -161,6 +162,8 @@ class SegmentedIndex(Compaction):
                 growing segment is always exact). None: the full dimension.
             clock: Time for the sealing policy (the system's monotonic clock if None;
                 tests pass a fake one).
+            packs: Who adopts the graphs' float rows as its copy of them (the store),
+                so that they are kept once (None: in the graph files).
         """
         self.dimension = dimension
         self.reduce = reduce
@@ -201,7 +204,7 @@ class SegmentedIndex(Compaction):
         # Set when a failed build left the growing segment unusable: drop this index
         # and load it again from the store.
         self.damaged = False
-        self.files = SegmentFiles(folder, self.build_lock)
+        self.files = SegmentFiles(folder, self.build_lock, packs)
         self.readers = deque()
         self.sampler = QuerySampler(
             dimension, rate=spec.sample_rate, per_minute=spec.sample_per_minute,
@@ -270,6 +273,13 @@ class SegmentedIndex(Compaction):
         all_keys = np.concatenate(key_parts)
         order = np.argsort(all_keys, kind="stable")
         return all_keys[order], np.concatenate(sequence_parts)[order]
+
+    def adopt_packs(self) -> None:
+        """Have the store adopt the saved segments' packs it has not yet (see
+        :class:`PackOwner`): after a bulk build, whose save ran inside the store's read
+        of every row."""
+        with self.build_lock, self.lock:
+            self.files.adopt_packs(self.sealed)
 
     def saved_elsewhere(self) -> bool:
         """Whether another index object (here or in another process) has saved a

@@ -212,7 +212,7 @@ class CatalogStore(StoreCore):
         """Delete a collection, all its rows and the migrations from or to it (inside
         :meth:`write`; aliases of it must be gone first)."""
         self.next_sequence()
-        for table in ("records", "tombstones"):
+        for table in ("records", "tombstones", "packs"):
             self._connection.execute(
                 f"DELETE FROM {table} WHERE collection_id = ?", (collection_id,)
             )

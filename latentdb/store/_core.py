@@ -241,6 +241,11 @@ class StoreCore:
         except (sqlite3.Error, StorageError) as error:
             cause.add_note(f"rolling back failed too: {error}")
 
+    @property
+    def in_transaction(self) -> bool:
+        """Whether the store's connection has a transaction open (call under the lock)."""
+        return self._in_transaction
+
     def data_version(self) -> int:
         """A number that changes when another connection commits (PRAGMA data_version,
         run only when the WAL-index header says it may have changed: see

@@ -6,14 +6,14 @@ from __future__ import annotations
 import itertools
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from latentdb.errors import FilterError
-from latentdb.store._core import StoreCore
+from latentdb.errors import FilterError, StorageError
+from latentdb.store._packs import PackedRows, PackGoneError, PackStore, packed_rows
 from latentdb.store._rows import (
     Changes,
     FloatMatrix,
@@ -27,15 +27,25 @@ from latentdb.store._text import TextMatch, text_expressions
 
 # Rows fetched from SQLite at a time when reading a collection back.
 _READ_CHUNK = 4096
+# Times a read is made again when a pack its snapshot refers to was dropped meanwhile
+# (each try reads a newer snapshot, which refers to the pack that replaced it).
+_PACK_TRIES = 3
+
+_Read = TypeVar("_Read")
 
 
 def _changes(
-    cursor: sqlite3.Cursor, count: int, deleted: KeyArray, sequence: int, dimension: int
+    cursor: sqlite3.Cursor,
+    count: int,
+    deleted: KeyArray,
+    sequence: int,
+    dimension: int,
+    unpack: Callable[[FloatMatrix, PackedRows], None],
 ) -> Changes:
-    """Changes from a cursor over at most ``count`` (key, id, vector, seq) rows, read a
-    chunk at a time into arrays made once: the blobs of a whole collection never sit in
-    memory together (as bytes they stayed in malloc's heap after use, +170 MiB at 100k
-    x 384)."""
+    """Changes from a cursor over at most ``count`` (key, id, vector, seq, pack,
+    pack_row) rows, read a chunk at a time into arrays made once: the blobs of a whole
+    collection never sit in memory together (as bytes they stayed in malloc's heap
+    after use, +170 MiB at 100k x 384). Packed rows' vectors come from ``unpack``."""
     keys = np.empty(count, dtype=np.int64)
     sequences = np.empty(count, dtype=np.int64)
     vectors = np.empty((count, dimension), dtype=np.float32)
@@ -45,7 +55,7 @@ def _changes(
         stop = filled + len(chunk)
         keys[filled:stop] = [row[0] for row in chunk]
         ids.extend(row[1] for row in chunk)
-        vectors[filled:stop] = blobs_to_vectors([row[2] for row in chunk], dimension)
+        _vectors_into(vectors[filled:stop], chunk, 2, dimension, unpack)
         sequences[filled:stop] = [row[3] for row in chunk]
         filled = stop
     if filled < count:  # keys asked for that are not stored
@@ -61,11 +71,35 @@ def _changes(
     )
 
 
+def _vectors_into(
+    out: FloatMatrix,
+    rows: Sequence[Sequence[Any]],
+    column: int,
+    dimension: int,
+    unpack: Callable[[FloatMatrix, PackedRows], None],
+) -> None:
+    """Each row's vector into ``out``: its blob at ``column``, or where that is empty
+    its pack row (the pack and the row within it: the statement's last two columns)."""
+    blobs = [row[column] for row in rows]
+    packed = packed_rows(blobs, [row[-2] for row in rows], [row[-1] for row in rows])
+    if packed is None:
+        out[:] = blobs_to_vectors(blobs, dimension)
+        return
+    stored = np.ones(len(blobs), dtype=bool)
+    stored[packed.positions] = False
+    if stored.any():
+        out[stored] = blobs_to_vectors(
+            [b for b, s in zip(blobs, stored, strict=True) if s], dimension
+        )
+    unpack(out, packed)
+
+
 def _fetch_sql(vectors: bool, documents: bool, metadatas: bool) -> str:
     columns = ["key", "id"]
     columns += ["vector"] if vectors else ["NULL"]
     columns += ["document"] if documents else ["NULL"]
     columns += ["metadata"] if metadatas else ["NULL"]
+    columns += ["pack", "pack_row"] if vectors else ["NULL", "NULL"]
     return f"SELECT {', '.join(columns)} FROM records WHERE key IN (SELECT value FROM json_each(?))"
 
 
@@ -109,8 +143,29 @@ def _ranking_sql(
     return sql, params
 
 
-class RecordReads(StoreCore):
+class RecordReads(PackStore):
     """Reads of the records and tombstones tables."""
+
+    def _unpacking(self, dimension: int) -> Callable[[FloatMatrix, PackedRows], None]:
+        def unpack(out: FloatMatrix, packed: PackedRows) -> None:
+            self._packed_vectors(out, packed, dimension=dimension)
+
+        return unpack
+
+    def _again_if_repacked(self, read: Callable[[], _Read]) -> _Read:
+        """``read()``, made again when a pack its snapshot referred to was dropped since
+        (another pack holds those rows now).
+
+        Raises:
+            StorageError: the pack is still missing after a few tries.
+        """
+        for attempt in range(_PACK_TRIES):
+            try:
+                return read()
+            except PackGoneError as error:
+                if attempt == _PACK_TRIES - 1:
+                    raise StorageError(f"{error}, and rows still refer to it") from None
+        raise AssertionError("unreachable")
 
     def count(self, collection_id: int) -> int:
         """Number of records in a collection."""
@@ -216,22 +271,28 @@ class RecordReads(StoreCore):
         """
         sql = _FETCH_SQL[vectors, documents, metadatas]
         parameter = ("[" + ",".join(map(str, keys)) + "]",)  # int keys: valid JSON
-        if unlocked:
-            rows = self.reader().execute(sql, parameter).fetchall()
-        else:
-            with self.lock:
-                rows = self._connection.execute(sql, parameter).fetchall()
-        out: dict[int, StoredRecord] = {}
-        for key, record_id, blob, document, metadata in rows:
-            vector = blobs_to_vectors([blob], dimension)[0] if blob is not None else None
-            out[key] = StoredRecord(
-                key,
-                record_id,
-                vector,
-                document,
-                json.loads(metadata) if metadata is not None else None,
-            )
-        return out
+
+        def read() -> dict[int, StoredRecord]:
+            if unlocked:
+                rows = self.reader().execute(sql, parameter).fetchall()
+            else:
+                with self.lock:
+                    rows = self._connection.execute(sql, parameter).fetchall()
+            found = np.empty((len(rows) if vectors else 0, dimension), dtype=np.float32)
+            if vectors:
+                _vectors_into(found, rows, 2, dimension, self._unpacking(dimension))
+            out: dict[int, StoredRecord] = {}
+            for position, (key, record_id, _, document, metadata, _, _) in enumerate(rows):
+                out[key] = StoredRecord(
+                    key,
+                    record_id,
+                    found[position] if vectors else None,
+                    document,
+                    json.loads(metadata) if metadata is not None else None,
+                )
+            return out
+
+        return self._again_if_repacked(read)
 
     def payloads(self, keys: Sequence[int]) -> dict[int, tuple[str | None, str | None]]:
         """Document and metadata JSON (as stored) of each of ``keys`` found, read through
@@ -243,21 +304,27 @@ class RecordReads(StoreCore):
 
     def changes_since(self, collection_id: int, sequence: int, *, dimension: int) -> Changes:
         """Rows written and deleted in a collection after ``sequence``, consistently."""
-        with self.read():
-            connection = self._connection
-            now = self._sequence_now()
-            deleted = self._deleted_since(collection_id, sequence)
-            dead = np.array(deleted, dtype=np.int64)
-            count = connection.execute(
-                "SELECT COUNT(*) FROM records WHERE collection_id = ? AND seq > ?",
-                (collection_id, sequence),
-            ).fetchone()[0]
-            cursor = connection.execute(
-                "SELECT key, id, vector, seq FROM records WHERE collection_id = ? AND seq > ? "
-                "ORDER BY key",
-                (collection_id, sequence),
-            )
-            return _changes(cursor, int(count), dead, now, dimension)
+
+        def read() -> Changes:
+            with self.read():
+                connection = self._connection
+                now = self._sequence_now()
+                deleted = self._deleted_since(collection_id, sequence)
+                dead = np.array(deleted, dtype=np.int64)
+                count = connection.execute(
+                    "SELECT COUNT(*) FROM records WHERE collection_id = ? AND seq > ?",
+                    (collection_id, sequence),
+                ).fetchone()[0]
+                cursor = connection.execute(
+                    "SELECT key, id, vector, seq, pack, pack_row FROM records "
+                    "WHERE collection_id = ? AND seq > ? ORDER BY key",
+                    (collection_id, sequence),
+                )
+                return _changes(
+                    cursor, int(count), dead, now, dimension, self._unpacking(dimension)
+                )
+
+        return self._again_if_repacked(read)
 
     def metadata_field(
         self,
@@ -399,29 +466,41 @@ class RecordReads(StoreCore):
                 "SELECT COUNT(*) FROM records WHERE collection_id = ?", (collection_id,)
             ).fetchone()[0]
             cursor = connection.execute(
-                "SELECT key, vector, seq FROM records WHERE collection_id = ? ORDER BY key",
+                "SELECT key, vector, seq, pack, pack_row FROM records WHERE collection_id = ? "
+                "ORDER BY key",
                 (collection_id,),
             )
+            unpack = self._unpacking(dimension)
 
             def chunks() -> Iterator[tuple[KeyArray, FloatMatrix, KeyArray]]:
+                # One snapshot throughout: a pack it refers to that is dropped meanwhile
+                # (by an index build, which callers of this one exclude) is an error.
                 while rows := cursor.fetchmany(_READ_CHUNK):
                     keys = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-                    blobs = [row[1] for row in rows]
+                    vectors = np.empty((len(rows), dimension), dtype=np.float32)
+                    _vectors_into(vectors, rows, 1, dimension, unpack)
                     sequences = np.fromiter((row[2] for row in rows), np.int64, len(rows))
-                    yield keys, np.array(blobs_to_vectors(blobs, dimension)), sequences
+                    yield keys, vectors, sequences
 
             yield int(count), chunks()
 
     def rows_by_key(self, keys: Sequence[int], *, dimension: int) -> Changes:
         """The current rows of some keys (missing keys left out), as Changes."""
-        with self.read():
-            now = self._sequence_now()
-            cursor = self._connection.execute(
-                "SELECT key, id, vector, seq FROM records "
-                "WHERE key IN (SELECT value FROM json_each(?)) ORDER BY key",
-                (json_list([int(k) for k in keys]),),
-            )
-            return _changes(cursor, len(keys), np.empty(0, dtype=np.int64), now, dimension)
+        payload = json_list([int(k) for k in keys])
+
+        def read() -> Changes:
+            with self.read():
+                now = self._sequence_now()
+                cursor = self._connection.execute(
+                    "SELECT key, id, vector, seq, pack, pack_row FROM records "
+                    "WHERE key IN (SELECT value FROM json_each(?)) ORDER BY key",
+                    (payload,),
+                )
+                nothing = np.empty(0, dtype=np.int64)
+                unpack = self._unpacking(dimension)
+                return _changes(cursor, len(keys), nothing, now, dimension, unpack)
+
+        return self._again_if_repacked(read)
 
     def versions(self, collection_id: int) -> tuple[KeyArray, KeyArray]:
         """Every record of a collection as (keys int64 (n,) ascending, the write

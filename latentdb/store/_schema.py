@@ -96,6 +96,25 @@ MIGRATIONS: tuple[str, ...] = (
     END;
     INSERT INTO records_fts (records_fts) VALUES ('rebuild');
     """,
+    # Vector packs (store/_packs.py): a sealed row's vector lives in a pack file, its
+    # blob left empty, so that the store and an index share one copy of it.
+    """
+    CREATE TABLE packs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        collection_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        offset INTEGER NOT NULL,
+        dimension INTEGER NOT NULL,
+        rows INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        xxh3 INTEGER NOT NULL,
+        adopted INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (collection_id, name)
+    );
+    ALTER TABLE records ADD COLUMN pack INTEGER;
+    ALTER TABLE records ADD COLUMN pack_row INTEGER;
+    CREATE INDEX records_by_pack ON records (pack) WHERE pack IS NOT NULL;
+    """,
 )
 
 

@@ -10,6 +10,11 @@ up with :meth:`Store.changes_since`, whichever process wrote.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
 from latentdb.store._catalog import CatalogStore
 from latentdb.store._reads import RecordReads
 from latentdb.store._writes import RecordWrites
@@ -26,3 +31,7 @@ class Store(CatalogStore, RecordReads, RecordWrites):
         read_only: The database can only be read (a read-only file, folder or file
             system); every write raises :class:`ReadOnlyError`.
     """
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self._mapped: dict[int, npt.NDArray[np.float32]] = {}

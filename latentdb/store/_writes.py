@@ -31,6 +31,7 @@ class RecordWrites(StoreCore):
             "INSERT INTO records (collection_id, id, vector, document, metadata, seq) "
             "VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (collection_id, id) DO UPDATE SET vector = excluded.vector, "
+            "pack = NULL, pack_row = NULL, "
             "document = excluded.document, metadata = excluded.metadata, seq = excluded.seq",
             zip(
                 [collection_id] * len(ids),
@@ -56,7 +57,7 @@ class RecordWrites(StoreCore):
         assignments = ["seq = ?"]
         columns: list[Sequence[Any]] = [[sequence] * len(keys)]
         if vectors is not None:
-            assignments.append("vector = ?")
+            assignments.append("vector = ?, pack = NULL, pack_row = NULL")  # see _packs.py
             columns.append(vectors_to_blobs(vectors))
         if documents is not None:
             assignments.append("document = ?")

@@ -112,11 +112,18 @@ def test_a_database_from_before_full_text_gets_its_index(tmp_path: Path) -> None
     for trigger in ("insert", "delete", "update_old", "update_new"):
         connection.execute(f"DROP TRIGGER records_fts_{trigger}")
     connection.execute("DROP TABLE records_fts")
+    # ...and what migration 4 (vector packs) added after it.
+    connection.execute("DROP INDEX records_by_pack")
+    connection.execute("ALTER TABLE records DROP COLUMN pack")
+    connection.execute("ALTER TABLE records DROP COLUMN pack_row")
+    connection.execute("DROP TABLE packs")
     connection.execute("PRAGMA user_version = 2")
     connection.commit()
     connection.close()
     with latentdb.connect(tmp_path) as db:  # migration 3 builds the index of old rows
-        assert db.get_collection("d").get(where_document={"$match": "beta"}).ids == ["a"]
+        collection = db.get_collection("d")
+        assert collection.get(where_document={"$match": "beta"}).ids == ["a"]
+        np.testing.assert_array_equal(collection.get(include=["vectors"]).vectors, np.eye(2))
 
 
 # -- hybrid search ----------------------------------------------------------------------
