@@ -137,6 +137,7 @@ def make_read_only(folder: Path) -> None:
 def check_read_only_report(report: dict[str, Any], batches: int) -> None:
     assert os.geteuid() != 0 or report["uid"] == worker.NOBODY  # really another user
     assert report["read_only"] is True
+    assert report["warnings"] == []
     rows = report["collections"]["rows"]
     assert rows["count"] == batches * worker.BATCH
     assert rows["ids"] == expected_ids("r", batches)

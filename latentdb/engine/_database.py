@@ -502,7 +502,7 @@ class EmbeddedDatabase(Database):
             build_lock=self._build_lock(state),
             recall_target=state.recall_target,
             reduce=state.space.reduce,
-            packs=None if self.store.read_only else StorePacks(self.store, state.row.id),
+            packs=StorePacks(self.store, state.row.id),
         )
 
     def _build_lock(self, state: CollectionState) -> BuildLock:

@@ -26,8 +26,9 @@ class StorePacks:
 
     def ready(self) -> bool:
         """False inside a transaction of the store's (a bulk build reading every row):
-        adoption commits a transaction per chunk of rows."""
-        return not self.store.in_transaction
+        adoption commits a transaction per chunk of rows; and in a read-only store
+        (whose graphs still map their packs)."""
+        return not (self.store.read_only or self.store.in_transaction)
 
     def adopt(
         self, pack: PackFile, keys: npt.NDArray[np.int64], sequences: npt.NDArray[np.int64]

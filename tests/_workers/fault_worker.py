@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,8 @@ def read_everything(folder: Path) -> dict[str, Any]:
     """Open, read every collection, and try every kind of write."""
     query = np.ones(DIMENSION, dtype=np.float32)
     report: dict[str, Any] = {"collections": {}, "writes": {}}
-    with latentdb.connect(folder) as db:
+    with warnings.catch_warnings(record=True) as warned, latentdb.connect(folder) as db:
+        warnings.simplefilter("always")
         report["read_only"] = db.store.read_only
         for name in db.list_collections():
             collection = db.get_collection(name)
@@ -103,6 +105,8 @@ def read_everything(folder: Path) -> dict[str, Any]:
         }
         for kind, action in writes.items():
             report["writes"][kind] = attempt(action)
+    # None expected: a saved segment (its graph, and the pack it maps) loads read-only.
+    report["warnings"] = [str(w.message) for w in warned]
     return report
 
 
