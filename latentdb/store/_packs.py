@@ -76,6 +76,8 @@ class PackStore(StoreCore):
 
     # Mapped packs by id (a mapping outlives the file's removal: its pages stay).
     _mapped: dict[int, npt.NDArray[np.float32]]
+    # Bytes of blobs emptied by adoptions since this process's last VACUUM.
+    _freed: int
 
     def packs_folder(self, collection_id: int) -> Path:
         """Where a collection's packs are written (by an index) and read."""
@@ -221,19 +223,22 @@ class PackStore(StoreCore):
 
     def reclaim(self, *, freed: int) -> bool:
         """Give the pages of the blobs packs emptied back to the file system when they
-        are many: ``freed`` bytes of blobs, at least :data:`RECLAIM_BYTES` and a quarter
-        of the file. SQLite keeps the pages of rows that shrank, partly empty, and its
-        free-page count does not show them. Runs VACUUM, which rewrites the live pages
-        (seconds at 1M rows), then truncates the WAL where no reader holds it. Returns
-        whether it ran."""
+        are many: ``freed`` bytes of blobs more, added to those emptied since the last
+        VACUUM by this process (each seal empties a few MB), at least
+        :data:`RECLAIM_BYTES` and a quarter of the file. SQLite keeps the pages of rows
+        that shrank, partly empty, and its free-page count does not show them. Runs
+        VACUUM, which rewrites the live pages (seconds at 1M rows), then truncates the
+        WAL where no reader holds it. Returns whether it ran."""
         with self.lock:
             if self._in_transaction or self.read_only:
                 return False
             connection = self._connection
             size = int(connection.execute("PRAGMA page_size").fetchone()[0])
             total = int(connection.execute("PRAGMA page_count").fetchone()[0]) * size
-            if freed < RECLAIM_BYTES or 4 * freed < total:
+            self._freed += freed
+            if self._freed < RECLAIM_BYTES or 4 * self._freed < total:
                 return False
+            self._freed = 0
             connection.execute("VACUUM")
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return True

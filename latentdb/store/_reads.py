@@ -107,6 +107,21 @@ def _fetch_sql(vectors: bool, documents: bool, metadatas: bool) -> str:
 _FETCH_SQL = {choice: _fetch_sql(*choice) for choice in itertools.product((False, True), repeat=3)}
 
 
+# A collection's keys and write sequences, and the sequence the snapshot runs up to.
+_VERSIONS_SQL = (
+    "SELECT (SELECT value FROM sequence), json_group_array(key), json_group_array(seq) "
+    "FROM records WHERE collection_id = ?"
+)
+
+
+def _versions(found: tuple[int, str, str]) -> tuple[int, KeyArray, KeyArray]:
+    """(sequence, keys ascending, their write sequences) from _VERSIONS_SQL's row."""
+    keys = np.array(json.loads(found[1]), dtype=np.int64)
+    sequences = np.array(json.loads(found[2]), dtype=np.int64)
+    order = np.argsort(keys, kind="stable")
+    return int(found[0]), keys[order], sequences[order]
+
+
 _PAYLOADS_SQL = (
     "SELECT key, document, metadata FROM records WHERE key IN (SELECT value FROM json_each(?))"
 )
@@ -508,15 +523,15 @@ class RecordReads(PackStore):
         alone (the table's pages hold the vectors), and as one JSON array each: at 1M
         rows, 1M tuples took ~1.5x as long to fetch."""
         with self.read():
-            keys_json, sequences_json = self._connection.execute(
-                "SELECT json_group_array(key), json_group_array(seq) FROM records "
-                "WHERE collection_id = ?",
-                (collection_id,),
-            ).fetchone()
-        keys = np.array(json.loads(keys_json), dtype=np.int64)
-        sequences = np.array(json.loads(sequences_json), dtype=np.int64)
-        order = np.argsort(keys, kind="stable")
-        return keys[order], sequences[order]
+            found = self._connection.execute(_VERSIONS_SQL, (collection_id,)).fetchone()
+        return _versions(found)[1:]
+
+    def versions_unlocked(self, collection_id: int) -> tuple[int, KeyArray, KeyArray]:
+        """:meth:`versions` read through the calling thread's own connection, without
+        the store's lock, with the write sequence its snapshot ran up to: (sequence,
+        keys, their write sequences). A caller that finds the same sequence in its own
+        snapshot has the same versions (every write takes a new sequence number)."""
+        return _versions(self.reader().execute(_VERSIONS_SQL, (collection_id,)).fetchone())
 
     def ids_by_key(
         self, collection_id: int, keys: Sequence[int] | None = None, *, unlocked: bool = False

@@ -35,3 +35,4 @@ class Store(CatalogStore, RecordReads, RecordWrites):
     def __init__(self, folder: Path) -> None:
         super().__init__(folder)
         self._mapped: dict[int, npt.NDArray[np.float32]] = {}
+        self._freed = 0

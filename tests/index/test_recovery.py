@@ -246,3 +246,51 @@ def test_a_set_nlist_larger_than_a_segment_still_builds(tmp_path: Path, kind: st
         assert collection.index_status().indexed > 500
         hits = collection.query(vectors=vectors[:5], k=1, exact=True)
         assert [row[0] for row in hits.ids] == [f"r{i}" for i in range(5)]
+
+
+def test_versions_read_beside_the_load_are_used_only_when_nothing_was_written_since(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reopen reads the store's versions while the index files load, then checks in
+    its own snapshot that the store's write sequence has not moved: a write in between
+    (here: the versions of an older snapshot, with a row moved since) means they are
+    read again, so the row's old version never comes back and its new one is found."""
+    from latentdb.store import Store
+
+    vectors = clustered(ROWS)
+    with latentdb.connect(tmp_path) as database:
+        collection = database.create_collection(
+            "c", dimension=DIMENSION, embedder=None, model=MODEL, index="hnsw"
+        )
+        collection.add([f"r{i}" for i in range(ROWS)], vectors=vectors, model=MODEL)
+        collection.optimize()
+        store = database.store  # type: ignore[attr-defined]
+        before = store.versions_unlocked(collection._state.row.id)  # type: ignore[attr-defined]
+        moved = clustered(1, seed=99)
+        collection.update(["r5"], vectors=moved, model=MODEL)
+    read: list[int] = []
+    real = Store.versions_unlocked
+
+    def older(self: Store, collection_id: int) -> tuple[int, np.ndarray, np.ndarray]:
+        read.append(real(self, collection_id)[0])
+        return before  # as if read before the update committed
+
+    monkeypatch.setattr(Store, "versions_unlocked", older)
+    with latentdb.connect(tmp_path) as database:
+        collection = database.get_collection("c")
+        assert "r5" not in collection.query(vectors=vectors[5], k=3, include=[]).ids[0]
+        assert collection.query(vectors=moved, k=1, include=[]).ids == [["r5"]]
+    assert read and read[0] > before[0]
+    # Unchanged since: the versions read beside the load are the ones used.
+    used: list[bool] = []
+
+    def same(self: Store, collection_id: int) -> tuple[int, np.ndarray, np.ndarray]:
+        found = real(self, collection_id)
+        used.append(True)
+        return found
+
+    monkeypatch.setattr(Store, "versions_unlocked", same)
+    monkeypatch.setattr(Store, "versions", lambda *args: pytest.fail("read again"))
+    with latentdb.connect(tmp_path) as database:
+        assert database.get_collection("c").query(vectors=vectors[6], k=1).ids == [["r6"]]
+    assert used == [True]
