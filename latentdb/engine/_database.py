@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import threading
-from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -52,28 +51,6 @@ INDEX_FOLDER = "indexes"
 # Collections of more rows than this read their ids in the background when their index
 # loads, the first queries asking the store for the ids they return (IdsByKey).
 IDS_AT_ONCE = 200_000
-
-
-_Result = TypeVar("_Result")
-
-
-class _Background(Generic[_Result]):
-    """A call run in a thread of its own; :meth:`result` waits for it."""
-
-    def __init__(self, call: Callable[[], _Result]) -> None:
-        self._out: list[_Result] = []
-        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
-        self._thread.start()
-
-    def _run(self, call: Callable[[], _Result]) -> None:
-        # On failure the caller reads again itself, and meets the error then.
-        with contextlib.suppress(Exception):
-            self._out.append(call())
-
-    def result(self) -> _Result | None:
-        """The call's answer, or None where it failed."""
-        self._thread.join()
-        return self._out[0] if self._out else None
 
 
 class EmbeddedDatabase(Database):
@@ -470,9 +447,12 @@ class EmbeddedDatabase(Database):
             # The store's versions are read beside the loading of the index's files
             # (at 1M rows 0.36 s and 0.25 s of a 0.7 s reopen; each waits mostly
             # outside the GIL, in SQLite and in hashing the files).
-            versions = _Background(partial(self.store.versions_unlocked, state.row.id))
-            index.load()
-            self._install(state, index, versions=versions.result())
+            with ThreadPoolExecutor(1, thread_name_prefix="latentdb-versions") as pool:
+                versions = pool.submit(self.store.versions_unlocked, state.row.id)
+                index.load()
+            # Where that read failed, _install reads again itself and meets the error.
+            read = None if versions.exception() is not None else versions.result()
+            self._install(state, index, versions=read)
         elif state.index.saved_elsewhere():
             self._adopt(state, state.index)
         assert state.index is not None  # apply() only drops it when it raises

@@ -3,6 +3,7 @@ feed a reader catches up from (rows and tombstones after a sequence number)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import sqlite3
@@ -174,13 +175,13 @@ class RecordReads(PackStore):
         Raises:
             StorageError: the pack is still missing after a few tries.
         """
-        for attempt in range(_PACK_TRIES):
-            try:
+        for _ in range(_PACK_TRIES - 1):
+            with contextlib.suppress(PackGoneError):
                 return read()
-            except PackGoneError as error:
-                if attempt == _PACK_TRIES - 1:
-                    raise StorageError(f"{error}, and rows still refer to it") from None
-        raise AssertionError("unreachable")
+        try:
+            return read()
+        except PackGoneError as error:
+            raise StorageError(f"{error}, and rows still refer to it") from None
 
     def count(self, collection_id: int) -> int:
         """Number of records in a collection."""
@@ -293,15 +294,17 @@ class RecordReads(PackStore):
             else:
                 with self.lock:
                     rows = self._connection.execute(sql, parameter).fetchall()
-            found = np.empty((len(rows) if vectors else 0, dimension), dtype=np.float32)
+            found: list[FloatMatrix | None] = [None] * len(rows)
             if vectors:
-                _vectors_into(found, rows, 2, dimension, self._unpacking(dimension))
+                matrix = np.empty((len(rows), dimension), dtype=np.float32)
+                _vectors_into(matrix, rows, 2, dimension, self._unpacking(dimension))
+                found = list(matrix)
             out: dict[int, StoredRecord] = {}
             for position, (key, record_id, _, document, metadata, _, _) in enumerate(rows):
                 out[key] = StoredRecord(
                     key,
                     record_id,
-                    found[position] if vectors else None,
+                    found[position],
                     document,
                     json.loads(metadata) if metadata is not None else None,
                 )
