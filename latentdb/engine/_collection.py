@@ -500,7 +500,8 @@ class EmbeddedCollection(Collection):
         if type(vectors) is not np.ndarray or type(k) is not int or not 0 < k <= MAX_K:
             return None
         fields = check_include(include, QUERY_FIELDS)
-        target = self._for_call()  # through an alias: one target for the whole call
+        # Through an alias: one target for the whole call.
+        target = self if self._alias is None else self._for_call()
         queries = target._state.space.prepare(vectors, copy=False)
         return target._query_snapshot(queries, fields, k, None, None, False)
 
@@ -532,7 +533,13 @@ class EmbeddedCollection(Collection):
             if view is None:
                 return None
             if condition is None:
-                distances, keys = view.search(queries, depth, params=params, exact=exact)
+                one, hits = view.one, None
+                if one is not None and queries.shape[0] == 1 and not (params or exact):
+                    # Most queries: the snapshot's one graph, distances only if asked.
+                    hits = one(queries, depth, "distances" in fields)
+                if hits is None:
+                    hits = view.search(queries, depth, params=params, exact=exact)
+                distances, keys = hits
                 if not (params or exact):
                     state.filters.pool.note(queries)  # tuning queries of filters
                     if index.sampler.offer(queries):

@@ -25,7 +25,7 @@ import copy
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import faiss as _faiss
 import numpy as np
@@ -46,7 +46,14 @@ from latentdb.index._segment_files import (
 from latentdb.index._spec import IndexSpec
 from latentdb.space import Metric
 
-__all__ = ["FILTERED_EF_MAX", "SealedSegment", "filtered_ef", "merge_hits", "min_build_rows"]
+__all__ = [
+    "FILTERED_EF_MAX",
+    "OneQuery",
+    "SealedSegment",
+    "filtered_ef",
+    "merge_hits",
+    "min_build_rows",
+]
 
 # faiss's SWIG type stubs lack most classes used here (SearchParametersHNSW, downcasts).
 faiss: Any = _faiss
@@ -58,6 +65,13 @@ _FLOAT32, _INT64 = np.dtype(np.float32), np.dtype(np.int64)
 FloatMatrix = npt.NDArray[np.float32]
 KeyArray = npt.NDArray[np.int64]
 Hits = tuple[FloatMatrix, KeyArray]
+
+
+class OneQuery(Protocol):
+    """:meth:`SealedSegment.one_query`'s search of one query (1, d): its top ``k``,
+    the distances None unless wanted; None where the general path must answer."""
+
+    def __call__(self, query: FloatMatrix, k: int, distances: bool = True) -> Hits | None: ...
 
 
 # Rows copied out and added to faiss at a time by build(): 15 MB of 384-d float32.
@@ -579,30 +593,38 @@ class SealedSegment:
         faiss_distances_of_one(raw, self.metric)
         return raw, self.keys[rows]
 
-    def one_query(self, params: Mapping[str, int]) -> Callable[[FloatMatrix, int], Hits | None]:
+    def one_query(self, params: Mapping[str, int]) -> OneQuery:
         """:meth:`search_one` of a frozen segment (a snapshot's only one, see
         :class:`~latentdb.index.SearchView`) with ``params``, with everything it looks
-        up bound once: the path of most user queries, ~5 us of Python shorter.
+        up bound once: the path of most user queries, ~5 us of Python shorter. Its third
+        argument False leaves the distances out (None): a query that does not return
+        them skips their conversion.
 
         The search answers None when it does not apply (a re-ranking kind, more hits
         asked than rows live, fewer found): the caller takes the general path.
         """
         live = self.keys.shape[0] - self.dead
         if self.reranks or live == 0:
-            return lambda query, k: None
+
+            def none(query: FloatMatrix, k: int, distances: bool = True) -> Hits | None:
+                return None
+
+            return none
         parameters = self._search_parameters(params, self._live_selector())
         search_c, keys, metric = self.index.search_c, self.keys, self.metric
         swig_ptr, empty, f32, i64 = _swig_ptr, np.empty, _FLOAT32, _INT64
 
-        def search(query: FloatMatrix, k: int) -> Hits | None:
+        def search(query: FloatMatrix, k: int, distances: bool = True) -> Hits | None:
             if k > live:
                 return None
             raw, rows = empty((1, k), f32), empty((1, k), i64)
             search_c(1, swig_ptr(query), k, swig_ptr(raw), swig_ptr(rows), parameters)
             if rows.item(-1) < 0:
                 return None
-            faiss_distances_of_one(raw, metric)
-            return raw, keys[rows]
+            if distances:
+                faiss_distances_of_one(raw, metric)
+                return raw, keys[rows]
+            return None, keys[rows]  # type: ignore[return-value]
 
         return search
 

@@ -6,7 +6,7 @@ and the index's status.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,7 +19,7 @@ from latentdb.index._flat import FlatIndex, exact_search
 from latentdb.index._kinds import EXACT_KIND, filtered_ef, index_kind
 from latentdb.index._lock import BuildLock
 from latentdb.index._manifest import SegmentFiles
-from latentdb.index._sealed import SealedSegment, fill_rows, merge_hits, merge_to_width
+from latentdb.index._sealed import OneQuery, SealedSegment, fill_rows, merge_hits, merge_to_width
 from latentdb.index._sealing import SealingPolicy
 from latentdb.index._spec import IndexSpec
 from latentdb.space import Metric
@@ -121,7 +121,7 @@ class SegmentSearch:
     _closed: bool
     # A snapshot's search of one query at its own settings, when it has one segment
     # (SealedSegment.one_query); None on the index itself, whose segments change.
-    _one: Callable[[FloatMatrix, int], Hits | None] | None = None
+    one: OneQuery | None = None
     # Recall measured on recorded user queries (SegmentedIndex.measure_live).
     live_recall: float | None = None
     live_error: float = 0.0
@@ -168,7 +168,7 @@ class SegmentSearch:
             (distances float32 (nq, k'), keys int64 (nq, k')), k' = min(k, eligible rows).
         """
         nq = queries.shape[0]
-        one = self._one
+        one = self.one
         if one is not None and nq == 1 and params is None and keys is None and not exact:
             hits = one(queries, k)
             if hits is not None:

@@ -51,4 +51,4 @@ class SearchView(SegmentSearch):
         self._generation = index._generation
         self._closed = False
         if len(self.sealed) == 1 and not len(self.growing):  # after optimize(), mostly
-            self._one = self.sealed[0][1].one_query(settings)
+            self.one = self.sealed[0][1].one_query(settings)

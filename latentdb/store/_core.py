@@ -9,7 +9,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
@@ -70,6 +70,10 @@ class StoreCore:
             self._connection.execute("PRAGMA foreign_keys = ON")
             self._migrate()
             self._commits = CommitWatch(self.path, self._ask_data_version, self._page_size)
+            # Whether no connection has committed since data_version() returned a
+            # version (without the lock; False when unsure: then ask data_version).
+            # The watch's own method, not one that calls it: every query asks.
+            self.unchanged_since: Callable[[int], bool] = self._commits.unchanged
         except BaseException as error:
             self._connection.close()
             raise _opening(error, self.path) from error.__cause__
@@ -162,11 +166,6 @@ class StoreCore:
             self._local.connection = connection
             self._readers.add(connection)
         return connection
-
-    def unchanged_since(self, version: int) -> bool:
-        """Whether no connection has committed since :meth:`data_version` returned
-        ``version`` (without the lock; False when unsure: then ask data_version)."""
-        return self._commits.unchanged(version)
 
     def _migrate(self) -> None:
         """Check that the file holds latentdb's schema, and bring it up to date.

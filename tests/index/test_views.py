@@ -231,8 +231,9 @@ def test_a_view_of_one_segment_answers_one_query_as_the_general_path(
     write(index, NO_KEYS, deleted=np.arange(0, 600, 3, dtype=np.int64))  # masked rows
     view = index.view
     assert view is not None and len(view.sealed) == 1 and not len(view.growing)
-    assert view._one is not None and index._one is None
+    assert view.one is not None and index.one is None
     settings = dict(view.search_settings())  # the same knobs, given: the general path
+    answered = 0
     for seed in range(20):
         query = clustered(1, seed=100 + seed)
         general = view.search(query, 10, params=settings)
@@ -240,6 +241,15 @@ def test_a_view_of_one_segment_answers_one_query_as_the_general_path(
         np.testing.assert_array_equal(fast[1], general[1])
         np.testing.assert_allclose(fast[0], general[0], rtol=1e-6, atol=1e-6)
         assert not np.isin(fast[1], np.arange(0, 600, 3)).any()
+        # The distances left out: the same answer (None: the general path answers).
+        bare, whole = view.one(query, 10, False), view.one(query, 10)
+        assert (bare is None) == (whole is None)
+        if whole is not None:
+            answered += 1
+            assert bare is not None and bare[0] is None
+            np.testing.assert_array_equal(bare[1], general[1])
+    # Re-ranked kinds always take the general path; the others mostly answer here.
+    assert answered == 0 if view.sealed[0][1].reranks else answered >= 10
     query = clustered(1, seed=1)
     # More hits asked than rows live: the general path.
     assert view.search(query, 1000)[1].shape == (1, 400)
