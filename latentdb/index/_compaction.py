@@ -20,10 +20,14 @@ from latentdb.index._search import FloatMatrix, KeyArray
 from latentdb.index._tuning import Tuning, built_rows, holdout
 from latentdb.index._view import SearchView
 
-__all__ = ["Compaction"]
+__all__ = ["UNSAVED", "Compaction"]
 
 # optimize() extends a segment in place unless more than this share of it is dead.
 _MAX_DEAD_FRACTION = 0.1
+# The name of a segment not written yet: the next save writes it. A build is written
+# once, after the tuning sample is folded into it: at 1M rows writing it before as well
+# cost a 1.4 GB vector pack (fsynced, hashed, then dropped).
+UNSAVED = ""
 
 
 class Compaction(Tuning):
@@ -90,7 +94,7 @@ class Compaction(Tuning):
             self.tune()
         folded = self._fold(self.sealed[0][1])
         if folded is not None:
-            self.sealed = [(self._write_segment(folded), folded)]
+            self.sealed = [(UNSAVED, folded)]
         self._save()
 
     def build_from_parts(
@@ -132,7 +136,7 @@ class Compaction(Tuning):
                 kind=kind, spec=self.spec, metric=self.metric, parts=built(),
                 count=count - spare, dimension=self.dimension, spare=spare,
             )  # fmt: skip
-            self.sealed = [(self._write_segment(segment), segment)]
+            self.sealed = [(UNSAVED, segment)]  # written once folded: _finish_build
             for keys, vectors, sequences in held:
                 self.growing.upsert(keys, vectors, sequences=sequences)
             self._finish_build(retune=True)
@@ -178,7 +182,7 @@ class Compaction(Tuning):
         segment.extend(moved, vectors[added], sequences=self.growing.sequences_of(moved))
         self.growing.remove(moved)
         self.growing.compact()
-        self.sealed = [(self._write_segment(segment), segment)]
+        self.sealed = [(UNSAVED, segment)]  # written once folded: _finish_build
 
     def _rebuild(self, kind: str) -> None:
         """Build one segment from all live rows, holding a tuning sample out of it."""
@@ -209,7 +213,7 @@ class Compaction(Tuning):
             if consumed is not None:
                 self.damaged = True  # the growing rows are gone: reload from the store
             raise
-        self.sealed = [(self._write_segment(segment), segment)]
+        self.sealed = [(UNSAVED, segment)]  # written once folded: _finish_build
         self.growing = FlatIndex(self.dimension, self.metric)
         self.growing.upsert(held_keys, held_vectors, sequences=held_sequences)
 
@@ -218,8 +222,12 @@ class Compaction(Tuning):
         return self.files.write_segment(segment)
 
     def _save(self) -> None:
-        """Write the manifest atomically (under the build lock); drop the segment
-        folders it no longer names."""
+        """Write the segments not written yet, then the manifest atomically (under the
+        build lock); drop the segment folders it no longer names."""
+        self.sealed = [
+            (self._write_segment(segment) if name == UNSAVED else name, segment)
+            for name, segment in self.sealed
+        ]
         state = SavedState(self.params, self.tuned_rows, self.tuned_recall, self.saved_curve())
         self.sealed = self.files.save(self.sealed, spec=self.spec, reduce=self.reduce, state=state)
 

@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from latentdb.errors import LatentDBWarning
-from latentdb.index._compaction import Compaction
+from latentdb.index._compaction import UNSAVED, Compaction
 from latentdb.index._flat import FlatIndex
 from latentdb.index._kinds import FILTERED_EF_MAX, filtered_ef, index_kind
 from latentdb.index._live import UNKNOWN, QuerySampler
@@ -550,7 +550,7 @@ class SegmentedIndex(Compaction):
             # queries for seconds under steady writes.
             folded = self._fold(segment)
             if folded is not None:
-                self.sealed[-1] = (self._write_segment(folded), folded)
+                self.sealed[-1] = (UNSAVED, folded)  # written by the save below
         self._save()
         self.publish()
 

@@ -20,6 +20,8 @@ import pytest
 import latentdb
 from latentdb.engine._packs import StorePacks
 from latentdb.errors import StorageError
+from latentdb.index import SealedSegment
+from latentdb.index._manifest import SegmentFiles
 from latentdb.store import _packs
 from tests._segments import clustered
 
@@ -241,3 +243,37 @@ def test_a_read_whose_pack_was_dropped_meanwhile_reads_again(
     with pytest.raises(StorageError, match="still refer to it"):
         database.get_collection("c").get(ids=["r3"], include=["vectors"])
     database.close()
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "hnsw-sq8"])
+def test_optimize_writes_its_segment_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """The build is written after its tuning sample is folded in, not before as well:
+    at 1M rows the first write was a 1.4 GB pack, fsynced, hashed and dropped."""
+    written: list[int] = []
+    write = SegmentFiles.write_segment
+
+    def counted(self: SegmentFiles, segment: SealedSegment) -> str:
+        written.append(int(segment.keys.shape[0]))
+        return write(self, segment)
+
+    monkeypatch.setattr(SegmentFiles, "write_segment", counted)
+    database = latentdb.connect(tmp_path / "db")
+    collection = database.create_collection(
+        "c", dimension=DIMENSION, embedder=None, model=MODEL, index=kind
+    )
+    collection.add([f"r{i}" for i in range(ROWS)], vectors=clustered(ROWS), model=MODEL)
+    collection.optimize()  # all rows, the tuning sample folded in after tuning
+    assert written == [ROWS]
+    collection.delete([f"r{i}" for i in range(ROWS // 2)])  # mostly dead: rebuilt
+    collection.add([f"n{i}" for i in range(40)], vectors=clustered(40, seed=7), model=MODEL)
+    collection.optimize()
+    assert written == [ROWS, ROWS // 2 + 40]
+    if kind == "hnsw":
+        assert len(_packs_on_disk(tmp_path / "db")) == 1
+    database.close()
+    reopened = latentdb.connect(tmp_path / "db").get_collection("c")
+    assert reopened.count() == ROWS // 2 + 40
+    found = reopened.query(vectors=clustered(40, seed=7)[:1], k=1, include=[]).ids
+    assert found == [["n0"]]
