@@ -25,9 +25,9 @@ class StorePacks:
         return self.store.packs_folder(self.collection_id)
 
     def ready(self) -> bool:
-        """False inside a transaction of the store's (a bulk build reading every row):
-        adoption commits a transaction per chunk of rows; and in a read-only store
-        (whose graphs still map their packs)."""
+        """False inside a transaction of the store's that this thread opened (a bulk
+        build reading every row): adoption commits a transaction per chunk of rows; and
+        in a read-only store (whose graphs still map their packs)."""
         return not (self.store.read_only or self.store.in_transaction)
 
     def adopt(

@@ -221,15 +221,18 @@ class Compaction(Tuning):
         """Save a segment under a new name (no manifest names it yet); return the name."""
         return self.files.write_segment(segment)
 
-    def _save(self) -> None:
+    def _save(self, *, adopt: bool = True) -> None:
         """Write the segments not written yet, then the manifest atomically (under the
-        build lock); drop the segment folders it no longer names."""
+        build lock); drop the segment folders it no longer names. ``adopt``: the store
+        takes their packs over now (else the caller has it do so)."""
         self.sealed = [
             (self._write_segment(segment) if name == UNSAVED else name, segment)
             for name, segment in self.sealed
         ]
         state = SavedState(self.params, self.tuned_rows, self.tuned_recall, self.saved_curve())
-        self.sealed = self.files.save(self.sealed, spec=self.spec, reduce=self.reduce, state=state)
+        self.sealed = self.files.save(
+            self.sealed, spec=self.spec, reduce=self.reduce, state=state, adopt=adopt
+        )
 
 
 def _ascending(rows: npt.NDArray[np.intp]) -> bool:

@@ -229,9 +229,11 @@ class SegmentFiles:
         spec: IndexSpec,
         reduce: int | None,
         state: SavedState,
+        adopt: bool = True,
     ) -> list[tuple[str, SealedSegment]]:
         """Write the manifest naming ``sealed`` atomically (under the build lock); drop
-        the segment folders it no longer names.
+        the segment folders it no longer names, and have the owner adopt their packs
+        (unless not ``adopt``: the caller calls :meth:`adopt_packs` itself).
 
         Returns:
             ``sealed`` under the names saved (a segment whose folder another process's
@@ -265,7 +267,8 @@ class SegmentFiles:
         self._checksums = {name: self._checksums[name] for name in names}
         if self.build_lock.held():  # else another build may be writing a segment now
             self.sweep(names)
-            self.adopt_packs(saved)
+            if adopt:
+                self.adopt_packs(saved)
         return saved
 
     def adopt_packs(self, sealed: list[tuple[str, SealedSegment]]) -> None:

@@ -498,11 +498,18 @@ class SegmentedIndex(Compaction):
                     return  # another process saved meanwhile: the engine loads its work
                 name = self._write_segment(segment)  # outside the lock: queries go on
                 with self.lock:
-                    if not self._closed and generation == self._generation:
+                    installed = not self._closed and generation == self._generation
+                    if installed:
                         if replaces:
                             self._install_merged(name, segment, replaces)
                         else:
                             self._install(name, segment, keys)
+                        saved = self.sealed
+                if installed:
+                    # The store takes the new pack over outside the lock, a transaction
+                    # per chunk of rows: writers (and other processes' catch-ups) go on
+                    # between them, where they waited ~0.1 s per 20k rows adopted.
+                    self.files.adopt_packs(saved)
         except Exception as error:  # a failed build leaves the rows in the growing segment
             warnings.warn(
                 f"building an index segment failed ({error}); rows stay searchable exactly",
@@ -531,7 +538,7 @@ class SegmentedIndex(Compaction):
             return  # a replaced segment is gone (optimize() ran): the merge is moot
         self.sealed = [*kept, (name, segment)]
         self.sealed.sort(key=lambda entry: -entry[1].live)  # the largest first
-        self._save()
+        self._save(adopt=False)  # adopted after the lock is let go
         self.publish()
 
     def _install(self, name: str, segment: SealedSegment, keys: KeyArray) -> None:
@@ -551,7 +558,7 @@ class SegmentedIndex(Compaction):
             folded = self._fold(segment)
             if folded is not None:
                 self.sealed[-1] = (UNSAVED, folded)  # written by the save below
-        self._save()
+        self._save(adopt=False)  # adopted after the lock is let go
         self.publish()
 
     def backlog(self) -> int:

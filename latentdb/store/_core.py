@@ -61,6 +61,7 @@ class StoreCore:
         self._reader_target: tuple[str | Path, bool] = (self.path, False)
         self.read_only = False
         self._in_transaction = False
+        self._transaction_thread = 0  # the thread that opened it (threading.get_ident)
         if not check_database_file(self.path):
             create_database_file(self.path, initialize)
         self._connection = self._open()
@@ -215,6 +216,7 @@ class StoreCore:
                 return
             self._connection.execute(begin)
             self._in_transaction = True
+            self._transaction_thread = threading.get_ident()
             try:
                 try:
                     yield
@@ -242,8 +244,9 @@ class StoreCore:
 
     @property
     def in_transaction(self) -> bool:
-        """Whether the store's connection has a transaction open (call under the lock)."""
-        return self._in_transaction
+        """Whether the calling thread has a transaction of the store's connection open
+        (another thread's does not count: this thread's next transaction waits for it)."""
+        return self._in_transaction and self._transaction_thread == threading.get_ident()
 
     def data_version(self) -> int:
         """A number that changes when another connection commits (PRAGMA data_version,

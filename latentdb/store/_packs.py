@@ -43,8 +43,9 @@ __all__ = ["PACKS_FOLDER", "PackStore", "PackedRows"]
 PACKS_FOLDER = "vectors"
 # Rows re-pointed per transaction when a pack is adopted: one transaction for 1M rows
 # would grow the WAL to about the size of the records table (every page rewritten)
-# and hold the write lock for all of it.
-ADOPT_CHUNK = 50_000
+# and hold the write lock for all of it. A background build's adoption runs beside
+# writes, which wait for at most one chunk (~0.1 s per 20k rows).
+ADOPT_CHUNK = 5_000
 # reclaim() rebuilds the file (VACUUM) once packs emptied this many bytes of blobs, and
 # at least a quarter of it: after a pack of 1M rows x 384 is adopted, the records
 # table holds ~0.15 GB of its ~1.6 GB, and SQLite keeps every page.

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -20,9 +22,9 @@ import pytest
 import latentdb
 from latentdb.engine._packs import StorePacks
 from latentdb.errors import StorageError
-from latentdb.index import SealedSegment
+from latentdb.index import SealedSegment, _segments
 from latentdb.index._manifest import SegmentFiles
-from latentdb.store import _packs
+from latentdb.store import Store, _packs
 from tests._segments import clustered
 
 MODEL = "test/vectors"
@@ -277,3 +279,69 @@ def test_optimize_writes_its_segment_once(
     assert reopened.count() == ROWS // 2 + 40
     found = reopened.query(vectors=clustered(40, seed=7)[:1], k=1, include=[]).ids
     assert found == [["n0"]]
+
+
+def test_a_background_build_hands_its_pack_over_without_holding_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delta sealed in the background: the store adopts its pack a chunk of rows per
+    transaction, with the store's lock (the index's) free between them, so writers and
+    other connections' catch-ups go on meanwhile."""
+    monkeypatch.setattr(_segments, "_SEAL_QUIET_SECONDS", 0.05)
+    monkeypatch.setattr(_segments, "DELTA_SEAL_ROWS", 200)
+    monkeypatch.setattr(_packs, "ADOPT_CHUNK", 50)
+    database, _ = _built(tmp_path / "db")
+    collection = database.get_collection("c")
+    store = database.store  # type: ignore[attr-defined]
+    free: list[bool] = []
+    adopt = StorePacks.adopt
+
+    def watched(self: StorePacks, pack: object, keys: np.ndarray, sequences: np.ndarray) -> None:
+        taken: list[bool] = []
+
+        def other() -> None:  # another thread, as a writer is
+            taken.append(store.lock.acquire(timeout=2.0))
+            if taken[0]:
+                store.lock.release()
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        free.append(taken[0])
+        adopt(self, pack, keys, sequences)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(StorePacks, "adopt", watched)
+    new = clustered(300, seed=5)
+    collection.add([f"n{i}" for i in range(300)], vectors=new, model=MODEL)
+    index = collection._state.index  # type: ignore[attr-defined]
+    for _ in range(200):  # sealed once the writes pause
+        index.wait()
+        if index.status().segments == 2:
+            break
+        time.sleep(0.05)
+    assert index.status().segments == 2
+    assert free == [True]  # one pack adopted, the lock free meanwhile
+    (packed,) = _sql(
+        tmp_path / "db",
+        "SELECT COUNT(*) FROM records WHERE pack IS NOT NULL AND length(vector) = 0",
+    )
+    assert packed[0] == ROWS + 300
+    stored = collection.get(ids=[f"n{i}" for i in range(300)], include=["vectors"]).vectors
+    expected = new / np.linalg.norm(new, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(stored), expected, rtol=1e-6, atol=1e-6)
+    database.close()
+
+
+def test_a_transaction_counts_only_in_the_thread_that_opened_it(tmp_path: Path) -> None:
+    """Adoption skips a store inside a transaction of its own thread's (a bulk build
+    reading every row), not one another thread has open: that one is waited for."""
+    store = Store(tmp_path)
+    seen: list[bool] = []
+    with store.read():
+        assert store.in_transaction
+        thread = threading.Thread(target=lambda: seen.append(store.in_transaction))
+        thread.start()
+        thread.join()
+    assert seen == [False]
+    assert not store.in_transaction
+    store.close()
