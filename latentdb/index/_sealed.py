@@ -48,6 +48,7 @@ from latentdb.space import Metric
 
 __all__ = [
     "FILTERED_EF_MAX",
+    "BuildCancelled",
     "OneQuery",
     "SealedSegment",
     "filtered_ef",
@@ -76,6 +77,11 @@ class OneQuery(Protocol):
 
 # Rows copied out and added to faiss at a time by build(): 15 MB of 384-d float32.
 _ADD_CHUNK = 10_000
+
+
+class BuildCancelled(Exception):
+    """A build stopped between chunks because its result is no longer wanted."""
+
 
 # Candidates per result a reduced segment re-scores when no tuned value exists yet.
 REDUCED_RERANK = 4
@@ -175,6 +181,7 @@ class SealedSegment:
         spare: int = 0,
         consumed: Callable[[npt.NDArray[np.intp]], None] | None = None,
         reduce: int | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> SealedSegment:
         """Build a segment over ``vectors`` (float32 (n, d)) with unique ``keys``.
 
@@ -189,6 +196,10 @@ class SealedSegment:
                 for them now rather than reallocate, and copy, the storage then).
             consumed: Called with each chunk of ``rows`` once the index holds it (the
                 caller may drop them from memory).
+            cancelled: Asked before each chunk; True stops the build there.
+
+        Raises:
+            BuildCancelled: ``cancelled`` said so.
         """
         if rows is None:
             rows = np.arange(vectors.shape[0])
@@ -196,6 +207,8 @@ class SealedSegment:
 
         def parts() -> Iterator[tuple[KeyArray, FloatMatrix, KeyArray]]:
             for start in range(0, selected.shape[0], _ADD_CHUNK):
+                if cancelled is not None and cancelled():
+                    raise BuildCancelled(f"stopped after {start:,} rows")
                 chunk = selected[start : start + _ADD_CHUNK]
                 stop = start + chunk.shape[0]
                 yield keys[start:stop], np.ascontiguousarray(vectors[chunk]), sequences[start:stop]

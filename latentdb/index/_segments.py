@@ -41,7 +41,7 @@ from latentdb.index._kinds import FILTERED_EF_MAX, filtered_ef, index_kind
 from latentdb.index._live import UNKNOWN, QuerySampler
 from latentdb.index._lock import BuildLock, claim, release_claim
 from latentdb.index._manifest import PackOwner, SegmentFiles
-from latentdb.index._sealed import SealedSegment, min_build_rows
+from latentdb.index._sealed import BuildCancelled, SealedSegment, min_build_rows
 from latentdb.index._sealing import SEAL_OVERDUE, SEAL_QUIET_SECONDS, Clock, SealingPolicy
 from latentdb.index._search import FloatMatrix, IndexStatus, KeyArray, Selection
 from latentdb.index._spec import IndexSpec
@@ -490,6 +490,7 @@ class SegmentedIndex(Compaction):
             segment = SealedSegment.build(
                 kind=kind, spec=spec, metric=self.metric, keys=keys, vectors=vectors,
                 sequences=sequences, rows=rows, spare=spare, reduce=self.reduce,
+                cancelled=lambda: self._closed or generation != self._generation,
             )  # fmt: skip
             if self._closed or generation != self._generation:
                 return  # closed, or optimize() rebuilt everything meanwhile
@@ -510,6 +511,11 @@ class SegmentedIndex(Compaction):
                     # per chunk of rows: writers (and other processes' catch-ups) go on
                     # between them, where they waited ~0.1 s per 20k rows adopted.
                     self.files.adopt_packs(saved)
+        except BuildCancelled:
+            # Closed, or optimize() rebuilds everything: the build stopped at its next
+            # chunk instead of taking a core from optimize()'s own build for minutes
+            # (at 1M rows, a seal started during the ingest ran beside it).
+            return
         except Exception as error:  # a failed build leaves the rows in the growing segment
             warnings.warn(
                 f"building an index segment failed ({error}); rows stay searchable exactly",

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from latentdb.index import IndexSpec, SegmentedIndex, _segments
+from latentdb.index import IndexSpec, SegmentedIndex, _sealed, _segments
 from latentdb.index._sealed import SealedSegment
 from latentdb.index._sealing import SEAL_QUIET_SECONDS, SealingPolicy, SystemClock
 from latentdb.index._segments import merge_tier
@@ -377,4 +377,54 @@ def test_once_writes_pause_the_deltas_merge_whatever_their_tier(
     with index.lock:
         _, found = index.search(vectors[:1], 1400, exact=True)
     assert sorted(found[0].tolist()) == list(range(1400))
+    index.close(wait=True)
+
+
+def test_optimize_stops_a_background_build_at_its_next_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A seal still building when optimize() starts stops before its next chunk of rows,
+    instead of taking a core from optimize()'s own build until it ends and is dropped
+    (100k PyPI rows: optimize() took 80 s beside a seal started after the ingest, and
+    the seal ran 20 s past it; 52 s when the seal stops)."""
+    monkeypatch.setattr(_sealed, "_ADD_CHUNK", 100)
+    clock = FakeClock()
+    index = segmented(tmp_path, clock)
+    asked: list[bool] = []
+    first_chunk, optimizing = threading.Event(), threading.Event()
+    real_build = SealedSegment.build
+
+    def watched_build(**arguments: Any) -> SealedSegment:
+        cancelled = arguments.get("cancelled")
+        if threading.current_thread().name != "latentdb-seal" or cancelled is None:
+            return real_build(**arguments)
+
+        def watched() -> bool:
+            if not asked:  # the seal's first chunk: hold it there until optimize() runs
+                first_chunk.set()
+                assert optimizing.wait(30)
+            asked.append(cancelled())
+            return asked[-1]
+
+        return real_build(**{**arguments, "cancelled": watched})
+
+    monkeypatch.setattr(SealedSegment, "build", watched_build)
+    write(index, 0, clustered(600))
+    clock.advance(2 * SEAL_QUIET_SECONDS)
+    assert first_chunk.wait(30)  # the seal is building
+    seal = index._builder
+    assert seal is not None
+    generation = index._generation
+    optimizer = threading.Thread(target=index.optimize)
+    optimizer.start()
+    for _ in range(3000):  # optimize() has begun: the seal's result is moot
+        if index._generation != generation:
+            break
+        time.sleep(0.01)
+    optimizing.set()
+    optimizer.join(60)
+    seal.join(60)
+    assert asked == [True]  # stopped at its first look, not after all 6 chunks
+    status = index.status()
+    assert (status.segments, status.indexed + status.pending, status.building) == (1, 600, False)
     index.close(wait=True)
