@@ -533,13 +533,10 @@ class EmbeddedCollection(Collection):
             if view is None:
                 return None
             if condition is None:
-                one, hits = view.one, None
-                if one is not None and queries.shape[0] == 1 and not (params or exact):
-                    # Most queries: the snapshot's one graph, distances only if asked.
-                    hits = one(queries, depth, "distances" in fields)
-                if hits is None:
-                    hits = view.search(queries, depth, params=params, exact=exact)
-                distances, keys = hits
+                distances, keys = view.search(
+                    queries, depth, params=params, exact=exact,
+                    with_distances="distances" in fields,
+                )  # fmt: skip
                 if not (params or exact):
                     state.filters.pool.note(queries)  # tuning queries of filters
                     if index.sampler.offer(queries):

@@ -161,8 +161,13 @@ class SegmentSearch:
         params: Mapping[str, int] | None = None,
         keys: KeyArray | None = None,
         exact: bool = False,
+        with_distances: bool = True,
     ) -> Hits:
         """Top-k of each query over all live rows (or only ``keys``), nearest first.
+
+        Args:
+            with_distances: False lets the search leave the distances out (None)
+                where that saves work: a query that does not return them.
 
         Returns:
             (distances float32 (nq, k'), keys int64 (nq, k')), k' = min(k, eligible rows).
@@ -170,7 +175,7 @@ class SegmentSearch:
         nq = queries.shape[0]
         one = self.one
         if one is not None and nq == 1 and params is None and keys is None and not exact:
-            hits = one(queries, k)
+            hits = one(queries, k, with_distances)
             if hits is not None:
                 return hits
         if keys is not None:

@@ -487,19 +487,23 @@ class SegmentedIndex(Compaction):
             if (replaces or len(self.sealed) > 0) and built <= SMALL_BUILD_ROWS:
                 beam = min(spec.ef_construction, SMALL_BUILD_EF_CONSTRUCTION)
                 spec = replace(spec, ef_construction=beam)
+
+            def moot() -> bool:  # closed, or optimize() rebuilds everything meanwhile
+                return self._closed or generation != self._generation
+
             segment = SealedSegment.build(
                 kind=kind, spec=spec, metric=self.metric, keys=keys, vectors=vectors,
                 sequences=sequences, rows=rows, spare=spare, reduce=self.reduce,
-                cancelled=lambda: self._closed or generation != self._generation,
+                cancelled=moot,
             )  # fmt: skip
-            if self._closed or generation != self._generation:
-                return  # closed, or optimize() rebuilt everything meanwhile
+            if moot():
+                return
             with self.build_lock:  # before the store's lock, as everywhere
                 if self.saved_elsewhere():
                     return  # another process saved meanwhile: the engine loads its work
                 name = self._write_segment(segment)  # outside the lock: queries go on
                 with self.lock:
-                    installed = not self._closed and generation == self._generation
+                    installed = not moot()
                     if installed:
                         if replaces:
                             self._install_merged(name, segment, replaces)
