@@ -52,6 +52,43 @@ def test_reserved_codes_take_room_without_rows_and_fill_in_place() -> None:
     assert np.array_equal(view[:100], clustered(100))
 
 
+def _vma_flags(address: int) -> list[str]:
+    """The VmFlags of the mapping that holds ``address`` in /proc/self/smaps."""
+    mapping = None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split(" ", 1)[0]
+        if "-" in head and not head.endswith(":"):
+            low, high = (int(part, 16) for part in head.split("-"))
+            mapping = low <= address < high
+        elif mapping and line.startswith("VmFlags:"):
+            return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(
+    not Path("/sys/kernel/mm/transparent_hugepage/enabled").exists(),
+    reason="madvise(MADV_HUGEPAGE) needs Linux with transparent huge pages",
+)
+def test_reserved_codes_and_neighbour_lists_are_asked_for_in_huge_pages() -> None:
+    """A graph build reads both buffers at random; the room reserved for them is advised
+    for 2 MiB pages (a mapping's ``hg`` flag), in place as rows arrive."""
+    index = index_kind("hnsw").new_index(
+        IndexSpec(kind="hnsw"), rows=20_000, dimension=128, metric=faiss.METRIC_L2,
+        capacity=20_000,
+    )  # fmt: skip
+    graph = faiss.downcast_index(index)
+    storage = faiss.downcast_index(graph.storage)
+    index.add(clustered(100, dimension=128))
+    for vector, rows_room in (
+        (storage.codes, 20_000 * 128 * 4),
+        (graph.hnsw.neighbors, 20_000 * 64 * 4),
+    ):
+        start = int(faiss.rev_swig_ptr(vector.data(), 1).ctypes.data)
+        middle = start + rows_room // 2  # inside the 2 MiB-aligned part of the room
+        assert "hg" in _vma_flags(middle)
+    assert graph.hnsw.neighbors.size() < 100 * 80  # the room is capacity, not entries
+
+
 def build(vectors: np.ndarray) -> SealedSegment:
     keys = np.arange(vectors.shape[0], dtype=np.int64)
     return SealedSegment.build(
