@@ -12,6 +12,7 @@ from latentdb.index._flat import (
     FlatIndex,
     SearchHits,
     exact_search,
+    rescore,
     rows_addressable,
     scores_of_rows,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "merge_hits",
     "merge_to_width",
     "pair_distances",
+    "rescore",
     "rows_addressable",
     "scores_of_rows",
     "scores_to_distances",

@@ -63,7 +63,7 @@ from latentdb.query._selection import (
     Selection,
     segments_signature,
 )
-from latentdb.query._subset import SubsetGraph, gather
+from latentdb.query._subset import SUBSET_STRATEGIES, gather, subset_index
 from latentdb.query._tuning import (
     MIN_QUERIES,
     TUNE_K,
@@ -95,9 +95,9 @@ _CACHED_FILTERS = 16  # evaluated selections kept (until the next write)
 _PLANS = 64  # filters whose plans are kept
 _GRAPHS = 4  # filters with a graph of their own (a 10% subset of 100k x 384: ~20 MB)
 _POOL = 256  # recent queries kept as tuning queries
+_QUICK_BUILD_WAIT_S = 2.0  # a measurement waits this long for a filter's codes
 _NOTED_ROWS = 4  # rows of an unfiltered batch kept as tuning queries
 _TRUTH_CHUNK = 32  # tuning queries answered exactly per hold of the store's lock
-_GRAPH_EF_FIRST = 16  # the first beam measured on a filter's own graph
 # A broad filter (GRAPH_FRACTION or more of the rows: no graph of its own) allowing up
 # to this many rows is measured in its first query, on MIN_QUERIES tuning queries
 # (FilterCache.measure_now): the exact answers cost in proportion to its rows (a 50%
@@ -137,7 +137,9 @@ class QueryPlan:
         strategy: "ann" (the index), "exact" (a full scan), "exact-filtered" (a scan of
             the rows the filter allows), "ann-filtered" (the index with the others
             masked out), "subset-hnsw" (a graph of the allowed rows alone, kept for a
-            filter used again), "exact-ranked" (the nearest rows, by an exact scan, tested
+            filter used again), "subset-pq" (product-quantized codes of the allowed
+            rows alone, scanned and re-ranked exactly: a narrower filter's own index),
+            "exact-ranked" (the nearest rows, by an exact scan, tested
             in SQL: the filter's metadata key is being read into memory) or "empty" (the
             filter allows nothing).
         rows: Live records in the collection.
@@ -255,7 +257,9 @@ class FilterCache:
         self._jobs: deque[tuple[FilterPlan, Any, Selection]] = deque()  # (plan, index, rows)
         self._worker: threading.Thread | None = None
         self._hints: dict[int, int] = {}  # selectivity bucket -> knob value that passed
-        self._graph_hints: dict[int, int] = {}  # ... and the beam of a filter's own graph
+        self._graph_hints: dict[
+            tuple[int, str], int
+        ] = {}  # ... and the beam of a filter's own graph
         self.measurements = 0  # measurements made (for tests and benchmarks)
 
     def note_queries(self, queries: FloatMatrix) -> None:
@@ -678,13 +682,18 @@ class FilterCache:
         # graph of a narrow filter is wanted to be, the collection's graph (masked) is
         # not measured too (its beam for a 10% filter took most of a measurement's time).
         graph = plan.graph
+        if graph is not None and graph.building and graph.quick:
+            # Codes are ready in a fraction of a second: measured first, they spare the
+            # masked graph's measurement, which held a 10% filter of the PyPI set on its
+            # scan for 500 queries (1 s) before the codes were measured.
+            graph.wait(_QUICK_BUILD_WAIT_S)
         plan.graph_measured = graph is not None and graph.ready
         added = _graph_covers(plan, selection, segments)
         if graph is not None and added is not None:
             own_graph, beside = graph, added
 
             def own(value: int) -> Measurement:
-                params = {"ef": value}
+                params = {own_graph.knob: value}
 
                 def one(query: FloatMatrix) -> KeyArray:
                     with lock:
@@ -697,16 +706,18 @@ class FilterCache:
             # From the beam that passed for a filter of about this selectivity, else the
             # collection's own: climbing from 16, a 10% filter's graph on the PyPI set
             # measured six beams (7 s on the loaded box) before ef 122 passed.
-            ladder = knob_ladder(_GRAPH_EF_FIRST, FILTERED_KNOB_MAX)
-            hint = self._graph_hints.get(bucket, max(base, _GRAPH_EF_FIRST))
-            start = int(np.searchsorted(ladder, hint))
+            ladder = knob_ladder(graph.first, FILTERED_KNOB_MAX)
+            hinted = (bucket, graph.strategy)
+            first = max(base, graph.first) if graph.knob == knob else graph.first
+            start = int(np.searchsorted(ladder, self._graph_hints.get(hinted, first)))
             winner, _ = tune_knob(own, ladder, start=start, target=target, slowest=best.seconds)
             if winner is not None:
-                self._graph_hints[bucket] = winner.value
+                self._graph_hints[hinted] = winner.value
             if winner is not None and winner.measurement.seconds < best.seconds:
-                best = _from(winner.measurement, "subset-hnsw", {"ef": winner.value}, best)
+                best = _from(winner.measurement, graph.strategy, {graph.knob: winner.value}, best)
         if knob and not (
-            best.strategy == "subset-hnsw" and best.seconds <= _GRAPH_WHEN_SLOWER * best.unfiltered
+            best.strategy in SUBSET_STRATEGIES
+            and best.seconds <= _GRAPH_WHEN_SLOWER * best.unfiltered
         ):
 
             def masked(value: int) -> Measurement:
@@ -780,7 +791,7 @@ class FilterCache:
             masks = [selection.rows_of(s) for s in segments]
             rows = partial(gather, segments, masks)
         count = selection.sealed_count(segments)
-        built = SubsetGraph(rows, count, index.metric, digest)
+        built = subset_index(rows, count, index.metric, digest)
         if _graph_covers(plan, selection, segments) is not None:
             plan.next_graph = built
         else:
@@ -961,11 +972,11 @@ def filtered_search(
                 else 0.8 * plan.scan_seconds + 0.2 * per_query
             )
         elif (
-            measured.strategy == "subset-hnsw"
+            plan.graph is not None
+            and measured.strategy == plan.graph.strategy  # measured on this kind of index
             and (added := _graph_covers(plan, selection, segments)) is not None
         ):
-            assert plan.graph is not None
-            strategy, used, recall = "subset-hnsw", dict(measured.params), measured.lower
+            strategy, used, recall = measured.strategy, dict(measured.params), measured.lower
             found = plan.graph.search(queries, k, measured.params)
             hits = with_growing(
                 index,

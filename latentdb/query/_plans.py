@@ -62,7 +62,7 @@ _RANKED_GROWTH = 4
 class Measured:
     """A plan measured for one filter, and what it was measured on."""
 
-    strategy: str  # "ann-filtered", "subset-hnsw" or "exact-filtered"
+    strategy: str  # "ann-filtered", "subset-hnsw", "subset-pq" or "exact-filtered"
     params: dict[str, int]
     recall: float  # mean recall@10 on the tuning queries (1.0 for the scan)
     lower: float  # its lower confidence bound
