@@ -66,3 +66,19 @@ def test_a_filter_of_more_rows_than_codes_suit_gets_a_graph(
     assert type(index) is _subset.SubsetGraph and index.knob == "ef"
     _, keys = index.search(vectors[:5], 1, {"ef": 64})
     assert keys[:, 0].tolist() == list(range(1000, 1005))
+
+
+@pytest.mark.parametrize("rows", [0, 5, 63])
+def test_too_few_rows_to_train_codes_on_are_all_re_ranked(rows: int) -> None:
+    """A filter's rows deleted after it counted them leave too few to train codes on
+    (the lifecycle machine built codes over none): every row is re-ranked instead."""
+    vectors = clustered(rows, dimension=16) if rows else np.empty((0, 16), np.float32)
+    queries = clustered(3, dimension=16, seed=7)
+    index = codes_of(vectors)
+    assert index.ready
+    _, keys = index.search(queries, 10, {"rerank": 32})
+    assert keys.shape == (3, 10)
+    if rows:
+        _, truth_rows = exact_search(queries, vectors, min(10, rows), "cosine")
+        np.testing.assert_array_equal(keys[:, : min(10, rows)], truth_rows + 1000)
+    assert (keys[:, min(10, rows) :] == -1).all()
