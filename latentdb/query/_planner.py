@@ -104,6 +104,11 @@ _TRUTH_CHUNK = 32  # tuning queries answered exactly per hold of the store's loc
 # filter of 100k PyPI rows: ~0.1 s, within the 200 ms a first query may take), where
 # measured in the background its first ~60 queries were each scanned (10 ms apiece).
 _MEASURE_AT_ONCE_ROWS = 60_000
+# A narrower filter allowing up to this many rows is measured in its first query too: its
+# own codes (SubsetCodes) are built in it, 0.1 s for 10k x 384 PyPI rows, and measured
+# on MIN_QUERIES tuning queries. Measured in the background instead, a 10% filter's
+# first ~400 queries were scanned (1.4 ms apiece) before its codes answered.
+_CODES_AT_ONCE_ROWS = 12_000
 # A filter gets a graph of its own rows when its best measured plan is this many times
 # slower than an unfiltered search: issue 18 asks filtered qps1 >= 0.5x unfiltered, and
 # timings on a shared machine scatter (a 4k-row scan, 4% of 100k, timed at 1.8-2.5x).
@@ -992,10 +997,10 @@ def filtered_search(
             strategy, measured = "exact-filtered", None
             hits = cache._scan_now(plan, selection, index, queries, k)
         if not exact and count > EXACT_ROWS and segments:
-            if (
-                measured is None
-                and count <= _MEASURE_AT_ONCE_ROWS
-                and plan.fraction >= GRAPH_FRACTION
+            if measured is None and (
+                count <= _MEASURE_AT_ONCE_ROWS
+                if plan.fraction >= GRAPH_FRACTION
+                else count <= _CODES_AT_ONCE_ROWS
             ):  # answered exactly; the next query takes what this measures
                 cache.measure_now(plan, index)
             _next_steps(cache, plan, selection, index, measured, signature, segments)

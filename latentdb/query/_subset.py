@@ -62,7 +62,7 @@ Digest = tuple[tuple[int, int, int, int], ...]
 # The queries of a new filter are scanned until its graph is ready.
 SUBSET_SPEC = IndexSpec(kind="hnsw", m=16, ef_construction=32)
 # Filters of up to this many rows get codes (SubsetCodes) rather than a graph. A 10% filter
-# of the PyPI set (10k x 384): trained and encoded in 0.16 s on one core, against 1.0-1.5 s
+# of the PyPI set (10k x 384): trained and encoded in 0.07-0.16 s, against 1.0-1.5 s
 # for the graph; 76-114 us a query at recall 0.995 (the best 100 re-ranked), against
 # 0.26 ms for the graph at 0.96 and 0.7-1.4 ms for the scan. A 50% filter (50k rows):
 # 0.38 ms at 0.998, so larger filters, whose scan of codes grows with their rows, take
@@ -70,13 +70,14 @@ SUBSET_SPEC = IndexSpec(kind="hnsw", m=16, ef_construction=32)
 SUBSET_CODES_ROWS = 50_000
 # The plans that answer from a filter's own index.
 SUBSET_STRATEGIES = ("subset-hnsw", "subset-pq")
-# Codes are trained on this many of the filter's rows, with few k-means rounds: 1,024 rows
-# and 5 rounds trained in 78 ms what 4,096 and 25 did in 1.5 s, at the same recall.
-_CODES_TRAIN_ROWS = 1024
+# Codes are trained on this many of the filter's rows, with few k-means rounds: 512 rows
+# and 4 rounds trained in 15 ms what 4,096 and 25 did in 1.5 s, at the same recall (10%
+# of the PyPI set: 0.964-0.968 at a re-rank of 48, 0.993-0.994 at 100).
+_CODES_TRAIN_ROWS = 512
+_CODES_TRAIN_ROUNDS = 4
 # Fewer rows than this (a filter whose rows were deleted since it was counted) are not
 # coded: k-means needs 16 points per sub-quantizer, and re-ranking them all is exact.
 _CODES_MIN_ROWS = 64
-_CODES_TRAIN_ROUNDS = 5
 # A graph is rebuilt for changed rows no sooner than this many times its build took after
 # it was built: at most a fifth of a core goes to rebuilding.
 _REBUILD_PAUSE = 4.0
