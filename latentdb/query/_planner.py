@@ -109,6 +109,11 @@ _MEASURE_AT_ONCE_ROWS = 60_000
 # on MIN_QUERIES tuning queries. Measured in the background instead, a 10% filter's
 # first ~400 queries were scanned (1.4 ms apiece) before its codes answered.
 _CODES_AT_ONCE_ROWS = 12_000
+# In that first query, codes are measured up to this re-rank depth, and the masked graph
+# not at all: on the mixture data of bench/filtered.py a filter along one direction
+# climbed to a depth of 822 and took 212 ms (572 beside a writer). A filter that needs
+# more is measured again in the background, on every tuning query.
+_IN_QUERY_KNOB_MAX = 256
 # A filter gets a graph of its own rows when its best measured plan is this many times
 # slower than an unfiltered search: issue 18 asks filtered qps1 >= 0.5x unfiltered, and
 # timings on a shared machine scatter (a 4k-row scan, 4% of 100k, timed at 1.8-2.5x).
@@ -636,6 +641,7 @@ class FilterCache:
         queries, and keep the fastest that reaches the target (each timed here, one query
         per call, so that all are timed alike; ``scan_seconds``: the scan's time per
         query, where the caller has just timed it)."""
+        in_query = scan_seconds is not None  # a filter's first query: measure_now
         index, lock = _searchable(index)
         with lock:
             segments = [segment for _, segment in index.sealed]
@@ -711,7 +717,7 @@ class FilterCache:
             # From the beam that passed for a filter of about this selectivity, else the
             # collection's own: climbing from 16, a 10% filter's graph on the PyPI set
             # measured six beams (7 s on the loaded box) before ef 122 passed.
-            ladder = knob_ladder(graph.first, FILTERED_KNOB_MAX)
+            ladder = knob_ladder(graph.first, _IN_QUERY_KNOB_MAX if in_query else FILTERED_KNOB_MAX)
             hinted = (bucket, graph.strategy)
             first = max(base, graph.first) if graph.knob == knob else graph.first
             start = int(np.searchsorted(ladder, self._graph_hints.get(hinted, first)))
@@ -720,9 +726,14 @@ class FilterCache:
                 self._graph_hints[hinted] = winner.value
             if winner is not None and winner.measurement.seconds < best.seconds:
                 best = _from(winner.measurement, graph.strategy, {graph.knob: winner.value}, best)
-        if knob and not (
-            best.strategy in SUBSET_STRATEGIES
-            and best.seconds <= _GRAPH_WHEN_SLOWER * best.unfiltered
+        narrow_in_query = in_query and plan.fraction < GRAPH_FRACTION
+        if (
+            knob
+            and not narrow_in_query  # the masked graph's wide beams: in the background
+            and not (
+                best.strategy in SUBSET_STRATEGIES
+                and best.seconds <= _GRAPH_WHEN_SLOWER * best.unfiltered
+            )
         ):
 
             def masked(value: int) -> Measurement:
