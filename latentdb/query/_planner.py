@@ -267,9 +267,8 @@ class FilterCache:
         self._jobs: deque[tuple[FilterPlan, Any, Selection]] = deque()  # (plan, index, rows)
         self._worker: threading.Thread | None = None
         self._hints: dict[int, int] = {}  # selectivity bucket -> knob value that passed
-        self._graph_hints: dict[
-            tuple[int, str], int
-        ] = {}  # ... and the beam of a filter's own graph
+        # ... and the beam (or re-rank depth) of a filter's own index, per kind
+        self._graph_hints: dict[tuple[int, str], int] = {}
         self.measurements = 0  # measurements made (for tests and benchmarks)
 
     def note_queries(self, queries: FloatMatrix) -> None:
@@ -720,7 +719,8 @@ class FilterCache:
             ladder = knob_ladder(graph.first, _IN_QUERY_KNOB_MAX if in_query else FILTERED_KNOB_MAX)
             hinted = (bucket, graph.strategy)
             first = max(base, graph.first) if graph.knob == knob else graph.first
-            start = int(np.searchsorted(ladder, self._graph_hints.get(hinted, first)))
+            hint = self._graph_hints.get(hinted, first)  # may lie past a first query's cap
+            start = min(int(np.searchsorted(ladder, hint)), len(ladder) - 1)
             winner, _ = tune_knob(own, ladder, start=start, target=target, slowest=best.seconds)
             if winner is not None:
                 self._graph_hints[hinted] = winner.value
