@@ -267,7 +267,7 @@ class SubsetCodes(SubsetGraph):
         )
         codes.train(np.ascontiguousarray(matrix[sample]))
         codes.add(matrix)
-        self.codes, self.matrix = codes, matrix
+        self.codes = codes
 
     def search(
         self, queries: FloatMatrix, k: int, params: Mapping[str, int]

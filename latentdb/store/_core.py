@@ -60,8 +60,9 @@ class StoreCore:
         self._readers: weakref.WeakSet[GuardedConnection] = weakref.WeakSet()
         self._reader_target: tuple[str | Path, bool] = (self.path, False)
         self.read_only = False
-        self._in_transaction = False
-        self._transaction_thread = 0  # the thread that opened it (threading.get_ident)
+        # The thread whose transaction is open (threading.get_ident), 0 when none: it holds
+        # the lock for the whole transaction.
+        self._transaction_thread = 0
         if not check_database_file(self.path):
             create_database_file(self.path, initialize)
         self._connection = self._open()
@@ -211,11 +212,10 @@ class StoreCore:
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[None]:
         with self.lock:
-            if self._in_transaction:  # nested: part of the outer transaction
+            if self._transaction_thread:  # nested: part of the outer transaction
                 yield
                 return
             self._connection.execute(begin)
-            self._in_transaction = True
             self._transaction_thread = threading.get_ident()
             try:
                 try:
@@ -229,7 +229,7 @@ class StoreCore:
                     self._roll_back(error)
                     raise
             finally:
-                self._in_transaction = False
+                self._transaction_thread = 0
 
     def _roll_back(self, cause: BaseException) -> None:
         """Undo the open transaction after ``cause``, unless SQLite already has: after
@@ -246,7 +246,7 @@ class StoreCore:
     def in_transaction(self) -> bool:
         """Whether the calling thread has a transaction of the store's connection open
         (another thread's does not count: this thread's next transaction waits for it)."""
-        return self._in_transaction and self._transaction_thread == threading.get_ident()
+        return self._transaction_thread == threading.get_ident()
 
     def data_version(self) -> int:
         """A number that changes when another connection commits (PRAGMA data_version,

@@ -231,7 +231,7 @@ class PackStore(StoreCore):
         VACUUM, which rewrites the live pages (seconds at 1M rows), then truncates the
         WAL where no reader holds it. Returns whether it ran."""
         with self.lock:
-            if self._in_transaction or self.read_only:
+            if self._transaction_thread or self.read_only:  # (this thread's: under the lock)
                 return False
             connection = self._connection
             size = int(connection.execute("PRAGMA page_size").fetchone()[0])
